@@ -1,0 +1,44 @@
+# lic-fpga. `make demo` and `make test` are the two commands a fresh machine needs.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+LIC := $(VENV)/bin/lic
+STAMP := $(VENV)/.installed
+
+.PHONY: setup test test-slow demo teachers eval clean help
+
+help:
+	@echo "make setup      create .venv with every pinned dependency (idempotent)"
+	@echo "make test       run the test suite (CI runs this)"
+	@echo "make test-slow  run the slow checks too (full Kodak evaluation)"
+	@echo "make demo       encode and decode Kodak with the shipped teachers, report under build/demo/"
+	@echo "make eval       teacher RD curve and classical baselines on Kodak -> build/eval/"
+	@echo "make teachers   retrain the shipped default teachers (CPU recipe, ~1.5 h on 2 cores)"
+
+setup: $(STAMP)
+
+$(STAMP): requirements.lock pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 or run make PYTHON=/path/to/python3.11" >&2; exit 1; }
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps -r requirements.lock
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+test: setup
+	$(PY) -m pytest -m "not slow" -q
+
+test-slow: setup
+	$(PY) -m pytest -m slow -q
+
+demo: setup
+	$(LIC) eval --quality all --baselines jpeg,webp,avif,heif -o build/demo
+
+eval: setup
+	$(LIC) eval --quality all --baselines jpeg,webp,avif,heif -o build/eval
+
+teachers: setup
+	training/recipes/default_teachers.sh
+
+clean:
+	rm -rf build .pytest_cache

@@ -1,0 +1,92 @@
+"""The .lic container: a versioned header, a model fingerprint, entropy-coded streams, a CRC.
+
+Layout (all integers big-endian; see docs/FORMAT.md for the meaning of each version's streams):
+
+    offset  size  field
+    0       8     magic  b"\\x89LIC\\r\\n\\x1a\\n"  (PNG-style: catches text-mode and 7-bit transfers)
+    8       1     format version
+    9       1     flags (0 in version 1; readers reject bits they do not know)
+    10      16    fingerprint of the model that wrote the file
+    26      2     image height in pixels (1..65535)
+    28      2     image width  in pixels (1..65535)
+    30      1     number of streams S
+    31      ...   S times: u32 length, then that many bytes
+    end-4   4     CRC-32 of every byte before it
+
+The parser is version-agnostic about stream meaning; the codec of each version interprets them.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from dataclasses import dataclass, field
+
+from lic.errors import LicError
+
+MAGIC = b"\x89LIC\r\n\x1a\n"
+FORMAT_V1 = 1  # float-teacher hyperprior: streams [z, y]
+SUPPORTED_VERSIONS = {FORMAT_V1}
+FINGERPRINT_BYTES = 16
+_HEADER = struct.Struct(">8sBB16sHHB")
+_U32 = struct.Struct(">I")
+
+
+@dataclass
+class LicFile:
+    version: int
+    fingerprint: bytes
+    height: int
+    width: int
+    streams: list[bytes] = field(default_factory=list)
+    flags: int = 0
+
+    def to_bytes(self) -> bytes:
+        if not (1 <= self.height <= 0xFFFF and 1 <= self.width <= 0xFFFF):
+            raise LicError(f"image size {self.width}x{self.height} does not fit the .lic header (max 65535)")
+        if len(self.fingerprint) != FINGERPRINT_BYTES:
+            raise ValueError("fingerprint must be 16 bytes")
+        if len(self.streams) > 255:
+            raise ValueError("at most 255 streams")
+        parts = [_HEADER.pack(MAGIC, self.version, self.flags, self.fingerprint, self.height, self.width,
+                              len(self.streams))]
+        for s in self.streams:
+            parts += [_U32.pack(len(s)), s]
+        body = b"".join(parts)
+        return body + _U32.pack(zlib.crc32(body))
+
+
+def parse(data: bytes, name: str = "input") -> LicFile:
+    """Parse and integrity-check a .lic file; every malformation is a one-line LicError."""
+    if len(data) < len(MAGIC) or data[:len(MAGIC)] != MAGIC:
+        raise LicError(f"{name}: not a .lic file (bad magic)")
+    if len(data) < _HEADER.size + _U32.size:
+        raise LicError(f"{name}: truncated .lic file ({len(data)} bytes)")
+    _, version, flags, fingerprint, height, width, n = _HEADER.unpack_from(data, 0)
+    if version not in SUPPORTED_VERSIONS:
+        newest = max(SUPPORTED_VERSIONS)
+        hint = "written by a newer lic" if version > newest else "an unknown format"
+        raise LicError(f"{name}: .lic format version {version} is {hint}; this lic reads versions "
+                       f"{', '.join(map(str, sorted(SUPPORTED_VERSIONS)))}")
+    body, crc = data[:-4], _U32.unpack_from(data, len(data) - 4)[0]
+    pos, streams = _HEADER.size, []
+    for i in range(n):
+        if pos + 4 > len(body):
+            raise LicError(f"{name}: truncated .lic file (stream {i} of {n} missing)")
+        (length,) = _U32.unpack_from(body, pos)
+        pos += 4
+        if pos + length > len(body):
+            raise LicError(f"{name}: truncated .lic file (stream {i} needs {length} bytes, "
+                           f"{len(body) - pos} left)")
+        streams.append(bytes(body[pos:pos + length]))
+        pos += length
+    if pos != len(body):
+        raise LicError(f"{name}: corrupt .lic file ({len(body) - pos} unexpected bytes after the streams)")
+    if zlib.crc32(body) != crc:
+        raise LicError(f"{name}: corrupt .lic file (CRC mismatch)")
+    if flags:
+        raise LicError(f"{name}: .lic flags 0x{flags:02x} are not understood by this lic")
+    if height == 0 or width == 0:
+        raise LicError(f"{name}: corrupt .lic file (image size {width}x{height})")
+    return LicFile(version=version, fingerprint=fingerprint, height=height, width=width, streams=streams,
+                   flags=flags)

@@ -1,0 +1,67 @@
+"""`lic`: the command line of lic-fpga. Each subcommand lives in its stage package; this file only
+dispatches and turns LicError (and other expected failures) into one-line errors with exit code 1."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from lic.errors import LicError
+
+# name -> (module with add_arguments(parser) and run(args) -> int, one-line help)
+SUBCOMMANDS = {
+    "encode": ("training.teacher_codec_cli", "encode an image to a .lic file with the teacher"),
+    "decode": ("training.teacher_codec_cli", "decode a .lic file to PNG"),
+    "eval": ("bench.evaluate", "rate-distortion evaluation on a folder (Kodak by default) with classical baselines"),
+    "train-teacher": ("training.train_teacher", "train a ScaleHyperprior teacher on random crops (DDP-ready)"),
+}
+
+
+def _function(module: str, prefix: str, name: str):
+    """A module serving several subcommands names its functions add_<name>_arguments / run_<name>;
+    a module serving one uses add_arguments / run."""
+    mod = importlib.import_module(module)
+    return getattr(mod, f"{prefix}_{name.replace('-', '_')}" + ("_arguments" if prefix == "add" else ""), None) \
+        or getattr(mod, "add_arguments" if prefix == "add" else "run")
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The full parser for `command`; only its module is imported, so `lic --help` stays instant
+    and one stage's heavy or broken import never breaks another's command."""
+    from lic import __version__
+
+    p = argparse.ArgumentParser(
+        prog="lic",
+        description="lic-fpga: learned image compression whose decoder runs on FPGA fabric. "
+                    "Run `lic COMMAND --help` for each command.",
+    )
+    p.add_argument("--version", action="version", version=f"lic-fpga {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (module, help_text) in SUBCOMMANDS.items():
+        sp = sub.add_parser(name, help=help_text, description=help_text)
+        if name == command:
+            _function(module, "add", name)(sp)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    command = next((a for a in argv if not a.startswith("-")), None)
+    args = build_parser(command if command in SUBCOMMANDS else None).parse_args(argv)
+    run = _function(SUBCOMMANDS[args.command][0], "run", args.command)
+    try:
+        return run(args) or 0
+    except LicError as e:
+        print(f"lic: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("lic: interrupted", file=sys.stderr)
+        return 130
+    except OSError as e:  # disk full, permission denied, ...: the OS's message is the useful part
+        print(f"lic: error: {e.filename or ''}{': ' if e.filename else ''}{e.strerror or e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

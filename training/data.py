@@ -1,0 +1,51 @@
+"""Training images as random crops, held decoded in memory (BSDS500 is ~230 MB as uint8)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from lic.errors import LicError
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm"}
+
+
+def list_images(folder: Path, recursive: bool = True) -> list[Path]:
+    if not folder.is_dir():
+        raise LicError(f"image folder not found: {folder}")
+    it = folder.rglob("*") if recursive else folder.iterdir()
+    files = sorted(p for p in it if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not files:
+        raise LicError(f"no images in {folder}")
+    return files
+
+
+class RandomCrops:
+    """Endless batches of random crops with random horizontal flips, as uint8 -> float [0, 1]."""
+
+    def __init__(self, folders: list[Path], crop: int, seed: int):
+        self.images = []
+        for folder in folders:
+            for p in list_images(folder):
+                with Image.open(p) as im:
+                    a = np.asarray(im.convert("RGB"))
+                if min(a.shape[:2]) >= crop:
+                    self.images.append(a)
+        if not self.images:
+            raise LicError(f"no training image is at least {crop}x{crop}")
+        self.crop = crop
+        self.rng = np.random.default_rng(seed)
+
+    def batch(self, size: int) -> torch.Tensor:
+        c = self.crop
+        out = np.empty((size, c, c, 3), dtype=np.uint8)
+        for i in range(size):
+            a = self.images[self.rng.integers(len(self.images))]
+            y = self.rng.integers(a.shape[0] - c + 1)
+            x = self.rng.integers(a.shape[1] - c + 1)
+            patch = a[y:y + c, x:x + c]
+            out[i] = patch[:, ::-1] if self.rng.random() < 0.5 else patch
+        return torch.from_numpy(out).permute(0, 3, 1, 2).float().div_(255.0)

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Reproduces the shipped default teachers (training/teachers/teacher_q{1..4}.pt).
+# A CPU-sized recipe: one base model at CompressAI's q3 lambda, then a short fine-tune per rate
+# point starting from it (warm starts converge far faster than four runs from scratch).
+# Usage: training/recipes/default_teachers.sh [BASE_STEPS] [FINETUNE_STEPS]
+# With a GPU, raise the steps (and --crop 256): quality keeps improving for >1M steps.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+LIC=${LIC:-.venv/bin/lic}
+BASE_STEPS=${1:-5000}
+FT_STEPS=${2:-800}
+RUNS=build/train-teacher
+COMMON=(--crop 128 --batch-size 8 --save-every 200)
+"$LIC" train-teacher --quality 3 --steps "$BASE_STEPS" --lr 5e-4 --lr-final 1e-4 "${COMMON[@]}" \
+    --run-dir "$RUNS/base"
+for q in 1 2 3 4; do
+    "$LIC" train-teacher --quality "$q" --steps "$FT_STEPS" --lr 1e-4 --lr-final 2e-5 "${COMMON[@]}" \
+        --init "$RUNS/base/checkpoint.pt" --run-dir "$RUNS/q$q" --export "training/teachers/teacher_q$q.pt"
+done
+.venv/bin/python -m training.ship training/teachers/teacher_q{1,2,3,4}.pt

@@ -1,0 +1,39 @@
+"""Write training/teachers/teachers.json from exported teachers: quality, lambda, file, fingerprint.
+
+    python -m training.ship training/teachers/teacher_q*.pt
+
+The decoder finds the teacher that wrote a .lic file through this manifest, and loading a shipped
+teacher checks its fingerprint against it.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from training.teacher import COMPRESSAI_LAMBDAS, MANIFEST, TEACHERS_DIR, from_state_dict, load_state_dict_file
+
+
+def manifest_entry(path: Path) -> dict:
+    prov = json.loads(path.with_suffix(".provenance.json").read_text())
+    quality = next((q for q, lm in COMPRESSAI_LAMBDAS.items() if abs(lm - prov["lambda"]) < 1e-9), None)
+    if quality is None:
+        raise SystemExit(f"{path}: lambda {prov['lambda']} is not one of CompressAI's quality lambdas")
+    t = from_state_dict(load_state_dict_file(path), name=path.name)
+    return {"quality": quality, "lambda": prov["lambda"], "file": path.name, "fingerprint": t.fingerprint.hex()}
+
+
+def main(argv: list[str]) -> int:
+    paths = [Path(a).resolve() for a in argv]
+    outside = [p for p in paths if p.parent != TEACHERS_DIR]
+    if not paths or outside:
+        raise SystemExit(f"usage: python -m training.ship {TEACHERS_DIR}/teacher_qN.pt ...")
+    entries = sorted((manifest_entry(p) for p in paths), key=lambda e: e["quality"])
+    MANIFEST.write_text(json.dumps({"teachers": entries}, indent=2) + "\n")
+    print(f"wrote {MANIFEST} ({len(entries)} teachers)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

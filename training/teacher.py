@@ -1,0 +1,171 @@
+"""The teacher: CompressAI's ScaleHyperprior (Ballé et al. 2018), loaded one of three ways.
+
+A teacher *spec* names where it comes from:
+  zoo:bmshj2018-hyperprior:Q   CompressAI's model zoo, through its own loader (needs the network)
+  PATH                          a CompressAI state dict (.pth/.pth.tar/.pt), e.g. a zoo file
+                                downloaded elsewhere or one written by `lic train-teacher`
+  q1..q4 / default              a shipped default teacher (training/teachers/)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from lic.compressai_compat import compressai  # noqa: F401  (must precede compressai imports)
+from compressai.models import ScaleHyperprior
+
+from lic.errors import LicError
+
+TEACHERS_DIR = Path(__file__).resolve().parent / "teachers"
+MANIFEST = TEACHERS_DIR / "teachers.json"
+
+# CompressAI's lambdas for bmshj2018-hyperprior, MSE, qualities 1..8 (its zoo documentation).
+COMPRESSAI_LAMBDAS = {1: 0.0018, 2: 0.0035, 3: 0.0067, 4: 0.0130, 5: 0.0250, 6: 0.0483, 7: 0.0932, 8: 0.1800}
+DEFAULT_QUALITY = 3
+
+# ScaleHyperprior downsamples by 2^4 (g_a) then 2^2 (h_a): inputs are padded to this multiple.
+SPATIAL_MULTIPLE = 64
+
+
+@dataclass
+class Teacher:
+    model: ScaleHyperprior
+    fingerprint: bytes  # 16 bytes, see model_fingerprint()
+    name: str           # how it was asked for, for messages and reports
+    quality: int | None = None
+    lmbda: float | None = None
+
+
+def model_fingerprint(model: torch.nn.Module) -> bytes:
+    """16-byte digest of every tensor in the state dict (names, shapes, dtypes, values).
+
+    It covers the entropy models' CDF tables as well as weights, so two models that could
+    produce or read different bitstreams never share a fingerprint.
+    """
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        t = t.detach().cpu().contiguous()
+        h.update(name.encode())
+        h.update(str(tuple(t.shape)).encode())
+        h.update(str(t.dtype).encode())
+        h.update(t.numpy().tobytes())
+    return h.digest()[:16]
+
+
+def _entropy_tables_missing(model: ScaleHyperprior) -> bool:
+    return model.entropy_bottleneck._quantized_cdf.numel() == 0 or \
+        model.gaussian_conditional._quantized_cdf.numel() == 0
+
+
+def from_state_dict(state_dict: dict, name: str) -> Teacher:
+    """Build a teacher from a CompressAI-format state dict (N and M are read off the shapes)."""
+    state_dict = {k: (v.float() if torch.is_floating_point(v) else v) for k, v in state_dict.items()}
+    try:
+        model = ScaleHyperprior.from_state_dict(state_dict)
+    except (KeyError, RuntimeError) as e:
+        raise LicError(f"{name}: not a CompressAI ScaleHyperprior state dict ({str(e).splitlines()[0]})") from None
+    if _entropy_tables_missing(model):
+        # A training checkpoint saved before update(): derive the CDF tables now.
+        model.update(force=True)
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return Teacher(model=model, fingerprint=model_fingerprint(model), name=name)
+
+
+def load_state_dict_file(path: Path) -> dict:
+    if not path.is_file():
+        raise LicError(f"teacher checkpoint not found: {path}")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises many types for a non-checkpoint file
+        raise LicError(f"{path}: cannot read as a torch checkpoint ({type(e).__name__})") from None
+    for key in ("state_dict", "model"):  # CompressAI's examples/train.py layout; `lic train-teacher`'s
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+            break
+    if not isinstance(obj, dict):
+        raise LicError(f"{path}: checkpoint holds no state dict")
+    # DDP-wrapped models save keys as "module.x"; CompressAI's own files do not.
+    return {k.removeprefix("module."): v for k, v in obj.items()}
+
+
+def load_zoo(architecture: str, quality: int) -> Teacher:
+    """Load through CompressAI's zoo loader, which downloads the weights on first use."""
+    from compressai import zoo
+
+    if architecture != "bmshj2018-hyperprior":
+        raise LicError(f"zoo model {architecture!r} is not a ScaleHyperprior; use bmshj2018-hyperprior")
+    if quality not in COMPRESSAI_LAMBDAS:
+        raise LicError(f"zoo quality must be 1..8, got {quality}")
+    try:
+        model = zoo.bmshj2018_hyperprior(quality=quality, metric="mse", pretrained=True, progress=False)
+    except Exception as e:  # URLError, HTTPError, socket errors, ...: all mean "could not download"
+        raise LicError(
+            f"could not download CompressAI zoo weights for {architecture} q{quality} "
+            f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'no detail'}); offline, download the "
+            f"file elsewhere and pass its path as the teacher instead"
+        ) from None
+    model.eval()
+    return Teacher(model=model, fingerprint=model_fingerprint(model), name=f"zoo:{architecture}:{quality}",
+                   quality=quality, lmbda=COMPRESSAI_LAMBDAS[quality])
+
+
+def read_manifest() -> list[dict]:
+    if not MANIFEST.is_file():
+        return []
+    return json.loads(MANIFEST.read_text())["teachers"]
+
+
+def load_default(quality: int) -> Teacher:
+    entries = {e["quality"]: e for e in read_manifest()}
+    if quality not in entries:
+        have = ", ".join(f"q{q}" for q in sorted(entries)) or "none"
+        raise LicError(f"no shipped teacher for quality {quality} (shipped: {have})")
+    e = entries[quality]
+    t = from_state_dict(load_state_dict_file(TEACHERS_DIR / e["file"]), name=f"q{quality}")
+    if t.fingerprint.hex() != e["fingerprint"]:
+        raise LicError(f"shipped teacher {e['file']} does not match its manifest fingerprint (corrupt checkout?)")
+    t.quality, t.lmbda = quality, e["lambda"]
+    return t
+
+
+def load_teacher(spec: str | None = None, quality: int | None = None) -> Teacher:
+    """Resolve a teacher spec (see module doc); with no spec, the shipped teacher for `quality`."""
+    if spec is None or spec == "default":
+        return load_default(quality or DEFAULT_QUALITY)
+    if spec.startswith("zoo:"):
+        parts = spec.split(":")
+        if len(parts) != 3 or not parts[2].isdigit():
+            raise LicError(f"bad zoo spec {spec!r}; expected zoo:bmshj2018-hyperprior:Q")
+        return load_zoo(parts[1], int(parts[2]))
+    if len(spec) == 2 and spec[0] == "q" and spec[1].isdigit():
+        return load_default(int(spec[1]))
+    path = Path(spec)
+    return from_state_dict(load_state_dict_file(path), name=str(path))
+
+
+def find_default_by_fingerprint(fingerprint: bytes) -> Teacher | None:
+    """The shipped teacher that wrote a file, found through the manifest without loading the others."""
+    for e in read_manifest():
+        if e["fingerprint"] == fingerprint.hex():
+            return load_default(e["quality"])
+    return None
+
+
+def save_compact(model: ScaleHyperprior, path: Path) -> None:
+    """Write the shipped form: CompressAI state dict, CDF tables included, float weights as fp16.
+
+    fp16 halves the repository size; the loader upcasts to fp32, so encoder and decoder see the same
+    weights and the fingerprint is taken after the upcast.
+    """
+    sd = {k: (v.half() if torch.is_floating_point(v) else v) for k, v in model.state_dict().items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(sd, tmp)
+    tmp.replace(path)

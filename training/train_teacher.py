@@ -1,0 +1,201 @@
+"""`lic train-teacher`: train a ScaleHyperprior teacher from scratch (or warm-started) on random crops.
+
+Rate-distortion loss lambda * 255^2 * MSE + bpp (CompressAI's RateDistortionLoss), a separate Adam
+for the entropy bottleneck's quantiles (the aux loss), checkpoints that resume exactly, and DDP when
+launched under torchrun (one process per GPU, or several CPU processes with gloo).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from tqdm import tqdm
+
+from lic.compressai_compat import compressai  # noqa: F401
+from compressai.losses import RateDistortionLoss
+from compressai.models import ScaleHyperprior
+
+from lic.errors import LicError
+from training.data import RandomCrops
+from training.teacher import COMPRESSAI_LAMBDAS, load_state_dict_file, save_compact
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_DATA = REPO.parent / "shared" / "data" / "bsds500"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--quality", type=int, default=3, choices=sorted(COMPRESSAI_LAMBDAS),
+                   help="rate point: uses CompressAI's lambda for bmshj2018-hyperprior at this quality (default 3)")
+    g.add_argument("--lambda", dest="lmbda", type=float, help="rate-distortion lambda, overrides --quality")
+    p.add_argument("--data", type=Path, nargs="+", default=[DEFAULT_DATA],
+                   help="folders of training images, searched recursively (default: ../shared/data/bsds500)")
+    p.add_argument("--steps", type=int, default=100_000, help="optimiser steps in total (default 100000)")
+    p.add_argument("--batch-size", type=int, default=8, help="crops per step per process (default 8)")
+    p.add_argument("--crop", type=int, default=256, help="square crop size in pixels (default 256)")
+    p.add_argument("--lr", type=float, default=1e-4, help="peak learning rate (default 1e-4)")
+    p.add_argument("--lr-final", type=float, default=None,
+                   help="learning rate at the last step, cosine decay from --lr (default: constant --lr)")
+    p.add_argument("--aux-lr", type=float, default=1e-3, help="learning rate of the aux (quantile) optimiser")
+    p.add_argument("--clip", type=float, default=1.0, help="gradient-norm clip (0 = off)")
+    p.add_argument("--N", type=int, default=128, help="channels of the transforms (default 128, as CompressAI q1-5)")
+    p.add_argument("--M", type=int, default=192, help="latent channels (default 192, as CompressAI q1-5)")
+    p.add_argument("--init", type=Path, help="start from these weights (a state dict) instead of random")
+    p.add_argument("--run-dir", type=Path, required=True,
+                   help="checkpoints and log go here; an existing checkpoint in it is resumed")
+    p.add_argument("--save-every", type=int, default=500, help="steps between checkpoints (default 500)")
+    p.add_argument("--export", type=Path, help="at the end, write the compact CompressAI state dict here")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads per process")
+
+
+def _setup_distributed() -> tuple[int, int, torch.device]:
+    if "WORLD_SIZE" not in os.environ or int(os.environ["WORLD_SIZE"]) == 1:
+        return 0, 1, torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    dist.init_process_group(backend)
+    rank, world = dist.get_rank(), dist.get_world_size()
+    if torch.cuda.is_available():
+        local = int(os.environ.get("LOCAL_RANK", 0))
+        torch.cuda.set_device(local)
+        return rank, world, torch.device("cuda", local)
+    return rank, world, torch.device("cpu")
+
+
+def _lr_at(step: int, args) -> float:
+    if args.lr_final is None:
+        return args.lr
+    import math
+    t = min(step / max(args.steps, 1), 1.0)
+    return args.lr_final + 0.5 * (args.lr - args.lr_final) * (1 + math.cos(math.pi * t))
+
+
+def _atomic_save(obj, path: Path) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(obj, tmp)
+    tmp.replace(path)
+
+
+def train(args) -> Path | None:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    rank, world, device = _setup_distributed()
+    lmbda = args.lmbda if args.lmbda is not None else COMPRESSAI_LAMBDAS[args.quality]
+    torch.manual_seed(args.seed)
+
+    model = ScaleHyperprior(args.N, args.M)
+    if args.init:
+        sd = load_state_dict_file(args.init)
+        model.load_state_dict({k: v.float() if torch.is_floating_point(v) else v for k, v in sd.items()})
+    model.to(device)
+    main_params = [p for n, p in model.named_parameters() if not n.endswith(".quantiles")]
+    aux_params = [p for n, p in model.named_parameters() if n.endswith(".quantiles")]
+    opt = torch.optim.Adam(main_params, lr=args.lr)
+    aux_opt = torch.optim.Adam(aux_params, lr=args.aux_lr)
+    criterion = RateDistortionLoss(lmbda=lmbda)
+
+    run_dir = args.run_dir
+    ckpt_path = run_dir / "checkpoint.pt"
+    step, elapsed = 0, 0.0
+    if ckpt_path.is_file():
+        ck = torch.load(ckpt_path, map_location=device, weights_only=False)
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["opt"])
+        aux_opt.load_state_dict(ck["aux_opt"])
+        step, elapsed = ck["step"], ck["elapsed_s"]
+        if rank == 0:
+            print(f"resuming {ckpt_path} at step {step}", file=sys.stderr)
+    # Each rank draws its own crops; the seed includes the step so a resumed run does not replay crops.
+    data = RandomCrops(args.data, args.crop, seed=args.seed * 1_000_003 + rank * 7919 + step)
+
+    net = model
+    if world > 1:
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    if rank == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        log = open(run_dir / "log.jsonl", "a")
+    bar = tqdm(total=args.steps, initial=step, disable=rank != 0, desc=f"teacher lambda={lmbda}", unit="step",
+               dynamic_ncols=True)
+    t0 = time.time() - elapsed
+    model.train()
+    while step < args.steps:
+        for g in opt.param_groups:
+            g["lr"] = _lr_at(step, args)
+        x = data.batch(args.batch_size).to(device, non_blocking=True)
+        out = net(x)
+        losses = criterion(out, x)
+        opt.zero_grad(set_to_none=True)
+        losses["loss"].backward()
+        if args.clip > 0:
+            torch.nn.utils.clip_grad_norm_(main_params, args.clip)
+        opt.step()
+        aux_loss = model.aux_loss()
+        aux_opt.zero_grad(set_to_none=True)
+        aux_loss.backward()
+        if world > 1:  # aux_loss() runs on the unwrapped model, outside DDP's gradient all-reduce
+            for p in aux_params:
+                dist.all_reduce(p.grad)
+                p.grad /= world
+        aux_opt.step()
+        step += 1
+        if rank == 0:
+            rec = {"step": step, "loss": losses["loss"].item(), "bpp": losses["bpp_loss"].item(),
+                   "mse": losses["mse_loss"].item(), "aux": aux_loss.item(), "lr": opt.param_groups[0]["lr"]}
+            bar.set_postfix(bpp=f"{rec['bpp']:.3f}", mse=f"{rec['mse']:.5f}", aux=f"{rec['aux']:.1f}")
+            bar.update(1)
+            if step % 50 == 0:
+                log.write(json.dumps(rec) + "\n")
+                log.flush()
+            if step % args.save_every == 0 or step == args.steps:
+                _atomic_save({"model": model.state_dict(), "opt": opt.state_dict(), "aux_opt": aux_opt.state_dict(),
+                              "step": step, "elapsed_s": time.time() - t0, "lambda": lmbda,
+                              "args": {k: str(v) for k, v in vars(args).items()}}, ckpt_path)
+    bar.close()
+    out_path = None
+    if rank == 0 and args.export:
+        model.eval().cpu()
+        model.update(force=True)
+        save_compact(model, args.export)
+        prov = {
+            "command": " ".join(shlex.quote(a) for a in [Path(sys.argv[0]).name, *sys.argv[1:]]),
+            "lambda": lmbda, "N": args.N, "M": args.M, "steps": step, "batch_size": args.batch_size * world,
+            "crop": args.crop, "lr": args.lr, "lr_final": args.lr_final,
+            "data": [str(d) for d in args.data], "init": str(args.init) if args.init else None,
+            "train_time_s": round(time.time() - t0, 1), "processes": world,
+            "hardware": torch.cuda.get_device_name(0) if device.type == "cuda" else
+            f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads",
+            "torch": torch.__version__,
+        }
+        args.export.with_suffix(".provenance.json").write_text(json.dumps(prov, indent=2) + "\n")
+        out_path = args.export
+    if world > 1:
+        dist.destroy_process_group()
+    return out_path
+
+
+def run(args) -> int:
+    train(args)
+    return 0
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="lic train-teacher", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(p)
+    args = p.parse_args(argv)
+    train(args)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
