@@ -63,3 +63,14 @@ def test_truncated_image(tmp_path, rgb_image):
     (tmp_path / "t.png").write_bytes(data[: len(data) // 2])
     with pytest.raises(LicError):
         load_rgb(tmp_path / "t.png")
+
+
+def test_outputs_get_the_umask_mode(tmp_path, rgb_image):
+    import os
+
+    old = os.umask(0o022)
+    try:
+        save_png(tmp_path / "a.png", rgb_image)
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.png").stat().st_mode & 0o777 == 0o644

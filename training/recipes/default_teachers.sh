@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 LIC=${LIC:-.venv/bin/lic}
-BASE_STEPS=${1:-5000}
+BASE_STEPS=${1:-6500}
 FT_STEPS=${2:-800}
 RUNS=build/train-teacher
 COMMON=(--crop 128 --batch-size 8 --save-every 200)

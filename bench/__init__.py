@@ -1,0 +1,1 @@
+"""Rate-distortion benchmarking: metrics, classical baselines, BD-rate and plots, `lic eval`."""

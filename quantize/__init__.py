@@ -1,0 +1,1 @@
+"""Quantisation stage: Brevitas QAT of the student decoder."""

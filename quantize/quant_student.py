@@ -1,0 +1,175 @@
+"""Brevitas (QAT) version of the student synthesis transform, layer for layer the float one.
+
+Integer contract with the accelerator (DESIGN.md, "feed the accelerator integers"):
+  - input: y_hat, clipped to a signed `input_bits` range by a QuantIdentity whose scale is a
+    constant 1.0, so the integers the fabric receives are exactly y_hat (no host-side scaling);
+  - every ReLU is a QuantReLU (unsigned, learned per-tensor scale): FINN turns conv + ReLU quant into
+    an MVAU followed by MultiThreshold;
+  - output: a final signed QuantIdentity (`output_bits`), so the fabric emits integers and the host
+    does the dequantising Mul and the clamp to [0, 1].
+
+Weights are narrow-range signed `weight_bits` ints with float scales (per output channel by
+default: FINN folds per-channel scales into the next MultiThreshold).
+
+Biases are int32 with scale input_scale * weight_scale (Brevitas Int32Bias, `int_bias=True`), i.e.
+exactly what an integer accumulator adds. A float bias would be just as exact for FINN (it ends up
+in the thresholds), but onnxruntime's level-1 `WeightBiasQuantization` rewrite quantises the float
+bias of every DequantizeLinear -> Conv/ConvTranspose to that int32 grid anyway, so a float-bias QCDQ
+export drifts from Brevitas (measured on a tiny random W4A4 deconv4 model: up to 15 output LSBs,
+56% of pixels) unless that optimiser is disabled. With an int32 bias Brevitas, QONNX, FINN's
+converted graph and onnxruntime agree bit for bit, and onnxruntime can fuse int8 QLinearConv kernels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Iterable, Sequence
+
+import torch
+from torch import nn
+
+from brevitas.core.scaling import ScalingImplType
+from brevitas.nn import QuantConv2d, QuantConvTranspose2d, QuantIdentity, QuantReLU
+from brevitas.quant import (Int8ActPerTensorFloat, Int32Bias, Int8WeightPerChannelFloat, Int8WeightPerTensorFloat,
+                            Uint8ActPerTensorFloat)
+
+from training.student_decoder import StudentConfig, StudentSynthesis, layer_plan
+
+
+class IntegerInputQuant(Int8ActPerTensorFloat):
+    """Signed int input with a constant scale of 1.0. Brevitas' scale is threshold / 2^(bits-1) for a
+    signed, non-narrow int, and a CONST threshold is max(|min_val|, |max_val|): QuantStudentSynthesis
+    sets both to 2^(bits-1) for the configured bit width."""
+    scaling_impl_type = ScalingImplType.CONST
+    min_val = -128.0
+    max_val = 128.0
+
+
+@dataclass
+class QuantConfig:
+    weight_bits: int = 4
+    act_bits: int | Sequence[int] = 4  # one per QuantReLU (len = number of ReLUs), or one for all
+    input_bits: int = 8
+    output_bits: int = 8
+    weight_per_channel: bool = True
+    int_bias: bool = True  # see the module docstring
+
+    def act_bits_list(self, n_relu: int) -> list[int]:
+        if isinstance(self.act_bits, int):
+            return [self.act_bits] * n_relu
+        bits = [int(b) for b in self.act_bits]
+        if len(bits) != n_relu:
+            raise ValueError(f"act_bits has {len(bits)} entries, the model has {n_relu} ReLUs")
+        return bits
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        if not isinstance(self.act_bits, int):
+            d["act_bits"] = list(self.act_bits)
+        return d
+
+
+def n_relu(cfg: StudentConfig) -> int:
+    """How many QuantReLUs (and so act_bits entries) the model has: one per conv but the last."""
+    return sum(s.relu for s in layer_plan(cfg))
+
+
+class QuantStudentSynthesis(nn.Module):
+    """Quantised student g_s. `forward` returns the dequantised float output (pre-clamp);
+    `forward_quant` returns the output QuantTensor (.int() gives what the fabric emits)."""
+
+    def __init__(self, cfg: StudentConfig, qcfg: QuantConfig | None = None):
+        super().__init__()
+        qcfg = qcfg or QuantConfig()
+        self.cfg, self.qcfg = cfg, qcfg
+        plan = layer_plan(cfg)
+        act_bits = qcfg.act_bits_list(n_relu(cfg))
+        bq = Int32Bias if qcfg.int_bias else None
+        wq = Int8WeightPerChannelFloat if qcfg.weight_per_channel else Int8WeightPerTensorFloat
+
+        self.input_quant = QuantIdentity(act_quant=IntegerInputQuant, bit_width=qcfg.input_bits,
+                                         min_val=-float(2 ** (qcfg.input_bits - 1)),
+                                         max_val=float(2 ** (qcfg.input_bits - 1)),
+                                         return_quant_tensor=True)
+        common = dict(weight_quant=wq, weight_bit_width=qcfg.weight_bits, bias_quant=bq,
+                      return_quant_tensor=False)
+        layers: list[nn.Module] = []
+        relu_i = 0
+        for spec in plan:
+            if spec.upsample_before:
+                # A plain nn.Upsample passes the QuantTensor through (Brevitas' interpolate handler
+                # keeps scale and bit width for 'nearest') and exports as ONNX Resize, which is what
+                # FINN's InferUpsample looks for; QuantUpsample adds nothing here.
+                layers.append(nn.Upsample(scale_factor=2, mode="nearest"))
+            if spec.kind == "deconv":
+                layers.append(QuantConvTranspose2d(spec.in_ch, spec.out_ch, spec.kernel, stride=spec.stride,
+                                                   padding=spec.padding, output_padding=spec.output_padding,
+                                                   **common))
+            else:
+                layers.append(QuantConv2d(spec.in_ch, spec.out_ch, spec.kernel, padding=spec.padding, **common))
+            if spec.relu:
+                layers.append(QuantReLU(act_quant=Uint8ActPerTensorFloat, bit_width=act_bits[relu_i],
+                                        return_quant_tensor=True))
+                relu_i += 1
+        self.layers = nn.Sequential(*layers)
+        self.output_quant = QuantIdentity(act_quant=Int8ActPerTensorFloat, bit_width=qcfg.output_bits,
+                                          return_quant_tensor=True)
+
+    def forward_quant(self, y_hat: torch.Tensor):
+        return self.output_quant(self.layers(self.input_quant(y_hat)))
+
+    def forward(self, y_hat: torch.Tensor) -> torch.Tensor:
+        out = self.forward_quant(y_hat)
+        # In export mode Brevitas layers return plain tensors.
+        return getattr(out, "value", out)
+
+    def output_scale(self) -> float:
+        """Scale of the output integers (a per-tensor constant once calibrated / in eval)."""
+        s = self.output_quant.act_quant.scale()
+        return float(s.detach().reshape(-1)[0])
+
+
+def _convs(model: nn.Module) -> list[nn.Module]:
+    return [m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
+
+
+def load_float_weights(quant_model: QuantStudentSynthesis, float_student: StudentSynthesis) -> QuantStudentSynthesis:
+    """Copy a float student's conv weights and biases into the quantised model (QAT start point).
+    Both are built from `layer_plan`, so convs pair up in order; shapes are checked anyway."""
+    q, f = _convs(quant_model), _convs(float_student)
+    if len(q) != len(f):
+        raise ValueError(f"layer count mismatch: quant model has {len(q)} convs, float student {len(f)}")
+    with torch.no_grad():
+        for i, (qm, fm) in enumerate(zip(q, f)):
+            if isinstance(qm, nn.ConvTranspose2d) != isinstance(fm, nn.ConvTranspose2d):
+                raise ValueError(f"conv {i}: {type(qm).__name__} vs {type(fm).__name__}")
+            geometry = ("stride", "padding", "output_padding", "groups")
+            if qm.weight.shape != fm.weight.shape or any(getattr(qm, a) != getattr(fm, a) for a in geometry):
+                raise ValueError(f"conv {i}: {qm} vs {fm}")
+            qm.weight.copy_(fm.weight)
+            if fm.bias is not None:
+                qm.bias.copy_(fm.bias)
+    return quant_model
+
+
+def calibrate_activations(quant_model: nn.Module, batches: Iterable[torch.Tensor]) -> nn.Module:
+    """Set activation scales from data (Brevitas calibration_mode) before QAT or export. Without it an
+    eval-mode model uses the initial scales (threshold 1.0), and QAT spends its first 300 steps
+    on running batch statistics before the scales become learned parameters."""
+    from brevitas.graph.calibrate import calibration_mode
+
+    was_training = quant_model.training
+    quant_model.eval()
+    with torch.no_grad(), calibration_mode(quant_model):
+        for x in batches:
+            quant_model(x)
+    quant_model.train(was_training)
+    return quant_model
+
+
+def build_quant_student(cfg: StudentConfig, qcfg: QuantConfig | None = None,
+                        float_student: StudentSynthesis | None = None) -> QuantStudentSynthesis:
+    qm = QuantStudentSynthesis(cfg, qcfg)
+    if float_student is not None:
+        load_float_weights(qm, float_student)
+    return qm
