@@ -25,8 +25,9 @@ from dataclasses import dataclass, field
 from lic.errors import LicError
 
 MAGIC = b"\x89LIC\r\n\x1a\n"
-FORMAT_V1 = 1  # float-teacher hyperprior: streams [z, y]
-SUPPORTED_VERSIONS = {FORMAT_V1}
+FORMAT_V1 = 1  # float-teacher hyperprior: streams [z, y], indexes from the teacher's float h_s
+FORMAT_V2 = 2  # streams [z, y], indexes from an integer h_s (host/integer_hyper.py)
+SUPPORTED_VERSIONS = {FORMAT_V1, FORMAT_V2}
 FINGERPRINT_BYTES = 16
 _HEADER = struct.Struct(">8sBB16sHHB")
 _U32 = struct.Struct(">I")

@@ -1,10 +1,11 @@
-"""Encode and decode images with a ScaleHyperprior teacher, as .lic format version 1.
+"""Encode and decode images with a ScaleHyperprior teacher, as .lic format version 1 or 2.
 
 The steps are CompressAI's ScaleHyperprior.compress/decompress, spelled out so that two things are
 ours: the container (host/container.py) and `scale_indexes`, the single place where the hyper-
 decoder's output becomes the GaussianConditional's scale-table indexes. Entropy decoding only works
-when encoder and decoder compute identical indexes; version 1 uses the float h_s (reproducible on
-one machine, not guaranteed across platforms), and the integer h_s replaces this one function.
+when encoder and decoder compute identical indexes:
+  version 1  the teacher's float h_s: reproducible on one machine, not guaranteed across platforms;
+  version 2  an integer h_s (host/integer_hyper.py) on the z symbols: bit-exact everywhere.
 """
 
 from __future__ import annotations
@@ -13,9 +14,39 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from host.container import FORMAT_V1, LicFile, parse
+import hashlib
+from dataclasses import dataclass
+
+from host.container import FORMAT_V1, FORMAT_V2, LicFile, parse
+from host.integer_hyper import IntegerHyperSynthesis
 from lic.errors import LicError
 from training.teacher import SPATIAL_MULTIPLE, Teacher
+
+
+@dataclass
+class EntropyModels:
+    """What writes and reads the entropy-coded streams: the teacher's encoder and entropy models,
+    plus, for version 2, the integer h_s that replaces the teacher's float one."""
+    teacher: Teacher
+    integer_hs: IntegerHyperSynthesis | None = None
+
+    @property
+    def version(self) -> int:
+        return FORMAT_V1 if self.integer_hs is None else FORMAT_V2
+
+    @property
+    def fingerprint(self) -> bytes:
+        if self.integer_hs is None:
+            return self.teacher.fingerprint
+        return hashlib.sha256(self.teacher.fingerprint + self.integer_hs.fingerprint).digest()[:16]
+
+    @property
+    def name(self) -> str:
+        return self.teacher.name + (" + integer h_s" if self.integer_hs is not None else "")
+
+
+def as_entropy_models(m: "Teacher | EntropyModels") -> EntropyModels:
+    return m if isinstance(m, EntropyModels) else EntropyModels(m)
 
 
 def padded_size(height: int, width: int, multiple: int = SPATIAL_MULTIPLE) -> tuple[int, int]:
@@ -39,49 +70,65 @@ def pad_replicate(x: torch.Tensor) -> torch.Tensor:
     return F.pad(x, (0, wp - w, 0, hp - h), mode="replicate") if (hp, wp) != (h, w) else x
 
 
-def scale_indexes(teacher: Teacher, z_hat: torch.Tensor) -> torch.Tensor:
-    """Hyper-decoder output -> scale-table indexes for the GaussianConditional (see module doc)."""
-    m = teacher.model
+def z_symbols(em: EntropyModels, z_hat: torch.Tensor) -> torch.Tensor:
+    """The integers the EntropyBottleneck coded: z_hat is symbols + per-channel medians, and
+    (q + m) - m rounds back to q exactly in float32 for any |q| < 2^22."""
+    eb = em.teacher.model.entropy_bottleneck
+    return torch.round(z_hat - eb._get_medians())
+
+
+def scale_indexes(em: EntropyModels, z_hat: torch.Tensor) -> torch.Tensor:
+    """Hyper-decoder -> scale-table indexes for the GaussianConditional (see module doc)."""
+    if em.integer_hs is not None:
+        q = z_symbols(em, z_hat)[0].numpy().astype(np.int64)
+        return torch.from_numpy(em.integer_hs.indexes(q))[None]
+    m = em.teacher.model
     return m.gaussian_conditional.build_indexes(m.h_s(z_hat))
 
 
 @torch.inference_mode()
-def encode(teacher: Teacher, rgb: np.ndarray) -> bytes:
-    """uint8 HxWx3 image -> complete .lic file bytes."""
+def encode(models: Teacher | EntropyModels, rgb: np.ndarray) -> bytes:
+    """uint8 HxWx3 image -> complete .lic file bytes (version 2 when an integer h_s is given)."""
+    em = as_entropy_models(models)
     h, w = rgb.shape[:2]
-    m = teacher.model
+    m = em.teacher.model
     x = pad_replicate(to_tensor(rgb))
     y = m.g_a(x)
     z = m.h_a(torch.abs(y))
     z_strings = m.entropy_bottleneck.compress(z)
     z_hat = m.entropy_bottleneck.decompress(z_strings, z.shape[-2:])
-    y_strings = m.gaussian_conditional.compress(y, scale_indexes(teacher, z_hat))
-    return LicFile(version=FORMAT_V1, fingerprint=teacher.fingerprint, height=h, width=w,
+    y_strings = m.gaussian_conditional.compress(y, scale_indexes(em, z_hat))
+    return LicFile(version=em.version, fingerprint=em.fingerprint, height=h, width=w,
                    streams=[z_strings[0], y_strings[0]]).to_bytes()
 
 
-def check_model(lic: LicFile, teacher: Teacher, name: str) -> None:
-    if lic.fingerprint != teacher.fingerprint:
-        raise LicError(f"{name} was encoded by model {lic.fingerprint.hex()}, but the teacher {teacher.name} is "
-                       f"{teacher.fingerprint.hex()}: decode it with the model that encoded it")
+def check_model(lic: LicFile, em: EntropyModels, name: str) -> None:
+    if lic.version != em.version:
+        need = "an integer h_s" if lic.version == FORMAT_V2 else "the teacher's float h_s"
+        raise LicError(f"{name} is format version {lic.version}, which needs {need}; {em.name} does not match")
+    if lic.fingerprint != em.fingerprint:
+        raise LicError(f"{name} was encoded by model {lic.fingerprint.hex()}, but {em.name} is "
+                       f"{em.fingerprint.hex()}: decode it with the model that encoded it")
 
 
 @torch.inference_mode()
-def decode_y_hat(teacher: Teacher, lic: LicFile, name: str = "input") -> torch.Tensor:
-    """Entropy-decode the quantised latent y_hat (1 x M x H/16 x W/16) of a version-1 file."""
-    check_model(lic, teacher, name)
-    if lic.version != FORMAT_V1 or len(lic.streams) != 2:
-        raise LicError(f"{name}: expected format version 1 with 2 streams")
-    m = teacher.model
+def decode_y_hat(models: Teacher | EntropyModels, lic: LicFile, name: str = "input") -> torch.Tensor:
+    """Entropy-decode the quantised latent y_hat (1 x M x H/16 x W/16)."""
+    em = as_entropy_models(models)
+    check_model(lic, em, name)
+    if len(lic.streams) != 2:
+        raise LicError(f"{name}: expected 2 streams, found {len(lic.streams)}")
+    m = em.teacher.model
     hp, wp = padded_size(lic.height, lic.width)
     z_shape = (hp // SPATIAL_MULTIPLE, wp // SPATIAL_MULTIPLE)
     z_hat = m.entropy_bottleneck.decompress([lic.streams[0]], z_shape)
-    return m.gaussian_conditional.decompress([lic.streams[1]], scale_indexes(teacher, z_hat), z_hat.dtype)
+    return m.gaussian_conditional.decompress([lic.streams[1]], scale_indexes(em, z_hat), z_hat.dtype)
 
 
 @torch.inference_mode()
-def decode(teacher: Teacher, data: bytes, name: str = "input") -> np.ndarray:
+def decode(models: Teacher | EntropyModels, data: bytes, name: str = "input") -> np.ndarray:
     """Complete .lic file bytes -> uint8 HxWx3 image, with the teacher's float g_s."""
+    em = as_entropy_models(models)
     lic = parse(data, name)
-    x_hat = teacher.model.g_s(decode_y_hat(teacher, lic, name))
+    x_hat = em.teacher.model.g_s(decode_y_hat(em, lic, name))
     return to_rgb8(x_hat[..., :lic.height, :lic.width])

@@ -1,0 +1,78 @@
+"""The integer h_s: exact integer semantics, agreement with its Brevitas model, format version 2."""
+
+import numpy as np
+import pytest
+import torch
+
+from export.integer_hyper import to_integer
+from host.container import FORMAT_V2, parse
+from host.integer_hyper import IntegerHyperSynthesis, _conv_exact
+from lic.errors import LicError
+from quantize.quant_hyper import HyperConfig, QuantHyperSynthesis, init_log_scale_bias
+from quantize.quant_student import calibrate_activations
+from training.teacher_codec import EntropyModels, decode, decode_y_hat, encode
+
+
+@pytest.fixture(scope="module")
+def quant_hyper(tiny_teacher):
+    torch.manual_seed(1)
+    m = tiny_teacher.model
+    cfg = HyperConfig(in_channels=m.h_a[-1].out_channels, out_channels=m.g_a[-1].out_channels, channels=8)
+    model = QuantHyperSynthesis(cfg)
+    init_log_scale_bias(model, 2.0)
+    calibrate_activations(model, [torch.randint(-6, 7, (2, cfg.in_channels, 5, 7)).float() for _ in range(3)])
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def integer_hs(quant_hyper, tiny_teacher):
+    return to_integer(quant_hyper, tiny_teacher.model.gaussian_conditional.scale_table)
+
+
+def test_conv_is_exact_integer_convolution():
+    rng = np.random.default_rng(0)
+    a = rng.integers(-128, 128, (5, 6, 7))
+    w = rng.integers(-127, 128, (4, 5, 3, 3)).astype(np.int8)
+    ref = torch.nn.functional.conv2d(torch.from_numpy(a)[None].double(), torch.from_numpy(w).double(), padding=1)
+    assert np.array_equal(_conv_exact(a, w), ref[0].numpy().astype(np.int64))
+
+
+def test_indexes_equal_brevitas_model(quant_hyper, integer_hs, tiny_teacher):
+    gc = tiny_teacher.model.gaussian_conditional
+    z = torch.randint(-8, 9, (3, quant_hyper.cfg.in_channels, 4, 6)).float()
+    with torch.no_grad():
+        ref = gc.build_indexes(quant_hyper.scales(z)).numpy()
+    got = np.stack([integer_hs.indexes(z[i].numpy().astype(np.int64)) for i in range(3)])
+    assert got.shape == ref.shape and np.array_equal(got, ref)
+
+
+def test_storage_round_trip_and_corruption(integer_hs):
+    data = integer_hs.to_bytes()
+    again = IntegerHyperSynthesis.from_bytes(data)
+    assert again.fingerprint == integer_hs.fingerprint
+    q = np.random.default_rng(2).integers(-5, 6, (integer_hs.in_channels, 3, 3))
+    assert np.array_equal(again.indexes(q), integer_hs.indexes(q))
+    with pytest.raises(LicError):
+        IntegerHyperSynthesis.from_bytes(data[: len(data) // 2])
+
+
+def test_format_v2_round_trip(tiny_teacher, integer_hs, rgb_image):
+    em = EntropyModels(tiny_teacher, integer_hs)
+    data = encode(em, rgb_image)
+    lic = parse(data)
+    assert lic.version == FORMAT_V2 and lic.fingerprint == em.fingerprint != tiny_teacher.fingerprint
+    # y_hat decoded through the integer h_s equals the encoder's round(y)
+    from training.teacher_codec import pad_replicate, to_tensor
+    with torch.no_grad():
+        y = tiny_teacher.model.g_a(pad_replicate(to_tensor(rgb_image)))
+    assert torch.equal(decode_y_hat(em, lic), torch.round(y))
+    assert decode(em, data).shape == rgb_image.shape
+
+
+def test_v2_file_needs_the_integer_hs(tiny_teacher, integer_hs, rgb_image):
+    data = encode(EntropyModels(tiny_teacher, integer_hs), rgb_image)
+    with pytest.raises(LicError, match="needs an integer h_s"):
+        decode(tiny_teacher, data)
+    v1 = encode(tiny_teacher, rgb_image)
+    with pytest.raises(LicError, match="float h_s"):
+        decode(EntropyModels(tiny_teacher, integer_hs), v1)
