@@ -15,6 +15,10 @@ SUBCOMMANDS = {
     "decode": ("training.teacher_codec_cli", "decode a .lic file to PNG"),
     "eval": ("bench.evaluate", "rate-distortion evaluation on a folder (Kodak by default) with classical baselines"),
     "train-teacher": ("training.train_teacher", "train a ScaleHyperprior teacher on random crops (DDP-ready)"),
+    "distill": ("training.distill", "distil a small student decoder g_s from a frozen teacher (DDP-ready)"),
+    "qat": ("quantize.qat", "quantisation-aware training of a distilled student (Brevitas)"),
+    "distill-hyper": ("training.distill_hyper", "train the integer hyper-decoder (h_s) that makes entropy "
+                                                "decoding bit-exact across platforms"),
 }
 
 

@@ -76,3 +76,24 @@ def test_v2_file_needs_the_integer_hs(tiny_teacher, integer_hs, rgb_image):
     v1 = encode(tiny_teacher, rgb_image)
     with pytest.raises(LicError, match="float h_s"):
         decode(EntropyModels(tiny_teacher, integer_hs), v1)
+
+
+def test_distill_hyper_trains_and_exports(tmp_path, tiny_teacher_path, tiny_teacher, rgb_image):
+    """`lic distill-hyper` end to end on a tiny teacher: resumes, exports an integer h_s that codes."""
+    import json
+
+    from host.image_io import save_png
+    from lic.cli import main
+
+    data = tmp_path / "images"
+    data.mkdir()
+    for i in range(2):
+        save_png(data / f"{i}.png", np.random.default_rng(i).integers(0, 256, (140, 150, 3), dtype=np.uint8))
+    common = ["distill-hyper", "--teacher", str(tiny_teacher_path), "--channels", "8", "--crop", "128",
+              "--batch-size", "2", "--data", str(data), "--run-dir", str(tmp_path / "run"), "--threads", "1"]
+    assert main([*common, "--steps", "3", "--save-every", "3"]) == 0
+    assert main([*common, "--steps", "5", "--export", str(tmp_path / "hs.npz")]) == 0
+    assert json.loads((tmp_path / "hs.provenance.json").read_text())["steps"] == 5
+    hs = IntegerHyperSynthesis.load(tmp_path / "hs.npz")
+    em = EntropyModels(tiny_teacher, hs)
+    assert decode(em, encode(em, rgb_image)).shape == rgb_image.shape

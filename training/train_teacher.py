@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -26,10 +23,10 @@ from compressai.models import ScaleHyperprior
 
 from lic.errors import LicError
 from training.data import RandomCrops
+from training.loop import (DEFAULT_DATA, atomic_save, cosine_lr, set_lr, setup_distributed, teardown_distributed,
+                           wrap_ddp, write_provenance)
 from training.teacher import COMPRESSAI_LAMBDAS, load_state_dict_file, save_compact
 
-REPO = Path(__file__).resolve().parent.parent
-DEFAULT_DATA = REPO.parent / "shared" / "data" / "bsds500"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -58,37 +55,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads per process")
 
 
-def _setup_distributed() -> tuple[int, int, torch.device]:
-    if "WORLD_SIZE" not in os.environ or int(os.environ["WORLD_SIZE"]) == 1:
-        return 0, 1, torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    backend = "nccl" if torch.cuda.is_available() else "gloo"
-    dist.init_process_group(backend)
-    rank, world = dist.get_rank(), dist.get_world_size()
-    if torch.cuda.is_available():
-        local = int(os.environ.get("LOCAL_RANK", 0))
-        torch.cuda.set_device(local)
-        return rank, world, torch.device("cuda", local)
-    return rank, world, torch.device("cpu")
-
-
-def _lr_at(step: int, args) -> float:
-    if args.lr_final is None:
-        return args.lr
-    import math
-    t = min(step / max(args.steps, 1), 1.0)
-    return args.lr_final + 0.5 * (args.lr - args.lr_final) * (1 + math.cos(math.pi * t))
-
-
-def _atomic_save(obj, path: Path) -> None:
-    tmp = path.with_suffix(".tmp")
-    torch.save(obj, tmp)
-    tmp.replace(path)
-
-
 def train(args) -> Path | None:
     if args.threads:
         torch.set_num_threads(args.threads)
-    rank, world, device = _setup_distributed()
+    rank, world, device = setup_distributed()
     lmbda = args.lmbda if args.lmbda is not None else COMPRESSAI_LAMBDAS[args.quality]
     torch.manual_seed(args.seed)
 
@@ -117,9 +87,7 @@ def train(args) -> Path | None:
     # Each rank draws its own crops; the seed includes the step so a resumed run does not replay crops.
     data = RandomCrops(args.data, args.crop, seed=args.seed * 1_000_003 + rank * 7919 + step)
 
-    net = model
-    if world > 1:
-        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    net = wrap_ddp(model, world, device)
 
     if rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -129,8 +97,7 @@ def train(args) -> Path | None:
     t0 = time.time() - elapsed
     model.train()
     while step < args.steps:
-        for g in opt.param_groups:
-            g["lr"] = _lr_at(step, args)
+        set_lr(opt, cosine_lr(step, args.steps, args.lr, args.lr_final))
         x = data.batch(args.batch_size).to(device, non_blocking=True)
         out = net(x)
         losses = criterion(out, x)
@@ -157,29 +124,23 @@ def train(args) -> Path | None:
                 log.write(json.dumps(rec) + "\n")
                 log.flush()
             if step % args.save_every == 0 or step == args.steps:
-                _atomic_save({"model": model.state_dict(), "opt": opt.state_dict(), "aux_opt": aux_opt.state_dict(),
-                              "step": step, "elapsed_s": time.time() - t0, "lambda": lmbda,
-                              "args": {k: str(v) for k, v in vars(args).items()}}, ckpt_path)
+                atomic_save({"model": model.state_dict(), "opt": opt.state_dict(), "aux_opt": aux_opt.state_dict(),
+                             "step": step, "elapsed_s": time.time() - t0, "lambda": lmbda,
+                             "args": {k: str(v) for k, v in vars(args).items()}}, ckpt_path)
     bar.close()
     out_path = None
     if rank == 0 and args.export:
         model.eval().cpu()
         model.update(force=True)
         save_compact(model, args.export)
-        prov = {
-            "command": " ".join(shlex.quote(a) for a in [Path(sys.argv[0]).name, *sys.argv[1:]]),
+        write_provenance(args.export, {
             "lambda": lmbda, "N": args.N, "M": args.M, "steps": step, "batch_size": args.batch_size * world,
             "crop": args.crop, "lr": args.lr, "lr_final": args.lr_final,
             "data": [str(d) for d in args.data], "init": str(args.init) if args.init else None,
-            "train_time_s": round(time.time() - t0, 1), "processes": world,
-            "hardware": torch.cuda.get_device_name(0) if device.type == "cuda" else
-            f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads",
-            "torch": torch.__version__,
-        }
-        args.export.with_suffix(".provenance.json").write_text(json.dumps(prov, indent=2) + "\n")
+        }, t0=t0, world=world, device=device)
         out_path = args.export
-    if world > 1:
-        dist.destroy_process_group()
+    del net  # free DDP's reducer before its process group goes (see training/distill.py)
+    teardown_distributed(world)
     return out_path
 
 

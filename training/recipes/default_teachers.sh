@@ -7,8 +7,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 LIC=${LIC:-.venv/bin/lic}
-BASE_STEPS=${1:-6500}
-FT_STEPS=${2:-800}
+BASE_STEPS=${1:-5500}
+FT_STEPS=${2:-500}
 RUNS=build/train-teacher
 COMMON=(--crop 128 --batch-size 8 --save-every 200)
 "$LIC" train-teacher --quality 3 --steps "$BASE_STEPS" --lr 5e-4 --lr-final 1e-4 "${COMMON[@]}" \

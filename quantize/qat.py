@@ -1,0 +1,110 @@
+"""`lic qat`: quantisation-aware training of a distilled student (Brevitas), from `lic distill --export`.
+
+The float student's weights seed the Brevitas model (quantize/quant_student.py), its activation
+scales are calibrated on the teacher's y_hat, then training continues under the same distillation
+loss as `lic distill` (training/distill.py). The export is what export/ turns into QONNX for FINN.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+from lic.errors import LicError
+from quantize.quant_student import (QuantConfig, QuantStudentSynthesis, build_quant_student, calibrate_activations,
+                                    n_relu)
+from training.distill import (add_training_arguments, load_float_student, load_state, parse_int_list,
+                              read_student_export, resolve_teacher, student_config, train_kd)
+from training.student_decoder import StudentConfig
+
+QUANT_KIND = "quant-student"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--student", type=Path, required=True, help="the float student, from `lic distill --export`")
+    add_training_arguments(p, steps=5_000, lr=1e-4, lr_final=1e-6,
+                           teacher_help="the student's teacher, if it is not a shipped one (found by its "
+                                        "fingerprint otherwise): zoo:bmshj2018-hyperprior:Q or a checkpoint path")
+    p.add_argument("--weight-bits", type=int, default=4, help="weight bit width, all convs (default 4)")
+    p.add_argument("--act-bits", default="4",
+                   help="ReLU output bit width: one int, or one per ReLU comma-separated (default 4)")
+    p.add_argument("--input-bits", type=int, default=8,
+                   help="signed bit width of the y_hat integers the accelerator reads; larger values are "
+                        "clipped (default 8)")
+    p.add_argument("--output-bits", type=int, default=8, help="signed bit width of the output pixels (default 8)")
+    p.add_argument("--weight-per-tensor", action="store_true",
+                   help="one weight scale per layer instead of per output channel")
+    p.add_argument("--calib-batches", type=int, default=8,
+                   help="batches of teacher y_hat that set the activation scales before training (default 8)")
+
+
+def _warn(msg: str) -> None:
+    print(f"lic: warning: {msg}", file=sys.stderr)
+
+
+def quant_config(args, cfg: StudentConfig) -> QuantConfig:
+    qcfg = QuantConfig(weight_bits=args.weight_bits, act_bits=parse_int_list(args.act_bits, "--act-bits"),
+                       input_bits=args.input_bits, output_bits=args.output_bits,
+                       weight_per_channel=not args.weight_per_tensor)
+    bits = [qcfg.weight_bits, qcfg.input_bits, qcfg.output_bits]
+    try:
+        bits += qcfg.act_bits_list(n_relu(cfg))
+    except ValueError as e:
+        raise LicError(f"--act-bits: {e}") from None
+    if min(bits) < 2 or max(bits) > 16:
+        raise LicError("bit widths must be 2..16")
+    return qcfg
+
+
+def _calibrator(args, qcfg: QuantConfig):
+    def prepare(student, targets, data, device):
+        batches = [targets(data.batch(args.batch_size).to(device))[0] for _ in range(args.calib_batches)]
+        lo, hi = -2 ** (qcfg.input_bits - 1), 2 ** (qcfg.input_bits - 1) - 1
+        clipped = sum(int(((b < lo) | (b > hi)).sum()) for b in batches) / sum(b.numel() for b in batches)
+        if clipped:
+            # The fabric sees the clipped value, so training does too; it only costs quality if frequent.
+            _warn(f"{clipped:.2e} of the calibration y_hat values lie outside INT{qcfg.input_bits} and are clipped")
+        calibrate_activations(student, batches)
+    return prepare
+
+
+def run(args) -> int:
+    float_student, cfg, fingerprint = load_float_student(args.student)
+    teacher = resolve_teacher(args, fingerprint)
+    qcfg = quant_config(args, cfg)
+    torch.manual_seed(args.seed)
+    model = build_quant_student(cfg, qcfg, float_student)
+    meta = {"config": cfg.to_dict(), "quant_config": qcfg.to_dict(), "teacher_fingerprint": fingerprint.hex()}
+    act = qcfg.act_bits if isinstance(qcfg.act_bits, int) else "/".join(map(str, qcfg.act_bits))
+    train_kd(args, teacher, model, kind=QUANT_KIND, meta=meta, desc=f"qat W{qcfg.weight_bits}A{act}",
+             prepare=_calibrator(args, qcfg), provenance={"float_student": str(args.student)})
+    return 0
+
+
+def load_quant_student(path: Path) -> tuple[QuantStudentSynthesis, StudentConfig, QuantConfig, bytes]:
+    """(quant student in eval mode, its StudentConfig, its QuantConfig, the 16-byte fingerprint of
+    its teacher) from a `lic qat --export` file; LicError for anything else."""
+    obj = read_student_export(path, QUANT_KIND)
+    cfg = student_config(obj, path)
+    try:
+        qcfg = QuantConfig(**obj["quant_config"])
+        qcfg.act_bits_list(n_relu(cfg))
+    except (KeyError, TypeError, ValueError) as e:
+        raise LicError(f"{path}: bad quant config ({e})") from None
+    model = build_quant_student(cfg, qcfg)
+    load_state(model, obj["state_dict"], path)
+    return model.eval(), cfg, qcfg, obj["teacher_fingerprint"]
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="lic qat", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(p)
+    return run(p.parse_args(argv))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,202 @@
+"""`lic distill` and `lic qat` on a tiny random teacher (M=24) and an 8-channel student: a few steps each."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from host.image_io import save_png
+from lic.cli import main
+from lic.errors import LicError
+from quantize.qat import load_quant_student
+from training.distill import load_float_student
+from training.teacher import load_teacher
+
+TINY = ["--crop", "64", "--batch-size", "2", "--threads", "1"]
+
+
+def lic(*args) -> int:
+    return main([str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def image_folder(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("distill-data")
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        save_png(d / f"{i}.png", rng.integers(0, 256, (80, 96, 3), dtype=np.uint8))
+    return d
+
+
+@pytest.fixture(scope="module")
+def common(tiny_teacher_path, image_folder) -> list[str]:
+    return ["--teacher", str(tiny_teacher_path), "--data", str(image_folder), *TINY]
+
+
+@pytest.fixture(scope="module")
+def float_export(tmp_path_factory, common) -> Path:
+    d = tmp_path_factory.mktemp("float")
+    out = d / "student.pt"
+    assert lic("distill", *common, "--channels", "8", "--run-dir", d / "run", "--steps", "2",
+               "--export", out) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def quant_export(tmp_path_factory, common, float_export) -> Path:
+    d = tmp_path_factory.mktemp("quant")
+    out = d / "quant.pt"
+    assert lic("qat", "--student", float_export, *common, "--run-dir", d / "run", "--steps", "2",
+               "--calib-batches", "2", "--act-bits", "4,4,4,6", "--weight-bits", "3", "--export", out) == 0
+    return out
+
+
+def _y_hat(teacher, size=64):
+    x = torch.rand(1, 3, size, size)
+    with torch.no_grad():
+        return torch.round(teacher.model.g_a(x))
+
+
+def test_help(capsys):
+    for command in ("distill", "qat"):
+        with pytest.raises(SystemExit) as e:
+            main([command, "--help"])
+        assert e.value.code == 0
+        assert f"usage: lic {command}" in capsys.readouterr().out
+
+
+def test_distill_resume_export(tmp_path, common, tiny_teacher, capsys):
+    run = tmp_path / "run"
+    assert lic("distill", *common, "--channels", "8", "--run-dir", run, "--steps", "2", "--save-every", "2") == 0
+    assert torch.load(run / "checkpoint.pt", weights_only=False)["step"] == 2
+    out = tmp_path / "student.pt"
+    assert lic("distill", *common, "--channels", "8", "--run-dir", run, "--steps", "3", "--export", out) == 0
+    assert "resuming" in capsys.readouterr().err
+    assert torch.load(run / "checkpoint.pt", weights_only=False)["step"] == 3
+    prov = json.loads(out.with_suffix(".provenance.json").read_text())
+    assert prov["steps"] == 3 and prov["kind"] == "float-student"
+    assert prov["teacher_fingerprint"] == tiny_teacher.fingerprint.hex()
+    log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert {"psnr_student", "psnr_teacher", "loss"} <= set(log[-1])
+
+    student, cfg, fingerprint = load_float_student(out)
+    assert fingerprint == tiny_teacher.fingerprint
+    assert cfg.latent_channels == 24 and cfg.channels == (8, 8, 8, 8)
+    y_hat = _y_hat(tiny_teacher)
+    assert student(y_hat).shape == (1, 3, 64, 64)
+
+
+def test_resume_refuses_another_student(tmp_path, common):
+    run = tmp_path / "run"
+    assert lic("distill", *common, "--channels", "8", "--run-dir", run, "--steps", "1") == 0
+    assert lic("distill", *common, "--channels", "12", "--run-dir", run, "--steps", "2") == 1
+
+
+def test_loss_decreases_on_one_batch(tmp_path, tiny_teacher_path):
+    """Overfit check: one mirror-symmetric 64x64 image, so RandomCrops' crop and random flip always
+    give the same batch; 30 steps must bring the loss well down."""
+    folder = tmp_path / "one"
+    folder.mkdir()
+    y, x = np.mgrid[0:64, 0:64]
+    x = np.minimum(x, 63 - x)
+    save_png(folder / "a.png", np.stack([x * 8, y * 4, (x + y) * 3], 2).clip(0, 255).astype(np.uint8))
+    run = tmp_path / "run"
+    assert lic("distill", "--teacher", tiny_teacher_path, "--data", folder, "--crop", "64", "--batch-size", "1",
+               "--threads", "1", "--channels", "8", "--run-dir", run, "--steps", "30", "--log-every", "1",
+               "--lr", "3e-3", "--lr-final", "3e-3") == 0
+    losses = [json.loads(line)["loss"] for line in (run / "log.jsonl").read_text().splitlines()]
+    assert len(losses) == 30
+    assert np.mean(losses[-3:]) < 0.8 * np.mean(losses[:3])
+
+
+def test_feature_matching(tmp_path, common, tiny_teacher):
+    run, out = tmp_path / "run", tmp_path / "s.pt"
+    assert lic("distill", *common, "--channels", "8,8,6,6", "--convs-per-stage", "2", "--upsample", "deconv4",
+               "--w-feature", "1", "--run-dir", run, "--steps", "2", "--log-every", "1", "--export", out) == 0
+    log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert all(r["feature"] > 0 for r in log)
+    # One adapter per teacher IGDN (3), trained in the checkpoint, left out of the export.
+    ck = torch.load(run / "checkpoint.pt", weights_only=False)
+    assert sum(k.startswith("adapters.") and k.endswith(".weight") for k in ck["net"]) == 3
+    student, _, _ = load_float_student(out)
+    assert student(_y_hat(tiny_teacher)).shape == (1, 3, 64, 64)
+
+
+def test_qat_from_float_export(quant_export, tiny_teacher):
+    model, cfg, qcfg, fingerprint = load_quant_student(quant_export)
+    assert fingerprint == tiny_teacher.fingerprint
+    assert qcfg.weight_bits == 3 and list(qcfg.act_bits) == [4, 4, 4, 6]
+    y_hat = _y_hat(tiny_teacher)
+    out = model(y_hat)
+    assert out.shape == (1, 3, 64, 64)
+    # Loaded scales are the trained ones, not Brevitas' initial 1.0: the output is not all clipped.
+    assert model.output_scale() != 1.0 and torch.isfinite(out).all()
+    prov = json.loads(quant_export.with_suffix(".provenance.json").read_text())
+    assert prov["kind"] == "quant-student" and prov["quant_config"]["weight_bits"] == 3
+
+
+def test_qat_resumes(tmp_path, common, float_export):
+    run = tmp_path / "run"
+    args = ["qat", "--student", float_export, *common, "--run-dir", run, "--calib-batches", "1"]
+    assert lic(*args, "--steps", "1") == 0
+    assert lic(*args, "--steps", "2") == 0
+    assert torch.load(run / "checkpoint.pt", weights_only=False)["step"] == 2
+
+
+def test_wrong_file_kinds(tmp_path, float_export, quant_export, tiny_teacher_path):
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"not a torch file")
+    for path in (quant_export, tiny_teacher_path, garbage, tmp_path / "missing.pt"):
+        with pytest.raises(LicError):
+            load_float_student(path)
+    for path in (float_export, tiny_teacher_path, garbage):
+        with pytest.raises(LicError):
+            load_quant_student(path)
+    broken = torch.load(float_export, weights_only=True)
+    broken["config"]["channels"] = [9, 9, 9, 9]  # weights no longer fit
+    torch.save(broken, tmp_path / "broken.pt")
+    with pytest.raises(LicError):
+        load_float_student(tmp_path / "broken.pt")
+
+
+def test_qat_refuses_bad_inputs(tmp_path, common, float_export, tiny_teacher_path):
+    run = tmp_path / "run"
+    assert lic("qat", "--student", tiny_teacher_path, *common, "--run-dir", run, "--steps", "1") == 1
+    assert lic("qat", "--student", float_export, *common, "--run-dir", run, "--steps", "1",
+               "--act-bits", "4,4") == 1
+    # A student is bound to its teacher's y_hat: another teacher is refused.
+    from lic.compressai_compat import compressai  # noqa: F401
+    from compressai.models import ScaleHyperprior
+
+    torch.manual_seed(1)
+    other = ScaleHyperprior(16, 24)
+    other.update(force=True)
+    torch.save(other.state_dict(), tmp_path / "other.pth")
+    assert load_teacher(str(tmp_path / "other.pth")).fingerprint != load_float_student(float_export)[2]
+    args = [a if a != str(tiny_teacher_path) else str(tmp_path / "other.pth") for a in common]
+    assert lic("qat", "--student", float_export, *args, "--run-dir", run, "--steps", "1") == 1
+    assert not run.exists()
+
+
+def test_crop_must_be_multiple_of_16(tmp_path, common):
+    args = [a if a != "64" else "72" for a in common]
+    assert lic("distill", *args, "--channels", "8", "--run-dir", tmp_path / "run", "--steps", "1") == 1
+
+
+def test_torchrun_two_processes_with_features(tmp_path, tiny_teacher_path, image_folder):
+    """DDP (gloo on CPU) with feature adapters and hooks: both ranks step and rank 0 exports."""
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    out = tmp_path / "s.pt"
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                        "-m", "lic.cli", "distill", "--teacher", str(tiny_teacher_path), "--data", str(image_folder),
+                        *TINY, "--channels", "8", "--w-feature", "1", "--run-dir", str(tmp_path / "ddp"),
+                        "--steps", "2", "--export", str(out)],
+                       capture_output=True, text=True, timeout=120, env=env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert torch.load(tmp_path / "ddp" / "checkpoint.pt", weights_only=False)["step"] == 2
+    assert json.loads(out.with_suffix(".provenance.json").read_text())["batch_size"] == 4

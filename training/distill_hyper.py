@@ -1,0 +1,147 @@
+"""`lic distill-hyper`: train the student hyper-synthesis that replaces the teacher's float h_s.
+
+The teacher's encoder and entropy models stay frozen. For each batch of random crops the teacher
+gives z symbols (what its EntropyBottleneck codes) and y_hat = round(y) (what its
+GaussianConditional codes); the student h_s, quantisation-aware (quantize/quant_hyper.py), learns
+to predict scales from the symbols, and its loss is the thing the scales are for: the bits of y_hat
+under those scales. The exported result is the integer form (export/integer_hyper.py), the only
+form ever run afterwards, with its measured rate beside the teacher's float h_s on the same crops.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from export.integer_hyper import to_integer
+from host.image_io import write_atomic
+from quantize.quant_hyper import HyperConfig, QuantHyperSynthesis, init_log_scale_bias, macs_per_latent_pixel
+from quantize.quant_student import calibrate_activations
+from training.data import RandomCrops
+from training.loop import (DEFAULT_DATA, atomic_save, cosine_lr, set_lr, setup_distributed, teardown_distributed,
+                           wrap_ddp, write_provenance)
+from training.teacher import load_teacher
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--quality", type=int, default=None, help="shipped teacher to distil from (default 3)")
+    p.add_argument("--teacher", default=None, help="or any teacher spec: zoo:bmshj2018-hyperprior:Q, a checkpoint")
+    p.add_argument("--channels", type=int, default=HyperConfig.channels,
+                   help=f"hidden width of the student h_s (default {HyperConfig.channels})")
+    p.add_argument("--data", type=Path, nargs="+", default=[DEFAULT_DATA], help="training image folders")
+    p.add_argument("--steps", type=int, default=2000)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--crop", type=int, default=256, help="crop size; z is crop/64 on a side (default 256)")
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--lr-final", type=float, default=1e-4)
+    p.add_argument("--run-dir", type=Path, required=True, help="checkpoints and log; an existing checkpoint resumes")
+    p.add_argument("--save-every", type=int, default=250)
+    p.add_argument("--export", type=Path, help="write the integer h_s (.npz) here at the end")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None)
+
+
+@torch.no_grad()
+def teacher_latents(teacher, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(z symbols, y_hat) exactly as the teacher's entropy coders see them."""
+    m = teacher.model
+    y = m.g_a(x)
+    z = m.h_a(torch.abs(y))
+    q = m.entropy_bottleneck.quantize(z, "symbols", m.entropy_bottleneck._get_medians())
+    return q.float(), torch.round(y)
+
+
+def y_bits(gaussian_conditional, y_hat: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
+    """Bits of y_hat under zero-mean Gaussians of these scales (CompressAI's likelihood, bounded)."""
+    gc = gaussian_conditional
+    lik = gc.likelihood_lower_bound(gc._likelihood(y_hat, gc.lower_bound_scale(scales)))
+    return -torch.log2(lik).sum()
+
+
+def train(args) -> Path | None:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    rank, world, device = setup_distributed()
+    torch.manual_seed(args.seed)
+    teacher = load_teacher(args.teacher, quality=args.quality)
+    tm = teacher.model.to(device)
+    gc = tm.gaussian_conditional
+    cfg = HyperConfig(in_channels=tm.h_a[-1].out_channels, out_channels=tm.g_a[-1].out_channels,
+                      channels=args.channels)
+    model = QuantHyperSynthesis(cfg).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=args.lr)
+
+    ckpt_path = args.run_dir / "checkpoint.pt"
+    step, elapsed = 0, 0.0
+    data = RandomCrops(args.data, args.crop, seed=args.seed * 1_000_003 + rank * 7919)
+    if ckpt_path.is_file():
+        ck = torch.load(ckpt_path, map_location=device, weights_only=False)
+        if ck["teacher_fingerprint"] != teacher.fingerprint.hex():
+            raise SystemExit(f"{ckpt_path} was trained against another teacher")
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["opt"])
+        step, elapsed = ck["step"], ck["elapsed_s"]
+        data = RandomCrops(args.data, args.crop, seed=args.seed * 1_000_003 + rank * 7919 + step)
+    else:
+        # Activation scales from data, and outputs starting near the teacher's typical scale.
+        q, y_hat = teacher_latents(teacher, data.batch(args.batch_size).to(device))
+        init_log_scale_bias(model, float(tm.h_s(q + tm.entropy_bottleneck._get_medians()).clamp_min(0.11).mean()))
+        calibrate_activations(model, [teacher_latents(teacher, data.batch(args.batch_size).to(device))[0]
+                                      for _ in range(4)])
+    net = wrap_ddp(model, world, device)
+    if rank == 0:
+        args.run_dir.mkdir(parents=True, exist_ok=True)
+        log = open(args.run_dir / "log.jsonl", "a")
+    bar = tqdm(total=args.steps, initial=step, disable=rank != 0, desc="integer h_s", unit="step", dynamic_ncols=True)
+    t0 = time.time() - elapsed
+    model.train()
+    while step < args.steps:
+        set_lr(opt, cosine_lr(step, args.steps, args.lr, args.lr_final))
+        x = data.batch(args.batch_size).to(device)
+        q, y_hat = teacher_latents(teacher, x)
+        pixels = x.shape[0] * x.shape[2] * x.shape[3]
+        bpp = y_bits(gc, y_hat, torch.exp(net(q))) / pixels
+        opt.zero_grad(set_to_none=True)
+        bpp.backward()
+        opt.step()
+        step += 1
+        if rank == 0:
+            bar.update(1)
+            if step % 25 == 0 or step == args.steps:
+                with torch.no_grad():
+                    ref = y_bits(gc, y_hat, tm.h_s(q + tm.entropy_bottleneck._get_medians())) / pixels
+                rec = {"step": step, "y_bpp": bpp.item(), "teacher_y_bpp": ref.item()}
+                bar.set_postfix(y_bpp=f"{rec['y_bpp']:.4f}", teacher=f"{rec['teacher_y_bpp']:.4f}")
+                log.write(json.dumps(rec) + "\n")
+                log.flush()
+            if step % args.save_every == 0 or step == args.steps:
+                atomic_save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step,
+                             "elapsed_s": time.time() - t0, "config": cfg.to_dict(),
+                             "teacher_fingerprint": teacher.fingerprint.hex()}, ckpt_path)
+    bar.close()
+    out = None
+    if rank == 0 and args.export:
+        integer_hs = to_integer(model.cpu(), gc.scale_table)
+        integer_hs.meta["teacher_fingerprint"] = teacher.fingerprint.hex()
+        args.export.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(args.export, integer_hs.to_bytes())
+        write_provenance(args.export, {
+            "teacher": teacher.name, "teacher_fingerprint": teacher.fingerprint.hex(),
+            "integer_hs_fingerprint": integer_hs.fingerprint.hex(), "config": cfg.to_dict(),
+            "macs_per_z_pixel": macs_per_latent_pixel(cfg), "steps": step, "batch_size": args.batch_size * world,
+            "crop": args.crop, "lr": args.lr, "lr_final": args.lr_final, "data": [str(d) for d in args.data],
+        }, t0=t0, world=world, device=device)
+        out = args.export
+    del net  # free DDP's reducer before its process group goes (see training/distill.py)
+    teardown_distributed(world)
+    return out
+
+
+def run(args) -> int:
+    train(args)
+    return 0

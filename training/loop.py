@@ -1,0 +1,87 @@
+"""What every training command shares: torchrun/DDP setup, the lr schedule, crash-safe checkpoints
+and the provenance record written beside an exported model."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_DATA = REPO.parent / "shared" / "data" / "bsds500"
+
+
+def setup_distributed() -> tuple[int, int, torch.device]:
+    """(rank, world size, device). Under torchrun (WORLD_SIZE > 1) this joins the process group: nccl
+    with one GPU per process, gloo for CPU processes; otherwise a single process on the best device."""
+    if "WORLD_SIZE" not in os.environ or int(os.environ["WORLD_SIZE"]) == 1:
+        return 0, 1, torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    dist.init_process_group(backend)
+    rank, world = dist.get_rank(), dist.get_world_size()
+    if torch.cuda.is_available():
+        local = int(os.environ.get("LOCAL_RANK", 0))
+        torch.cuda.set_device(local)
+        return rank, world, torch.device("cuda", local)
+    return rank, world, torch.device("cpu")
+
+
+def teardown_distributed(world: int) -> None:
+    if world > 1:
+        dist.destroy_process_group()
+
+
+def wrap_ddp(model: torch.nn.Module, world: int, device: torch.device) -> torch.nn.Module:
+    if world == 1:
+        return model
+    return torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+
+def cosine_lr(step: int, total: int, lr: float, lr_final: float | None) -> float:
+    """Cosine decay from `lr` at step 0 to `lr_final` at `total`; constant `lr` when lr_final is None."""
+    if lr_final is None:
+        return lr
+    t = min(step / max(total, 1), 1.0)
+    return lr_final + 0.5 * (lr - lr_final) * (1 + math.cos(math.pi * t))
+
+
+def set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
+    for g in opt.param_groups:
+        g["lr"] = lr
+
+
+def atomic_save(obj, path: Path) -> None:
+    """torch.save through a temporary file, so a run killed mid-write keeps its previous checkpoint."""
+    tmp = path.with_suffix(".tmp")
+    torch.save(obj, tmp)
+    tmp.replace(path)
+
+
+def command_line() -> str:
+    return " ".join(shlex.quote(a) for a in [Path(sys.argv[0]).name, *sys.argv[1:]])
+
+
+def hardware(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
+
+
+def write_provenance(export_path: Path, fields: dict, *, t0: float, world: int, device: torch.device) -> Path:
+    """Write EXPORT.provenance.json: how the exported model was made, enough to make it again.
+    `fields` are the command's own (data, steps, batch, ...); `t0` is the run's start on the
+    wall clock, already moved back by the time spent before a resume."""
+    prov = {"command": command_line(), **fields,
+            "train_time_s": round(time.time() - t0, 1), "processes": world,
+            "hardware": hardware(device), "torch": torch.__version__}
+    path = export_path.with_suffix(".provenance.json")
+    path.write_text(json.dumps(prov, indent=2) + "\n")
+    return path
