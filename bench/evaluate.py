@@ -23,12 +23,12 @@ from tqdm import tqdm
 from bench import metrics
 from bench.baselines import CODECS, Codec, get_codec
 from bench.rd import REFERENCE_BMSHJ2018, REFERENCE_NAME, compare, plot_rd
+from host.image_io import list_images
 from lic.errors import LicError
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "kodak"
 DEFAULT_BASELINES = ",".join(CODECS)
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp"}
 TEACHER = "teacher"
 REFERENCE = "reference"
 RESULTS_VERSION = 1
@@ -52,15 +52,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 # --- inputs ---------------------------------------------------------------------------------------
 
-def list_images(folder: Path, limit: int | None) -> list[Path]:
+def first_images(folder: Path, limit: int | None) -> list[Path]:
     if limit is not None and limit < 1:
         raise LicError(f"--limit must be at least 1, got {limit}")
-    if not folder.is_dir():
-        raise LicError(f"image folder not found: {folder}")
-    files = sorted(f for f in folder.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise LicError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {folder}")
-    return files[:limit]
+    return list_images(folder)[:limit]
 
 
 def parse_baselines(text: str) -> list[Codec]:
@@ -262,7 +257,7 @@ def write_outputs(results: dict, out: Path) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    files = list_images(args.data, args.limit)
+    files = first_images(args.data, args.limit)
     codecs = parse_baselines(args.baselines)
     teachers = load_teachers(args.quality, args.teacher)
     if not teachers and not codecs:

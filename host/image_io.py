@@ -12,6 +12,21 @@ from PIL import Image, UnidentifiedImageError
 from lic.errors import LicError
 
 
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp"}
+
+
+def list_images(folder: Path | str, recursive: bool = False) -> list[Path]:
+    """Image files in a folder (by suffix), sorted by path; LicError if there are none."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise LicError(f"image folder not found: {folder}")
+    found = folder.rglob("*") if recursive else folder.iterdir()
+    files = sorted(p for p in found if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not files:
+        raise LicError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {folder}")
+    return files
+
+
 def to_rgb8(im: Image.Image, sixteen_bit_rgb: bool = False) -> tuple[np.ndarray, list[str]]:
     """Convert any Pillow image to uint8 HxWx3, saying what was lost on the way.
 

@@ -8,20 +8,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from host.image_io import list_images
 from lic.errors import LicError
-
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm"}
-
-
-def list_images(folder: Path, recursive: bool = True) -> list[Path]:
-    if not folder.is_dir():
-        raise LicError(f"image folder not found: {folder}")
-    it = folder.rglob("*") if recursive else folder.iterdir()
-    files = sorted(p for p in it if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-    if not files:
-        raise LicError(f"no images in {folder}")
-    return files
-
 
 class RandomCrops:
     """Endless batches of random crops with random horizontal flips, as uint8 -> float [0, 1]."""
@@ -29,7 +17,7 @@ class RandomCrops:
     def __init__(self, folders: list[Path], crop: int, seed: int):
         self.images = []
         for folder in folders:
-            for p in list_images(folder):
+            for p in list_images(folder, recursive=True):
                 with Image.open(p) as im:
                     a = np.asarray(im.convert("RGB"))
                 if min(a.shape[:2]) >= crop:
