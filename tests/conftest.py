@@ -43,3 +43,15 @@ def rgb_image() -> np.ndarray:
     y, x = np.mgrid[0:75, 0:100]
     img = np.stack([(x * 2.5) % 256, (y * 3.1) % 256, ((x + y) * 1.3) % 256], axis=2)
     return img.astype(np.uint8)
+
+
+@pytest.fixture(scope="session")
+def image_folder(tmp_path_factory) -> Path:
+    """Three small random PNGs: enough for a training loop to draw crops from."""
+    from host.image_io import save_png
+
+    d = tmp_path_factory.mktemp("train-images")
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        save_png(d / f"{i}.png", rng.integers(0, 256, (80, 96, 3), dtype=np.uint8))
+    return d

@@ -157,21 +157,6 @@ def test_plot_rd_writes_png(tmp_path):
 # --- lic eval -------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def eval_teacher(tmp_path_factory):
-    """Random ScaleHyperprior: codes badly but for real, which is all an end-to-end run needs."""
-    pytest.importorskip("training.teacher_codec")
-    from lic.compressai_compat import compressai  # noqa: F401
-    from compressai.models import ScaleHyperprior
-
-    torch.manual_seed(0)
-    model = ScaleHyperprior(32, 48)
-    model.update(force=True)
-    path = tmp_path_factory.mktemp("eval_teacher") / "teacher.pth.tar"
-    torch.save(model.state_dict(), path)
-    return path
-
-
-@pytest.fixture(scope="module")
 def eval_data(kodak, tmp_path_factory):
     """Three small crops (above MS-SSIM's minimum size) so --limit 2 has something to leave out."""
     from PIL import Image
@@ -183,13 +168,13 @@ def eval_data(kodak, tmp_path_factory):
     return folder
 
 
-def test_lic_eval_end_to_end(eval_teacher, eval_data, tmp_path, capsys):
+def test_lic_eval_end_to_end(tiny_teacher_path, eval_data, tmp_path, capsys):
     from lic.cli import main
     from training.teacher import load_teacher
     from training.teacher_codec import encode
 
     out = tmp_path / "eval"
-    rc = main(["eval", "--data", str(eval_data), "--teacher", str(eval_teacher), "--baselines", "jpeg,webp",
+    rc = main(["eval", "--data", str(eval_data), "--teacher", str(tiny_teacher_path), "--baselines", "jpeg,webp",
                "--limit", "2", "-o", str(out)])
     assert rc == 0
     assert sorted(p.name for p in out.iterdir()) == ["rd.png", "results.json", "summary.md"]
@@ -211,7 +196,7 @@ def test_lic_eval_end_to_end(eval_teacher, eval_data, tmp_path, capsys):
     # The teacher's rate is the whole .lic file, as encode() writes it.
     from host.image_io import load_rgb
 
-    teacher = load_teacher(str(eval_teacher))
+    teacher = load_teacher(str(tiny_teacher_path))
     rgb, _ = load_rgb(eval_data / "kodim01.png")
     expected_bpp = len(encode(teacher, rgb)) * 8 / (192 * 256)
     assert curves["teacher"]["points"][0]["images"][0]["bpp"] == pytest.approx(expected_bpp)

@@ -25,15 +25,6 @@ def lic(*args) -> int:
 
 
 @pytest.fixture(scope="module")
-def image_folder(tmp_path_factory) -> Path:
-    d = tmp_path_factory.mktemp("distill-data")
-    rng = np.random.default_rng(0)
-    for i in range(3):
-        save_png(d / f"{i}.png", rng.integers(0, 256, (80, 96, 3), dtype=np.uint8))
-    return d
-
-
-@pytest.fixture(scope="module")
 def common(tiny_teacher_path, image_folder) -> list[str]:
     return ["--teacher", str(tiny_teacher_path), "--data", str(image_folder), *TINY]
 

@@ -16,15 +16,6 @@ from training.teacher_codec import decode, encode
 TINY = ["--N", "16", "--M", "24", "--crop", "64", "--batch-size", "2", "--threads", "1"]
 
 
-@pytest.fixture(scope="module")
-def image_folder(tmp_path_factory) -> Path:
-    d = tmp_path_factory.mktemp("train")
-    rng = np.random.default_rng(0)
-    for i in range(3):
-        save_png(d / f"{i}.png", rng.integers(0, 256, (80, 96, 3), dtype=np.uint8))
-    return d
-
-
 def test_train_resume_export(tmp_path, image_folder):
     run = tmp_path / "run"
     assert main(["train-teacher", "--data", str(image_folder), "--run-dir", str(run), "--steps", "3",

@@ -35,7 +35,7 @@ from tqdm import tqdm
 
 from lic.errors import LicError
 from training.data import RandomCrops
-from training.loop import (DEFAULT_DATA, atomic_save, cosine_lr, set_lr, setup_distributed, teardown_distributed,
+from training.loop import (DEFAULT_DATA, atomic_save, read_torch_file, cosine_lr, set_lr, setup_distributed, teardown_distributed,
                            wrap_ddp, write_provenance)
 from training.student_decoder import UPSAMPLE_MODES, StudentConfig, StudentSynthesis, layer_plan
 
@@ -332,13 +332,7 @@ def train_kd(args, teacher, student: nn.Module, *, kind: str, meta: dict, desc: 
 
 def read_student_export(path: Path, kind: str) -> dict:
     """The dict of a `lic distill` / `lic qat` export of the given kind, or a LicError saying why not."""
-    path = Path(path)
-    if not path.is_file():
-        raise LicError(f"student file not found: {path}")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises many types for a non-checkpoint file
-        raise LicError(f"{path}: cannot read as a torch file ({type(e).__name__})") from None
+    obj = read_torch_file(path, "student file")
     if not isinstance(obj, dict) or "kind" not in obj:
         raise LicError(f"{path}: not a student export (expected a {kind} written by `lic "
                        f"{'distill' if kind == FLOAT_KIND else 'qat'} --export`)")

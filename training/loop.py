@@ -65,6 +65,19 @@ def atomic_save(obj, path: Path) -> None:
     tmp.replace(path)
 
 
+def read_torch_file(path: Path, what: str):
+    """torch.load(weights_only) of a file the user named, with one-line errors for the usual failures."""
+    from lic.errors import LicError
+
+    path = Path(path)
+    if not path.is_file():
+        raise LicError(f"{what} not found: {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises many types for a non-checkpoint file
+        raise LicError(f"{path}: cannot read as a torch file ({type(e).__name__})") from None
+
+
 def command_line() -> str:
     return " ".join(shlex.quote(a) for a in [Path(sys.argv[0]).name, *sys.argv[1:]])
 

@@ -20,6 +20,7 @@ from lic.compressai_compat import compressai  # noqa: F401  (must precede compre
 from compressai.models import ScaleHyperprior
 
 from lic.errors import LicError
+from training.loop import read_torch_file
 
 TEACHERS_DIR = Path(__file__).resolve().parent / "teachers"
 MANIFEST = TEACHERS_DIR / "teachers.json"
@@ -79,12 +80,7 @@ def from_state_dict(state_dict: dict, name: str) -> Teacher:
 
 
 def load_state_dict_file(path: Path) -> dict:
-    if not path.is_file():
-        raise LicError(f"teacher checkpoint not found: {path}")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises many types for a non-checkpoint file
-        raise LicError(f"{path}: cannot read as a torch checkpoint ({type(e).__name__})") from None
+    obj = read_torch_file(path, "teacher checkpoint")
     for key in ("state_dict", "model"):  # CompressAI's examples/train.py layout; `lic train-teacher`'s
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
