@@ -2,13 +2,11 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from host.image_io import save_png
 from lic.cli import main
 from training.teacher import load_teacher
 from training.teacher_codec import decode, encode
