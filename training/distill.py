@@ -100,10 +100,12 @@ def parse_int_list(text: str, flag: str) -> int | tuple[int, ...]:
 def resolve_teacher(args, fingerprint: bytes | None = None):
     """The teacher the flags name; with none, the shipped teacher that has `fingerprint` (when given)
     or the default shipped teacher. A teacher other than `fingerprint`'s is refused."""
-    from training.teacher import find_default_by_fingerprint, load_teacher
+    from training.teacher import load_teacher
+    from training.teacher_codec import find_shipped
 
     if args.teacher is None and args.quality is None and fingerprint is not None:
-        teacher = find_default_by_fingerprint(fingerprint)
+        shipped = find_shipped(fingerprint)
+        teacher = shipped.teacher if shipped is not None and shipped.integer_hs is None else None
         if teacher is None:
             raise LicError(f"the student was distilled from teacher {fingerprint.hex()}, which is not a shipped "
                            f"teacher; pass it with --teacher")

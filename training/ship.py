@@ -1,4 +1,6 @@
-"""Write training/teachers/teachers.json from exported teachers: quality, lambda, file, fingerprint.
+"""Write training/teachers/teachers.json from exported teachers: quality, lambda, file, fingerprint,
+and, where training/teachers/integer_hs_qN.npz exists, the integer h_s and the fingerprint that
+format-version-2 files made with it carry.
 
     python -m training.ship training/teachers/teacher_q*.pt
 
@@ -12,6 +14,7 @@ import json
 import sys
 from pathlib import Path
 
+from host.integer_hyper import IntegerHyperSynthesis
 from training.teacher import COMPRESSAI_LAMBDAS, MANIFEST, TEACHERS_DIR, from_state_dict, load_state_dict_file
 
 
@@ -21,7 +24,17 @@ def manifest_entry(path: Path) -> dict:
     if quality is None:
         raise SystemExit(f"{path}: lambda {prov['lambda']} is not one of CompressAI's quality lambdas")
     t = from_state_dict(load_state_dict_file(path), name=path.name)
-    return {"quality": quality, "lambda": prov["lambda"], "file": path.name, "fingerprint": t.fingerprint.hex()}
+    entry = {"quality": quality, "lambda": prov["lambda"], "file": path.name, "fingerprint": t.fingerprint.hex()}
+    hs_path = path.with_name(f"integer_hs_q{quality}.npz")  # from `lic distill-hyper --export`, if made
+    if hs_path.is_file():
+        from training.teacher_codec import EntropyModels
+
+        hs = IntegerHyperSynthesis.load(hs_path)
+        if hs.meta.get("teacher_fingerprint") != entry["fingerprint"]:
+            raise SystemExit(f"{hs_path} was trained against another teacher")
+        entry["integer_hs"] = hs_path.name
+        entry["integer_hs_file_fingerprint"] = EntropyModels(t, hs).fingerprint.hex()
+    return entry
 
 
 def main(argv: list[str]) -> int:

@@ -146,14 +146,6 @@ def load_teacher(spec: str | None = None, quality: int | None = None) -> Teacher
     return from_state_dict(load_state_dict_file(path), name=str(path))
 
 
-def find_default_by_fingerprint(fingerprint: bytes) -> Teacher | None:
-    """The shipped teacher that wrote a file, found through the manifest without loading the others."""
-    for e in read_manifest():
-        if e["fingerprint"] == fingerprint.hex():
-            return load_default(e["quality"])
-    return None
-
-
 def save_compact(model: ScaleHyperprior, path: Path) -> None:
     """Write the shipped form: CompressAI state dict, CDF tables included, float weights as fp16.
 

@@ -45,6 +45,29 @@ class EntropyModels:
         return self.teacher.name + (" + integer h_s" if self.integer_hs is not None else "")
 
 
+def shipped_integer_hs(quality: int) -> IntegerHyperSynthesis:
+    from training.teacher import TEACHERS_DIR, read_manifest
+
+    entry = next((e for e in read_manifest() if e["quality"] == quality), {})
+    if "integer_hs" not in entry:
+        raise LicError(f"no shipped integer h_s for quality {quality}; train one with `lic distill-hyper` "
+                       f"and pass it with --integer-hs PATH")
+    return IntegerHyperSynthesis.load(TEACHERS_DIR / entry["integer_hs"])
+
+
+def find_shipped(fingerprint: bytes) -> EntropyModels | None:
+    """The shipped models that wrote a file (teacher, and integer h_s for version 2), found through
+    the manifest without loading the others."""
+    from training.teacher import load_default, read_manifest
+
+    for e in read_manifest():
+        if e["fingerprint"] == fingerprint.hex():
+            return EntropyModels(load_default(e["quality"]))
+        if e.get("integer_hs_file_fingerprint") == fingerprint.hex():
+            return EntropyModels(load_default(e["quality"]), shipped_integer_hs(e["quality"]))
+    return None
+
+
 def as_entropy_models(m: "Teacher | EntropyModels") -> EntropyModels:
     return m if isinstance(m, EntropyModels) else EntropyModels(m)
 
