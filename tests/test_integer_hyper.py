@@ -97,3 +97,13 @@ def test_distill_hyper_trains_and_exports(tmp_path, tiny_teacher_path, tiny_teac
     hs = IntegerHyperSynthesis.load(tmp_path / "hs.npz")
     em = EntropyModels(tiny_teacher, hs)
     assert decode(em, encode(em, rgb_image)).shape == rgb_image.shape
+    # and from the command line: format v2 needs its integer h_s to decode
+    save_png(tmp_path / "in.png", rgb_image)
+    enc = ["--teacher", str(tiny_teacher_path)]
+    assert main(["encode", str(tmp_path / "in.png"), "-o", str(tmp_path / "a.lic"), *enc,
+                 "--integer-hs", str(tmp_path / "hs.npz")]) == 0
+    assert parse((tmp_path / "a.lic").read_bytes()).version == FORMAT_V2
+    assert main(["decode", str(tmp_path / "a.lic"), "-o", str(tmp_path / "x.png"), *enc]) == 1
+    assert not (tmp_path / "x.png").exists()
+    assert main(["decode", str(tmp_path / "a.lic"), "-o", str(tmp_path / "x.png"), *enc,
+                 "--integer-hs", str(tmp_path / "hs.npz")]) == 0
