@@ -30,6 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "kodak"
 DEFAULT_BASELINES = ",".join(CODECS)
 TEACHER = "teacher"
+TEACHER_V2 = "teacher-int-hs"
 REFERENCE = "reference"
 RESULTS_VERSION = 1
 
@@ -153,6 +154,27 @@ def teacher_curve(teachers: list, images) -> dict:
             "points": run_points(TEACHER, settings, images)}
 
 
+def integer_hs_curve(teachers: list, images) -> dict | None:
+    """The same teachers writing format v2 with their shipped integer h_s, where one exists. The
+    decoded images are identical to version 1 (same y_hat, same g_s), so the bpp difference between
+    the two curves is exactly what the integer h_s costs in rate."""
+    from training.teacher_codec import EntropyModels, decode, encode, shipped_integer_hs
+
+    settings = []
+    for t in teachers:
+        try:
+            em = EntropyModels(t, shipped_integer_hs(t.quality)) if t.quality is not None else None
+        except LicError:
+            em = None
+        if em is not None:
+            meta = {"setting": em.name, "quality": t.quality, "lambda": t.lmbda, "fingerprint": em.fingerprint.hex()}
+            settings.append((meta, lambda rgb, em=em: encode(em, rgb), lambda data, em=em: decode(em, data)))
+    if not settings:
+        return None
+    return {"label": "teacher with integer h_s (.lic v2)", "kind": "learned",
+            "points": run_points(TEACHER_V2, settings, images)}
+
+
 def codec_curve(codec: Codec, images) -> dict:
     settings = [({"setting": f"quality={q}", "quality": q},
                  lambda rgb, q=q: codec.encode(rgb, q), codec.decode) for q in codec.qualities]
@@ -267,6 +289,9 @@ def run(args: argparse.Namespace) -> int:
     curves: dict[str, dict] = {}
     if teachers:
         curves[TEACHER] = teacher_curve(teachers, images)
+        v2 = integer_hs_curve(teachers, images)
+        if v2 is not None:
+            curves[TEACHER_V2] = v2
     for codec in codecs:
         curves[codec.name] = codec_curve(codec, images)
     curves[REFERENCE] = reference_curve()
