@@ -63,8 +63,14 @@ def test_shipped_teachers_match_their_manifest():
     assert len(entries) >= 4, "at least four shipped rate points"
     lambdas = [e["lambda"] for e in sorted(entries, key=lambda e: e["quality"])]
     assert lambdas == sorted(lambdas)
+    from compressai.models.google import get_scale_table
+
     for e in entries:
         t = teacher_mod.load_default(e["quality"])  # verifies the fingerprint against the manifest
         assert t.model.g_a[0].weight.shape[0] == 128
+        # fp16 shipping must not touch bounds and tables (1e-9 is 0 in fp16)
+        gc = t.model.gaussian_conditional
+        assert gc.likelihood_lower_bound.bound.item() == pytest.approx(1e-9, rel=1e-6)
+        assert torch.equal(gc.scale_table, torch.tensor(get_scale_table(), dtype=torch.float32))
         prov = json.loads((teacher_mod.TEACHERS_DIR / e["file"]).with_suffix(".provenance.json").read_text())
         assert {"command", "steps", "train_time_s", "hardware", "data"} <= prov.keys()
