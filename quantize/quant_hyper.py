@@ -24,10 +24,18 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from brevitas.core.restrict_val import RestrictValueType
 from brevitas.nn import QuantConv2d, QuantIdentity, QuantReLU
 from brevitas.quant import Int32Bias, Int8WeightPerChannelFloat, Uint8ActPerTensorFloat
 
 from quantize.quant_student import IntegerInputQuant
+
+
+class Uint8ActLogScale(Uint8ActPerTensorFloat):
+    """Activation scale learned as its logarithm. On integer z symbols the calibrated scales are
+    ~1e-3, and one plain Adam step at lr 1e-3 can drive such a scale negative (NaN from then on);
+    in the log domain it stays positive whatever the step."""
+    restrict_scaling_type = RestrictValueType.LOG_FP
 
 
 @dataclass
@@ -57,7 +65,7 @@ class QuantHyperSynthesis(nn.Module):
                     bias_quant=Int32Bias, return_quant_tensor=False)
 
         def relu():
-            return QuantReLU(act_quant=Uint8ActPerTensorFloat, bit_width=cfg.act_bits, return_quant_tensor=True)
+            return QuantReLU(act_quant=Uint8ActLogScale, bit_width=cfg.act_bits, return_quant_tensor=True)
 
         self.convs = nn.ModuleList([
             QuantConv2d(cfg.in_channels, c, 3, padding=1, **conv),

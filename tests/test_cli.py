@@ -99,5 +99,6 @@ def test_shipped_teacher_round_trips_kodak(kodak, tmp_path, capsys):
     a, _ = load_rgb(kodak / "kodim23.png")
     b, _ = load_rgb(tmp_path / "k.png")
     bpp = (tmp_path / "k.lic").stat().st_size * 8 / (a.shape[0] * a.shape[1])
-    assert 0.05 < bpp < 1.0
-    assert psnr(a, b) > 28.0
+    # measured with the shipped q3 teacher: 0.264 bpp, 31.82 dB
+    assert 0.1 < bpp < 0.6
+    assert psnr(a, b) > 30.0
