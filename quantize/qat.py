@@ -97,14 +97,3 @@ def load_quant_student(path: Path) -> tuple[QuantStudentSynthesis, StudentConfig
     model = build_quant_student(cfg, qcfg)
     load_state(model, obj["state_dict"], path)
     return model.eval(), cfg, qcfg, obj["teacher_fingerprint"]
-
-
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="lic qat", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(p)
-    return run(p.parse_args(argv))
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

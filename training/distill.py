@@ -390,14 +390,3 @@ def run(args) -> int:
     train_kd(args, teacher, student, kind=FLOAT_KIND, meta=meta,
              desc=f"distill {cfg.upsample} {','.join(map(str, cfg.channels))}")
     return 0
-
-
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="lic distill", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(p)
-    return run(p.parse_args(argv))
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -21,7 +21,6 @@ from lic.compressai_compat import compressai  # noqa: F401
 from compressai.losses import RateDistortionLoss
 from compressai.models import ScaleHyperprior
 
-from lic.errors import LicError
 from training.data import RandomCrops
 from training.loop import (DEFAULT_DATA, atomic_save, cosine_lr, set_lr, setup_distributed, teardown_distributed,
                            wrap_ddp, write_provenance)
@@ -147,16 +146,3 @@ def train(args) -> Path | None:
 def run(args) -> int:
     train(args)
     return 0
-
-
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="lic train-teacher", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_arguments(p)
-    args = p.parse_args(argv)
-    train(args)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
