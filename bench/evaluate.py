@@ -143,36 +143,33 @@ def run_points(label: str, settings: list[tuple[dict, Callable, Callable]],
     return points
 
 
-def teacher_curve(teachers: list, images) -> dict:
+def learned_curve(key: str, label: str, models: list, images) -> dict:
+    """Round trips through .lic files; `models` are EntropyModels (teacher, maybe an integer h_s)."""
     from training.teacher_codec import decode, encode
 
     settings = []
+    for em in models:
+        meta = {"setting": em.name, "quality": em.teacher.quality, "lambda": em.teacher.lmbda,
+                "fingerprint": em.fingerprint.hex()}
+        settings.append((meta, lambda rgb, em=em: encode(em, rgb), lambda data, em=em: decode(em, data)))
+    return {"label": label, "kind": "learned", "points": run_points(key, settings, images)}
+
+
+def with_shipped_integer_hs(teachers: list) -> list:
+    """The teachers that have a shipped integer h_s, paired with it (format v2). Their decoded images
+    are identical to version 1 (same y_hat, same g_s), so the bpp difference between the two curves
+    is exactly what the integer h_s costs in rate."""
+    from training.teacher_codec import EntropyModels, shipped_integer_hs
+
+    paired = []
     for t in teachers:
-        meta = {"setting": t.name, "quality": t.quality, "lambda": t.lmbda, "fingerprint": t.fingerprint.hex()}
-        settings.append((meta, lambda rgb, t=t: encode(t, rgb), lambda data, t=t: decode(t, data)))
-    return {"label": "teacher (bmshj2018 ScaleHyperprior, .lic v1)", "kind": "learned",
-            "points": run_points(TEACHER, settings, images)}
-
-
-def integer_hs_curve(teachers: list, images) -> dict | None:
-    """The same teachers writing format v2 with their shipped integer h_s, where one exists. The
-    decoded images are identical to version 1 (same y_hat, same g_s), so the bpp difference between
-    the two curves is exactly what the integer h_s costs in rate."""
-    from training.teacher_codec import EntropyModels, decode, encode, shipped_integer_hs
-
-    settings = []
-    for t in teachers:
+        if t.quality is None:
+            continue
         try:
-            em = EntropyModels(t, shipped_integer_hs(t.quality)) if t.quality is not None else None
+            paired.append(EntropyModels(t, shipped_integer_hs(t.quality)))
         except LicError:
-            em = None
-        if em is not None:
-            meta = {"setting": em.name, "quality": t.quality, "lambda": t.lmbda, "fingerprint": em.fingerprint.hex()}
-            settings.append((meta, lambda rgb, em=em: encode(em, rgb), lambda data, em=em: decode(em, data)))
-    if not settings:
-        return None
-    return {"label": "teacher with integer h_s (.lic v2)", "kind": "learned",
-            "points": run_points(TEACHER_V2, settings, images)}
+            pass
+    return paired
 
 
 def codec_curve(codec: Codec, images) -> dict:
@@ -288,10 +285,13 @@ def run(args: argparse.Namespace) -> int:
 
     curves: dict[str, dict] = {}
     if teachers:
-        curves[TEACHER] = teacher_curve(teachers, images)
-        v2 = integer_hs_curve(teachers, images)
-        if v2 is not None:
-            curves[TEACHER_V2] = v2
+        from training.teacher_codec import EntropyModels
+
+        curves[TEACHER] = learned_curve(TEACHER, "teacher (bmshj2018 ScaleHyperprior, .lic v1)",
+                                        [EntropyModels(t) for t in teachers], images)
+        v2 = with_shipped_integer_hs(teachers)
+        if v2:
+            curves[TEACHER_V2] = learned_curve(TEACHER_V2, "teacher with integer h_s (.lic v2)", v2, images)
     for codec in codecs:
         curves[codec.name] = codec_curve(codec, images)
     curves[REFERENCE] = reference_curve()
