@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from export.integer_hyper import to_integer
 from host.image_io import write_atomic
+from lic.errors import LicError
 from quantize.quant_hyper import HyperConfig, QuantHyperSynthesis, init_log_scale_bias, macs_per_latent_pixel
 from quantize.quant_student import calibrate_activations
 from training.data import RandomCrops
@@ -56,6 +57,12 @@ def teacher_latents(teacher, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tenso
     return q.float(), torch.round(y)
 
 
+def teacher_scales(teacher, q: torch.Tensor) -> torch.Tensor:
+    """The teacher's own float h_s on the same symbols: the rate the student is measured against."""
+    m = teacher.model
+    return m.h_s(q + m.entropy_bottleneck._get_medians())
+
+
 def y_bits(gaussian_conditional, y_hat: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
     """Bits of y_hat under zero-mean Gaussians of these scales (CompressAI's likelihood, bounded)."""
     gc = gaussian_conditional
@@ -78,19 +85,19 @@ def train(args) -> Path | None:
 
     ckpt_path = args.run_dir / "checkpoint.pt"
     step, elapsed = 0, 0.0
-    data = RandomCrops(args.data, args.crop, seed=args.seed * 1_000_003 + rank * 7919)
-    if ckpt_path.is_file():
-        ck = torch.load(ckpt_path, map_location=device, weights_only=False)
+    ck = torch.load(ckpt_path, map_location=device, weights_only=False) if ckpt_path.is_file() else None
+    if ck is not None:
         if ck["teacher_fingerprint"] != teacher.fingerprint.hex():
-            raise SystemExit(f"{ckpt_path} was trained against another teacher")
+            raise LicError(f"{ckpt_path} was trained against another teacher; use a new --run-dir")
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["opt"])
         step, elapsed = ck["step"], ck["elapsed_s"]
-        data = RandomCrops(args.data, args.crop, seed=args.seed * 1_000_003 + rank * 7919 + step)
-    else:
+    # The seed includes the step so a resumed run does not replay crops.
+    data = RandomCrops(args.data, args.crop, seed=args.seed * 1_000_003 + rank * 7919 + step)
+    if ck is None:
         # Activation scales from data, and outputs starting near the teacher's typical scale.
-        q, y_hat = teacher_latents(teacher, data.batch(args.batch_size).to(device))
-        init_log_scale_bias(model, float(tm.h_s(q + tm.entropy_bottleneck._get_medians()).clamp_min(0.11).mean()))
+        q, _ = teacher_latents(teacher, data.batch(args.batch_size).to(device))
+        init_log_scale_bias(model, float(teacher_scales(teacher, q).clamp_min(0.11).mean()))
         calibrate_activations(model, [teacher_latents(teacher, data.batch(args.batch_size).to(device))[0]
                                       for _ in range(4)])
     net = wrap_ddp(model, world, device)
@@ -114,7 +121,7 @@ def train(args) -> Path | None:
             bar.update(1)
             if step % 25 == 0 or step == args.steps:
                 with torch.no_grad():
-                    ref = y_bits(gc, y_hat, tm.h_s(q + tm.entropy_bottleneck._get_medians())) / pixels
+                    ref = y_bits(gc, y_hat, teacher_scales(teacher, q)) / pixels
                 rec = {"step": step, "y_bpp": bpp.item(), "teacher_y_bpp": ref.item()}
                 bar.set_postfix(y_bpp=f"{rec['y_bpp']:.4f}", teacher=f"{rec['teacher_y_bpp']:.4f}")
                 log.write(json.dumps(rec) + "\n")
