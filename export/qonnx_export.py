@@ -108,14 +108,17 @@ def run_qonnx(path, x) -> np.ndarray:
     return execute_onnx(model, {iname: x.astype(np.float32)})[oname]
 
 
-def export_qcdq_onnx(quant_model: torch.nn.Module, tile_hw, path, *, dynamo: bool = False) -> Path:
-    """Export to standard-ONNX QCDQ (QuantizeLinear/Clip/DequantizeLinear) for onnxruntime."""
+def export_qcdq_onnx(quant_model: torch.nn.Module, tile_hw, path, *, dynamo: bool = False,
+                     **onnx_export_kwargs) -> Path:
+    """Export to standard-ONNX QCDQ (QuantizeLinear/Clip/DequantizeLinear) for onnxruntime; extra
+    keyword arguments (e.g. dynamic_axes) go to torch.onnx.export."""
     from brevitas.export import export_onnx_qcdq as _export
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with _eval_mode(quant_model), torch.no_grad():
-        _export(quant_model, _example_input(quant_model, tile_hw), export_path=os.fspath(path), dynamo=dynamo)
+        _export(quant_model, _example_input(quant_model, tile_hw), export_path=os.fspath(path), dynamo=dynamo,
+                **onnx_export_kwargs)
     return path
 
 

@@ -12,11 +12,13 @@ from lic.errors import LicError
 # name -> (module with add_arguments(parser) and run(args) -> int, one-line help)
 SUBCOMMANDS = {
     "encode": ("training.teacher_codec_cli", "encode an image to a .lic file with the teacher"),
-    "decode": ("training.teacher_codec_cli", "decode a .lic file to PNG"),
+    "decode": ("host.decode_cli", "decode .lic files to PNG with the teacher or the quantised student"),
     "eval": ("bench.evaluate", "rate-distortion evaluation on a folder (Kodak by default) with classical baselines"),
     "train-teacher": ("training.train_teacher", "train a ScaleHyperprior teacher on random crops (DDP-ready)"),
     "distill": ("training.distill", "distil a small student decoder g_s from a frozen teacher (DDP-ready)"),
     "qat": ("quantize.qat", "quantisation-aware training of a distilled student (Brevitas)"),
+    "export": ("export.package", "write the deployable decoder package (ONNX, QONNX, integer h_s, CDF tables) "
+                                 "for a quantised student"),
     "distill-hyper": ("training.distill_hyper", "train the integer hyper-decoder (h_s) that makes entropy "
                                                 "decoding bit-exact across platforms"),
 }

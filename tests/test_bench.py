@@ -3,7 +3,6 @@ import math
 
 import numpy as np
 import pytest
-import torch
 
 from bench import metrics
 from bench.baselines import CODECS, get_codec

@@ -4,7 +4,6 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,34 +16,11 @@ from quantize.qat import load_quant_student
 from training.distill import load_float_student
 from training.teacher import load_teacher
 
-TINY = ["--crop", "64", "--batch-size", "2", "--threads", "1"]
+from conftest import TINY_TRAINING as TINY
 
 
 def lic(*args) -> int:
     return main([str(a) for a in args])
-
-
-@pytest.fixture(scope="module")
-def common(tiny_teacher_path, image_folder) -> list[str]:
-    return ["--teacher", str(tiny_teacher_path), "--data", str(image_folder), *TINY]
-
-
-@pytest.fixture(scope="module")
-def float_export(tmp_path_factory, common) -> Path:
-    d = tmp_path_factory.mktemp("float")
-    out = d / "student.pt"
-    assert lic("distill", *common, "--channels", "8", "--run-dir", d / "run", "--steps", "2",
-               "--export", out) == 0
-    return out
-
-
-@pytest.fixture(scope="module")
-def quant_export(tmp_path_factory, common, float_export) -> Path:
-    d = tmp_path_factory.mktemp("quant")
-    out = d / "quant.pt"
-    assert lic("qat", "--student", float_export, *common, "--run-dir", d / "run", "--steps", "2",
-               "--calib-batches", "2", "--act-bits", "4,4,4,6", "--weight-bits", "3", "--export", out) == 0
-    return out
 
 
 def _y_hat(teacher, size=64):

@@ -4,29 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from export.integer_hyper import to_integer
 from host.container import FORMAT_V2, parse
 from host.integer_hyper import IntegerHyperSynthesis, _conv_exact
 from lic.errors import LicError
-from quantize.quant_hyper import HyperConfig, QuantHyperSynthesis, init_log_scale_bias
-from quantize.quant_student import calibrate_activations
 from training.teacher_codec import EntropyModels, decode, decode_y_hat, encode
-
-
-@pytest.fixture(scope="module")
-def quant_hyper(tiny_teacher):
-    torch.manual_seed(1)
-    m = tiny_teacher.model
-    cfg = HyperConfig(in_channels=m.h_a[-1].out_channels, out_channels=m.g_a[-1].out_channels, channels=8)
-    model = QuantHyperSynthesis(cfg)
-    init_log_scale_bias(model, 2.0)
-    calibrate_activations(model, [torch.randint(-6, 7, (2, cfg.in_channels, 5, 7)).float() for _ in range(3)])
-    return model.eval()
-
-
-@pytest.fixture(scope="module")
-def integer_hs(quant_hyper, tiny_teacher):
-    return to_integer(quant_hyper, tiny_teacher.model.gaussian_conditional.scale_table)
 
 
 def test_conv_is_exact_integer_convolution():

@@ -26,6 +26,7 @@ MAC counting (`count_macs`) is shared with the teacher so the two are compared w
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Sequence
 
@@ -150,6 +151,24 @@ class StudentSynthesis(nn.Module):
 
 # ---------------------------------------------------------------------------------------------
 # MAC counting
+
+
+def receptive_halo(cfg: StudentConfig) -> int:
+    """Latents of context each output latent cell needs on every side: the sum over layers of the
+    kernel reach, in latent units at that layer's resolution, rounded up. Tiles decoded with this
+    halo stitch to exactly the whole-frame output (host/tiling.py)."""
+    reach, scale = 0.0, 1
+    for spec in layer_plan(cfg):
+        if spec.upsample_before:
+            scale *= 2
+        if spec.kind == "deconv":
+            # output o reads inputs i with 2i - p <= o <= 2i - p + k - 1: up to (max(p, k-1-p) + 1) / 2
+            # input pixels from o / 2
+            reach += (max(spec.padding, spec.kernel - 1 - spec.padding) + 1) / 2 / scale
+            scale *= spec.stride
+        else:
+            reach += (spec.kernel // 2) / scale
+    return math.ceil(reach)
 
 
 def _value(t):

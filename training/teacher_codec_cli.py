@@ -1,4 +1,4 @@
-"""`lic encode` and `lic decode`: one image to one .lic file and back."""
+"""`lic encode`: one image to one .lic file with the teacher (decoding: host/decode_cli.py)."""
 
 from __future__ import annotations
 
@@ -25,16 +25,6 @@ def add_encode_arguments(p: argparse.ArgumentParser) -> None:
                         "platform. Alone: the shipped one for --quality; or a file from `lic distill-hyper`")
 
 
-def add_decode_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("input", type=Path, help="the .lic file")
-    p.add_argument("-o", "--output", type=Path, required=True, help="the PNG to write")
-    p.add_argument("--teacher", default=None,
-                   help="the model that encoded the file, if it is not a shipped teacher (found automatically "
-                        "by its fingerprint otherwise)")
-    p.add_argument("--integer-hs", default=None, metavar="PATH",
-                   help="for a version-2 file made with a non-shipped integer h_s: that h_s file")
-
-
 def run_encode(args) -> int:
     from host.image_io import load_rgb, write_atomic
     from host.integer_hyper import IntegerHyperSynthesis
@@ -58,33 +48,4 @@ def run_encode(args) -> int:
     write_atomic(args.output, data)
     h, w = rgb.shape[:2]
     print(f"{args.output}: {len(data)} bytes, {len(data) * 8 / (h * w):.4f} bpp ({w}x{h}, {em.name}, format v{em.version})")
-    return 0
-
-
-def read_file(path: Path) -> bytes:
-    if not path.is_file():
-        raise LicError(f"file not found: {path}")
-    return path.read_bytes()
-
-
-def run_decode(args) -> int:
-    from host.container import parse
-    from host.image_io import save_png
-    from host.integer_hyper import IntegerHyperSynthesis
-    from training.teacher import load_teacher
-    from training.teacher_codec import EntropyModels, decode, find_shipped
-
-    data = read_file(args.input)
-    lic = parse(data, str(args.input))  # fail on a bad file before loading any model
-    if args.teacher is not None:
-        integer_hs = IntegerHyperSynthesis.load(args.integer_hs) if args.integer_hs else None
-        em = EntropyModels(load_teacher(args.teacher), integer_hs)
-    else:
-        em = find_shipped(lic.fingerprint)
-        if em is None:
-            raise LicError(f"{args.input} was encoded by model {lic.fingerprint.hex()}, which is not a shipped "
-                           f"teacher; pass --teacher (and --integer-hs for format v2) with what encoded it")
-    rgb = decode(em, data, str(args.input))
-    save_png(args.output, rgb)
-    print(f"{args.output}: {lic.width}x{lic.height} ({em.name})")
     return 0

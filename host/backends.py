@@ -1,0 +1,97 @@
+"""Where the student synthesis runs: one interface, several runtimes.
+
+A backend maps integer latents y_hat [1, M, h, w] to the integer pixels the quantised student emits
+[1, 3, 16h, 16w] (the host multiplies by the package's output scale afterwards). All backends
+execute the same quantised network, so for the same input they must return the same integers;
+tests/test_host_runtime.py compares them.
+
+  onnx      onnxruntime on student.onnx (QCDQ), any input size; CPU, or CUDA when installed
+  torch     the Brevitas model (quant_student.pt); needs torch + brevitas, the reference
+  finn-sim  FINN's HW-layer graph executed in Python (hls/, from `make hw`), fixed tile size
+  pynq      the bitstream on a PYNQ board's fabric, through the FINN-generated driver, fixed tile
+
+`tile` is None for backends that take any size and the square latent tile size for those built for
+one shape; the runtime (host/runtime.py) tiles the frame for the latter.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from host.decoder_package import QUANT_STUDENT, STUDENT_ONNX, DecoderPackage
+from lic.errors import LicError
+
+BACKENDS = ("onnx", "torch", "finn-sim", "pynq")
+
+
+class Backend:
+    name = "?"
+    tile: int | None = None
+
+    def run(self, y: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+
+def _to_int(values: np.ndarray, scale: float) -> np.ndarray:
+    # Dequantised outputs are int * scale in float32: dividing by the same scale and rounding
+    # recovers the integer exactly for the |int| <= 2^(bits-1) the output quantiser allows.
+    return np.rint(values / np.float32(scale)).astype(np.int16)
+
+
+class OnnxBackend(Backend):
+    name = "onnx"
+
+    def __init__(self, package: DecoderPackage, providers: list[str] | None = None):
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise LicError("the onnx backend needs onnxruntime (pip install onnxruntime)") from None
+        so = ort.SessionOptions()
+        so.log_severity_level = 3  # the TorchScript exporter lists biases as graph inputs: ort warns per bias
+        if os.environ.get("LIC_ORT_THREADS"):
+            so.intra_op_num_threads = int(os.environ["LIC_ORT_THREADS"])
+        providers = providers or [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider")
+                                  if p in ort.get_available_providers()]
+        self.session = ort.InferenceSession(os.fspath(package.path(STUDENT_ONNX)), so, providers=providers)
+        self.input_name = self.session.get_inputs()[0].name
+        self.scale = package.output_scale
+
+    def run(self, y: np.ndarray) -> np.ndarray:
+        out = self.session.run(None, {self.input_name: y.astype(np.float32)})[0]
+        return _to_int(out, self.scale)
+
+
+class TorchBackend(Backend):
+    name = "torch"
+
+    def __init__(self, package: DecoderPackage):
+        try:
+            import torch  # noqa: F401  (checked here so the error names what to install)
+        except ImportError:
+            raise LicError("the torch backend needs torch and brevitas; use --backend onnx on a machine "
+                           "without them") from None
+        from quantize.qat import load_quant_student
+
+        self.model, _, _, _ = load_quant_student(package.path(QUANT_STUDENT))
+
+    def run(self, y: np.ndarray) -> np.ndarray:
+        import torch
+
+        with torch.no_grad():
+            out = self.model.forward_quant(torch.from_numpy(y.astype(np.float32)))
+        return out.int().numpy().astype(np.int16)
+
+
+def make_backend(name: str, package: DecoderPackage, *, hw_dir: Path | None = None) -> Backend:
+    if name == "onnx":
+        return OnnxBackend(package)
+    if name == "torch":
+        return TorchBackend(package)
+    if name in ("finn-sim", "pynq"):
+        from host.fabric import make_fabric_backend
+
+        return make_fabric_backend(name, package, hw_dir)
+    raise LicError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")

@@ -1,0 +1,129 @@
+"""The board's decoder: .lic bytes -> RGB pixels, with torch nowhere on the path.
+
+    parse .lic -> rANS-decode z -> integer h_s -> scale indexes -> rANS-decode y -> y_hat
+    -> student synthesis on a backend (whole frame, or square tiles with halo) -> integer pixels
+    -> dequantise (x output scale), clamp, crop to the image size
+
+Each stage is timed (StageTimes), which is how the ARM-side cost is compared with the fabric's.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from host.backends import Backend
+from host.container import FORMAT_V1, FORMAT_V2, LicFile, parse
+from host.decoder_package import DecoderPackage
+from host.tiling import TilePlan, run_tiled
+from lic.errors import LicError
+
+
+@dataclass
+class StageTimes:
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def add(self, stage: str, t0: float) -> float:
+        now = time.perf_counter()
+        self.seconds[stage] = self.seconds.get(stage, 0.0) + now - t0
+        return now
+
+    def __iadd__(self, other: "StageTimes") -> "StageTimes":
+        for k, v in other.seconds.items():
+            self.seconds[k] = self.seconds.get(k, 0.0) + v
+        return self
+
+
+STAGES = ("parse", "rans_z", "integer_hs", "rans_y", "synthesis", "dequantise")
+
+
+def check_file(lic: LicFile, package: DecoderPackage, name: str) -> None:
+    if lic.version == FORMAT_V1:
+        raise LicError(f"{name} is format version 1 (the teacher's float h_s), which only the teacher decodes "
+                       f"reproducibly: use --decoder teacher, or re-encode with `lic encode --integer-hs`")
+    if lic.version != FORMAT_V2:
+        raise LicError(f"{name}: format version {lic.version} is not decodable by this runtime")
+    if lic.fingerprint != package.file_fingerprint:
+        raise LicError(f"{name} was encoded by model {lic.fingerprint.hex()}, but decoder package {package.name} "
+                       f"decodes {package.file_fingerprint.hex()}: use the package exported for that encoder")
+    if len(lic.streams) != 2:
+        raise LicError(f"{name}: expected 2 streams, found {len(lic.streams)}")
+
+
+def latent_shape(package: DecoderPackage, height: int, width: int) -> tuple[int, int]:
+    m = package.spatial_multiple
+    hp, wp = -(-height // m) * m, -(-width // m) * m
+    return hp // package.upscale, wp // package.upscale
+
+
+def decode_latents(lic: LicFile, package: DecoderPackage, times: StageTimes, name: str = "input") -> np.ndarray:
+    """y_hat as int32 [M, h, w], entropy-decoded exactly as the encoder coded it."""
+    check_file(lic, package, name)
+    h, w = latent_shape(package, lic.height, lic.width)
+    zh, zw = h // 4, w // 4
+    n_z = len(package.z_table)
+    t = time.perf_counter()
+    z_index = np.broadcast_to(np.arange(n_z, dtype=np.int32)[:, None, None], (n_z, zh, zw))
+    z = package.z_table.decode(lic.streams[0], z_index)
+    t = times.add("rans_z", t)
+    indexes = package.integer_hs.indexes(z)
+    if indexes.shape != (package.latent_channels, h, w):
+        raise LicError(f"{name}: integer h_s gives {indexes.shape}, expected {(package.latent_channels, h, w)}")
+    t = times.add("integer_hs", t)
+    y = package.y_table.decode(lic.streams[1], indexes)
+    times.add("rans_y", t)
+    return y
+
+
+def synthesise(y: np.ndarray, backend: Backend, upscale: int, tile: int | None, halo: int) -> np.ndarray:
+    """Integer latents [M, h, w] -> integer pixels [3, 16h, 16w] on `backend`, whole frame when
+    tile is None, else in tile x tile windows with `halo`."""
+    y = y[None]
+    if tile is None:
+        return backend.run(y)[0]
+    plan = TilePlan(y.shape[2], y.shape[3], tile, halo)
+    return run_tiled(y, plan, upscale, backend.run)[0]
+
+
+def to_rgb8(pixels: np.ndarray, scale: float) -> np.ndarray:
+    """Integer pixels [3, H, W] -> uint8 HxWx3, with the same float32 ops as the torch decoders:
+    x = int * scale, clamp to [0, 1], x 255, round half to even."""
+    x = pixels.astype(np.float32) * np.float32(scale)
+    x = np.rint(np.clip(x, 0, 1) * np.float32(255))
+    return np.ascontiguousarray(x.astype(np.uint8).transpose(1, 2, 0))
+
+
+class HostDecoder:
+    """One decoder package on one backend. tile=None: whole frame if the backend takes any shape,
+    else the backend's tile; an int forces that tile size (it must equal a fixed backend's)."""
+
+    def __init__(self, package: DecoderPackage, backend: Backend, tile: int | None = None):
+        if backend.tile is not None and tile not in (None, backend.tile):
+            raise LicError(f"the {backend.name} backend is built for {backend.tile}x{backend.tile} latent tiles, "
+                           f"not {tile}")
+        self.package, self.backend = package, backend
+        self.tile = tile if tile is not None else backend.tile
+        if self.tile is not None and self.tile - 2 * package.halo < 1:
+            raise LicError(f"tile {self.tile} is too small for this student's halo of {package.halo} latents "
+                           f"(needs at least {2 * package.halo + 1})")
+
+    def tile_plan(self, lic: LicFile) -> TilePlan | None:
+        if self.tile is None:
+            return None
+        h, w = latent_shape(self.package, lic.height, lic.width)
+        return TilePlan(h, w, self.tile, self.package.halo)
+
+    def decode(self, data: bytes, name: str = "input") -> tuple[np.ndarray, StageTimes]:
+        times = StageTimes()
+        t = time.perf_counter()
+        lic = parse(data, name)
+        times.add("parse", t)
+        y = decode_latents(lic, self.package, times, name)
+        t = time.perf_counter()
+        pixels = synthesise(y, self.backend, self.package.upscale, self.tile, self.package.halo)
+        t = times.add("synthesis", t)
+        rgb = to_rgb8(pixels[:, :lic.height, :lic.width], self.package.output_scale)
+        times.add("dequantise", t)
+        return rgb, times
