@@ -19,6 +19,7 @@ SUBCOMMANDS = {
     "qat": ("quantize.qat", "quantisation-aware training of a distilled student (Brevitas)"),
     "export": ("export.package", "write the deployable decoder package (ONNX, QONNX, integer h_s, CDF tables) "
                                  "for a quantised student"),
+    "hw": ("hls.build", "compile the quantised student to a FINN accelerator for a board (make hw / make bitstream)"),
     "distill-hyper": ("training.distill_hyper", "train the integer hyper-decoder (h_s) that makes entropy "
                                                 "decoding bit-exact across platforms"),
 }

@@ -1,0 +1,59 @@
+"""Boards are folders: fpga_projects/<board>/board.json says part, clock, shell flow, resources,
+the budget the folding may use, the accelerator's tile and the fps target. Adding a board is
+adding a folder."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from lic.errors import LicError
+
+BOARDS_DIR = Path(__file__).resolve().parent.parent / "fpga_projects"
+REQUIRED = ("part", "finn_board", "shell_flow", "clock_ns", "resources", "budget", "tile", "target_fps", "frame")
+
+
+@dataclass
+class Board:
+    name: str
+    folder: Path
+    part: str
+    finn_board: str
+    shell_flow: str
+    clock_ns: float
+    resources: dict[str, int]
+    budget: dict[str, float]
+    tile: int
+    target_fps: float
+    frame: tuple[int, int]   # width, height of the frame fps is quoted for
+    mvau_wwidth_max: int = 36
+    description: str = ""
+
+    @property
+    def clock_hz(self) -> float:
+        return 1e9 / self.clock_ns
+
+    def limit(self, resource: str) -> float:
+        """Units of `resource` the build may use: device total x budget fraction."""
+        return self.resources.get(resource, 0) * self.budget.get(resource, 1.0)
+
+
+def available_boards() -> list[str]:
+    return sorted(p.parent.name for p in BOARDS_DIR.glob("*/board.json"))
+
+
+def load_board(name: str) -> Board:
+    path = BOARDS_DIR / name / "board.json"
+    if not path.is_file():
+        raise LicError(f"unknown board {name!r}: no {path.relative_to(BOARDS_DIR.parent)}; "
+                       f"boards: {', '.join(available_boards())}")
+    try:
+        d = json.loads(path.read_text())
+    except ValueError as e:
+        raise LicError(f"{path}: not valid JSON ({e})") from None
+    missing = [k for k in REQUIRED if k not in d]
+    if missing:
+        raise LicError(f"{path} lacks {', '.join(missing)}")
+    d.pop("board", None)
+    return Board(name=name, folder=path.parent, **{**d, "frame": tuple(d["frame"])})

@@ -1,0 +1,75 @@
+"""Folding: PE/SIMD per layer so the accelerator decodes the board's frame at TARGET_FPS, within
+the board's resource budget.
+
+A frame of W x H pixels is decoded as the tiles host/tiling.py cuts it into, so the accelerator
+must finish one tile in  clock / (fps x tiles per frame)  cycles. FINN's SetFolding raises each
+layer's parallelism until it meets that cycle target; if the folded design then exceeds the budget
+(LUT, BRAM, DSP as FINN estimates them), the target is lowered step by step until it fits. The
+report says what limited the result: the budget (which resource) or a layer at full parallelism.
+
+SetFolding's two-pass relaxation is off: it relaxes every layer to the slowest one's cycles, and in
+finn-plus 1.6.1 the slowest is always an unfolded upsample (see hls/finn_env.py), which is folded
+only afterwards.
+"""
+
+from __future__ import annotations
+
+import copy
+
+from hls.finn_env import fold_upsample_layers
+from host.tiling import TilePlan
+from lic.errors import LicError
+
+RESOURCES = ("LUT", "BRAM_18K", "DSP")
+BACKOFF = 0.9
+MAX_TRIES = 60
+
+
+def tiles_per_frame(frame: tuple[int, int], tile: int, halo: int, upscale: int = 16, multiple: int = 64) -> int:
+    w, h = frame
+    hp, wp = -(-h // multiple) * multiple, -(-w // multiple) * multiple
+    return len(TilePlan(hp // upscale, wp // upscale, tile, halo).windows())
+
+
+def estimate(model, part: str) -> tuple[dict[str, float], dict]:
+    from finn.analysis.fpgadataflow.dataflow_performance import dataflow_performance
+    from finn.analysis.fpgadataflow.res_estimation import res_estimation
+    from finn.transformation.fpgadataflow.annotate_cycles import AnnotateCycles
+
+    per_layer = model.analysis(lambda m: res_estimation(m, part))
+    totals = {r: float(sum(layer.get(r, 0) for layer in per_layer.values())) for r in RESOURCES}
+    perf = model.transform(AnnotateCycles()).analysis(dataflow_performance)
+    return totals, perf
+
+
+def fold(model, build) -> tuple[object, dict]:
+    from finn.transformation.fpgadataflow.set_folding import SetFolding
+    from qonnx.transformation.general import GiveUniqueNodeNames
+
+    board = build.board
+    n_tiles = tiles_per_frame(board.frame, build.tile, build.package.halo, build.package.upscale)
+    fps, tried = float(build.target_fps), []
+    for _ in range(MAX_TRIES):
+        target_cycles = max(1, int(board.clock_hz / (fps * n_tiles)))
+        folded = copy.deepcopy(model).transform(SetFolding(target_cycles, mvau_wwidth_max=board.mvau_wwidth_max,
+                                                           two_pass_relaxation=False))
+        folded = fold_upsample_layers(folded, target_cycles).transform(GiveUniqueNodeNames())
+        totals, perf = estimate(folded, board.part)
+        over = [r for r in RESOURCES if totals[r] > board.limit(r)]
+        achieved = board.clock_hz / (perf["max_cycles"] * n_tiles)
+        tried.append({"target_fps": round(fps, 2), "target_cycles_per_tile": target_cycles,
+                      "max_cycles": int(perf["max_cycles"]), "fps": round(achieved, 2),
+                      **{r: round(totals[r]) for r in RESOURCES}, "over_budget": over})
+        if not over:
+            if perf["max_cycles"] > target_cycles:
+                limited_by = f"layer {perf['max_cycles_node_name']} at full parallelism"
+            elif fps < build.target_fps:
+                limited_by = "resource budget: " + ", ".join(tried[0]["over_budget"])
+            else:
+                limited_by = "target fps reached"
+            return folded, {"tiles_per_frame": n_tiles, "target_fps": build.target_fps, "fps": achieved,
+                            "limited_by": limited_by, "bottleneck_layer": perf["max_cycles_node_name"],
+                            "cycles_per_tile": int(perf["max_cycles"]), "attempts": tried}
+        fps *= BACKOFF
+    raise LicError(f"no folding of this student fits {board.name}'s budget even at {fps:.3f} fps "
+                   f"(last try over budget in {', '.join(tried[-1]['over_budget'])}); choose a smaller student")
