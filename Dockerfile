@@ -1,15 +1,32 @@
-# lic-fpga with its pinned Python stack. Build from the repository root:
+# lic-fpga with its pinned Python stack and the system packages FINN's Vivado flow needs.
+# Vivado / Vitis HLS are NOT in the image (licence, ~100 GB): mount your installation, as FINN's own
+# docker flow does. From the repository root:
+#
 #   docker build -t lic-fpga .
-#   docker run --rm -v "$PWD/build:/lic/build" lic-fpga make demo
+#   docker run --rm lic-fpga make test                       # no Vivado needed
+#   docker run --rm -v "$PWD/fpga_projects:/lic/fpga_projects" lic-fpga make hw BOARD=pynq-z2
+#   docker run --rm \
+#     -v /tools/Xilinx:/tools/Xilinx:ro \
+#     -e XILINX_VIVADO=/tools/Xilinx/Vivado/2024.2 -e XILINX_HLS=/tools/Xilinx/Vitis_HLS/2024.2 \
+#     -v "$PWD/fpga_projects:/lic/fpga_projects" -v "$PWD/build:/lic/build" \
+#     lic-fpga make bitstream BOARD=pynq-z2
+#
+# The entrypoint sources Vivado's settings64.sh when XILINX_VIVADO is set and fetches FINN's HDL/HLS
+# dependencies (finn-hlslib etc., `finn deps update`) into build/finn_deps on first use.
 # On machines other than ours, torch 2.13.0's CPU build comes from PyTorch's CPU index (PyPI's
 # Linux wheel of the same version is the CUDA build).
 FROM python:3.11-slim-bookworm
 RUN apt-get update \
  && apt-get install -y --no-install-recommends build-essential make git \
+      libtinfo5 libncurses5 libx11-6 libxext6 libxrender1 libxtst6 libxi6 locales unzip zip \
+ && sed -i 's/^# *en_US.UTF-8/en_US.UTF-8/' /etc/locale.gen && locale-gen \
  && rm -rf /var/lib/apt/lists/*
+ENV LANG=en_US.UTF-8 LC_ALL=en_US.UTF-8
 WORKDIR /lic
 ENV PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu \
-    PIP_NO_CACHE_DIR=1
+    PIP_NO_CACHE_DIR=1 \
+    FINN_DEPS=/lic/build/finn_deps
 COPY . .
 RUN make setup PYTHON=python3.11
+ENTRYPOINT ["hls/docker_entrypoint.sh"]
 CMD ["make", "test"]

@@ -6,7 +6,11 @@ PY := $(VENV)/bin/python
 LIC := $(VENV)/bin/lic
 STAMP := $(VENV)/.installed
 
-.PHONY: setup test test-slow demo teachers eval clean help
+BOARD ?= pynq-z2
+TARGET_FPS ?=
+HW_ARGS = --board $(BOARD) $(if $(TARGET_FPS),--target-fps $(TARGET_FPS))
+
+.PHONY: setup test test-slow demo teachers eval hw bitstream clean help
 
 help:
 	@echo "make setup      create .venv with every pinned dependency (idempotent)"
@@ -14,6 +18,8 @@ help:
 	@echo "make test-slow  run the slow checks too (full Kodak evaluation)"
 	@echo "make demo       encode and decode Kodak with the shipped teachers, report under build/demo/"
 	@echo "make eval       teacher RD curve and classical baselines on Kodak -> build/eval/"
+	@echo "make hw BOARD=pynq-z2 [TARGET_FPS=25]   FINN build up to HLS code + estimates (no Vivado needed)"
+	@echo "make bitstream BOARD=pynq-z2            ... and on to the bitfile (needs Vivado: XILINX_VIVADO)"
 	@echo "make teachers   retrain the shipped default teachers (CPU recipe, ~1.5 h on 2 cores)"
 
 setup: $(STAMP)
@@ -37,8 +43,14 @@ demo: setup
 eval: setup
 	$(LIC) eval --quality all --baselines jpeg,webp,avif,heif -o build/eval
 
+hw: setup
+	$(LIC) hw $(HW_ARGS)
+
+bitstream: setup
+	$(LIC) hw $(HW_ARGS) --bitstream
+
 teachers: setup
 	training/recipes/default_teachers.sh
 
 clean:
-	rm -rf build .pytest_cache
+	rm -rf build .pytest_cache fpga_projects/*/build

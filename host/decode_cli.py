@@ -82,11 +82,13 @@ class _TeacherDecoder:
         self.args, self.models = args, {}
         self.name = "teacher"
 
-    def decode(self, data: bytes, lic, name: str):
+    def decode(self, data: bytes, name: str):
+        from host.container import parse
         from host.integer_hyper import IntegerHyperSynthesis
         from training.teacher import load_teacher
         from training.teacher_codec import EntropyModels, decode, find_shipped
 
+        lic = parse(data, name)
         em = self.models.get(lic.fingerprint)
         if em is None:
             if self.args.teacher is not None:
@@ -113,9 +115,6 @@ class _StudentDecoder:
         self.decoder = HostDecoder(package, backend, args.tile)
         self.name = f"student {package.name} on {backend.name}" + (f", {self.decoder.tile}x{self.decoder.tile} tiles"
                                                                     if self.decoder.tile else "")
-
-    def decode(self, data: bytes, lic, name: str):
-        return self.decoder.decode(data, name)
 
 
 def _make_decoder(args, lic, name: str):
@@ -149,19 +148,22 @@ def run(args) -> int:
         raise LicError(f"{len(files)} inputs: -o must be a folder, not {args.output}")
     if not single:
         args.output.mkdir(parents=True, exist_ok=True)
-    decoder, total = None, StageTimes()
-    for path in tqdm(files, desc="decode", unit="file", disable=single or not sys.stderr.isatty()):
-        data = path.read_bytes()
-        lic = parse(data, str(path))  # fail on a bad file before loading any model
-        if decoder is None:
-            decoder = _make_decoder(args, lic, str(path))
-        rgb, times = decoder.decode(data, lic, str(path))
+    first = files[0].read_bytes()
+    decoder = _make_decoder(args, parse(first, str(files[0])), str(files[0]))  # a bad file fails before any model loads
+    total = StageTimes()
+    if isinstance(decoder, _StudentDecoder):
+        inputs = ((str(p), first if i == 0 else p.read_bytes()) for i, p in enumerate(files))
+        decoded = decoder.decoder.decode_stream(inputs)
+    else:
+        decoded = ((str(p), *decoder.decode(p.read_bytes(), str(p))) for p in files)
+    for path, (name, rgb, times) in tqdm(zip(files, decoded), total=len(files), desc="decode", unit="file",
+                                         disable=single or not sys.stderr.isatty()):
         out = args.output if single else args.output / (path.stem + ".png")
         save_png(out, rgb)
         if times is not None:
             total += times
         if single:
-            print(f"{out}: {lic.width}x{lic.height} ({decoder.name})")
+            print(f"{out}: {rgb.shape[1]}x{rgb.shape[0]} ({decoder.name})")
     if not single:
         print(f"{args.output}: {len(files)} images ({decoder.name})")
     if args.times and total.seconds:

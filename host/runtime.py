@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Iterable, Iterator
 
 import numpy as np
 
@@ -115,15 +116,41 @@ class HostDecoder:
         h, w = latent_shape(self.package, lic.height, lic.width)
         return TilePlan(h, w, self.tile, self.package.halo)
 
-    def decode(self, data: bytes, name: str = "input") -> tuple[np.ndarray, StageTimes]:
+    def entropy_decode(self, data: bytes, name: str = "input") -> tuple[LicFile, np.ndarray, StageTimes]:
+        """The ARM's share: parse and rANS/integer-h_s decode to y_hat."""
         times = StageTimes()
         t = time.perf_counter()
         lic = parse(data, name)
         times.add("parse", t)
-        y = decode_latents(lic, self.package, times, name)
+        return lic, decode_latents(lic, self.package, times, name), times
+
+    def synthesise(self, lic: LicFile, y: np.ndarray, times: StageTimes) -> np.ndarray:
+        """The fabric's share (or its stand-in): y_hat -> uint8 image."""
         t = time.perf_counter()
         pixels = synthesise(y, self.backend, self.package.upscale, self.tile, self.package.halo)
         t = times.add("synthesis", t)
         rgb = to_rgb8(pixels[:, :lic.height, :lic.width], self.package.output_scale)
         times.add("dequantise", t)
-        return rgb, times
+        return rgb
+
+    def decode(self, data: bytes, name: str = "input") -> tuple[np.ndarray, StageTimes]:
+        lic, y, times = self.entropy_decode(data, name)
+        return self.synthesise(lic, y, times), times
+
+    def decode_stream(self, items: Iterable[tuple[str, bytes]]) -> Iterator[tuple[str, np.ndarray, StageTimes]]:
+        """Decode many files with the entropy decoding of file i+1 running while file i is synthesised:
+        the ARM and the fabric (or onnxruntime's threads) work at once. rANS holds the GIL, the
+        backends release it while they compute, so one helper thread is enough."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        items = iter(items)
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            def submit():
+                nxt = next(items, None)
+                return None if nxt is None else (nxt[0], pool.submit(self.entropy_decode, nxt[1], nxt[0]))
+            pending = submit()
+            while pending is not None:
+                name, future = pending
+                lic, y, times = future.result()
+                pending = submit()
+                yield name, self.synthesise(lic, y, times), times

@@ -58,6 +58,17 @@ def test_distill_resume_export(tmp_path, common, tiny_teacher, capsys):
     assert student(y_hat).shape == (1, 3, 64, 64)
 
 
+def test_init_from_another_student(tmp_path, common, float_export):
+    out = tmp_path / "ft.pt"
+    assert lic("distill", *common, "--init", float_export, "--channels", "99", "--run-dir", tmp_path / "run",
+               "--steps", "1", "--lr", "0", "--lr-final", "0", "--export", out) == 0
+    a, cfg_a, _ = load_float_student(float_export)
+    b, cfg_b, _ = load_float_student(out)
+    assert cfg_a == cfg_b  # the init's architecture, not --channels
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))  # lr 0
+    assert json.loads(out.with_suffix(".provenance.json").read_text())["init"] == str(float_export)
+
+
 def test_resume_refuses_another_student(tmp_path, common):
     run = tmp_path / "run"
     assert lic("distill", *common, "--channels", "8", "--run-dir", run, "--steps", "1") == 0

@@ -182,3 +182,14 @@ print("ok")
     r = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True,
                        env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert r.returncode == 0 and "ok" in r.stdout, r.stderr[-2000:]
+
+
+def test_decode_stream_overlaps_and_matches(package, v2_file, tiny_teacher, integer_hs):
+    other = encode(EntropyModels(tiny_teacher, integer_hs),
+                   np.random.default_rng(9).integers(0, 256, (64, 70, 3), dtype=np.uint8))
+    decoder = HostDecoder(package, make_backend("onnx", package), tile=8)
+    items = [("a", v2_file), ("b", other), ("c", v2_file)]
+    got = list(decoder.decode_stream(items))
+    assert [name for name, _, _ in got] == ["a", "b", "c"]
+    for (name, data), (_, rgb, times) in zip(items, got):
+        assert np.array_equal(rgb, decoder.decode(data)[0]) and times.seconds["rans_y"] > 0

@@ -86,6 +86,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="x2 operator: nearest+conv3x3 (FINN-friendly), deconv4, deconv5 (default nearest)")
     p.add_argument("--head-kernel", type=int, choices=(0, 1, 3), default=3,
                    help="kernel of the conv before the first upsample, 0 = none (default 3)")
+    p.add_argument("--init", type=Path, default=None,
+                   help="start from this float student (its architecture replaces --channels etc.), e.g. to "
+                        "fine-tune a student of one rate point for the teacher of another")
 
 
 def parse_int_list(text: str, flag: str) -> int | tuple[int, ...]:
@@ -378,15 +381,25 @@ def load_float_student(path: Path) -> tuple[StudentSynthesis, StudentConfig, byt
 
 def run(args) -> int:
     teacher = resolve_teacher(args)
-    try:
-        cfg = StudentConfig(latent_channels=teacher.model.M, channels=parse_int_list(args.channels, "--channels"),
-                            convs_per_stage=args.convs_per_stage, upsample=args.upsample,
-                            head_kernel=args.head_kernel)
-    except ValueError as e:
-        raise LicError(f"bad student architecture: {e}") from None
+    provenance = {}
+    if args.init is not None:
+        init_student, cfg, init_teacher = load_float_student(args.init)
+        if cfg.latent_channels != teacher.model.M:
+            raise LicError(f"--init student reads {cfg.latent_channels} latent channels, {teacher.name} has "
+                           f"{teacher.model.M}")
+        provenance = {"init": str(args.init), "init_teacher_fingerprint": init_teacher.hex()}
+    else:
+        try:
+            cfg = StudentConfig(latent_channels=teacher.model.M, channels=parse_int_list(args.channels, "--channels"),
+                                convs_per_stage=args.convs_per_stage, upsample=args.upsample,
+                                head_kernel=args.head_kernel)
+        except ValueError as e:
+            raise LicError(f"bad student architecture: {e}") from None
     torch.manual_seed(args.seed)
     student = StudentSynthesis(cfg)
+    if args.init is not None:
+        student.load_state_dict(init_student.state_dict())
     meta = {"config": cfg.to_dict(), "teacher_fingerprint": teacher.fingerprint.hex()}
     train_kd(args, teacher, student, kind=FLOAT_KIND, meta=meta,
-             desc=f"distill {cfg.upsample} {','.join(map(str, cfg.channels))}")
+             desc=f"distill {cfg.upsample} {','.join(map(str, cfg.channels))}", provenance=provenance)
     return 0

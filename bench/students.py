@@ -1,0 +1,144 @@
+"""`lic eval-students`: the student decoders against their teachers on Kodak, same bitstreams.
+
+For every shipped rate point that has a student (training/students/students.json), each image is
+encoded once by the teacher (.lic v1: its bpp is every decoder's bpp), its y_hat entropy-decoded,
+and synthesised three ways: the teacher's float g_s, the float student, the quantised student
+(Brevitas; bit-identical to the QONNX/ONNX/FINN graphs, see tests). Reports PSNR / MS-SSIM per
+decoder, decoder kMAC/pixel and parameters, and BD-rate / BD-PSNR of each student against the
+teacher. Writes results.json, summary.md and rd.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from bench import metrics
+from bench.evaluate import DEFAULT_DATA, _finite, first_images, load_images, mean_record
+from bench.rd import compare, plot_rd
+from lic.errors import LicError
+
+STUDENTS_DIR = Path(__file__).resolve().parents[1] / "training" / "students"
+STUDENTS_MANIFEST = STUDENTS_DIR / "students.json"
+DECODERS = ("teacher", "float_student", "quant_student")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA, metavar="DIR", help="folder of images (default Kodak)")
+    p.add_argument("--quality", default="all", metavar="LIST",
+                   help="rate points with shipped students: comma list such as 1,3 or 'all' (default)")
+    p.add_argument("--students", type=Path, default=STUDENTS_MANIFEST, metavar="JSON",
+                   help="students manifest (default training/students/students.json)")
+    p.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N images")
+    p.add_argument("-o", "--out", type=Path, default=Path("build/eval-students"), metavar="DIR",
+                   help="output folder (default build/eval-students)")
+
+
+def read_students(path: Path) -> list[dict]:
+    if not path.is_file():
+        raise LicError(f"no students manifest at {path}; train and ship students first (training/README.md)")
+    entries = json.loads(path.read_text())["students"]
+    for e in entries:
+        for k in ("float", "quant"):
+            e[k] = path.parent / e[k]
+    return entries
+
+
+def to_rgb8(x: torch.Tensor) -> np.ndarray:
+    from training.teacher_codec import to_rgb8 as convert
+
+    return convert(x)
+
+
+@torch.inference_mode()
+def evaluate_point(entry: dict, images) -> dict:
+    from quantize.qat import load_quant_student
+    from training.distill import load_float_student
+    from training.student_decoder import kmac_per_pixel, teacher_gs_kmac_per_pixel
+    from training.teacher import load_default
+    from training.teacher_codec import decode_y_hat, encode
+    from host.container import parse
+
+    teacher = load_default(entry["quality"])
+    float_student, cfg, fp_float = load_float_student(entry["float"])
+    quant_student, _, qcfg, fp_quant = load_quant_student(entry["quant"])
+    for fp, what in ((fp_float, "float"), (fp_quant, "quantised")):
+        if fp != teacher.fingerprint:
+            raise LicError(f"the q{entry['quality']} {what} student was distilled from another teacher")
+    decoders = {"teacher": teacher.model.g_s, "float_student": float_student, "quant_student": quant_student}
+    records = {k: [] for k in DECODERS}
+    for name, rgb in tqdm(images, desc=f"q{entry['quality']}", unit="img", file=sys.stderr):
+        h, w = rgb.shape[:2]
+        data = encode(teacher, rgb)
+        y_hat = decode_y_hat(teacher, parse(data))
+        for key, g_s in decoders.items():
+            out = to_rgb8(g_s(y_hat)[..., :h, :w])
+            records[key].append({"image": name, "bytes": len(data), "bpp": metrics.bpp(len(data), h, w),
+                                 "psnr": metrics.psnr(rgb, out), "ms_ssim": metrics.ms_ssim(rgb, out)})
+    params = lambda m: sum(p.numel() for n, p in m.named_parameters() if n.endswith(("weight", "bias")))
+    return {
+        "quality": entry["quality"], "teacher_fingerprint": teacher.fingerprint.hex(),
+        "student_config": cfg.to_dict(), "quant_config": qcfg.to_dict(),
+        "kmac_per_pixel": {"teacher": teacher_gs_kmac_per_pixel(teacher.model.N, teacher.model.M),
+                           "student": kmac_per_pixel(float_student)},
+        "parameters": {"teacher": params(teacher.model.g_s), "student": params(float_student)},
+        "mean": {k: mean_record(v) for k, v in records.items()}, "images": records,
+    }
+
+
+def summary_markdown(results: dict) -> str:
+    pts = results["points"]
+    lines = [f"# Student decoders vs teacher: {results['data']} ({len(results['images'])} images, same .lic files)", "",
+             "| q | bpp | teacher PSNR | float student | quant student | Δ quant dB | teacher MS-SSIM | "
+             "quant MS-SSIM | kMAC/px teacher | kMAC/px student | MAC ratio | params teacher | params student |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for p in pts:
+        m, k, n = p["mean"], p["kmac_per_pixel"], p["parameters"]
+        lines.append(f"| {p['quality']} | {m['teacher']['bpp']:.4f} | {m['teacher']['psnr']:.2f} | "
+                     f"{m['float_student']['psnr']:.2f} | {m['quant_student']['psnr']:.2f} | "
+                     f"{m['quant_student']['psnr'] - m['teacher']['psnr']:+.2f} | {m['teacher']['ms_ssim']:.4f} | "
+                     f"{m['quant_student']['ms_ssim']:.4f} | {k['teacher']:.2f} | {k['student']:.3f} | "
+                     f"{k['teacher'] / k['student']:.1f}x | {n['teacher']:,} | {n['student']:,} |")
+    lines += ["", "| test | anchor | BD-rate % | BD-PSNR dB | note |", "|---|---|---:|---:|---|"]
+    for b in results["bd"]:
+        rate = "–" if b["bd_rate_percent"] is None else f"{b['bd_rate_percent']:+.1f}"
+        db = "–" if b["bd_psnr_db"] is None else f"{b['bd_psnr_db']:+.2f}"
+        lines.append(f"| {b['test']} | teacher | {rate} | {db} | {b['reason'] or ''} |")
+    return "\n".join(lines) + "\n"
+
+
+def run(args) -> int:
+    from host.image_io import write_atomic
+
+    entries = read_students(args.students)
+    if args.quality != "all":
+        try:
+            wanted = {int(q) for q in args.quality.split(",")}
+        except ValueError:
+            raise LicError(f"--quality must be a comma list of integers or 'all', got {args.quality!r}") from None
+        entries = [e for e in entries if e["quality"] in wanted]
+    if not entries:
+        raise LicError("no shipped student for the rate points asked for")
+    images = load_images(first_images(args.data, args.limit))
+    points = [evaluate_point(e, images) for e in sorted(entries, key=lambda e: e["quality"])]
+    curve = lambda key, metric="psnr": [(p["mean"][key]["bpp"], p["mean"][key][metric]) for p in points]
+    bd = [{"test": k, **compare(curve("teacher"), curve(k))} for k in ("float_student", "quant_student")]
+    results = {"data": str(args.data), "images": [n for n, _ in images], "points": points, "bd": bd}
+    args.out.mkdir(parents=True, exist_ok=True)
+    labels = {"teacher": "teacher g_s (float)", "float_student": "float student",
+              "quant_student": "quantised student (W%dA%s)" % (points[0]["quant_config"]["weight_bits"],
+                                                              points[0]["quant_config"]["act_bits"])}
+    plot_rd({labels[k]: curve(k) for k in DECODERS}, args.out / "rd.png",
+            title=f"Student decoders, {Path(args.data).name}, {len(images)} images",
+            ms_ssim_curves={labels[k]: curve(k, "ms_ssim") for k in DECODERS})
+    summary = summary_markdown(results)
+    write_atomic(args.out / "summary.md", summary.encode())
+    write_atomic(args.out / "results.json", (json.dumps(_finite(results), indent=1) + "\n").encode())
+    print(summary, end="")
+    return 0
