@@ -15,7 +15,6 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -50,19 +49,13 @@ def read_students(path: Path) -> list[dict]:
     return entries
 
 
-def to_rgb8(x: torch.Tensor) -> np.ndarray:
-    from training.teacher_codec import to_rgb8 as convert
-
-    return convert(x)
-
-
 @torch.inference_mode()
 def evaluate_point(entry: dict, images) -> dict:
     from quantize.qat import load_quant_student
     from training.distill import load_float_student
     from training.student_decoder import kmac_per_pixel, teacher_gs_kmac_per_pixel
     from training.teacher import load_default
-    from training.teacher_codec import decode_y_hat, encode
+    from training.teacher_codec import decode_y_hat, encode, to_rgb8
     from host.container import parse
 
     teacher = load_default(entry["quality"])

@@ -15,6 +15,7 @@ SUBCOMMANDS = {
     "decode": ("host.decode_cli", "decode .lic files to PNG with the teacher or the quantised student"),
     "eval": ("bench.evaluate", "rate-distortion evaluation on a folder (Kodak by default) with classical baselines"),
     "eval-students": ("bench.students", "student decoders vs their teachers on Kodak: PSNR, MACs, BD-rate"),
+    "pareto": ("bench.pareto", "PSNR loss against decoder MACs for a sweep of quantised students (+ FPGA estimates)"),
     "train-teacher": ("training.train_teacher", "train a ScaleHyperprior teacher on random crops (DDP-ready)"),
     "distill": ("training.distill", "distil a small student decoder g_s from a frozen teacher (DDP-ready)"),
     "qat": ("quantize.qat", "quantisation-aware training of a distilled student (Brevitas)"),

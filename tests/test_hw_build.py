@@ -123,3 +123,12 @@ def test_finn_sim_without_build_says_what_to_run(tiny_package, tmp_path):
 
     with pytest.raises(LicError, match="make hw"):
         make_backend("finn-sim", DecoderPackage.load(tiny_package), hw_dir=tmp_path)
+
+
+def test_pareto_sweep_table(tmp_path, quant_export, tiny_teacher_path, kodak, capsys):
+    assert run_lic("pareto", quant_export, "--teacher", tiny_teacher_path, "--data", kodak, "--limit", "1",
+                   "-o", tmp_path) == 0
+    rows = json.loads((tmp_path / "pareto.json").read_text())["rows"]
+    assert len(rows) == 1 and rows[0]["pareto"] and rows[0]["label"] == "8,8,8,8 W3A4/4/4/6"
+    assert rows[0]["psnr_loss_db"] == pytest.approx(rows[0]["teacher_psnr_db"] - rows[0]["psnr_db"])
+    assert (tmp_path / "pareto.png").stat().st_size > 0
