@@ -55,13 +55,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def default_package() -> Path:
+    """The shipped package of the default rate point (training.teacher.DEFAULT_QUALITY)."""
     from host.decode_cli import SHIPPED_PACKAGES
+    from training.teacher import DEFAULT_QUALITY
 
-    found = sorted(p.parent for p in SHIPPED_PACKAGES.glob("*/manifest.json"))
+    found = {}
+    for manifest in sorted(SHIPPED_PACKAGES.glob("*/manifest.json")):
+        found[json.loads(manifest.read_text()).get("quality")] = manifest.parent
     if not found:
         raise LicError(f"no shipped decoder package in {SHIPPED_PACKAGES}; pass --package DIR from `lic export`")
-    default = [p for p in found if (p / "DEFAULT").exists()]
-    return (default or found)[0]
+    return found.get(DEFAULT_QUALITY) or next(iter(found.values()))
 
 
 class Build:
