@@ -16,7 +16,7 @@ help:
 	@echo "make setup      create .venv with every pinned dependency (idempotent)"
 	@echo "make test       run the test suite (CI runs this)"
 	@echo "make test-slow  run the slow checks too (full Kodak evaluation)"
-	@echo "make demo       encode and decode Kodak with the shipped teachers, report under build/demo/"
+	@echo "make demo       Kodak: encode (teacher), decode (teacher and quantised student), FPGA estimates -> build/demo/"
 	@echo "make eval       teacher RD curve and classical baselines on Kodak -> build/eval/"
 	@echo "make hw BOARD=pynq-z2 [TARGET_FPS=25]   FINN build up to HLS code + estimates (no Vivado needed)"
 	@echo "make bitstream BOARD=pynq-z2            ... and on to the bitfile (needs Vivado: XILINX_VIVADO)"
@@ -38,7 +38,7 @@ test-slow: setup
 	$(PY) -m pytest -m slow -q
 
 demo: setup
-	$(LIC) eval --quality all --baselines jpeg,webp,avif,heif -o build/demo
+	$(LIC) demo --board $(BOARD) -o build/demo
 
 eval: setup
 	$(LIC) eval --quality all --baselines jpeg,webp,avif,heif -o build/eval

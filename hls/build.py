@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from hls.boards import BOARDS_DIR, Board, load_board
-from hls.finn_env import prepare_finn_import, vivado_available
+from hls.finn_workarounds import prepare_finn_import, vivado_available
 from lic.errors import LicError
 
 TILE_JSON = "tile.json"
@@ -111,6 +111,7 @@ def export_tile_qonnx(_, b: Build):
     from quantize.qat import load_quant_student
 
     model, *_ = load_quant_student(b.package.path(QUANT_STUDENT))
+    b.quant_model = model
     path = export_qonnx(model, b.tile, b.out / "student.qonnx.onnx")
     return ModelWrapper(str(path))
 
@@ -135,11 +136,12 @@ def convert_to_hw(model, b: Build):
     import finn.builder.build_dataflow_steps as finn_steps
     from finn.transformation.fpgadataflow.convert_to_hw.upsample import InferUpsample
 
+    from hls.finn_workarounds import RoundHalfToEvenThresholds
     from hls.transforms import CheckHWLayers
 
     model = model.transform(InferUpsample())
     model = finn_steps.step_convert_to_hw(model, b.cfg())
-    return model.transform(CheckHWLayers())
+    return model.transform(CheckHWLayers()).transform(RoundHalfToEvenThresholds(b.quant_model))
 
 
 def verify_hw_graph(model, b: Build):

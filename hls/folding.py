@@ -8,7 +8,7 @@ layer's parallelism until it meets that cycle target; if the folded design then 
 report says what limited the result: the budget (which resource) or a layer at full parallelism.
 
 SetFolding's two-pass relaxation is off: it relaxes every layer to the slowest one's cycles, and in
-finn-plus 1.6.1 the slowest is always an unfolded upsample (see hls/finn_env.py), which is folded
+finn-plus 1.6.1 the slowest is always an unfolded upsample (see hls/finn_workarounds.py), which is folded
 only afterwards.
 """
 
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import copy
 
-from hls.finn_env import fold_upsample_layers
+from hls.finn_workarounds import fold_upsample_layers
 from host.tiling import TilePlan
 from lic.errors import LicError
 

@@ -55,7 +55,7 @@ class FinnSimBackend(Backend):
         spec = read_tile_spec(hw_dir, package, "hw")
         self.tile = int(spec["tile"])
         self.spec = spec
-        from hls.finn_env import prepare_finn_import
+        from hls.finn_workarounds import prepare_finn_import
 
         prepare_finn_import()
         from qonnx.core.modelwrapper import ModelWrapper

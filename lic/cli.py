@@ -14,6 +14,8 @@ SUBCOMMANDS = {
     "encode": ("training.teacher_codec_cli", "encode an image to a .lic file with the teacher"),
     "decode": ("host.decode_cli", "decode .lic files to PNG with the teacher or the quantised student"),
     "eval": ("bench.evaluate", "rate-distortion evaluation on a folder (Kodak by default) with classical baselines"),
+    "demo": ("bench.demo", "the main job on the shipped defaults: encode, decode with teacher and student, "
+                           "FPGA estimates, report (make demo)"),
     "eval-students": ("bench.students", "student decoders vs their teachers on Kodak: PSNR, MACs, BD-rate"),
     "pareto": ("bench.pareto", "PSNR loss against decoder MACs for a sweep of quantised students (+ FPGA estimates)"),
     "train-teacher": ("training.train_teacher", "train a ScaleHyperprior teacher on random crops (DDP-ready)"),

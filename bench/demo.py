@@ -1,0 +1,179 @@
+"""`lic demo` (`make demo`): the main job, end to end, with the shipped default models.
+
+  1. encode every image with the default teacher + integer h_s (.lic v2, the files a board decodes)
+  2. decode each file twice: the teacher's float g_s (torch), and the quantised student through the
+     torch-free host runtime (onnx backend here; pynq on a board), entropy decoding overlapped
+  3. check on one image that whole-frame, tiled, and (after step 4) FINN-graph decodes are identical
+  4. `make hw BOARD=pynq-z2`: FINN build up to HLS code, with resource / fps estimates
+  5. report: build/demo/report.md (table), rd.png (per-image rate-distortion), crops.png
+     (original / teacher / student side by side)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from bench import metrics
+from bench.evaluate import DEFAULT_DATA, _finite, first_images, load_images
+from lic.errors import LicError
+
+CROP = 192
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA, metavar="DIR", help="images (default Kodak)")
+    p.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N images")
+    p.add_argument("--board", default="pynq-z2", help="board for the hardware estimates (default pynq-z2)")
+    p.add_argument("--no-hw", action="store_true", help="skip the FINN build (step 4)")
+    p.add_argument("-o", "--out", type=Path, default=Path("build/demo"), metavar="DIR",
+                   help="output folder (default build/demo)")
+
+
+def run(args) -> int:
+    from hls.build import default_package
+    from host.backends import make_backend
+    from host.decoder_package import DecoderPackage
+    from host.image_io import save_png, write_atomic
+    from host.runtime import HostDecoder, StageTimes
+    from training.teacher import load_default
+    from training.teacher_codec import EntropyModels, decode, encode, find_shipped
+
+    out = args.out
+    (out / "lic").mkdir(parents=True, exist_ok=True)
+    package = DecoderPackage.load(default_package())
+    models = find_shipped(package.file_fingerprint)
+    if models is None:
+        raise LicError(f"decoder package {package.root} belongs to no shipped teacher + integer h_s")
+    images = load_images(first_images(args.data, args.limit))
+
+    files = {}
+    for name, rgb in tqdm(images, desc="encode (teacher)", unit="img", file=sys.stderr):
+        data = encode(models, rgb)
+        write_atomic(out / "lic" / (Path(name).stem + ".lic"), data)
+        files[name] = data
+
+    rows, teacher_out = [], {}
+    t0 = time.perf_counter()
+    for name, rgb in tqdm(images, desc="decode (teacher)", unit="img", file=sys.stderr):
+        teacher_out[name] = decode(models, files[name], name)
+    teacher_s = time.perf_counter() - t0
+
+    decoder = HostDecoder(package, make_backend("onnx", package))
+    totals = StageTimes()
+    student_out = {}
+    t0 = time.perf_counter()
+    for name, rgb_s, times in tqdm(decoder.decode_stream((n, files[n]) for n, _ in images), total=len(images),
+                                   desc="decode (student, host runtime)", unit="img", file=sys.stderr):
+        student_out[name] = rgb_s
+        totals += times
+    student_s = time.perf_counter() - t0
+    for name, rgb in images:
+        h, w = rgb.shape[:2]
+        rows.append({"image": name, "bpp": metrics.bpp(len(files[name]), h, w),
+                     "teacher_psnr": metrics.psnr(rgb, teacher_out[name]),
+                     "student_psnr": metrics.psnr(rgb, student_out[name]),
+                     "teacher_ms_ssim": metrics.ms_ssim(rgb, teacher_out[name]),
+                     "student_ms_ssim": metrics.ms_ssim(rgb, student_out[name])})
+
+    # Same file, same student: whole frame vs accelerator-sized tiles vs the FINN HW-layer graph.
+    check_name = images[-1][0]
+    exact = {"image": check_name}
+    tiled = HostDecoder(package, make_backend("onnx", package), tile=package.tile).decode(files[check_name])[0]
+    exact["onnx_tiled_equals_whole_frame"] = bool(np.array_equal(tiled, student_out[check_name]))
+
+    hw = None
+    if not args.no_hw:
+        from hls.build import run_build
+
+        hw = run_build(args.board, package.root)
+        sim = HostDecoder(package, make_backend("finn-sim", package, hw_dir=Path(hw["build_dir"])))
+        t = time.perf_counter()
+        exact["finn_sim_equals_onnx"] = bool(np.array_equal(sim.decode(files[check_name])[0], student_out[check_name]))
+        exact["finn_sim_seconds"] = time.perf_counter() - t
+
+    summary = {"data": str(args.data), "package": package.name, "teacher": models.name,
+               "images": rows, "mean": {k: float(np.mean([r[k] for r in rows])) for k in rows[0] if k != "image"},
+               "decode_seconds_per_image": {"teacher_torch": teacher_s / len(images),
+                                            "student_host_onnx": student_s / len(images),
+                                            "student_stages": {k: v / len(images) for k, v in totals.seconds.items()}},
+               "student": package.manifest["student"], "bit_exact": exact, "hw": hw and {
+                   k: hw[k] for k in ("board", "tile", "fps_at_frame", "target_fps", "limited_by", "resources",
+                                      "roofline", "fits_budget", "make_hw_seconds")}}
+    write_atomic(out / "demo.json", (json.dumps(_finite(summary), indent=1) + "\n").encode())
+    _rd_plot(rows, out / "rd.png")
+    crop = _crops(images[-1][1], teacher_out[check_name], student_out[check_name])
+    save_png(out / "crops.png", crop)
+    report = _report(summary, package)
+    write_atomic(out / "report.md", report.encode())
+    print(report, end="")
+    if not all(v for k, v in exact.items() if isinstance(v, bool)):
+        raise LicError(f"bit-exactness check failed: {exact}")
+    return 0
+
+
+def _rd_plot(rows, path: Path) -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6.5, 4.5))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    bpp = [r["bpp"] for r in rows]
+    for key, label, color in (("teacher_psnr", "teacher g_s (float, torch)", "C0"),
+                              ("student_psnr", "quantised student (host runtime)", "C1")):
+        ax.scatter(bpp, [r[key] for r in rows], s=14, color=color, label=label, alpha=0.8)
+        ax.scatter([np.mean(bpp)], [np.mean([r[key] for r in rows])], s=120, marker="*", color=color,
+                   edgecolor="k", zorder=4)
+    ax.set_xlabel("bpp (same .lic file for both decoders)")
+    ax.set_ylabel("PSNR (dB, RGB)")
+    ax.set_title("Kodak, one point per image; stars: means", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def _crops(original, teacher, student) -> np.ndarray:
+    h, w = original.shape[:2]
+    y, x = max(0, h // 2 - CROP // 2), max(0, w // 2 - CROP // 2)
+    parts = [a[y:y + CROP, x:x + CROP] for a in (original, teacher, student)]
+    gap = np.full((parts[0].shape[0], 4, 3), 255, np.uint8)
+    return np.concatenate([parts[0], gap, parts[1], gap, parts[2]], axis=1)
+
+
+def _report(s: dict, package) -> str:
+    m, d = s["mean"], s["decode_seconds_per_image"]
+    st = d["student_stages"]
+    lines = [f"# lic-fpga demo: {Path(s['data']).name}, {len(s['images'])} images", "",
+             f"Encoder: {s['teacher']} (.lic v2). Student package: `{package.root}` "
+             f"({s['student']['kmac_per_pixel']} kMAC/px, {s['student']['parameters']:,} parameters).", "",
+             "| decoder | bpp | PSNR dB | MS-SSIM | decode s/img (this machine) |", "|---|---:|---:|---:|---:|",
+             f"| teacher g_s, float, torch | {m['bpp']:.4f} | {m['teacher_psnr']:.2f} | {m['teacher_ms_ssim']:.4f} | "
+             f"{d['teacher_torch']:.3f} |",
+             f"| quantised student, host runtime, onnx | {m['bpp']:.4f} | {m['student_psnr']:.2f} | "
+             f"{m['student_ms_ssim']:.4f} | {d['student_host_onnx']:.3f} |", "",
+             "Student decode stages (mean s/img): " + ", ".join(f"{k} {v:.4f}" for k, v in st.items()), "",
+             "Bit-exact checks on " + s["bit_exact"]["image"] + ": "
+             + ", ".join(f"{k} = {v}" for k, v in s["bit_exact"].items() if isinstance(v, bool)), ""]
+    hw = s["hw"]
+    if hw:
+        r = hw["resources"]
+        lines += [f"## FPGA estimate ({hw['board']}, `make hw`, {hw['make_hw_seconds']:.0f} s)", "",
+                  f"Tile {hw['tile']}x{hw['tile']} latents; {hw['fps_at_frame']:.1f} fps at 768x512 "
+                  f"(target {hw['target_fps']}); limited by {hw['limited_by']}; fits budget: {hw['fits_budget']}.", "",
+                  "| resource | used | device | % |", "|---|---:|---:|---:|"]
+        lines += [f"| {k} | {v['used']:.0f} | {v['available']} | {100 * v['fraction']:.1f} |" for k, v in r.items()
+                  if v["available"]]
+        rf = hw["roofline"]
+        if rf.get("roofline_fps"):
+            lines += ["", f"Roofline: {rf['macs_per_cycle']:.0f} MAC/cycle of {rf['budget_macs_per_cycle']:.0f} the "
+                          f"LUT/DSP budget allows ({100 * rf['fraction_of_roofline']:.0f}%)."]
+    lines += ["", "Files: rd.png (per-image RD), crops.png (original | teacher | student), demo.json, lic/*.lic"]
+    return "\n".join(lines) + "\n"
