@@ -46,7 +46,7 @@ def summarise(b) -> dict:
     resources = {r: {"used": float(total.get(r, 0)), "available": board.resources.get(r, 0),
                      "fraction": float(total.get(r, 0)) / board.resources[r] if board.resources.get(r) else 0.0,
                      "budget": board.budget.get(r)}
-                 for r in RESOURCES if r in total or r in board.resources}
+                 for r in RESOURCES if r in total}  # FINN's analytical models give no FF estimate
     return {
         "board": board.name, "part": board.part, "clock_mhz": board.clock_hz / 1e6, "build_dir": str(b.out),
         "tile": b.tile, "halo": b.package.halo, "tiles_per_frame": n_tiles, "frame": list(board.frame),

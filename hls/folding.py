@@ -4,7 +4,8 @@ the board's resource budget.
 A frame of W x H pixels is decoded as the tiles host/tiling.py cuts it into, so the accelerator
 must finish one tile in  clock / (fps x tiles per frame)  cycles. FINN's SetFolding raises each
 layer's parallelism until it meets that cycle target; if the folded design then exceeds the budget
-(LUT, BRAM, DSP as FINN estimates them), the target is lowered step by step until it fits. The
+(LUT, BRAM, DSP as FINN estimates them), the widest MVAUs move their multipliers from LUTs to DSPs
+while the DSP budget lasts, and only then is the target lowered step by step until it fits. The
 report says what limited the result: the budget (which resource) or a layer at full parallelism.
 
 SetFolding's two-pass relaxation is off: it relaxes every layer to the slowest one's cycles, and in
@@ -42,6 +43,27 @@ def estimate(model, part: str) -> tuple[dict[str, float], dict]:
     return totals, perf
 
 
+def move_multipliers_to_dsp(model, board, totals, perf):
+    """LUTs over budget: give the widest MVAUs DSP multipliers (HLS resType "dsp", one DSP per MAC
+    lane at these bit widths) while the DSP budget lasts, widest first, until the LUTs fit."""
+    from qonnx.custom_op.registry import getCustomOp
+
+    mvaus = sorted((getCustomOp(n) for n in model.graph.node if n.op_type == "MVAU_hls"),
+                   key=lambda m: -m.get_nodeattr("PE") * m.get_nodeattr("SIMD"))
+    for inst in mvaus:
+        if totals["LUT"] <= board.limit("LUT"):
+            break
+        if inst.get_nodeattr("resType") == "dsp":
+            continue
+        inst.set_nodeattr("resType", "dsp")
+        new_totals, new_perf = estimate(model, board.part)
+        if new_totals["DSP"] > board.limit("DSP"):
+            inst.set_nodeattr("resType", "lut")
+            continue
+        totals, perf = new_totals, new_perf
+    return totals, perf
+
+
 def fold(model, build) -> tuple[object, dict]:
     from finn.transformation.fpgadataflow.set_folding import SetFolding
     from qonnx.transformation.general import GiveUniqueNodeNames
@@ -55,6 +77,8 @@ def fold(model, build) -> tuple[object, dict]:
                                                            two_pass_relaxation=False))
         folded = fold_upsample_layers(folded, target_cycles).transform(GiveUniqueNodeNames())
         totals, perf = estimate(folded, board.part)
+        if totals["LUT"] > board.limit("LUT"):
+            totals, perf = move_multipliers_to_dsp(folded, board, totals, perf)
         over = [r for r in RESOURCES if totals[r] > board.limit(r)]
         achieved = board.clock_hz / (perf["max_cycles"] * n_tiles)
         tried.append({"target_fps": round(fps, 2), "target_cycles_per_tile": target_cycles,

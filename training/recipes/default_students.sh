@@ -10,8 +10,8 @@ cd "$(dirname "$0")/../.."
 LIC=${LIC:-.venv/bin/lic}
 Q3_FLOAT=${1:-8000}
 Q3_QAT=${2:-2500}
-FT_FLOAT=${3:-1000}
-FT_QAT=${4:-800}
+FT_FLOAT=${3:-600}
+FT_QAT=${4:-400}
 RUNS=build/students
 OUT=training/students
 ARCH=(--channels 96,64,32,16 --upsample nearest --head-kernel 3)
