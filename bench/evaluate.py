@@ -124,6 +124,8 @@ def mean_record(records: list[dict]) -> dict:
     mean is None if any image was too small for it, rather than a mean over a different set."""
     out = {}
     for key in ("bpp", "psnr", "ms_ssim", "encode_s", "decode_s"):
+        if key not in records[0]:
+            continue
         values = [r[key] for r in records]
         out[key] = None if any(v is None for v in values) else float(np.mean(values))
     return out

@@ -30,7 +30,7 @@ from training.loop import command_line
 from training.student_decoder import kmac_per_pixel, receptive_halo
 from training.teacher import SPATIAL_MULTIPLE
 
-DEFAULT_TILE = 16
+DEFAULT_TILE = 32
 MAX_ORT_LSB = 1
 
 
