@@ -92,7 +92,8 @@ def test_distill_hyper_trains_and_exports(tmp_path, tiny_teacher_path, tiny_teac
 
 def test_shipped_integer_hs_decodes_identically_to_v1(kodak, tmp_path):
     """Same image, same teacher: format v2 (integer h_s) codes y differently but must decode to
-    exactly the pixels of format v1, and `lic decode` finds its models by fingerprint alone."""
+    exactly the pixels of format v1, and `lic decode --decoder teacher` finds its models by
+    fingerprint alone (without --decoder, the v2 file goes to the shipped student)."""
     from host.image_io import load_rgb
     from lic.cli import main
 
@@ -101,5 +102,6 @@ def test_shipped_integer_hs_decodes_identically_to_v1(kodak, tmp_path):
     assert main(["encode", img, "-o", str(tmp_path / "v2.lic"), "--quality", "3", "--integer-hs"]) == 0
     assert parse((tmp_path / "v2.lic").read_bytes()).version == FORMAT_V2
     for v in ("v1", "v2"):
-        assert main(["decode", str(tmp_path / f"{v}.lic"), "-o", str(tmp_path / f"{v}.png")]) == 0
+        assert main(["decode", str(tmp_path / f"{v}.lic"), "-o", str(tmp_path / f"{v}.png"),
+                     "--decoder", "teacher"]) == 0
     assert np.array_equal(load_rgb(tmp_path / "v1.png")[0], load_rgb(tmp_path / "v2.png")[0])
