@@ -69,7 +69,7 @@ def brevitas_int(model, y: np.ndarray) -> np.ndarray:
 
 
 def verify(model, qcfg, qonnx_path: Path, onnx_path: Path, tile: int, scale: float) -> dict:
-    from host.backends import _to_int
+    from host.backends import to_int_pixels
     from export.qonnx_export import run_onnxruntime
 
     m = model.cfg.latent_channels
@@ -80,7 +80,7 @@ def verify(model, qcfg, qonnx_path: Path, onnx_path: Path, tile: int, scale: flo
     if qonnx_mismatch:
         raise LicError(f"QONNX export differs from Brevitas in {qonnx_mismatch} output integers: not exported")
     y_frame = laplacian_latents(m, tile + 3, tile + 7, qcfg.input_bits, seed=2)
-    ort = _to_int(run_onnxruntime(onnx_path, y_frame), scale).astype(np.int64)
+    ort = to_int_pixels(run_onnxruntime(onnx_path, y_frame), scale).astype(np.int64)
     lsb = int(np.abs(ort - brevitas_int(model, y_frame)).max())
     if lsb > MAX_ORT_LSB:
         raise LicError(f"onnxruntime output is {lsb} LSB from Brevitas (limit {MAX_ORT_LSB}): not exported")

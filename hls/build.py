@@ -70,10 +70,11 @@ def default_package() -> Path:
 class Build:
     """One board build: its folder, FINN config, step log."""
 
-    def __init__(self, board: Board, package_dir: Path, out: Path, tile: int, target_fps: float):
+    def __init__(self, board: Board, package_dir: Path, out: Path, tile: int, target_fps: float, bitstream: bool):
         from host.decoder_package import DecoderPackage
 
-        self.board, self.out, self.tile, self.target_fps = board, out, tile, target_fps
+        self.board, self.out, self.tile, self.target_fps, self.bitstream = board, out, tile, target_fps, bitstream
+        self.quant_model = None  # the package's Brevitas student, loaded by export_tile_qonnx
         self.package = DecoderPackage.load(package_dir)
         if tile - 2 * self.package.halo < 1:
             raise LicError(f"tile {tile} leaves no core inside the student's halo of {self.package.halo}")
@@ -226,8 +227,8 @@ def run_build(board_name: str, package_dir: Path | None = None, out: Path | None
               target_fps: float | None = None, bitstream: bool = False) -> dict:
     board = load_board(board_name)
     out = Path(out or board.folder / "build").resolve()
-    b = Build(board, package_dir or default_package(), out, tile or board.tile, target_fps or board.target_fps)
-    b.bitstream = bitstream
+    b = Build(board, package_dir or default_package(), out, tile or board.tile, target_fps or board.target_fps,
+              bitstream)
     out.mkdir(parents=True, exist_ok=True)
     # FINN's generated code and per-node temporary folders go inside this build, not /tmp.
     prepare_finn_import(out / "finn_tmp")

@@ -35,7 +35,7 @@ class Backend:
         raise NotImplementedError
 
 
-def _to_int(values: np.ndarray, scale: float) -> np.ndarray:
+def to_int_pixels(values: np.ndarray, scale: float) -> np.ndarray:
     # Dequantised outputs are int * scale in float32: dividing by the same scale and rounding
     # recovers the integer exactly for the |int| <= 2^(bits-1) the output quantiser allows.
     return np.rint(values / np.float32(scale)).astype(np.int16)
@@ -61,7 +61,7 @@ class OnnxBackend(Backend):
 
     def run(self, y: np.ndarray) -> np.ndarray:
         out = self.session.run(None, {self.input_name: y.astype(np.float32)})[0]
-        return _to_int(out, self.scale)
+        return to_int_pixels(out, self.scale)
 
 
 class TorchBackend(Backend):
