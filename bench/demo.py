@@ -42,8 +42,7 @@ def run(args) -> int:
     from host.decoder_package import DecoderPackage
     from host.image_io import save_png, write_atomic
     from host.runtime import HostDecoder, StageTimes
-    from training.teacher import load_default
-    from training.teacher_codec import EntropyModels, decode, encode, find_shipped
+    from training.teacher_codec import decode, encode, find_shipped
 
     out = args.out
     (out / "lic").mkdir(parents=True, exist_ok=True)

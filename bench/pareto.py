@@ -11,14 +11,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
-import torch
-from tqdm import tqdm
 
-from bench import metrics
 from bench.evaluate import DEFAULT_DATA, _finite, first_images, load_images
 from lic.errors import LicError
 
@@ -63,14 +59,12 @@ def hw_estimates(dirs: list[Path]) -> dict[str, dict]:
     return out
 
 
-@torch.inference_mode()
 def run(args) -> int:
+    from bench.students import decode_same_files
     from host.decoder_package import sha256_file
-    from host.container import parse
     from quantize.qat import load_quant_student
     from training.distill import resolve_teacher
     from training.student_decoder import kmac_per_pixel
-    from training.teacher_codec import decode_y_hat, encode, to_rgb8
 
     students = [(p, *load_quant_student(p)) for p in args.students]
     teachers = {fp for *_, fp in students}
@@ -78,18 +72,14 @@ def run(args) -> int:
         raise LicError("the students come from different teachers; a Pareto sweep compares students of one teacher")
     teacher = resolve_teacher(argparse.Namespace(teacher=args.teacher, quality=None), teachers.pop())
     images = load_images(first_images(args.data, args.limit))
-    teacher_psnr, student_psnr = [], {p: [] for p, *_ in students}
-    for name, rgb in tqdm(images, desc="pareto", unit="img", file=sys.stderr):
-        h, w = rgb.shape[:2]
-        y_hat = decode_y_hat(teacher, parse(encode(teacher, rgb)))
-        teacher_psnr.append(metrics.psnr(rgb, to_rgb8(teacher.model.g_s(y_hat)[..., :h, :w])))
-        for p, model, *_ in students:
-            student_psnr[p].append(metrics.psnr(rgb, to_rgb8(model(y_hat)[..., :h, :w])))
+    records = decode_same_files(teacher, {"teacher": teacher.model.g_s, **{p: m for p, m, *_ in students}},
+                                images, "pareto")
+    mean_psnr = {k: float(np.mean([r["psnr"] for r in v])) for k, v in records.items()}
     hw = hw_estimates(args.hw)
-    t = float(np.mean(teacher_psnr))
+    t = mean_psnr["teacher"]
     rows = []
     for p, model, cfg, qcfg, _ in students:
-        s = float(np.mean(student_psnr[p]))
+        s = mean_psnr[p]
         rows.append({"student": str(p), "label": label(cfg, qcfg), "kmac_per_pixel": kmac_per_pixel(model),
                      "psnr_db": s, "teacher_psnr_db": t, "psnr_loss_db": t - s, "hw": hw.get(sha256_file(p))})
     pareto_front(rows)

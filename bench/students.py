@@ -50,13 +50,29 @@ def read_students(path: Path) -> list[dict]:
 
 
 @torch.inference_mode()
+def decode_same_files(teacher, decoders: dict, images, desc: str) -> dict[str, list[dict]]:
+    """Each image encoded once by `teacher` (.lic v1), its y_hat entropy-decoded, then synthesised
+    by every g_s in `decoders`: per decoder, per image bpp / PSNR / MS-SSIM of the same file."""
+    from host.container import parse
+    from training.teacher_codec import decode_y_hat, encode, to_rgb8
+
+    records = {k: [] for k in decoders}
+    for name, rgb in tqdm(images, desc=desc, unit="img", file=sys.stderr):
+        h, w = rgb.shape[:2]
+        data = encode(teacher, rgb)
+        y_hat = decode_y_hat(teacher, parse(data))
+        for key, g_s in decoders.items():
+            out = to_rgb8(g_s(y_hat)[..., :h, :w])
+            records[key].append({"image": name, "bytes": len(data), "bpp": metrics.bpp(len(data), h, w),
+                                 "psnr": metrics.psnr(rgb, out), "ms_ssim": metrics.ms_ssim(rgb, out)})
+    return records
+
+
 def evaluate_point(entry: dict, images) -> dict:
     from quantize.qat import load_quant_student
     from training.distill import load_float_student
-    from training.student_decoder import kmac_per_pixel, teacher_gs_kmac_per_pixel
+    from training.student_decoder import count_parameters, kmac_per_pixel, teacher_gs_kmac_per_pixel
     from training.teacher import load_default
-    from training.teacher_codec import decode_y_hat, encode, to_rgb8
-    from host.container import parse
 
     teacher = load_default(entry["quality"])
     float_student, cfg, fp_float = load_float_student(entry["float"])
@@ -65,22 +81,13 @@ def evaluate_point(entry: dict, images) -> dict:
         if fp != teacher.fingerprint:
             raise LicError(f"the q{entry['quality']} {what} student was distilled from another teacher")
     decoders = {"teacher": teacher.model.g_s, "float_student": float_student, "quant_student": quant_student}
-    records = {k: [] for k in DECODERS}
-    for name, rgb in tqdm(images, desc=f"q{entry['quality']}", unit="img", file=sys.stderr):
-        h, w = rgb.shape[:2]
-        data = encode(teacher, rgb)
-        y_hat = decode_y_hat(teacher, parse(data))
-        for key, g_s in decoders.items():
-            out = to_rgb8(g_s(y_hat)[..., :h, :w])
-            records[key].append({"image": name, "bytes": len(data), "bpp": metrics.bpp(len(data), h, w),
-                                 "psnr": metrics.psnr(rgb, out), "ms_ssim": metrics.ms_ssim(rgb, out)})
-    params = lambda m: sum(p.numel() for n, p in m.named_parameters() if n.endswith(("weight", "bias")))
+    records = decode_same_files(teacher, decoders, images, f"q{entry['quality']}")
     return {
         "quality": entry["quality"], "teacher_fingerprint": teacher.fingerprint.hex(),
         "student_config": cfg.to_dict(), "quant_config": qcfg.to_dict(),
         "kmac_per_pixel": {"teacher": teacher_gs_kmac_per_pixel(teacher.model.N, teacher.model.M),
                            "student": kmac_per_pixel(float_student)},
-        "parameters": {"teacher": params(teacher.model.g_s), "student": params(float_student)},
+        "parameters": {"teacher": count_parameters(teacher.model.g_s), "student": count_parameters(float_student)},
         "mean": {k: mean_record(v) for k, v in records.items()}, "images": records,
     }
 

@@ -27,7 +27,7 @@ from host.decoder_package import (ENTROPY_TABLES, INTEGER_HS, MANIFEST, PACKAGE_
 from host.integer_hyper import IntegerHyperSynthesis
 from lic.errors import LicError
 from training.loop import command_line
-from training.student_decoder import kmac_per_pixel, receptive_halo
+from training.student_decoder import count_parameters, kmac_per_pixel, receptive_halo
 from training.teacher import SPATIAL_MULTIPLE
 
 DEFAULT_TILE = 32
@@ -132,7 +132,7 @@ def export_package(student_path: Path, out_dir: Path, *, teacher_spec=None, inte
             "input_bits": qcfg.input_bits, "output_bits": qcfg.output_bits,
             "student": {"config": cfg.to_dict(), "quant_config": qcfg.to_dict(),
                         "kmac_per_pixel": round(kmac_per_pixel(model), 3),
-                        "parameters": sum(p.numel() for n, p in model.named_parameters() if n.endswith(("weight", "bias")))},
+                        "parameters": count_parameters(model)},
             "verification": checks, "created_by": command_line(),
             "files": {f.name: sha256_file(f) for f in sorted(tmp.iterdir())},
         }

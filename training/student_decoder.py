@@ -263,6 +263,11 @@ def kmac_per_pixel(module: nn.Module, input_hw: tuple[int, int] = (4, 4),
     return macs_per_output_pixel(module, input_hw, in_channels) / 1000.0
 
 
+def count_parameters(module: nn.Module) -> int:
+    """Conv/GDN weights and biases: what a decoder stores, not a quantiser's learned scales."""
+    return sum(p.numel() for n, p in module.named_parameters() if n.endswith(("weight", "bias")))
+
+
 def teacher_synthesis(N: int = 128, M: int = 192) -> nn.Module:
     """A randomly initialised ScaleHyperprior g_s of the given size (for counting, not decoding)."""
     from lic.compressai_compat import compressai  # noqa: F401  (must precede compressai imports)
