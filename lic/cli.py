@@ -19,6 +19,8 @@ SUBCOMMANDS = {
     "eval-students": ("bench.students", "student decoders vs their teachers on Kodak: PSNR, MACs, BD-rate"),
     "pareto": ("bench.pareto", "PSNR loss against decoder MACs for a sweep of quantised students (+ FPGA estimates)"),
     "train-teacher": ("training.train_teacher", "train a ScaleHyperprior teacher on random crops (DDP-ready)"),
+    "cache-targets": ("training.target_cache", "compute a frozen teacher's distillation targets once, over whole "
+                                               "training images (for `lic distill/qat --cache`)"),
     "distill": ("training.distill", "distil a small student decoder g_s from a frozen teacher (DDP-ready)"),
     "qat": ("quantize.qat", "quantisation-aware training of a distilled student (Brevitas)"),
     "export": ("export.package", "write the deployable decoder package (ONNX, QONNX, integer h_s, CDF tables) "

@@ -60,8 +60,8 @@ def quant_config(args, cfg: StudentConfig) -> QuantConfig:
 
 
 def _calibrator(args, qcfg: QuantConfig):
-    def prepare(student, targets, data, device):
-        batches = [targets(data.batch(args.batch_size).to(device))[0] for _ in range(args.calib_batches)]
+    def prepare(student, batch_source):
+        batches = [batch_source(args.batch_size)[1] for _ in range(args.calib_batches)]
         lo, hi = -2 ** (qcfg.input_bits - 1), 2 ** (qcfg.input_bits - 1) - 1
         clipped = sum(int(((b < lo) | (b > hi)).sum()) for b in batches) / sum(b.numel() for b in batches)
         if clipped:

@@ -11,17 +11,36 @@ from PIL import Image
 from host.image_io import list_images
 from lic.errors import LicError
 
+# Photos no student, integer h_s or cache trains on, so that rate and quality can be checked on
+# images outside training (Kodak aside): the first 50 of BSDS500's test split, in name order.
+HELD_OUT_SPLIT = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "bsds500" / "test"
+HELD_OUT_COUNT = 50
+
+
+def held_out_images() -> list[Path]:
+    if not HELD_OUT_SPLIT.is_dir():
+        return []
+    return sorted(list_images(HELD_OUT_SPLIT))[:HELD_OUT_COUNT]
+
+
+def training_images(folders: list[Path]) -> list[Path]:
+    """Every image under `folders`, less the held-out photos."""
+    held = {p.resolve() for p in held_out_images()}
+    out = [p for folder in folders for p in list_images(folder, recursive=True) if p.resolve() not in held]
+    if not out:
+        raise LicError(f"no training images under {', '.join(map(str, folders))}")
+    return out
+
 class RandomCrops:
     """Endless batches of random crops with random horizontal flips, as uint8 -> float [0, 1]."""
 
     def __init__(self, folders: list[Path], crop: int, seed: int):
         self.images = []
-        for folder in folders:
-            for p in list_images(folder, recursive=True):
-                with Image.open(p) as im:
-                    a = np.asarray(im.convert("RGB"))
-                if min(a.shape[:2]) >= crop:
-                    self.images.append(a)
+        for p in training_images(folders):
+            with Image.open(p) as im:
+                a = np.asarray(im.convert("RGB"))
+            if min(a.shape[:2]) >= crop:
+                self.images.append(a)
         if not self.images:
             raise LicError(f"no training image is at least {crop}x{crop}")
         self.crop = crop

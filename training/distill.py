@@ -56,7 +56,12 @@ def add_training_arguments(p: argparse.ArgumentParser, *, steps: int, lr: float,
                    help="folders of training images, searched recursively (default: ../shared/data/bsds500)")
     p.add_argument("--steps", type=int, default=steps, help=f"optimiser steps in total (default {steps})")
     p.add_argument("--batch-size", type=int, default=8, help="crops per step per process (default 8)")
-    p.add_argument("--crop", type=int, default=256, help="square crop size in pixels, a multiple of 16 (default 256)")
+    p.add_argument("--crop", type=int, default=256,
+                   help="square crop size in pixels, a multiple of 16 (default 256); with --cache, a "
+                        "latent-aligned window capped at the cached image size (e.g. 512 = whole images)")
+    p.add_argument("--cache", type=Path, default=None,
+                   help="teacher targets precomputed by `lic cache-targets` (whole images): a step then costs "
+                        "the student alone; --data is not read")
     p.add_argument("--lr", type=float, default=lr, help=f"peak learning rate (default {lr:g})")
     p.add_argument("--lr-final", type=float, default=lr_final,
                    help=f"learning rate at the last step, cosine decay from --lr (default {lr_final:g})")
@@ -188,6 +193,30 @@ def stage_outputs(student: nn.Module) -> list[tuple[nn.Module, int]]:
     return out
 
 
+class TeacherOnTheFly:
+    """Batches (x, y_hat, x_teacher, teacher features) with the teacher run on fresh random crops."""
+
+    def __init__(self, targets: TeacherTargets, crops: RandomCrops, device: torch.device):
+        self.targets, self.crops, self.device = targets, crops, device
+
+    def __call__(self, size: int):
+        x = self.crops.batch(size).to(self.device, non_blocking=True)
+        y_hat, x_teacher, feats = self.targets(x)
+        return x, y_hat, x_teacher, feats
+
+
+def batch_source(args, targets: TeacherTargets, teacher_fingerprint: bytes, seed: int, device: torch.device):
+    """Where a run's batches come from: the teacher-target cache (--cache) or the teacher on the fly."""
+    if args.cache is None:
+        return TeacherOnTheFly(targets, RandomCrops(args.data, args.crop, seed=seed), device)
+    from training.target_cache import CachedTargets
+
+    if targets.feature_channels:
+        raise LicError("--w-feature needs the teacher's features, which a --cache does not hold")
+    cached = CachedTargets(args.cache, teacher_fingerprint, args.crop, seed=seed)
+    return lambda size: tuple(t.to(device) if torch.is_tensor(t) else t for t in cached(size))
+
+
 class DistillNet(nn.Module):
     """Student plus feature adapters: the one module the optimiser trains and DDP wraps.
     forward(y_hat) -> (x_student pre-clamp, adapted student features)."""
@@ -241,7 +270,7 @@ def train_kd(args, teacher, student: nn.Module, *, kind: str, meta: dict, desc: 
 
     `meta` (config, teacher fingerprint, ...) goes into the checkpoint, where a resume must find it
     unchanged, and into the export {"kind": kind, **meta, "state_dict": ...}. `prepare(student,
-    targets, data, device)` runs once on a fresh start, before DDP (e.g. QAT calibration; DDP then
+    batches)` runs once on a fresh start, before DDP (e.g. QAT calibration; DDP then
     broadcasts rank 0's result). Returns the export path on rank 0, else None."""
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -266,9 +295,9 @@ def train_kd(args, teacher, student: nn.Module, *, kind: str, meta: dict, desc: 
         if rank == 0:
             print(f"resuming {ckpt_path} at step {step}", file=sys.stderr)
     # Each rank draws its own crops; the seed includes the step so a resumed run does not replay crops.
-    data = RandomCrops(args.data, args.crop, seed=args.seed * 1_000_003 + rank * 7919 + step)
+    batches = batch_source(args, targets, teacher.fingerprint, args.seed * 1_000_003 + rank * 7919 + step, device)
     if ck is None and prepare is not None:
-        prepare(net.student, targets, data, device)
+        prepare(net.student, batches)
     opt = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=args.lr)
     if ck is not None:
         opt.load_state_dict(ck["opt"])
@@ -283,8 +312,7 @@ def train_kd(args, teacher, student: nn.Module, *, kind: str, meta: dict, desc: 
     net.train()
     while step < args.steps:
         set_lr(opt, cosine_lr(step, args.steps, args.lr, args.lr_final))
-        x = data.batch(args.batch_size).to(device, non_blocking=True)
-        y_hat, x_teacher, t_feats = targets(x)
+        x, y_hat, x_teacher, t_feats = batches(args.batch_size)
         x_student, s_feats = ddp(y_hat)
         losses = kd_loss(x, x_student, x_teacher, s_feats, t_feats, weights)
         opt.zero_grad(set_to_none=True)
@@ -321,7 +349,8 @@ def train_kd(args, teacher, student: nn.Module, *, kind: str, meta: dict, desc: 
             "steps": step, "batch_size": args.batch_size * world, "crop": args.crop,
             "lr": args.lr, "lr_final": args.lr_final,
             "loss_weights": {"image": weights.image, "teacher": weights.teacher, "feature": weights.feature},
-            "data": [str(d) for d in args.data], "seed": args.seed,
+            "data": [str(d) for d in args.data] if args.cache is None else f"teacher-target cache {args.cache}",
+            "seed": args.seed,
         }, t0=t0, world=world, device=device)
         out_path = args.export
     # Free DDP's reducer while its process group is alive: destroyed after destroy_process_group

@@ -38,6 +38,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, default=2000)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--crop", type=int, default=256, help="crop size; z is crop/64 on a side (default 256)")
+    p.add_argument("--cache", type=Path, default=None,
+                   help="teacher targets from `lic cache-targets`: whole images, no teacher run per step "
+                        "(--data and --crop are not used)")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--lr-final", type=float, default=1e-4)
     p.add_argument("--run-dir", type=Path, required=True, help="checkpoints and log; an existing checkpoint resumes")
@@ -55,6 +58,17 @@ def teacher_latents(teacher, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tenso
     z = m.h_a(torch.abs(y))
     q = m.entropy_bottleneck.quantize(z, "symbols", m.entropy_bottleneck._get_medians())
     return q.float(), torch.round(y)
+
+
+def latent_source(args, teacher, seed: int, device: torch.device):
+    """batch size -> (z symbols, y_hat): from the teacher on random crops, or from a --cache."""
+    if args.cache is not None:
+        from training.target_cache import CachedTargets
+
+        cached = CachedTargets(args.cache, teacher.fingerprint, None, seed=seed)
+        return lambda n: tuple(t.to(device) for t in cached.hyper(n))
+    data = RandomCrops(args.data, args.crop, seed=seed)
+    return lambda n: teacher_latents(teacher, data.batch(n).to(device))
 
 
 def teacher_scales(teacher, q: torch.Tensor) -> torch.Tensor:
@@ -93,13 +107,12 @@ def train(args) -> Path | None:
         opt.load_state_dict(ck["opt"])
         step, elapsed = ck["step"], ck["elapsed_s"]
     # The seed includes the step so a resumed run does not replay crops.
-    data = RandomCrops(args.data, args.crop, seed=args.seed * 1_000_003 + rank * 7919 + step)
+    latents = latent_source(args, teacher, args.seed * 1_000_003 + rank * 7919 + step, device)
     if ck is None:
         # Activation scales from data, and outputs starting near the teacher's typical scale.
-        q, _ = teacher_latents(teacher, data.batch(args.batch_size).to(device))
+        q, _ = latents(args.batch_size)
         init_log_scale_bias(model, float(teacher_scales(teacher, q).clamp_min(0.11).mean()))
-        calibrate_activations(model, [teacher_latents(teacher, data.batch(args.batch_size).to(device))[0]
-                                      for _ in range(4)])
+        calibrate_activations(model, [latents(args.batch_size)[0] for _ in range(4)])
     net = wrap_ddp(model, world, device)
     if rank == 0:
         args.run_dir.mkdir(parents=True, exist_ok=True)
@@ -109,9 +122,8 @@ def train(args) -> Path | None:
     model.train()
     while step < args.steps:
         set_lr(opt, cosine_lr(step, args.steps, args.lr, args.lr_final))
-        x = data.batch(args.batch_size).to(device)
-        q, y_hat = teacher_latents(teacher, x)
-        pixels = x.shape[0] * x.shape[2] * x.shape[3]
+        q, y_hat = latents(args.batch_size)
+        pixels = y_hat.shape[0] * y_hat.shape[2] * y_hat.shape[3] * 256
         bpp = y_bits(gc, y_hat, torch.exp(net(q))) / pixels
         opt.zero_grad(set_to_none=True)
         bpp.backward()
@@ -141,7 +153,9 @@ def train(args) -> Path | None:
             "teacher": teacher.name, "teacher_fingerprint": teacher.fingerprint.hex(),
             "integer_hs_fingerprint": integer_hs.fingerprint.hex(), "config": cfg.to_dict(),
             "macs_per_z_pixel": macs_per_latent_pixel(cfg), "steps": step, "batch_size": args.batch_size * world,
-            "crop": args.crop, "lr": args.lr, "lr_final": args.lr_final, "data": [str(d) for d in args.data],
+            "crop": args.crop if args.cache is None else "whole cached images", "lr": args.lr,
+            "lr_final": args.lr_final,
+            "data": [str(d) for d in args.data] if args.cache is None else f"teacher-target cache {args.cache}",
         }, t0=t0, world=world, device=device)
         out = args.export
     del net  # free DDP's reducer before its process group goes (see training/distill.py)

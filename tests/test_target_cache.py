@@ -1,0 +1,91 @@
+"""`lic cache-targets` and training from the cache (`lic distill/qat/distill-hyper --cache`)."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import run_lic as lic
+from host.image_io import save_png
+from training.data import held_out_images, training_images
+from training.target_cache import CachedTargets
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory, tiny_teacher_path):
+    d = tmp_path_factory.mktemp("cache-images")
+    rng = np.random.default_rng(3)
+    save_png(d / "landscape.png", rng.integers(0, 256, (70, 140, 3), dtype=np.uint8))
+    save_png(d / "portrait.png", rng.integers(0, 256, (150, 66, 3), dtype=np.uint8))
+    save_png(d / "small.png", rng.integers(0, 256, (40, 40, 3), dtype=np.uint8))
+    out = tmp_path_factory.mktemp("cache") / "tiny"
+    assert lic("cache-targets", "--teacher", tiny_teacher_path, "--data", d, "--size", "64x128", "-o", out) == 0
+    return out
+
+
+def test_cache_holds_the_teachers_own_targets(cache, tiny_teacher):
+    m = json.loads((cache / "manifest.json").read_text())
+    # two images cover 64x128 (the portrait one once turned), each as is and mirrored; the small one is skipped
+    assert len(m["entries"]) == 4 and [e["mirrored"] for e in m["entries"]] == [False, True, False, True]
+    assert m["teacher_fingerprint"] == tiny_teacher.fingerprint.hex()
+    x = np.load(cache / "x.npy")
+    assert x.shape == (4, 64, 128, 3)
+    assert np.array_equal(x[1], x[0][:, ::-1])
+    model = tiny_teacher.model
+    with torch.no_grad():
+        img = torch.from_numpy(x[1].copy()).permute(2, 0, 1)[None].float() / 255
+        y_hat = torch.round(model.g_a(img))
+        x_t = (model.g_s(y_hat).clamp(0, 1)[0].permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()
+    assert np.array_equal(np.load(cache / "y_hat.npy")[1], y_hat[0].numpy().astype(np.int8))
+    assert np.array_equal(np.load(cache / "x_teacher.npy")[1], x_t)
+    assert np.load(cache / "z.npy").shape == (4, model.N, 1, 2)
+
+
+def test_cached_batches_are_aligned_windows(cache, tiny_teacher):
+    batches = CachedTargets(cache, tiny_teacher.fingerprint, crop=32, seed=0)
+    x, y_hat, x_t, feats = batches(3)
+    assert x.shape == x_t.shape == (3, 3, 32, 32) and y_hat.shape == (3, tiny_teacher.model.M, 2, 2)
+    assert feats == []
+    whole = CachedTargets(cache, tiny_teacher.fingerprint, crop=512, seed=0)
+    assert whole(1)[0].shape == (1, 3, 64, 128)
+    z, y = whole.hyper(2)
+    assert z.shape[2:] == (1, 2) and y.shape[2:] == (4, 8)
+
+
+def test_cache_of_another_teacher_is_refused(cache, tmp_path, tiny_teacher_path, capsys):
+    manifest = json.loads((cache / "manifest.json").read_text())
+    other = tmp_path / "other"
+    other.mkdir()
+    for f in ("x.npy", "x_teacher.npy", "y_hat.npy", "z.npy"):
+        (other / f).write_bytes((cache / f).read_bytes())
+    (other / "manifest.json").write_text(json.dumps({**manifest, "teacher_fingerprint": "00" * 16}))
+    assert lic("distill", "--teacher", tiny_teacher_path, "--cache", other, "--channels", "8", "--steps", "1",
+               "--run-dir", tmp_path / "run") == 1
+    assert "not of this run's teacher" in capsys.readouterr().err
+    assert lic("distill", "--teacher", tiny_teacher_path, "--cache", tmp_path / "nothing", "--steps", "1",
+               "--run-dir", tmp_path / "run2") == 1
+    assert "not a teacher-target cache" in capsys.readouterr().err
+
+
+def test_distill_qat_and_hyper_train_from_the_cache(cache, tmp_path, tiny_teacher_path):
+    common = ["--teacher", tiny_teacher_path, "--cache", cache, "--batch-size", "2", "--threads", "1"]
+    student = tmp_path / "s.pt"
+    assert lic("distill", *common, "--crop", "512", "--channels", "8", "--steps", "2", "--run-dir", tmp_path / "d",
+               "--export", student) == 0
+    prov = json.loads(student.with_suffix(".provenance.json").read_text())
+    assert prov["data"].startswith("teacher-target cache")
+    assert lic("qat", "--student", student, *common, "--steps", "1", "--calib-batches", "1",
+               "--run-dir", tmp_path / "q", "--export", tmp_path / "q.pt") == 0
+    assert lic("distill-hyper", "--teacher", tiny_teacher_path, "--cache", cache, "--channels", "8", "--steps", "2",
+               "--batch-size", "2", "--run-dir", tmp_path / "h", "--export", tmp_path / "h.npz") == 0
+    assert (tmp_path / "h.npz").is_file()
+
+
+def test_held_out_photos_are_not_training_images():
+    held = held_out_images()
+    if not held:
+        pytest.skip("BSDS500 not found beside the repository")
+    assert len(held) == 50
+    train = training_images([held[0].parent.parent])
+    assert not set(held) & set(train) and len(train) == 450
