@@ -19,7 +19,10 @@ import torch
 from tqdm import tqdm
 
 from bench import metrics
-from bench.evaluate import DEFAULT_DATA, _finite, first_images, load_images, mean_record
+import numpy as np
+
+from bench.evaluate import (DEFAULT_DATA, _finite, codec_curve, first_images, load_images, mean_record,
+                            parse_baselines, rd_points)
 from bench.rd import compare, plot_rd
 from lic.errors import LicError
 
@@ -35,6 +38,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--students", type=Path, default=STUDENTS_MANIFEST, metavar="JSON",
                    help="students manifest (default training/students/students.json)")
     p.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N images")
+    p.add_argument("--baselines", default="jpeg,webp", metavar="LIST",
+                   help="classical codecs the deployable codec (integer h_s + quantised student) is compared "
+                        "with by BD-rate: comma list of jpeg, webp, avif, heif, or 'none' (default jpeg,webp)")
     p.add_argument("-o", "--out", type=Path, default=Path("build/eval-students"), metavar="DIR",
                    help="output folder (default build/eval-students)")
 
@@ -50,20 +56,26 @@ def read_students(path: Path) -> list[dict]:
 
 
 @torch.inference_mode()
-def decode_same_files(teacher, decoders: dict, images, desc: str) -> dict[str, list[dict]]:
+def decode_same_files(teacher, decoders: dict, images, desc: str, integer_hs=None) -> dict[str, list[dict]]:
     """Each image encoded once by `teacher` (.lic v1), its y_hat entropy-decoded, then synthesised
-    by every g_s in `decoders`: per decoder, per image bpp / PSNR / MS-SSIM of the same file."""
+    by every g_s in `decoders`: per decoder, per image bpp / PSNR / MS-SSIM of the same file.
+    With an `integer_hs`, each image is also encoded as .lic v2 (same y_hat, so same pixels), and
+    its bytes are recorded as "bytes_v2" / "bpp_v2": the rate of the deployable codec."""
     from host.container import parse
-    from training.teacher_codec import decode_y_hat, encode, to_rgb8
+    from training.teacher_codec import EntropyModels, decode_y_hat, encode, to_rgb8
 
     records = {k: [] for k in decoders}
     for name, rgb in tqdm(images, desc=desc, unit="img", file=sys.stderr):
         h, w = rgb.shape[:2]
         data = encode(teacher, rgb)
+        v2 = {}
+        if integer_hs is not None:
+            n = len(encode(EntropyModels(teacher, integer_hs), rgb))
+            v2 = {"bytes_v2": n, "bpp_v2": metrics.bpp(n, h, w)}
         y_hat = decode_y_hat(teacher, parse(data))
         for key, g_s in decoders.items():
             out = to_rgb8(g_s(y_hat)[..., :h, :w])
-            records[key].append({"image": name, "bytes": len(data), "bpp": metrics.bpp(len(data), h, w),
+            records[key].append({"image": name, "bytes": len(data), "bpp": metrics.bpp(len(data), h, w), **v2,
                                  "psnr": metrics.psnr(rgb, out), "ms_ssim": metrics.ms_ssim(rgb, out)})
     return records
 
@@ -73,6 +85,7 @@ def evaluate_point(entry: dict, images) -> dict:
     from training.distill import load_float_student
     from training.student_decoder import count_parameters, kmac_per_pixel, teacher_gs_kmac_per_pixel
     from training.teacher import load_default
+    from training.teacher_codec import shipped_integer_hs
 
     teacher = load_default(entry["quality"])
     float_student, cfg, fp_float = load_float_student(entry["float"])
@@ -81,14 +94,24 @@ def evaluate_point(entry: dict, images) -> dict:
         if fp != teacher.fingerprint:
             raise LicError(f"the q{entry['quality']} {what} student was distilled from another teacher")
     decoders = {"teacher": teacher.model.g_s, "float_student": float_student, "quant_student": quant_student}
-    records = decode_same_files(teacher, decoders, images, f"q{entry['quality']}")
+    try:
+        integer_hs = shipped_integer_hs(entry["quality"])
+    except LicError:
+        integer_hs = None
+    records = decode_same_files(teacher, decoders, images, f"q{entry['quality']}", integer_hs)
+    mean = {k: mean_record(v) for k, v in records.items()}
+    if integer_hs is not None:
+        q = records["quant_student"]
+        # what the board decodes: the v2 file's rate, the quantised student's pixels
+        mean["deployable"] = {"bpp": float(np.mean([r["bpp_v2"] for r in q])), "psnr": mean["quant_student"]["psnr"],
+                              "ms_ssim": mean["quant_student"]["ms_ssim"]}
     return {
         "quality": entry["quality"], "teacher_fingerprint": teacher.fingerprint.hex(),
         "student_config": cfg.to_dict(), "quant_config": qcfg.to_dict(),
         "kmac_per_pixel": {"teacher": teacher_gs_kmac_per_pixel(teacher.model.N, teacher.model.M),
                            "student": kmac_per_pixel(float_student)},
         "parameters": {"teacher": count_parameters(teacher.model.g_s), "student": count_parameters(float_student)},
-        "mean": {k: mean_record(v) for k, v in records.items()}, "images": records,
+        "mean": mean, "images": records,
     }
 
 
@@ -105,11 +128,22 @@ def summary_markdown(results: dict) -> str:
                      f"{m['quant_student']['psnr'] - m['teacher']['psnr']:+.2f} | {m['teacher']['ms_ssim']:.4f} | "
                      f"{m['quant_student']['ms_ssim']:.4f} | {k['teacher']:.2f} | {k['student']:.3f} | "
                      f"{k['teacher'] / k['student']:.1f}x | {n['teacher']:,} | {n['student']:,} |")
-    lines += ["", "| test | anchor | BD-rate % | BD-PSNR dB | note |", "|---|---|---:|---:|---|"]
+    deployable = [p for p in pts if "deployable" in p["mean"]]
+    if deployable:
+        lines += ["", "Deployable codec (what the board decodes): .lic v2 with the integer h_s, quantised student.", "",
+                  "| q | bpp, float h_s (v1) | bpp, integer h_s (v2) | integer h_s rate cost | PSNR | MS-SSIM |",
+                  "|---|---:|---:|---:|---:|---:|"]
+        for p in deployable:
+            m, d = p["mean"], p["mean"]["deployable"]
+            lines.append(f"| {p['quality']} | {m['quant_student']['bpp']:.4f} | {d['bpp']:.4f} | "
+                         f"{100 * (d['bpp'] / m['quant_student']['bpp'] - 1):+.1f}% | {d['psnr']:.2f} | "
+                         f"{d['ms_ssim']:.4f} |")
+    lines += ["", "| test | anchor | BD-rate % | BD-PSNR dB | PSNR overlap | note |", "|---|---|---:|---:|---:|---|"]
     for b in results["bd"]:
         rate = "–" if b["bd_rate_percent"] is None else f"{b['bd_rate_percent']:+.1f}"
         db = "–" if b["bd_psnr_db"] is None else f"{b['bd_psnr_db']:+.2f}"
-        lines.append(f"| {b['test']} | teacher | {rate} | {db} | {b['reason'] or ''} |")
+        overlap = "–" if b.get("psnr_overlap") is None else f"{100 * b['psnr_overlap']:.0f}%"
+        lines.append(f"| {b['test']} | {b['anchor']} | {rate} | {db} | {overlap} | {b['reason'] or ''} |")
     return "\n".join(lines) + "\n"
 
 
@@ -127,14 +161,28 @@ def run(args) -> int:
         raise LicError("no shipped student for the rate points asked for")
     images = load_images(first_images(args.data, args.limit))
     points = [evaluate_point(e, images) for e in sorted(entries, key=lambda e: e["quality"])]
-    curve = lambda key, metric="psnr": [(p["mean"][key]["bpp"], p["mean"][key][metric]) for p in points]
-    bd = [{"test": k, **compare(curve("teacher"), curve(k))} for k in ("float_student", "quant_student")]
-    results = {"data": str(args.data), "images": [n for n, _ in images], "points": points, "bd": bd}
+    curve = lambda key, metric="psnr": [(p["mean"][key]["bpp"], p["mean"][key][metric])
+                                        for p in points if key in p["mean"]]
+    bd = [{"test": k, "anchor": "teacher", **compare(curve("teacher"), curve(k))}
+          for k in ("float_student", "quant_student")]
+    baselines = {}
+    if len(curve("deployable")) >= 2:
+        # BD-rate of each classical codec against the deployable codec: positive = the codec needs more bits
+        for codec in parse_baselines(args.baselines):
+            c = codec_curve(codec, images)
+            baselines[codec.name] = c
+            bd.append({"test": codec.label, "anchor": "deployable", **compare(curve("deployable"), rd_points(c))})
+    results = {"data": str(args.data), "images": [n for n, _ in images], "points": points, "bd": bd,
+               "baselines": baselines}
     args.out.mkdir(parents=True, exist_ok=True)
     labels = {"teacher": "teacher g_s (float)", "float_student": "float student",
               "quant_student": "quantised student (W%dA%s)" % (points[0]["quant_config"]["weight_bits"],
                                                               points[0]["quant_config"]["act_bits"])}
-    plot_rd({labels[k]: curve(k) for k in DECODERS}, args.out / "rd.png",
+    curves = {labels[k]: curve(k) for k in DECODERS}
+    if curve("deployable"):
+        curves["deployable: integer h_s + quantised student"] = curve("deployable")
+    curves.update({c["label"]: rd_points(c) for c in baselines.values()})
+    plot_rd(curves, args.out / "rd.png",
             title=f"Student decoders, {Path(args.data).name}, {len(images)} images",
             ms_ssim_curves={labels[k]: curve(k, "ms_ssim") for k in DECODERS})
     summary = summary_markdown(results)

@@ -17,6 +17,7 @@ SUBCOMMANDS = {
     "demo": ("bench.demo", "the main job on the shipped defaults: encode, decode with teacher and student, "
                            "FPGA estimates, report (make demo)"),
     "eval-students": ("bench.students", "student decoders vs their teachers on Kodak: PSNR, MACs, BD-rate"),
+    "hs-rate": ("bench.hs_rate", "what the integer h_s costs in rate over the float h_s, on Kodak and held-out photos"),
     "pareto": ("bench.pareto", "PSNR loss against decoder MACs for a sweep of quantised students (+ FPGA estimates)"),
     "train-teacher": ("training.train_teacher", "train a ScaleHyperprior teacher on random crops (DDP-ready)"),
     "cache-targets": ("training.target_cache", "compute a frozen teacher's distillation targets once, over whole "

@@ -4,7 +4,8 @@ The teacher's encoder and entropy models stay frozen. For each batch of random c
 gives z symbols (what its EntropyBottleneck codes) and y_hat = round(y) (what its
 GaussianConditional codes); the student h_s, quantisation-aware (quantize/quant_hyper.py), learns
 to predict scales from the symbols, and its loss is the thing the scales are for: the bits of y_hat
-under those scales. The exported result is the integer form (export/integer_hyper.py), the only
+under those scales, plus a small MSE between its log scales and the teacher's (a dense signal per
+element, where the rate alone gives a weak one for elements whose y_hat is mostly zero). The exported result is the integer form (export/integer_hyper.py), the only
 form ever run afterwards, with its measured rate beside the teacher's float h_s on the same crops.
 """
 
@@ -16,6 +17,7 @@ import time
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from tqdm import tqdm
 
 from export.integer_hyper import to_integer
@@ -46,6 +48,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--run-dir", type=Path, required=True, help="checkpoints and log; an existing checkpoint resumes")
     p.add_argument("--save-every", type=int, default=250)
     p.add_argument("--export", type=Path, help="write the integer h_s (.npz) here at the end")
+    p.add_argument("--w-scale", type=float, default=0.05,
+                   help="weight of MSE(log student scale, log teacher scale) beside the rate (default 0.05; 0 = "
+                        "rate only): a dense signal that pulls the student towards the teacher's indexes")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None)
 
@@ -124,9 +129,15 @@ def train(args) -> Path | None:
         set_lr(opt, cosine_lr(step, args.steps, args.lr, args.lr_final))
         q, y_hat = latents(args.batch_size)
         pixels = y_hat.shape[0] * y_hat.shape[2] * y_hat.shape[3] * 256
-        bpp = y_bits(gc, y_hat, torch.exp(net(q))) / pixels
+        log_scales = net(q)
+        bpp = y_bits(gc, y_hat, torch.exp(log_scales)) / pixels
+        loss = bpp
+        if args.w_scale:
+            with torch.no_grad():
+                target = torch.log(gc.lower_bound_scale(teacher_scales(teacher, q)))
+            loss = loss + args.w_scale * F.mse_loss(log_scales, target)
         opt.zero_grad(set_to_none=True)
-        bpp.backward()
+        loss.backward()
         opt.step()
         step += 1
         if rank == 0:
@@ -153,7 +164,7 @@ def train(args) -> Path | None:
             "teacher": teacher.name, "teacher_fingerprint": teacher.fingerprint.hex(),
             "integer_hs_fingerprint": integer_hs.fingerprint.hex(), "config": cfg.to_dict(),
             "macs_per_z_pixel": macs_per_latent_pixel(cfg), "steps": step, "batch_size": args.batch_size * world,
-            "crop": args.crop if args.cache is None else "whole cached images", "lr": args.lr,
+            "w_scale": args.w_scale, "crop": args.crop if args.cache is None else "whole cached images", "lr": args.lr,
             "lr_final": args.lr_final,
             "data": [str(d) for d in args.data] if args.cache is None else f"teacher-target cache {args.cache}",
         }, t0=t0, world=world, device=device)

@@ -79,7 +79,9 @@ def read_torch_file(path: Path, what: str):
 
 
 def command_line() -> str:
-    return " ".join(shlex.quote(a) for a in [Path(sys.argv[0]).name, *sys.argv[1:]])
+    # `python -m lic.cli X` and the `lic X` entry point are the same command
+    prog = "lic" if Path(sys.argv[0]).parts[-2:] == ("lic", "cli.py") else Path(sys.argv[0]).name
+    return " ".join(shlex.quote(a) for a in [prog, *sys.argv[1:]])
 
 
 def hardware(device: torch.device) -> str:
