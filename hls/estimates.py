@@ -6,7 +6,8 @@ performance.json), three rates, each labelled with what it is:
   fabric_fps         steady-state frames per second of the fabric alone: FINN's cycles per tile of
                      the slowest layer x tiles per frame, at the board's target clock. Estimated,
                      not timing-closed (no Vivado run).
-  tile_latency_ms    FINN's single-tile latency (critical path cycles) at the target clock.
+  tile_latency_ms    FINN's single-tile latency estimate (critical path cycles, summed over its
+                     layers) at the target clock.
   board_fps          min(fabric, each host pipeline stage): the board's frame rate, from host stage
                      times that say where they come from (x86-measured or A9-estimated).
 
@@ -131,7 +132,9 @@ def summarise(b, host: tuple[dict[str, float], str] | None = None) -> dict:
                                                   f"layer x {n_tiles} tiles per frame at the {clock} target clock; "
                                                   f"not timing-closed"},
         "tile_latency_ms": {"ms": latency_cycles * 1e3 / board.clock_hz if latency_cycles else None,
-                            "what": f"FINN's single-tile latency (critical path cycles) at {clock}"},
+                            "what": f"FINN's single-tile latency estimate at {clock}: the cycles of the layers on "
+                                    f"the critical path, summed (layers overlap when streaming, so the fabric's "
+                                    f"latency is lower)"},
         "board_fps": ({"fps": None, "what": "no host stage times given: run `lic demo`, or pass --host-times"}
                       if host is None else {**board_rate(fabric_fps, *host),
                                             "what": "min(fabric, host pipeline stages)"}),

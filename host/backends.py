@@ -27,6 +27,14 @@ from lic.errors import LicError
 BACKENDS = ("onnx", "torch", "finn-sim", "pynq")
 
 
+def default_backend() -> str:
+    """pynq on a PYNQ board (the `pynq` package is there, and no onnxruntime wheel exists for its
+    32-bit ARM), onnx elsewhere."""
+    import importlib.util
+
+    return "pynq" if importlib.util.find_spec("pynq") is not None else "onnx"
+
+
 class Backend:
     name = "?"
     tile: int | None = None
