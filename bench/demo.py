@@ -171,7 +171,7 @@ def _report(s: dict, package) -> str:
         lines += [f"## FPGA estimate ({hw['board']}, `make hw`, {hw['make_hw_seconds']:.0f} s)", "",
                   f"Tile {hw['tile']}x{hw['tile']} latents, 768x512 frames (target {hw['target_fps']} fps); folding "
                   f"limited by {hw['limited_by']}; fits budget: {hw['fits_budget']}.", "",
-                  *[f"- {k}: {v.get('fps', v.get('ms'))} ({v['what']}"
+                  *[f"- {k}: {v.get('fps', v.get('ms')) or 0:.3g} ({v['what']}"
                     + (f"; limited by {v['limited_by']}, host times {v['host_times_source']}" if "limited_by" in v else "")
                     + ")" for k, v in hw["rates"].items()], "",
                   "| resource | used | device | % |", "|---|---:|---:|---:|"]
