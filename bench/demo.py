@@ -91,7 +91,11 @@ def run(args) -> int:
     if not args.no_hw:
         from hls.build import run_build
 
-        hw = run_build(args.board, package.root)
+        from hls.estimates import host_stages_from_runtime
+
+        host = (host_stages_from_runtime({k: v / len(images) for k, v in totals.seconds.items()}),
+                f"x86-measured by the host runtime (lic demo, mean of {len(images)} images of {args.data})")
+        hw = run_build(args.board, package.root, host=host)
         sim = HostDecoder(package, make_backend("finn-sim", package, hw_dir=Path(hw["build_dir"])))
         t = time.perf_counter()
         exact["finn_sim_equals_onnx"] = bool(np.array_equal(sim.decode(files[check_name])[0], student_out[check_name]))
@@ -103,7 +107,7 @@ def run(args) -> int:
                                             "student_host_onnx": student_s / len(images),
                                             "student_stages": {k: v / len(images) for k, v in totals.seconds.items()}},
                "student": package.manifest["student"], "bit_exact": exact, "hw": hw and {
-                   k: hw[k] for k in ("board", "tile", "fps_at_frame", "target_fps", "limited_by", "resources",
+                   k: hw[k] for k in ("board", "tile", "rates", "fps_at_frame", "target_fps", "limited_by", "resources",
                                       "roofline", "fits_budget", "make_hw_seconds")}}
     write_atomic(out / "demo.json", (json.dumps(_finite(summary), indent=1) + "\n").encode())
     _rd_plot(rows, out / "rd.png")
@@ -165,14 +169,17 @@ def _report(s: dict, package) -> str:
     if hw:
         r = hw["resources"]
         lines += [f"## FPGA estimate ({hw['board']}, `make hw`, {hw['make_hw_seconds']:.0f} s)", "",
-                  f"Tile {hw['tile']}x{hw['tile']} latents; {hw['fps_at_frame']:.1f} fps at 768x512 "
-                  f"(target {hw['target_fps']}); limited by {hw['limited_by']}; fits budget: {hw['fits_budget']}.", "",
+                  f"Tile {hw['tile']}x{hw['tile']} latents, 768x512 frames (target {hw['target_fps']} fps); folding "
+                  f"limited by {hw['limited_by']}; fits budget: {hw['fits_budget']}.", "",
+                  *[f"- {k}: {v.get('fps', v.get('ms')) or 0:.3g} ({v['what']}"
+                    + (f"; limited by {v['limited_by']}, host times {v['host_times_source']}" if "limited_by" in v else "")
+                    + ")" for k, v in hw["rates"].items()], "",
                   "| resource | used | device | % |", "|---|---:|---:|---:|"]
         lines += [f"| {k} | {v['used']:.0f} | {v['available']} | {100 * v['fraction']:.1f} |" for k, v in r.items()
                   if v["available"]]
         rf = hw["roofline"]
         if rf.get("roofline_fps"):
-            lines += ["", f"Roofline: {rf['macs_per_cycle']:.0f} MAC/cycle of {rf['budget_macs_per_cycle']:.0f} the "
-                          f"LUT/DSP budget allows ({100 * rf['fraction_of_roofline']:.0f}%)."]
+            lines += ["", f"Compute ceiling: {rf['macs_per_cycle']:.0f} MAC/cycle of {rf['budget_macs_per_cycle']:.0f} "
+                          f"the budget's LUT-multiplier and DSP lanes allow ({100 * rf['fraction_of_roofline']:.0f}%)."]
     lines += ["", "Files: rd.png (per-image RD), crops.png (original | teacher | student), demo.json, lic/*.lic"]
     return "\n".join(lines) + "\n"

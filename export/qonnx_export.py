@@ -68,7 +68,9 @@ def export_qonnx(quant_model: torch.nn.Module, tile_hw, path, *, dynamo: bool = 
         _export(quant_model, _example_input(quant_model, tile_hw), export_path=os.fspath(path), dynamo=dynamo)
     if cleanup:
         model = cleanup_model(ModelWrapper(os.fspath(path)))
-        model = _bias_quant_params_1d(model)
+        from hls.finn_workarounds import BiasQuantParams1D
+
+        model = model.transform(BiasQuantParams1D())
         qcfg = getattr(quant_model, "qcfg", None)
         if qcfg is not None:
             # The input Quant has scale 1 and zero point 0, so the graph input already holds
@@ -76,27 +78,6 @@ def export_qonnx(quant_model: torch.nn.Module, tile_hw, path, *, dynamo: bool = 
             model.set_tensor_datatype(model.graph.input[0].name, DataType[f"INT{qcfg.input_bits}"])
         model.save(os.fspath(path))
     return path
-
-
-def _bias_quant_params_1d(model: ModelWrapper) -> ModelWrapper:
-    """Give the Quant nodes of int32 biases shape-(1,) scalars instead of shape-() ones.
-
-    Why: Brevitas exports a scalar zero point (and, for per-tensor weights, scale) with shape ();
-    qonnx 1.0.0's ExtractBiasFromConv, which FINN's ConvertQONNXtoFINN runs first, only leaves
-    shape-(1,) parameters alone and tries to reshape anything else to (1, C, 1, 1):
-    "ValueError: cannot reshape array of size 1 into shape (1,8,1,1)". Same values, same results.
-    """
-    for node in model.graph.node:
-        if node.op_type not in ("Conv", "ConvTranspose") or len(node.input) < 3:
-            continue
-        producer = model.find_producer(node.input[2])
-        if producer is None or producer.op_type != "Quant":
-            continue
-        for name in producer.input[1:3]:
-            value = model.get_initializer(name)
-            if value is not None and value.shape == ():
-                model.set_initializer(name, value.reshape(1))
-    return model
 
 
 def run_qonnx(path, x) -> np.ndarray:

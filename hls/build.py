@@ -1,41 +1,50 @@
 """`lic hw` (`make hw` / `make bitstream BOARD=...`): the quantised student of a decoder package ->
-FINN dataflow accelerator for one board.
+FINN dataflow accelerator for one board, built by FINN's own builder (build_dataflow_cfg) with the
+decoder's steps as custom step functions, in FINN's order (default_build_dataflow_steps):
 
-Steps (each saves its model under BUILD/intermediate_models/):
-
-  export_tile_qonnx       QONNX of the package's Brevitas student for the board's square tile
-  qonnx_to_finn, tidy_up, streamline                                       (FINN's own steps)
-  decoder_layout          NHWC Resize, drop the identity input quant, layout/scale tail to the host
-  convert_to_hw           FINN's conversion + InferUpsample (FINN only looks for op "Upsample")
-  verify_hw_graph         Python execution of the HW-layer graph == QONNX on a tile, bit for bit;
-                          saved as hw/student_hw.onnx for the finn-sim backend
-  create_dataflow_partition, specialize_layers                             (FINN's own steps)
-  fold_for_target_fps     PE/SIMD to reach TARGET_FPS for the frame within the board's budget
-  minimize_bit_width, generate_estimate_reports, hw_codegen                (FINN's own steps)
-  cppsim                  when finn-hlslib and the HLS headers are present, else skipped (said so)
-  -- with Vivado only (`--bitstream`) --
-  hw_ipgen, set_fifo_depths, create_stitched_ip, make_driver, synthesize_bitfile
+  step_qonnx_to_finn, step_tidy_up, step_streamline                       FINN
+  step_decoder_layout       NHWC Resize, drop the identity input quant, layout/scale tail to the host
+  step_resize_to_upsample   workaround: FINN's InferUpsample for torch's "Resize"
+  step_convert_to_hw                                                        FINN
+  step_exact_thresholds     workaround: MVAU thresholds rounded half to even, weights checked exact
+  step_verify_hw_graph      Python execution of the HW-layer graph == QONNX on a tile, bit for bit;
+                            saved as hw/student_hw.onnx for the finn-sim backend
+  step_minimize_bit_width_initial, step_create_dataflow_partition, step_specialize_layers   FINN
+  step_fold_for_target_fps  in place of FINN's step_target_fps_parallelization: PE/SIMD for
+                            TARGET_FPS at the board's frame, within the board's budget
+  step_apply_folding_config, step_minimize_bit_width, step_transpose_decomposition,
+  step_generate_estimate_reports                                           FINN
+  -- `make hw` (no Vivado) --
+  step_hw_codegen (FINN), step_cppsim (when finn-hlslib and the HLS headers are present)
+  -- `make bitstream` (Vivado), resumed from step_generate_estimate_reports.onnx --
+  step_assign_ddr_weight_offsets, step_generate_hardware (codegen, IP, FIFO depths),
+  step_create_stitched_ip, step_measure_rtlsim_performance, step_out_of_context_synthesis,
+  step_prepare_synthesis, step_synthesize_bitfile, step_make_driver, step_deployment_package
 
 Outputs in fpga_projects/<board>/build/: tile.json (the geometry the host tiles with),
-estimates.json (resources, cycles, fps, roofline), report/ (FINN's estimate reports), hw/,
-package/ (the decoder package), and with Vivado bitfile/ and driver/.
+estimates.json (resources, the three rates, compute ceiling), report/ (FINN's reports),
+intermediate_models/ (one model per step), hw/, package/ (the decoder package), and with Vivado
+FINN's bitfile/finn-accel.{bit,hwh}, driver/settings.json (for finn-plus-driver) and deploy/.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import shutil
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
+from finn.util.exception import FINNUserError
 
 from hls.boards import BOARDS_DIR, Board, load_board
 from hls.finn_workarounds import prepare_finn_import, vivado_available
 from lic.errors import LicError
 
+REPO = Path(__file__).resolve().parent.parent
+DEMO_JSON = REPO / "build" / "demo" / "demo.json"
 TILE_JSON = "tile.json"
 SIM_MODEL = "hw/student_hw.onnx"
 
@@ -50,6 +59,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tile", type=int, default=None, help="square latent tile (default: board.json)")
     p.add_argument("-o", "--output", type=Path, default=None,
                    help="build folder (default fpga_projects/BOARD/build)")
+    p.add_argument("--host-times", type=Path, default=None,
+                   help="host stage times for the board rate: `lic demo`'s demo.json (x86-measured) or a JSON "
+                        "{\"source\": ..., \"ms_per_frame\": {stage: ms}} (e.g. Cortex-A9 estimates); default: "
+                        f"{DEMO_JSON.relative_to(REPO)} when `make demo` has written it")
     p.add_argument("--bitstream", action="store_true",
                    help="continue through IP generation, FIFO sizing, stitched IP and bitfile (needs Vivado)")
 
@@ -68,7 +81,7 @@ def default_package() -> Path:
 
 
 class Build:
-    """One board build: its folder, FINN config, step log."""
+    """One board build: its folder, board, package, and what the steps report."""
 
     def __init__(self, board: Board, package_dir: Path, out: Path, tile: int, target_fps: float, bitstream: bool):
         from host.decoder_package import DecoderPackage
@@ -78,46 +91,54 @@ class Build:
         self.package = DecoderPackage.load(package_dir)
         if tile - 2 * self.package.halo < 1:
             raise LicError(f"tile {tile} leaves no core inside the student's halo of {self.package.halo}")
-        self.times: dict[str, float] = {}
         self.report: dict = {}
 
-    def cfg(self, generate=()):
+    def cfg(self, steps: list, outputs=(), start_step: str | None = None):
         from finn.builder.build_dataflow_config import DataflowBuildConfig, ShellFlowType
 
         return DataflowBuildConfig(
             output_dir=str(self.out), synth_clk_period_ns=self.board.clock_ns, fpga_part=self.board.part,
             board=self.board.finn_board, shell_flow_type=ShellFlowType(self.board.shell_flow),
-            generate_outputs=list(generate), mvau_wwidth_max=self.board.mvau_wwidth_max,
-            save_intermediate_models=True)
+            generate_outputs=list(outputs), mvau_wwidth_max=self.board.mvau_wwidth_max,
+            save_intermediate_models=True, steps=[self._bind(s) for s in steps], start_step=start_step)
 
-    def step(self, name, fn, model, *args):
-        t0 = time.time()
-        print(f"[{len(self.times) + 1}] {name}", file=sys.stderr, flush=True)
-        model = fn(model, *args)
-        self.times[name] = round(time.time() - t0, 2)
-        (self.out / "intermediate_models").mkdir(parents=True, exist_ok=True)
-        model.save(str(self.out / "intermediate_models" / f"{name}.onnx"))
-        return model
+    def _bind(self, step):
+        """FINN calls step(model, cfg); ours also get this build. A LicError raised inside FINN's
+        builder is logged by it as a FINN user error (one line, no traceback) and re-raised here."""
+        if isinstance(step, str):
+            return step
+
+        @functools.wraps(step)
+        def bound(model, cfg):
+            try:
+                return step(model, cfg, self)
+            except LicError as e:
+                self.report["error"] = str(e)
+                raise StepError(str(e)) from e
+        return bound
+
+
+class StepError(LicError, FINNUserError):
+    """A LicError raised in one of our steps: FINN's builder logs a FINNUserError as one line
+    ("FINN ERROR: ...") without a traceback, and `lic` prints a LicError as one line."""
 
 
 # ---------------------------------------------------------------------------------------------
-# Our steps. Each is step(model, build) -> model, like FINN's step(model, cfg) -> model.
+# The decoder's steps: step_x(model, cfg, build) -> model, FINN's step(model, cfg) plus the build.
 
 
-def export_tile_qonnx(_, b: Build):
-    from qonnx.core.modelwrapper import ModelWrapper
-
+def export_tile_qonnx(b: Build) -> Path:
+    """The builder's input model: QONNX of the package's Brevitas student for the board's tile."""
     from export.qonnx_export import export_qonnx
     from host.decoder_package import QUANT_STUDENT
     from quantize.qat import load_quant_student
 
     model, *_ = load_quant_student(b.package.path(QUANT_STUDENT))
     b.quant_model = model
-    path = export_qonnx(model, b.tile, b.out / "student.qonnx.onnx")
-    return ModelWrapper(str(path))
+    return export_qonnx(model, b.tile, b.out / "student.qonnx.onnx")
 
 
-def decoder_layout(model, b: Build):
+def step_decoder_layout(model, cfg, b: Build):
     from finn.transformation.streamline import absorb
     from finn.transformation.streamline.reorder import MakeScaleResizeNHWC
     from qonnx.transformation.infer_data_layouts import InferDataLayouts
@@ -133,22 +154,25 @@ def decoder_layout(model, b: Build):
     return model
 
 
-def convert_to_hw(model, b: Build):
-    import finn.builder.build_dataflow_steps as finn_steps
-    from finn.transformation.fpgadataflow.convert_to_hw.upsample import InferUpsample
+def step_resize_to_upsample(model, cfg, b: Build):
+    from hls.finn_workarounds import InferResizeUpsample
 
+    return model.transform(InferResizeUpsample())
+
+
+def step_exact_thresholds(model, cfg, b: Build):
     from hls.finn_workarounds import RoundHalfToEvenThresholds
     from hls.transforms import CheckHWLayers
 
-    model = model.transform(InferUpsample())
-    model = finn_steps.step_convert_to_hw(model, b.cfg())
-    return model.transform(CheckHWLayers()).transform(RoundHalfToEvenThresholds(b.quant_model))
+    exact = RoundHalfToEvenThresholds(b.quant_model)
+    model = model.transform(CheckHWLayers()).transform(exact)
+    b.report["thresholds_moved_to_half_even"] = exact.moved
+    return model
 
 
-def verify_hw_graph(model, b: Build):
+def step_verify_hw_graph(model, cfg, b: Build):
     """The HW-layer graph, executed in Python, equals the QONNX model's integers on a tile."""
     from finn.core.onnx_exec import execute_onnx
-    from qonnx.core.modelwrapper import ModelWrapper
 
     from export.package import laplacian_latents
     from export.qonnx_export import run_qonnx
@@ -159,57 +183,54 @@ def verify_hw_graph(model, b: Build):
     mismatches = int((out.transpose(0, 3, 1, 2) != ref).sum())
     if mismatches:
         raise LicError(f"HW-layer graph differs from the QONNX model in {mismatches} output integers on a tile")
-    b.report["verification"] = {"hw_graph_vs_qonnx_mismatches": 0, "tile": [b.tile, b.tile]}
+    b.report["verification"] = {"hw_graph_vs_qonnx_mismatches": 0, "tile": [b.tile, b.tile],
+                                "thresholds_moved_to_half_even": b.report.get("thresholds_moved_to_half_even")}
     (b.out / SIM_MODEL).parent.mkdir(parents=True, exist_ok=True)
     model.save(str(b.out / SIM_MODEL))
-    return ModelWrapper(str(b.out / SIM_MODEL))
+    return model
 
 
-def finn_step(name: str):
-    def run(model, b: Build):
-        import finn.builder.build_dataflow_steps as finn_steps
-        from finn.builder.build_dataflow_config import DataflowOutputType
-
-        outputs = [DataflowOutputType.ESTIMATE_REPORTS] if name == "step_generate_estimate_reports" else []
-        if b.bitstream:
-            outputs += [DataflowOutputType.STITCHED_IP, DataflowOutputType.BITFILE, DataflowOutputType.PYNQ_DRIVER]
-        return getattr(finn_steps, name)(model, b.cfg(outputs))
-    return run
-
-
-def fold_for_target_fps(model, b: Build):
+def step_fold_for_target_fps(model, cfg, b: Build):
     from hls.folding import fold
 
     model, folding = fold(model, b)
     b.report["folding"] = folding
+    (b.out / "report").mkdir(parents=True, exist_ok=True)
+    (b.out / "report" / "folding.json").write_text(json.dumps(folding, indent=2) + "\n")
     return model
 
 
-def cppsim(model, b: Build):
+def step_cppsim(model, cfg, b: Build):
     from hls.cppsim import run_cppsim
 
     b.report["cppsim"] = run_cppsim(model, b)
     return model
 
 
-HW_STEPS = [
-    ("export_tile_qonnx", export_tile_qonnx),
-    ("qonnx_to_finn", finn_step("step_qonnx_to_finn")),
-    ("tidy_up", finn_step("step_tidy_up")),
-    ("streamline", finn_step("step_streamline")),
-    ("decoder_layout", decoder_layout),
-    ("convert_to_hw", convert_to_hw),
-    ("verify_hw_graph", verify_hw_graph),
-    ("create_dataflow_partition", finn_step("step_create_dataflow_partition")),
-    ("specialize_layers", finn_step("step_specialize_layers")),
-    ("fold_for_target_fps", fold_for_target_fps),
-    ("minimize_bit_width", finn_step("step_minimize_bit_width")),
-    ("generate_estimate_reports", finn_step("step_generate_estimate_reports")),
-    ("hw_codegen", finn_step("step_hw_codegen")),
-    ("cppsim", cppsim),
+# FINN's default_build_dataflow_steps up to its estimate reports, with the decoder's steps in place.
+ESTIMATE_STEPS = [
+    "step_qonnx_to_finn", "step_tidy_up", "step_streamline",
+    step_decoder_layout, step_resize_to_upsample,
+    "step_convert_to_hw",
+    step_exact_thresholds, step_verify_hw_graph,
+    "step_minimize_bit_width_initial", "step_create_dataflow_partition", "step_specialize_layers",
+    step_fold_for_target_fps,
+    "step_apply_folding_config", "step_minimize_bit_width", "step_transpose_decomposition",
+    "step_generate_estimate_reports",
 ]
-VIVADO_STEPS = [(n, finn_step(f"step_{n}")) for n in
-                ("hw_ipgen", "set_fifo_depths", "create_stitched_ip", "make_driver", "synthesize_bitfile")]
+# `make hw`: FINN's HLS/RTL code generation (the Vivado-free half of step_generate_hardware).
+HW_STEPS = ESTIMATE_STEPS + ["step_hw_codegen", step_cppsim]
+# `make bitstream`: the rest of default_build_dataflow_steps, in FINN's order.
+VIVADO_STEPS = [
+    "step_assign_ddr_weight_offsets", "step_generate_hardware", "step_create_stitched_ip",
+    "step_measure_rtlsim_performance", "step_out_of_context_synthesis", "step_prepare_synthesis",
+    "step_synthesize_bitfile", "step_make_driver", "step_deployment_package",
+]
+BITSTREAM_STEPS = ESTIMATE_STEPS + VIVADO_STEPS
+
+
+def step_names(steps) -> list[str]:
+    return [s if isinstance(s, str) else s.__name__ for s in steps]
 
 
 def write_tile_json(b: Build) -> dict:
@@ -224,7 +245,14 @@ def write_tile_json(b: Build) -> dict:
 
 
 def run_build(board_name: str, package_dir: Path | None = None, out: Path | None = None, tile: int | None = None,
-              target_fps: float | None = None, bitstream: bool = False) -> dict:
+              target_fps: float | None = None, bitstream: bool = False,
+              host: tuple[dict[str, float], str] | None = None) -> dict:
+    """host: (ms per frame of each host pipeline stage, where those times come from), for the
+    board rate (hls/estimates.py: board_rate)."""
+    from hls.estimates import read_host_times, summarise
+
+    if host is None and DEMO_JSON.is_file():
+        host = read_host_times(DEMO_JSON)
     board = load_board(board_name)
     out = Path(out or board.folder / "build").resolve()
     b = Build(board, package_dir or default_package(), out, tile or board.tile, target_fps or board.target_fps,
@@ -232,17 +260,15 @@ def run_build(board_name: str, package_dir: Path | None = None, out: Path | None
     out.mkdir(parents=True, exist_ok=True)
     # FINN's generated code and per-node temporary folders go inside this build, not /tmp.
     prepare_finn_import(out / "finn_tmp")
+    from finn.builder.build_dataflow_config import DataflowOutputType as Out
+
     t0 = time.time()
-    model = None
-    for name, fn in HW_STEPS:
-        model = b.step(name, fn, model, b)
+    _run_finn(b, export_tile_qonnx(b), b.cfg(HW_STEPS, [Out.ESTIMATE_REPORTS]))
     b.report["make_hw_seconds"] = round(time.time() - t0, 1)
-    b.report["step_seconds"] = dict(b.times)
+    b.report["step_seconds"] = json.loads((out / "report" / "time_per_step.json").read_text())
     shutil.copytree(b.package.root, out / "package", dirs_exist_ok=True)
     write_tile_json(b)
-    from hls.estimates import summarise
-
-    estimates = summarise(b)
+    estimates = summarise(b, host)
     (out / "estimates.json").write_text(json.dumps(estimates, indent=2) + "\n")
     if bitstream:
         if not vivado_available():
@@ -250,32 +276,44 @@ def run_build(board_name: str, package_dir: Path | None = None, out: Path | None
                            "installation. Estimates and HLS code are in " + str(out) + ". Source Vivado's "
                            "settings64.sh (XILINX_VIVADO, XILINX_HLS), or run it in the Docker image with your "
                            "Vivado mounted: see hls/README.md")
-        for name, fn in VIVADO_STEPS:
-            model = b.step(name, fn, model, b)
-        _collect_bitstream(b)
+        # FINN resumes from intermediate_models/step_generate_estimate_reports.onnx of the run above.
+        outputs = [Out.ESTIMATE_REPORTS, Out.STITCHED_IP, Out.BITFILE, Out.PYNQ_DRIVER, Out.DEPLOYMENT_PACKAGE]
+        _run_finn(b, out / "student.qonnx.onnx", b.cfg(BITSTREAM_STEPS, outputs, start_step=VIVADO_STEPS[0]))
+        check_bitstream(out)
     return estimates
 
 
-def _collect_bitstream(b: Build) -> None:
-    """Put bitfile, .hwh and driver where the pynq backend looks (host/fabric.py)."""
-    bitdir = b.out / "bitfile"
-    found = sorted(b.out.rglob("*.bit"))
-    if not found:
-        raise LicError(f"FINN finished without a bitfile in {b.out}; see its build_dataflow.log")
-    bitdir.mkdir(exist_ok=True)
-    shutil.copyfile(found[0], bitdir / "finn-accel.bit")
-    hwh = sorted(b.out.rglob("*.hwh"))
-    if hwh:
-        shutil.copyfile(hwh[0], bitdir / "finn-accel.hwh")
+def _run_finn(b: Build, model_path: Path, cfg) -> None:
+    from hls.finn_workarounds import run_dataflow_build
+
+    if run_dataflow_build(model_path, cfg) != 0:
+        cause = b.report.get("error") or "see its log"
+        raise LicError(f"FINN's build stopped: {cause} ({b.out / 'build_dataflow.log'})")
+
+
+def check_bitstream(out: Path) -> None:
+    """What the pynq backend needs (host/fabric.py), where FINN's step_synthesize_bitfile and
+    step_make_driver put it: the bitfile and its .hwh, and finn-plus-driver's settings.json."""
+    missing = [p for p in ("bitfile/finn-accel.bit", "bitfile/finn-accel.hwh", "driver/settings.json")
+               if not (out / p).is_file()]
+    if missing:
+        raise LicError(f"FINN finished without {', '.join(missing)} in {out}; see its build_dataflow.log")
 
 
 def run(args) -> int:
-    est = run_build(args.board, args.package, args.output, args.tile, args.target_fps, args.bitstream)
-    r = est["resources"]
-    print(f"{est['build_dir']}: {est['board']} tile {est['tile']}x{est['tile']}, "
-          f"{est['fps_at_frame']:.1f} fps at {est['frame'][0]}x{est['frame'][1]} (target {est['target_fps']}), "
-          + ", ".join(f"{k} {r[k]['used']:.0f} ({100 * r[k]['fraction']:.0f}%)" for k in ("LUT", "BRAM_18K", "DSP"))
-          + f"; limited by {est['limited_by']}; make hw took {est['make_hw_seconds']:.0f} s")
+    from hls.estimates import read_host_times
+
+    host = read_host_times(args.host_times) if args.host_times else None
+    est = run_build(args.board, args.package, args.output, args.tile, args.target_fps, args.bitstream, host)
+    r, rates = est["resources"], est["rates"]
+    board_fps = rates["board_fps"]
+    print(f"{est['build_dir']}: {est['board']} tile {est['tile']}x{est['tile']}, {est['frame'][0]}x{est['frame'][1]}: "
+          f"fabric {est['fps_at_frame']:.1f} fps (FINN estimate at {est['clock_mhz']:g} MHz, not timing-closed; "
+          f"target {est['target_fps']}), tile latency {rates['tile_latency_ms']['ms']:.2f} ms, board "
+          + (f"{board_fps['fps']:.1f} fps (limited by {board_fps['limited_by']}; host times "
+             f"{board_fps['host_times_source']})" if board_fps["fps"] else "fps unknown (" + board_fps["what"] + ")")
+          + "; " + ", ".join(f"{k} {r[k]['used']:.0f} ({100 * r[k]['fraction']:.1f}%)" for k in ("LUT", "BRAM_18K", "DSP"))
+          + f"; folding limited by {est['limited_by']}; make hw took {est['make_hw_seconds']:.0f} s")
     if not args.bitstream:
         print("bitstream not built: run `make bitstream BOARD=%s` on a machine with Vivado" % args.board)
     return 0

@@ -117,8 +117,10 @@ class CheckHWLayers(Transformation):
     def apply(self, model: ModelWrapper):
         for node in model.graph.node:
             if not node.domain.startswith("finn.custom_op.fpgadataflow"):
+                hint = " (`lic hw` builds students trained with --upsample nearest; deconv students are " \
+                       "float/quality references)" if node.op_type == "ConvTranspose" else ""
                 raise LicError(f"FINN has no hardware layer for node {node.name} ({node.op_type}); the student "
-                               f"must use ops FINN maps (conv, ReLU quant, nearest upsample, deconv k4)")
+                               f"must use ops `lic hw` maps (conv, ReLU quant, nearest upsample){hint}")
         if model.get_tensor_datatype(model.graph.input[0].name) == DataType["FLOAT32"]:
             raise LicError("the accelerator input would be FLOAT32: the QONNX input must be annotated INT-n")
         return model, False

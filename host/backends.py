@@ -8,7 +8,7 @@ tests/test_host_runtime.py compares them.
   onnx      onnxruntime on student.onnx (QCDQ), any input size; CPU, or CUDA when installed
   torch     the Brevitas model (quant_student.pt); needs torch + brevitas, the reference
   finn-sim  FINN's HW-layer graph executed in Python (hls/, from `make hw`), fixed tile size
-  pynq      the bitstream on a PYNQ board's fabric, through the FINN-generated driver, fixed tile
+  pynq      the bitstream on a PYNQ board's fabric, through finn-plus-driver, fixed tile, tiles batched
 
 `tile` is None for backends that take any size and the square latent tile size for those built for
 one shape; the runtime (host/runtime.py) tiles the frame for the latter.
@@ -27,12 +27,25 @@ from lic.errors import LicError
 BACKENDS = ("onnx", "torch", "finn-sim", "pynq")
 
 
+def default_backend() -> str:
+    """pynq on a PYNQ board (the `pynq` package is there, and no onnxruntime wheel exists for its
+    32-bit ARM), onnx elsewhere."""
+    import importlib.util
+
+    return "pynq" if importlib.util.find_spec("pynq") is not None else "onnx"
+
+
 class Backend:
     name = "?"
     tile: int | None = None
 
     def run(self, y: np.ndarray) -> np.ndarray:
         raise NotImplementedError
+
+    def run_tiles(self, tiles: np.ndarray) -> np.ndarray:
+        """A frame's tiles [n, M, t, t] -> [n, 3, 16t, 16t]: one run per tile, unless the backend
+        takes a batch (pynq sends all tiles to the accelerator in one DMA transfer)."""
+        return np.concatenate([self.run(tiles[i:i + 1]) for i in range(len(tiles))])
 
 
 def to_int_pixels(values: np.ndarray, scale: float) -> np.ndarray:

@@ -30,8 +30,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="teacher (float g_s, torch) or student (quantised, host runtime); default: student when a "
                         "decoder package matches the file, else teacher")
     p.add_argument("--backend", choices=BACKENDS, default=None,
-                   help="where the student runs: onnx (onnxruntime, default), torch (Brevitas), finn-sim (FINN "
-                        "HW-layer graph from `make hw`), pynq (the fabric, on a board). The teacher runs on torch")
+                   help="where the student runs: onnx (onnxruntime; the default off a board), torch (Brevitas), "
+                        "finn-sim (FINN HW-layer graph from `make hw`), pynq (the fabric; the default on a PYNQ "
+                        "board). The teacher runs on torch")
     p.add_argument("--package", type=Path, default=None,
                    help=f"student decoder package from `lic export` (default: the shipped one in "
                         f"{SHIPPED_PACKAGES.relative_to(SHIPPED_PACKAGES.parents[1])}/ that matches the file)")
@@ -106,12 +107,12 @@ class _TeacherDecoder:
 
 class _StudentDecoder:
     def __init__(self, args, package_dir: Path):
-        from host.backends import make_backend
+        from host.backends import default_backend, make_backend
         from host.decoder_package import DecoderPackage
         from host.runtime import HostDecoder
 
         package = DecoderPackage.load(package_dir)
-        backend = make_backend(args.backend or "onnx", package, hw_dir=args.hw_dir)
+        backend = make_backend(args.backend or default_backend(), package, hw_dir=args.hw_dir)
         self.decoder = HostDecoder(package, backend, args.tile)
         self.name = f"student {package.name} on {backend.name}" + (f", {self.decoder.tile}x{self.decoder.tile} tiles"
                                                                     if self.decoder.tile else "")

@@ -6,14 +6,18 @@ the layout of its input and output streams.
 
   finn-sim   executes the FINN HW-layer graph (hw/student_hw.onnx) with FINN's Python executor on the
              workstation; exact against the QONNX model by construction (hls/ verifies it on a tile).
-  pynq       the bitstream on the board's fabric through the driver FINN generates next to it
-             (driver/driver_base.py: FINNExampleOverlay does the DMA and FINN's bit packing).
+  pynq       the bitstream on the board's fabric through finn-plus-driver (FINNDMAOverlay), set up
+             from the driver/settings.json that finn-plus 1.6.1's step_make_driver writes; a frame's
+             tiles go to the IODMAs as one batch.
+
+Both clip y_hat to the accelerator's input type first: the build removes the student's input
+quantiser (hls/transforms.py: RemoveIntegerInputQuant), which clips; the host does it instead.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +52,61 @@ def _stream_to_nchw(x: np.ndarray, layout: str) -> np.ndarray:
     return x.transpose(0, 3, 1, 2) if layout == "NHWC" else x
 
 
+def clip_to_input(y: np.ndarray, bits: int) -> np.ndarray:
+    """y_hat clipped to INT<bits>, what the student's input quantiser does (removed from the build)."""
+    return np.clip(y, -(2 ** (bits - 1)), 2 ** (bits - 1) - 1)
+
+
+def _packing():
+    """finn-plus-driver's packing functions on the board; finn-plus's own (the same code, which
+    the driver's copy says it keeps in sync with) where only the compiler is installed."""
+    try:
+        from finn_plus_driver.packing import finnpy_to_packed_bytearray, packed_bytearray_to_finnpy
+    except ImportError:
+        from finn.util.data_packing import finnpy_to_packed_bytearray, packed_bytearray_to_finnpy
+    return finnpy_to_packed_bytearray, packed_bytearray_to_finnpy
+
+
+class StreamFormat:
+    """The accelerator's input and output streams as driver/settings.json describes them
+    (driver_information.io_shape_dict, from FINN's get_driver_shapes): tiles in the stream layout
+    <-> the packed bytes the IODMAs move, packed the way FINNDMAOverlay.pack_input and
+    unpack_output do (FINN's packing, SIMD and byte order reversed)."""
+
+    def __init__(self, io_shape_dict: dict):
+        from qonnx.core.datatype import DataType
+
+        if io_shape_dict.get("num_inputs", 1) != 1 or io_shape_dict.get("num_outputs", 1) != 1:
+            raise LicError("the accelerator must have one input and one output stream")
+        dtype = lambda s: DataType[s[s.index("[") + 1:s.index("]")].strip("'")]  # "DataType['INT8']"
+        self.idt, self.odt = dtype(io_shape_dict["idt"][0]), dtype(io_shape_dict["odt"][0])
+        self.ishape_normal, self.ishape_folded, self.ishape_packed = (
+            tuple(io_shape_dict[k][0]) for k in ("ishape_normal", "ishape_folded", "ishape_packed"))
+        self.oshape_normal, self.oshape_folded, self.oshape_packed = (
+            tuple(io_shape_dict[k][0]) for k in ("oshape_normal", "oshape_folded", "oshape_packed"))
+
+    @staticmethod
+    def _batch(shape, n):
+        return (n, *shape[1:])
+
+    def pack(self, tiles: np.ndarray) -> np.ndarray:
+        """[n, *ishape_normal[1:]] integers of the input type -> [n, *ishape_packed[1:]] uint8."""
+        pack, _ = _packing()
+        n = tiles.shape[0]
+        if tiles.shape != self._batch(self.ishape_normal, n):
+            raise LicError(f"accelerator input must be {self._batch(self.ishape_normal, n)}, got {tiles.shape}")
+        folded = tiles.astype(np.float32).reshape(self._batch(self.ishape_folded, n))
+        return np.ascontiguousarray(pack(folded, self.idt, reverse_endian=True, reverse_inner=True))
+
+    def unpack(self, packed: np.ndarray) -> np.ndarray:
+        """[n, *oshape_packed[1:]] uint8 -> [n, *oshape_normal[1:]] float32 integers."""
+        _, unpack = _packing()
+        n = packed.shape[0]
+        folded = unpack(packed, self.odt, self._batch(self.oshape_folded, n), reverse_endian=True,
+                        reverse_inner=True)
+        return folded.reshape(self._batch(self.oshape_normal, n))
+
+
 class FinnSimBackend(Backend):
     name = "finn-sim"
 
@@ -66,8 +125,8 @@ class FinnSimBackend(Backend):
         from finn.core.onnx_exec import execute_onnx
 
         iname, oname = self.model.graph.input[0].name, self.model.graph.output[0].name
-        x = _nchw_to_stream(y, self.spec["input_layout"]).astype(np.float32)
-        out = execute_onnx(self.model, {iname: x})[oname]
+        x = _nchw_to_stream(clip_to_input(y, self.spec["input_bits"]), self.spec["input_layout"])
+        out = execute_onnx(self.model, {iname: x.astype(np.float32)})[oname]
         return np.rint(_stream_to_nchw(out, self.spec["output_layout"])).astype(np.int16)
 
 
@@ -75,27 +134,42 @@ class PynqBackend(Backend):
     name = "pynq"
 
     def __init__(self, package: DecoderPackage, hw_dir: Path):
-        try:
-            import pynq  # noqa: F401  (the board's own package; checked first so the error says what is missing)
-        except ImportError:
-            raise LicError("the pynq backend runs on a PYNQ board (needs the `pynq` package and the bitfile from "
-                           "`make bitstream`); on this machine use --backend finn-sim or onnx") from None
+        missing = [m for m in ("pynq", "finn_plus_driver") if importlib.util.find_spec(m) is None]
+        if missing:
+            raise LicError(f"the pynq backend runs on a PYNQ board: {' and '.join(missing)} not installed "
+                           f"(host/install_board.sh installs finn-plus-driver into PYNQ's venv); on this machine "
+                           f"use --backend finn-sim or onnx")
         spec = read_tile_spec(hw_dir, package, "bitstream")
-        bitfile = hw_dir / spec.get("bitfile", "bitfile/finn-accel.bit")
-        driver = hw_dir / "driver"
-        if not bitfile.is_file() or not (driver / "driver_base.py").is_file():
-            raise LicError(f"{hw_dir} has no bitfile and FINN driver: run `make bitstream` (needs Vivado) and copy "
-                           f"its build folder to the board")
-        self.tile, self.spec = int(spec["tile"]), spec
-        sys.path.insert(0, str(driver))
-        from driver import io_shape_dict  # FINN-generated, describes the packed DMA streams
-        from driver_base import FINNExampleOverlay
+        bitfile, settings = hw_dir / spec.get("bitfile", "bitfile/finn-accel.bit"), hw_dir / "driver" / "settings.json"
+        if not bitfile.is_file() or not bitfile.with_suffix(".hwh").is_file() or not settings.is_file():
+            raise LicError(f"{hw_dir} lacks {bitfile.name}, its .hwh or driver/settings.json: run `make bitstream` "
+                           f"(needs Vivado) and copy its build folder to the board")
+        from finn_plus_driver import get_driver_class
 
-        self.overlay = FINNExampleOverlay(str(bitfile), "zynq-iodma", io_shape_dict, batch_size=1)
+        info = json.loads(settings.read_text())["driver_information"]
+        self.tile, self.spec = int(spec["tile"]), spec
+        self.streams = StreamFormat(info["io_shape_dict"])
+        # As finn-plus-driver's own CLI does: the settings are the overlay's keyword arguments,
+        # weight folders next to settings.json.
+        kwargs = {k: v for k, v in info.items() if k != "driver_type"}
+        kwargs.setdefault("runtime_weight_dir", str(settings.parent / "runtime_weights"))
+        kwargs.setdefault("mlo_weight_dir", str(settings.parent / "mlo_weights"))
+        self.overlay = get_driver_class(info["driver_type"])(str(bitfile), **kwargs)
 
     def run(self, y: np.ndarray) -> np.ndarray:
-        out = self.overlay.execute(_nchw_to_stream(y, self.spec["input_layout"]).astype(np.float32))
+        """All tiles of y [n, M, t, t] in one DMA batch."""
+        n = y.shape[0]
+        if self.overlay.batch_size != n:
+            self.overlay.batch_size = n  # reallocates the DMA buffers for n tiles
+        x = _nchw_to_stream(clip_to_input(y, self.spec["input_bits"]), self.spec["input_layout"])
+        self.overlay.copy_input_data_to_device(self.streams.pack(x))
+        self.overlay.execute_on_buffers()
+        packed = self.overlay.obuf_packed[0]
+        self.overlay.copy_output_data_from_device(packed)
+        out = self.streams.unpack(packed)
         return np.rint(_stream_to_nchw(out, self.spec["output_layout"])).astype(np.int16)
+
+    run_tiles = run
 
 
 def make_fabric_backend(name: str, package: DecoderPackage, hw_dir: Path | None) -> Backend:

@@ -85,7 +85,7 @@ def synthesise(y: np.ndarray, backend: Backend, upscale: int, tile: int | None, 
     if tile is None:
         return backend.run(y)[0]
     plan = TilePlan(y.shape[2], y.shape[3], tile, halo)
-    return run_tiled(y, plan, upscale, backend.run)[0]
+    return run_tiled(y, plan, upscale, backend.run_tiles)[0]
 
 
 def to_rgb8(pixels: np.ndarray, scale: float) -> np.ndarray:

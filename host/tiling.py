@@ -63,20 +63,21 @@ class TilePlan:
         return [(r, c) for r in axis_windows(eh, self.tile, self.halo) for c in axis_windows(ew, self.tile, self.halo)]
 
 
-def run_tiled(y: np.ndarray, plan: TilePlan, upscale: int, run_tile, out_channels: int = 3) -> np.ndarray:
-    """y [1, M, h, w] -> stitched output [1, out_channels, h*upscale, w*upscale], calling
-    run_tile(window [1, M, tile, tile]) -> [1, out_channels, tile*upscale, tile*upscale] per window."""
+def run_tiled(y: np.ndarray, plan: TilePlan, upscale: int, run_tiles, out_channels: int = 3) -> np.ndarray:
+    """y [1, M, h, w] -> stitched output [1, out_channels, h*upscale, w*upscale], with one call
+    run_tiles(windows [n, M, tile, tile]) -> [n, out_channels, tile*upscale, tile*upscale] for all
+    n windows of the frame (a fabric backend sends them to the accelerator as one batch)."""
     _, m, h, w = y.shape
     eh, ew = plan.extended
     if (eh, ew) != (h, w):
         y = np.pad(y, ((0, 0), (0, 0), (0, eh - h), (0, ew - w)))
-    out = None
     t, s = plan.tile, upscale
-    for r, c in plan.windows():
-        tile_out = run_tile(np.ascontiguousarray(y[:, :, r.start:r.start + t, c.start:c.start + t]))
-        if out is None:
-            out = np.empty((1, out_channels, eh * s, ew * s), dtype=tile_out.dtype)
-        out[:, :, r.keep_from * s:r.keep_to * s, c.keep_from * s:c.keep_to * s] = \
-            tile_out[:, :, (r.keep_from - r.start) * s:(r.keep_to - r.start) * s,
+    windows = plan.windows()
+    tiles = np.stack([y[0, :, r.start:r.start + t, c.start:c.start + t] for r, c in windows])
+    tiles_out = run_tiles(tiles)
+    out = np.empty((1, out_channels, eh * s, ew * s), dtype=tiles_out.dtype)
+    for (r, c), tile_out in zip(windows, tiles_out):
+        out[0, :, r.keep_from * s:r.keep_to * s, c.keep_from * s:c.keep_to * s] = \
+            tile_out[:, (r.keep_from - r.start) * s:(r.keep_to - r.start) * s,
                      (c.keep_from - c.start) * s:(c.keep_to - c.start) * s]
     return out[:, :, :h * s, :w * s]

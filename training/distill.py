@@ -88,7 +88,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="student width: one int, or one per stage comma-separated, e.g. 96,64,48,32 (default 64)")
     p.add_argument("--convs-per-stage", type=int, default=1, help="convs per x2 stage (default 1)")
     p.add_argument("--upsample", choices=UPSAMPLE_MODES, default="nearest",
-                   help="x2 operator: nearest+conv3x3 (FINN-friendly), deconv4, deconv5 (default nearest)")
+                   help="x2 operator: nearest+conv3x3 (the one `lic hw` builds), deconv4, deconv5 (float/quality "
+                        "references) (default nearest)")
     p.add_argument("--head-kernel", type=int, choices=(0, 1, 3), default=3,
                    help="kernel of the conv before the first upsample, 0 = none (default 3)")
     p.add_argument("--init", type=Path, default=None,

@@ -6,8 +6,9 @@ student uses ReLU only and one of three x2 upsampling operators (see DESIGN.md):
 
   "nearest"  nearest-neighbour x2 then a 3x3 conv: lowers to FINN's UpsampleNearestNeighbour +
              sliding window, no zero-stuffing; the preferred variant.
-  "deconv4"  ConvTranspose k4 s2 p1: exact x2 without output_padding, lowers in FINN, but spends
-             ~3/4 of its fabric MACs on inserted zeros.
+  "deconv4"  ConvTranspose k4 s2 p1: exact x2 without output_padding; FINN's InferPixelPaddingDeconv
+             could lower it (spending ~3/4 of its MACs on inserted zeros), but `lic hw` does not
+             run it: a float/quality reference, like deconv5.
   "deconv5"  ConvTranspose k5 s2 p2 op1, the teacher's operator: kept as a float/quality
              reference; FINN gets its shape wrong.
 
