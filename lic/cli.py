@@ -17,6 +17,8 @@ SUBCOMMANDS = {
     "demo": ("bench.demo", "the main job on the shipped defaults: encode, decode with teacher and student, "
                            "FPGA estimates, report (make demo)"),
     "eval-students": ("bench.students", "student decoders vs their teachers on Kodak: PSNR, MACs, BD-rate"),
+    "bench": ("bench.platform_bench", "FPGA vs GPU vs CPU: fps, joules per frame, per-stage time, quality of the "
+                                      "same files, every figure labelled measured/estimated/published (make bench)"),
     "pareto": ("bench.pareto", "PSNR loss against decoder MACs for a sweep of quantised students (+ FPGA estimates)"),
     "train-teacher": ("training.train_teacher", "train a ScaleHyperprior teacher on random crops (DDP-ready)"),
     "distill": ("training.distill", "distil a small student decoder g_s from a frozen teacher (DDP-ready)"),
