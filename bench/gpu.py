@@ -16,9 +16,9 @@ import sys
 import torch
 from tqdm import tqdm
 
-from bench.energy import NvmlCounter, idle_watts
-from bench.measure import (PRECISIONS, STAGES, best_batch, cpu_description, quality, synthesis_window,
-                           synthesiser)
+from bench.energy import NvmlCounter, idle_watts, run_window
+from bench.measure import (PRECISIONS, STAGES, best_batch, cpu_description, on_device, quality,
+                           synthesis_window, synthesiser)
 from bench.students import DECODERS
 
 
@@ -32,6 +32,8 @@ class GpuSession:
                         "power_limit_watts": self.counter.power_limit_w, "idle_watts": self.idle_watts,
                         "idle_seconds": idle_seconds, "host_cpu": cpu_description(), "torch": torch.__version__,
                         "cuda": torch.version.cuda, "python": platform.python_version()}
+        self.energy_how = (f"NVML total-energy counter over the window (GPU board only; idle "
+                           f"{self.idle_watts:.1f} W measured separately over {idle_seconds:.0f} s, not subtracted)")
 
 
 def _configs(decoder: str):
@@ -65,11 +67,13 @@ def _ort_cuda_synthesiser(models):
     return run, host
 
 
-def gpu_rows(models, fs, files, entropy, window: float, idle_seconds: float, session: GpuSession | None):
+def gpu_rows(models, fs, files, entropy, window: float, session, device: str = "cuda",
+             probe_seconds: float = 1.0, max_batch: int = 64) -> list[dict]:
+    """Rows for one frame set. `session` gives counter, idle_watts and machine (GpuSession on a GPU);
+    the loop runs unchanged on device "cpu", which is how the tests exercise it."""
     import time
 
-    session = session or GpuSession(idle_seconds)
-    device = "cuda"
+    cuda = device.startswith("cuda")
     n = len(files)
     host_ms = {k: sum(e.ms.get(k, 0.0) for e in entropy) / n for k in ("parse", "rans_z", "h_s", "rans_y")}
     rows = []
@@ -78,8 +82,10 @@ def gpu_rows(models, fs, files, entropy, window: float, idle_seconds: float, ses
             if dtype is None:
                 run, host = _ort_cuda_synthesiser(models)
             else:
-                run = synthesiser(models, decoder, device, dtype)
-            torch.cuda.reset_peak_memory_stats()
+                module = on_device(models.modules[decoder], device, dtype)
+                run = synthesiser(models, decoder, device, dtype, module)
+            if cuda:
+                torch.cuda.reset_peak_memory_stats()
             run(entropy[0].lic, entropy[0].y)
             outputs, synth = [], {"synthesis": 0.0, "stitch": 0.0}
             for e in tqdm(entropy, desc=f"gpu {fs.name} {decoder} {label}", unit="frame", file=sys.stderr,
@@ -91,22 +97,16 @@ def gpu_rows(models, fs, files, entropy, window: float, idle_seconds: float, ses
             q = quality(fs, files, outputs)
             ys = [e.y for e in entropy]
             if dtype is None:
-                t0, e0 = time.perf_counter(), session.counter.joules()
-                k = 0
-                while time.perf_counter() - t0 < window or k < 3:
-                    run(entropy[k % n].lic, entropy[k % n].y)
-                    k += 1
-                secs, joules = time.perf_counter() - t0, session.counter.joules() - e0
-                windows = [(1, {"fps": k / secs, "seconds": secs, "frames": k, "joules": joules,
-                                "watts": joules / secs, "joules_per_frame": joules / k})]
+                w = run_window(lambda: run(entropy[0].lic, entropy[0].y), session.counter, window)
+                windows = [(1, {"fps": w.iterations / w.seconds, "seconds": w.seconds, "frames": w.iterations,
+                                "joules": w.joules, "watts": w.watts,
+                                "joules_per_frame": None if w.joules is None else w.joules / w.iterations})]
             else:
-                module = models.modules[decoder]
-                in_dtype = dtype if decoder != "quant_student" else torch.float32
-                windows = [(1, synthesis_window(module, ys, 1, device, in_dtype, session.counter, window))]
-                b, _ = best_batch(module, ys, device, in_dtype, probe_seconds=1.0)
+                windows = [(1, synthesis_window(module, ys, 1, device, dtype, session.counter, window))]
+                b, _ = best_batch(module, ys, device, dtype, probe_seconds, max_batch)
                 if b > 1:
-                    windows.append((b, synthesis_window(module, ys, b, device, in_dtype, session.counter, window)))
-            peak = torch.cuda.max_memory_allocated()
+                    windows.append((b, synthesis_window(module, ys, b, device, dtype, session.counter, window)))
+            peak = torch.cuda.max_memory_allocated() if cuda else None
             for batch, w in windows:
                 above = (None if session.idle_watts is None or w["joules"] is None else
                          (w["watts"] - session.idle_watts) * w["seconds"] / w["frames"])
@@ -121,12 +121,12 @@ def gpu_rows(models, fs, files, entropy, window: float, idle_seconds: float, ses
                     "stages_ms": {**host_ms, "synthesis": 1e3 / w["fps"], "stitch": synth["stitch"] / n},
                     "gpu_peak_memory_bytes": peak, "source": "measured",
                     "method": f"GPU synthesis only, batch {batch}, {w['seconds']:.1f} s window of repeated work "
-                              f"synchronised per call; energy: NVML total-energy counter over the window (GPU "
-                              f"board only; idle {session.idle_watts:.1f} W measured separately over "
-                              f"{idle_seconds:.0f} s); entropy stages on the host CPU ({session.machine['host_cpu']})",
+                              f"synchronised per call; energy: {session.energy_how}; entropy stages on the host "
+                              f"CPU ({session.machine['host_cpu']})",
                     **q, **models.complexity[decoder].row_fields(
                         fs.width, fs.height, activation_bytes=2 if dtype in (torch.float16, torch.bfloat16) else 4)})
-            if decoder != "quant_student" and dtype is not None:
-                models.modules[decoder].to(device="cpu", dtype=torch.float32)
+            module = None  # free this copy's device memory before the next
+            if cuda:
+                torch.cuda.empty_cache()
     assert all(k in STAGES for r in rows for k in r["stages_ms"])
-    return rows, session
+    return rows

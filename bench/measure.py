@@ -148,32 +148,39 @@ def entropy_half(models: BenchModels, fs: FrameSet, files: list[bytes], counter=
     return out, (counter.joules() - e0 if counter else None)
 
 
-def synthesiser(models: BenchModels, decoder: str, device: str = "cpu",
-                dtype: torch.dtype = torch.float32) -> Callable:
-    """(lic, y int32 [M,h,w]) -> (uint8 image, {synthesis, stitch} ms) for one decoder."""
+def synthesiser(models: BenchModels, decoder: str, device: str = "cpu", dtype: torch.dtype = torch.float32,
+                module: torch.nn.Module | None = None) -> Callable:
+    """(lic, y int32 [M,h,w]) -> (uint8 image, {synthesis, stitch} ms) for one decoder; `module` is
+    that decoder already on `device` in `dtype` (default: models.modules[decoder], fp32 on the CPU)."""
     from host.runtime import StageTimes
     from training.teacher_codec import to_rgb8
 
-    if decoder == "quant_student" and device == "cpu":
+    if decoder == "quant_student" and device == "cpu" and module is None:
         def run(lic, y):
             times = StageTimes()
             rgb = models.host.synthesise(lic, y, times)
             return rgb, {_RUNTIME_STAGE.get(k, k): v * 1e3 for k, v in times.seconds.items()}
         return run
 
-    module = models.modules[decoder].to(device=device, dtype=dtype if decoder != "quant_student" else torch.float32)
+    module = module if module is not None else models.modules[decoder]
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
-    in_dtype = dtype if decoder != "quant_student" else torch.float32
 
     def run(lic, y):
         t0 = time.perf_counter()
         with torch.inference_mode():
-            x = module(torch.from_numpy(y).to(device=device, dtype=in_dtype)[None])
+            x = module(torch.from_numpy(y).to(device=device, dtype=dtype)[None])
             sync()
             t1 = time.perf_counter()
             rgb = to_rgb8(x[..., :lic.height, :lic.width].float().cpu())
         return rgb, {"synthesis": (t1 - t0) * 1e3, "stitch": (time.perf_counter() - t1) * 1e3}
     return run
+
+
+def on_device(module: torch.nn.Module, device: str, dtype: torch.dtype) -> torch.nn.Module:
+    """A copy of `module` on device/dtype: casting the original to fp16 and back would round its weights."""
+    import copy
+
+    return copy.deepcopy(module).to(device=device, dtype=dtype)
 
 
 def quality(fs: FrameSet, files: list[bytes], outputs: list[np.ndarray]) -> dict:
@@ -285,6 +292,8 @@ def synthesis_window(module: torch.nn.Module, ys: list[np.ndarray], batch: int, 
 
 def best_batch(module, ys, device, dtype, probe_seconds: float, max_batch: int = 64) -> tuple[int, float]:
     """Largest throughput over batch 1, 2, 4, ...: stop at out-of-memory or when doubling gains < 5%."""
+    if max_batch < 2:
+        return 1, None
     best, best_fps = 1, synthesis_window(module, ys, 1, device, dtype, None, probe_seconds)["fps"]
     b = 2
     while b <= max_batch:

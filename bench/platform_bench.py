@@ -215,18 +215,18 @@ def run_gpu(args, sizes: list[str]) -> int:
                        + (" (a CPU-only build)" if torch.version.cuda is None else "")
                        + "; run it on a machine with an NVIDIA GPU, a CUDA build of torch and nvidia-ml-py")
     from bench import bench_report
-    from bench.gpu import gpu_rows
+    from bench.gpu import GpuSession, gpu_rows
     from bench.measure import encode_frames, entropy_half, load_models
 
     t_start = time.time()
     models = load_models()
     sets = _frames(args, sizes)
-    rows, session = [], None
+    session = GpuSession(args.idle)  # idle power first, before this process has run any work
+    rows = []
     for fs in sets:
         files = encode_frames(models, fs)
         entropy, _ = entropy_half(models, fs, files)
-        new, session = gpu_rows(models, fs, files, entropy, args.window, args.idle, session)
-        rows += new
+        rows += gpu_rows(models, fs, files, entropy, args.window, session)
     out = args.out / GPU_RESULTS
     bench_report.write_gpu_results(out, rows, session.machine)
     print(f"lic bench: {len(rows)} GPU rows -> {out} ({time.time() - t_start:.0f} s); "

@@ -291,3 +291,44 @@ def test_bench_one_image_cpu_rows_no_gpu_merge(kodak, tmp_path, capsys):
     for f in ("report.md", "fps_vs_energy.png", "stages.png"):
         assert (tmp_path / f).stat().st_size > 0
     assert "GPU rows merged" in (tmp_path / "report.md").read_text()
+
+
+def test_gpu_rows_loop_on_the_cpu_device(kodak):
+    """`lic bench --device cuda`'s measuring loop, run on device "cpu" with no energy counter: every
+    decoder and precision gets a batch-1 row with quality, and fp32 reproduces the CPU decode."""
+    from types import SimpleNamespace
+
+    from PIL import Image
+
+    from bench.frames import FrameSet
+    from bench.gpu import gpu_rows
+    from bench.measure import encode_frames, entropy_half, load_models, quality, synthesiser
+
+    import copy
+
+    with Image.open(kodak / "kodim23.png") as im:
+        crop = np.asarray(im.convert("RGB"))[128:256, 256:384].copy()
+    fs = FrameSet("tiny", 128, 128, [("kodim23-crop", crop)], "test crop")
+    models = load_models()
+    # The loop is under test, not the teacher's speed: its g_s (10x the student's work) is swapped for a
+    # copy of the float student so that twelve windows fit in a fast test on a shared 2-core machine.
+    models.modules["teacher"] = copy.deepcopy(models.modules["float_student"])
+    files = encode_frames(models, fs)
+    entropy, _ = entropy_half(models, fs, files)
+    session = SimpleNamespace(counter=None, idle_watts=None, energy_how="none (test)",
+                              machine={"gpu": "cpu (test)", "host_cpu": "test"})
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # two threads on a loaded 2-core machine spin far slower than one
+    try:
+        rows = gpu_rows(models, fs, files, entropy, 0.01, session, device="cpu", max_batch=1)
+        # same thread count: float convolutions sum in a thread-dependent order
+        reference = quality(fs, files, [synthesiser(models, "teacher")(entropy[0].lic, entropy[0].y)[0]])
+    finally:
+        torch.set_num_threads(threads)
+    teacher = {r["precision"]: r for r in rows if r["decoder"] == "teacher" and r["batch"] == 1}
+    assert set(teacher) == {"fp32", "fp16", "bf16"}
+    assert teacher["fp32"]["psnr"] == reference["psnr"]
+    assert abs(teacher["bf16"]["psnr"] - reference["psnr"]) < 1.0
+    assert all(r["fps"] > 0 and r["joules_per_frame"] is None and r["source"] == "measured" for r in rows)
+    assert {r["decoder"] for r in rows} == {"teacher", "float_student", "quant_student"}
+    bench_report.check_rows([bench_report.finalise(r) for r in rows])
