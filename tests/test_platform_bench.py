@@ -332,3 +332,28 @@ def test_gpu_rows_loop_on_the_cpu_device(kodak):
     assert all(r["fps"] > 0 and r["joules_per_frame"] is None and r["source"] == "measured" for r in rows)
     assert {r["decoder"] for r in rows} == {"teacher", "float_student", "quant_student"}
     bench_report.check_rows([bench_report.finalise(r) for r in rows])
+
+
+def test_track_writes_tensorboard_events(tmp_path, capsys):
+    from tensorboardX.event_file_writer import EventFileWriter  # noqa: F401  (installed: the export needs it)
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "log.jsonl").write_text('{"step": 50, "loss": 0.5, "psnr_student": 20.0}\n'
+                                   '{"step": 100, "loss": 0.25, "psnr_student": 21.5}\n{"step": 15')
+    assert main(["track", str(run), "-o", str(tmp_path / "tb")]) == 0
+    assert "2 records" in capsys.readouterr().out
+    events = list((tmp_path / "tb" / "run").glob("events.out.tfevents.*"))
+    assert len(events) == 1 and events[0].stat().st_size > 100
+    from tensorboardX.proto import event_pb2  # read the records back: what TensorBoard will show
+    import struct
+
+    data, scalars = events[0].read_bytes(), []
+    while data:
+        (n,) = struct.unpack("<Q", data[:8])
+        ev = event_pb2.Event.FromString(data[12:12 + n])
+        scalars += [(v.tag, ev.step, round(v.simple_value, 3)) for v in ev.summary.value]
+        data = data[12 + n + 4:]
+    assert ("loss", 100, 0.25) in scalars and ("psnr_student", 50, 20.0) in scalars
+    assert main(["track", str(tmp_path), "-o", str(tmp_path / "tb")]) == 1
+    assert "no log.jsonl" in capsys.readouterr().err
