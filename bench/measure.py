@@ -214,6 +214,9 @@ def _per_frame(total: dict[str, float], n: int) -> dict[str, float]:
 
 def cpu_rows(models: BenchModels, fs: FrameSet, files: list[bytes], counter, energy_how: str) -> list[dict]:
     """One full-decode row per decoder: serial stages, batch 1, one pass over the frame set."""
+    import os
+
+    load_before = os.getloadavg()[0]
     entropy, entropy_j = entropy_half(models, fs, files, counter)
     n = len(files)
     threads = torch.get_num_threads()
@@ -233,6 +236,7 @@ def cpu_rows(models: BenchModels, fs: FrameSet, files: list[bytes], counter, ene
             for k, v in ms.items():
                 totals[k] = totals.get(k, 0.0) + v
         joules = (counter.joules() - e0 + entropy_j) if counter else None
+        load = (load_before, os.getloadavg()[0])
         stages = _per_frame(totals, n)
         seconds = sum(stages.values()) / 1e3
         runtime = (f"onnxruntime {_ort_version()} (CPU EP)" if decoder == "quant_student"
@@ -241,11 +245,13 @@ def cpu_rows(models: BenchModels, fs: FrameSet, files: list[bytes], counter, ene
                "precision": models.quant_label if decoder == "quant_student" else "fp32",
                "runtime": runtime, "batch": 1, "scope": "full decode",
                "frame_set": fs.name, "width": fs.width, "height": fs.height, "frames": n,
-               "fps": 1.0 / seconds, "stages_ms": stages, "threads": threads,
+               "fps": 1.0 / seconds, "stages_ms": stages, "threads": threads, "load_average": load,
                "joules_per_frame": None if joules is None else joules / n,
                "source": "measured",
                "method": f"wall time of each stage (time.perf_counter), serial, one pass over {n} frames after "
-                         f"one warm-up frame; {threads} torch threads; energy: {energy_how}",
+                         f"one warm-up frame; {threads} torch threads; 1-min load average of the machine "
+                         f"{load[0]:.1f} before, {load[1]:.1f} after (other processes share the cores); "
+                         f"energy: {energy_how}",
                **quality(fs, files, outputs),
                **models.complexity[decoder].row_fields(fs.width, fs.height)}
         row["watts"] = None if joules is None else row["joules_per_frame"] * row["fps"]

@@ -357,3 +357,23 @@ def test_track_writes_tensorboard_events(tmp_path, capsys):
     assert ("loss", 100, 0.25) in scalars and ("psnr_student", 50, 20.0) in scalars
     assert main(["track", str(tmp_path), "-o", str(tmp_path / "tb")]) == 1
     assert "no log.jsonl" in capsys.readouterr().err
+
+
+def test_arm_stages_from_board_rate_result(estimates, tmp_path, monkeypatch):
+    """`lic board-rate`'s JSON (issue 10) feeds the board row for its board only, CPI-high end."""
+    from bench import fpga
+
+    seconds = lambda k: {"parse": 1e-4, "rans_z": 2e-3, "integer_hs": 0.03, "rans_y": 0.05, "tiles": 1e-3,
+                         "stitch": 2e-3, "to_rgb8": 7e-3, "entropy": 0.082}
+    doc = {"fabric": {"board": "pynq-z2"},
+           "board": {"method": "estimated: qemu x CPI 1..2", "seconds_cpi_low": seconds(1), "seconds_cpi_high": seconds(2),
+                     "cpi_low": {"arm_fps_two_cores": 20.0}, "cpi_high": {"arm_fps_two_cores": 12.5}}}
+    path = tmp_path / "board-rate.json"
+    path.write_text(json.dumps(doc))
+    monkeypatch.setattr(fpga, "BOARD_RATE_FILE", path)
+    arm = fpga.arm_stages("pynq-z2")
+    assert arm["source"] == "estimated" and arm["arm_fps"] == 12.5 and "CPI-high" in arm["method"]
+    assert arm["stages_ms"]["h_s"] == pytest.approx(30.0) and arm["stages_ms"]["stitch"] == pytest.approx(10.0)
+    assert fpga.arm_stages("zcu104") is None  # an A9 estimate says nothing about the A53 boards
+    rows = fpga.fpga_rows("pynq-z2", estimates, [("kodak", 768, 512)], {}, _complexity())
+    assert rows[1]["fps"] == pytest.approx(12.5) and rows[1]["limited_by"] == "ARM"
