@@ -75,14 +75,20 @@ class NvmlCounter:
         import torch
 
         self.nvml = pynvml
-        pynvml.nvmlInit()
-        props = torch.cuda.get_device_properties(torch_device_index)
-        uuid = getattr(props, "uuid", None)
-        self.handle = (pynvml.nvmlDeviceGetHandleByUUID(f"GPU-{uuid}") if uuid is not None
-                       else pynvml.nvmlDeviceGetHandleByIndex(torch_device_index))
-        name = pynvml.nvmlDeviceGetName(self.handle)
-        self.device_name = name.decode() if isinstance(name, bytes) else name
-        self.power_limit_w = pynvml.nvmlDeviceGetEnforcedPowerLimit(self.handle) / 1000.0
+        try:
+            pynvml.nvmlInit()
+            # torch's device index counts only CUDA_VISIBLE_DEVICES; NVML's counts all: match by UUID.
+            uuid = getattr(torch.cuda.get_device_properties(torch_device_index), "uuid", None)
+            try:
+                self.handle = pynvml.nvmlDeviceGetHandleByUUID(f"GPU-{uuid}")
+            except pynvml.NVMLError:
+                self.handle = pynvml.nvmlDeviceGetHandleByIndex(torch_device_index)
+            name = pynvml.nvmlDeviceGetName(self.handle)
+            self.device_name = name.decode() if isinstance(name, bytes) else name
+            self.power_limit_w = pynvml.nvmlDeviceGetEnforcedPowerLimit(self.handle) / 1000.0
+            self.joules()  # pre-Volta GPUs have no total-energy counter: NVMLError_NotSupported here
+        except pynvml.NVMLError as e:
+            raise LicError(f"NVML energy counter not readable ({e})") from None
 
     def joules(self) -> float:
         return self.nvml.nvmlDeviceGetTotalEnergyConsumption(self.handle) / 1000.0

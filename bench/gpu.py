@@ -24,15 +24,25 @@ from bench.students import DECODERS
 
 class GpuSession:
     def __init__(self, idle_seconds: float):
+        from lic.errors import LicError
+
         index = torch.cuda.current_device()
-        self.counter = NvmlCounter(index)
-        self.idle_watts = idle_watts(self.counter, idle_seconds)
         props = torch.cuda.get_device_properties(index)
-        self.machine = {"gpu": self.counter.device_name, "gpu_memory_gib": props.total_memory / 2**30,
-                        "power_limit_watts": self.counter.power_limit_w, "idle_watts": self.idle_watts,
+        try:
+            self.counter = NvmlCounter(index)
+            why_not = None
+        except LicError as e:  # energy unknown (null), speed still measured
+            self.counter, why_not = None, str(e)
+            print(f"lic bench: GPU energy not measurable here: {why_not}", file=sys.stderr)
+        self.idle_watts = idle_watts(self.counter, idle_seconds)
+        self.machine = {"gpu": self.counter.device_name if self.counter else props.name,
+                        "gpu_memory_gib": props.total_memory / 2**30,
+                        "power_limit_watts": self.counter.power_limit_w if self.counter else None,
+                        "idle_watts": self.idle_watts,
                         "idle_seconds": idle_seconds, "host_cpu": cpu_description(), "torch": torch.__version__,
                         "cuda": torch.version.cuda, "python": platform.python_version()}
-        self.energy_how = (f"NVML total-energy counter over the window (GPU board only; idle "
+        self.energy_how = (f"not measurable here: {why_not}" if why_not else
+                           f"NVML total-energy counter over the window (GPU board only; idle "
                            f"{self.idle_watts:.1f} W measured separately over {idle_seconds:.0f} s, not subtracted)")
 
 

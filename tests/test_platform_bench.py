@@ -377,3 +377,15 @@ def test_arm_stages_from_board_rate_result(estimates, tmp_path, monkeypatch):
     assert fpga.arm_stages("zcu104") is None  # an A9 estimate says nothing about the A53 boards
     rows = fpga.fpga_rows("pynq-z2", estimates, [("kodak", 768, 512)], {}, _complexity())
     assert rows[1]["fps"] == pytest.approx(12.5) and rows[1]["limited_by"] == "ARM"
+
+
+def test_nvml_counter_without_a_gpu_is_a_clear_error():
+    """nvidia-ml-py is pinned and imports anywhere; without an NVIDIA driver the counter says so."""
+    import pynvml  # noqa: F401
+
+    from bench.energy import NvmlCounter
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(LicError, match="NVML energy counter not readable"):
+        NvmlCounter(0)
