@@ -236,29 +236,34 @@ def _save(fig, path: Path) -> None:
     write_atomic(path, buf.getvalue())
 
 
+def _short_device(r: dict) -> str:
+    return r["device"].split(" (")[0].split(" @")[0].replace("Intel(R) Xeon(R) Processor", "Xeon")
+
+
 def plot_fps_energy(rows: list[dict], path: Path) -> None:
+    """One point per row with both figures: colour = platform and device, marker = source."""
     fig = _figure((8.5, 6))
     ax = fig.add_subplot()
-    platforms = sorted({r["platform"] for r in rows})
-    colours = {p: f"C{i}" for i, p in enumerate(platforms)}
+    keys = sorted({(r["platform"], _short_device(r)) for r in rows})
+    colours = {k: f"C{i % 10}" for i, k in enumerate(keys)}
     shown, left_out = set(), 0
     for r in rows:
         if r["fps"] is None or r["joules_per_frame"] is None:
             left_out += 1
             continue
-        key = (r["platform"], r["source"])
-        ax.scatter([r["joules_per_frame"]], [r["fps"]], marker=MARKERS[r["source"]], s=70 if r["source"] != "published" else 160,
-                   color=colours[r["platform"]], edgecolor="k", linewidth=0.5,
-                   label=f"{r['platform']} ({r['source']})" if key not in shown else None)
-        shown.add(key)
-        ax.annotate(f"{r['decoder']} {r['width']}x{r['height']}" + (f" b{r['batch']}" if r.get("batch") not in (None, 1) else ""),
-                    (r["joules_per_frame"], r["fps"]), fontsize=6, xytext=(3, 3), textcoords="offset points")
+        key = (r["platform"], _short_device(r))
+        ax.scatter([r["joules_per_frame"]], [r["fps"]], marker=MARKERS[r["source"]],
+                   s=70 if r["source"] != "published" else 160, color=colours[key], edgecolor="k", linewidth=0.5,
+                   label=f"{key[0]} {key[1]} ({r['source']})" if (key, r["source"]) not in shown else None)
+        shown.add((key, r["source"]))
+        ax.annotate(f"{r['decoder']} {r['height']}p" + (f" b{r['batch']}" if r.get("batch") not in (None, 1) else ""),
+                    (r["joules_per_frame"], r["fps"]), fontsize=6, xytext=(4, -3), textcoords="offset points")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("joules per frame (log)")
     ax.set_ylabel("frames per second (log)")
-    ax.set_title(f"Marker = source: o measured, s estimated, * published; {left_out} rows without fps or energy "
-                 f"not shown", fontsize=8)
+    ax.set_title(f"Marker = source: o measured, s estimated, * published. Not shown: {left_out} rows whose fps "
+                 f"or energy is unknown (CPU here: no RAPL; board rows: ARM stages unknown)", fontsize=7)
     ax.grid(True, which="both", alpha=0.3)
     if shown:
         ax.legend(fontsize=7)
@@ -266,27 +271,26 @@ def plot_fps_energy(rows: list[dict], path: Path) -> None:
 
 
 def plot_stages(rows: list[dict], path: Path) -> None:
-    """Stacked per-stage bars, one per row of the Kodak-sized frame set (batch 1)."""
+    """Per-stage time of every batch-1 row at 768x512: one group of bars per stage, log scale (a
+    stacked bar on a log axis would misdraw the small stages). Unknown stages have no bar."""
     import numpy as np
 
     sel = [r for r in rows if r.get("stages_ms") and r.get("batch") in (1, None) and r["width"] * r["height"] == 768 * 512]
-    fig = _figure((9, 0.45 * max(len(sel), 2) + 1.5))
+    fig = _figure((9, 6))
     ax = fig.add_subplot()
-    y = np.arange(len(sel))
-    left = np.zeros(len(sel))
-    for i, stage in enumerate(STAGE_ORDER):
-        vals = np.array([r["stages_ms"].get(stage) or 0.0 for r in sel])
-        ax.barh(y, vals, left=left, color=f"C{i}", label=stage)
-        left += vals
+    height = 0.8 / max(len(sel), 1)
+    y = np.arange(len(STAGE_ORDER))
     for j, r in enumerate(sel):
-        unknown = [s for s in STAGE_ORDER if r["stages_ms"].get(s) is None]
-        if unknown:
-            ax.annotate("unknown: " + ", ".join(unknown), (left[j], y[j]), fontsize=6, xytext=(3, -2),
-                        textcoords="offset points")
-    ax.set_yticks(y, [f"{_label(r)} ({r['source']})" for r in sel], fontsize=6)
-    ax.set_xscale("symlog", linthresh=1.0)
-    ax.set_xlabel("ms per 768x512 frame (symlog)")
-    ax.legend(fontsize=7, ncols=3)
+        vals = [r["stages_ms"].get(s) for s in STAGE_ORDER]
+        known = [(i, v) for i, v in enumerate(vals) if v]
+        ax.barh([y[i] + j * height - 0.4 for i, _ in known], [v for _, v in known], height=height,
+                color=f"C{j % 10}", label=f"{r['platform']} {_short_device(r)} {r['decoder']} ({r['source']})")
+    ax.set_yticks(y, STAGE_ORDER)
+    ax.invert_yaxis()
+    ax.set_xscale("log")
+    ax.set_xlabel("ms per 768x512 frame (log); no bar = unknown")
+    ax.grid(True, axis="x", which="both", alpha=0.3)
+    ax.legend(fontsize=6, loc="lower right")
     _save(fig, path)
 
 
