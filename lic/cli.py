@@ -18,6 +18,8 @@ SUBCOMMANDS = {
                            "FPGA estimates, report (make demo)"),
     "eval-students": ("bench.students", "student decoders vs their teachers on Kodak: PSNR, MACs, BD-rate"),
     "hs-rate": ("bench.hs_rate", "what the integer h_s costs in rate over the float h_s, on Kodak and held-out photos"),
+    "bench": ("bench.platform_bench", "FPGA vs GPU vs CPU: fps, joules per frame, per-stage time, quality of the "
+                                      "same files, every figure labelled measured/estimated/published (make bench)"),
     "pareto": ("bench.pareto", "PSNR loss against decoder MACs for a sweep of quantised students (+ FPGA estimates)"),
     "train-teacher": ("training.train_teacher", "train a ScaleHyperprior teacher on random crops (DDP-ready)"),
     "cache-targets": ("training.target_cache", "compute a frozen teacher's distillation targets once, over whole "
@@ -27,6 +29,7 @@ SUBCOMMANDS = {
     "export": ("export.package", "write the deployable decoder package (ONNX, QONNX, integer h_s, CDF tables) "
                                  "for a quantised student"),
     "hw": ("hls.build", "compile the quantised student to a FINN accelerator for a board (make hw / make bitstream)"),
+    "track": ("training.tracking", "experiment tracking: a training run's log.jsonl as TensorBoard events (opt-in)"),
     "distill-hyper": ("training.distill_hyper", "train the integer hyper-decoder (h_s) that makes entropy "
                                                 "decoding bit-exact across platforms"),
 }

@@ -1,0 +1,391 @@
+"""`lic bench`: frame sets, energy counters, VIF, the row schema, FPGA rows from estimates, the GPU
+results merge and the no-GPU path. The CPU measurement itself runs on one Kodak image."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from bench import bench_report, metrics
+from bench.energy import RaplCounter, rapl_counter, run_window
+from bench.frames import HD_SIZES, frame_sets, hd_set, mosaic
+from lic.cli import main
+from lic.errors import LicError
+
+
+def _images(n=9, h=512, w=768):
+    rng = np.random.default_rng(0)
+    return [(f"img{i:02d}.png", rng.integers(0, 256, (h, w, 3), dtype=np.uint8)) for i in range(n)]
+
+
+# --- frames ------------------------------------------------------------------------------------------
+
+def test_hd_frames_are_mosaics_of_whole_images():
+    images = _images()
+    fs = hd_set("1080p", images, 2)
+    assert (fs.width, fs.height) == (1920, 1080)
+    assert all(f.shape == (1080, 1920, 3) and f.dtype == np.uint8 for _, f in fs.frames)
+    # centre crop of a 3x3 mosaic of 768x512 images: offset (2304-1920)/2 = 192, (1536-1080)/2 = 228
+    assert np.array_equal(fs.frames[0][1][0, 0], images[0][1][228, 192])
+    assert np.array_equal(fs.frames[0][1][-1, -1], images[8][1][512 - 229, 768 - 193])
+    assert not np.array_equal(fs.frames[0][1], fs.frames[1][1])  # images ran out: frame 1 starts one later
+
+
+def test_frame_sets_and_errors():
+    sets = frame_sets(_images(), ["kodak", "720p"], 1, kodak_limit=2)
+    assert [(s.name, s.width, s.height, len(s.frames)) for s in sets] == [("kodak", 768, 512, 2), ("720p", 1280, 720, 1)]
+    with pytest.raises(LicError, match="needs 9 landscape"):
+        hd_set("1080p", _images(4), 1)
+    with pytest.raises(LicError, match="unknown frame size"):
+        frame_sets(_images(), ["4k"], 1)
+    with pytest.raises(LicError, match="smaller than"):
+        mosaic([np.zeros((10, 10, 3), np.uint8)] * 4, 2, 30, 10)
+    assert set(HD_SIZES) == {"720p", "1080p"}
+
+
+# --- energy ------------------------------------------------------------------------------------------
+
+def _powercap(root, uj, max_uj=1000):
+    d = root / "intel-rapl:0"
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "name").write_text("package-0\n")
+    (d / "energy_uj").write_text(f"{uj}\n")
+    (d / "max_energy_range_uj").write_text(f"{max_uj}\n")
+    sub = root / "intel-rapl:0:0"  # a sub-domain (core): not counted twice
+    sub.mkdir(exist_ok=True)
+    (sub / "name").write_text("core\n")
+    return d
+
+
+def test_rapl_counter_reads_package_domains_and_handles_wraparound(tmp_path):
+    d = _powercap(tmp_path, 900)
+    counter, how = rapl_counter(tmp_path)
+    assert isinstance(counter, RaplCounter) and "1 package" in how
+    (d / "energy_uj").write_text("950\n")
+    assert counter.joules() == pytest.approx(50e-6)
+    (d / "energy_uj").write_text("20\n")  # wrapped past max_energy_range_uj = 1000
+    assert counter.joules() == pytest.approx(120e-6)
+
+
+def test_no_rapl_is_not_measurable_not_zero(tmp_path):
+    counter, how = rapl_counter(tmp_path / "absent")
+    assert counter is None and how.startswith("not measurable here")
+    (tmp_path / "empty").mkdir()
+    assert rapl_counter(tmp_path / "empty")[0] is None
+
+
+def test_run_window_repeats_until_time_and_count():
+    calls = []
+    w = run_window(lambda: calls.append(1), None, 0.05, min_iterations=5)
+    assert w.iterations == len(calls) >= 5 and w.seconds >= 0.05
+    assert w.joules is None and w.watts is None
+
+
+def test_synthesis_window_and_best_batch_on_cpu():
+    """The GPU measurement loop, run on the CPU device (the CUDA calls are its only difference)."""
+    from bench.measure import batch_of, best_batch, synthesis_window
+
+    module = torch.nn.Conv2d(4, 3, 3, padding=1)
+    ys = [np.ones((4, 6, 8), np.int32), np.ones((4, 6, 8), np.int32), np.ones((4, 8, 6), np.int32)]
+    assert batch_of(ys, 5, "cpu", torch.bfloat16).shape == (5, 4, 6, 8)  # most common shape, cycled
+    w = synthesis_window(module, ys, 2, "cpu", torch.float32, None, 0.02)
+    assert w["frames"] % 2 == 0 and w["fps"] > 0 and w["joules_per_frame"] is None
+    b, fps = best_batch(module, ys, "cpu", torch.float32, 0.01, max_batch=4)
+    assert b in (1, 2, 4) and fps > 0
+
+
+# --- VIF ---------------------------------------------------------------------------------------------
+
+def test_vif_identity_monotonic_and_size_limit(kodak):
+    from PIL import Image
+
+    with Image.open(kodak / "kodim23.png") as im:
+        a = np.asarray(im.convert("RGB"))[:256, :256].copy()
+    rng = np.random.default_rng(0)
+    noisy = lambda s: np.clip(a.astype(int) + rng.integers(-s, s + 1, a.shape), 0, 255).astype(np.uint8)
+    assert metrics.vif_p(a, a) == pytest.approx(1.0, abs=1e-6)
+    v5, v30 = metrics.vif_p(a, noisy(5)), metrics.vif_p(a, noisy(30))
+    assert 0 < v30 < v5 < 1
+    assert metrics.vif_p(a[:40], a[:40]) is None
+
+
+# --- schema, published anchors, GPU results ----------------------------------------------------------
+
+def _gpu_row(**kw):
+    row = {"platform": "gpu", "device": "GPU X", "decoder": "teacher", "width": 768, "height": 512, "fps": 100.0,
+           "watts": 200.0, "joules_per_frame": None, "source": "measured", "method": "NVML, 10 s window"}
+    row.update(kw)
+    return row
+
+
+def test_finalise_derives_energy_per_frame_and_pixel():
+    r = bench_report.finalise(_gpu_row())
+    assert r["joules_per_frame"] == pytest.approx(2.0)
+    assert r["uj_per_pixel"] == pytest.approx(2.0 / (768 * 512) * 1e6)
+    r = bench_report.finalise({**_gpu_row(watts=None), "joules_per_frame": 0.5})
+    assert r["watts"] == pytest.approx(50.0)
+    r = bench_report.finalise({k: v for k, v in _gpu_row(watts=None).items() if k != "fps"})
+    assert r["fps"] is None and r["joules_per_frame"] is None and r["uj_per_pixel"] is None
+
+
+@pytest.mark.parametrize("change, message", [({"source": None}, "source"), ({"source": "guessed"}, "source"),
+                                             ({"method": ""}, "no method"), ({"fps": -1.0}, "positive")])
+def test_rows_without_source_or_method_are_rejected(change, message):
+    with pytest.raises(LicError, match=message):
+        bench_report.check_rows([bench_report.finalise(_gpu_row(**change))])
+
+
+def test_published_rows_are_labelled_with_sources():
+    rows = [bench_report.finalise(r) for r in bench_report.published_rows()]
+    bench_report.check_rows(rows)
+    prim = next(r for r in rows if "PRIM" in r["method"])
+    assert prim["source"] == "published" and "arXiv:2509.10366" in prim["method"]
+    assert prim["fps"] == 184.0 and prim["joules_per_frame"] == 1.77
+
+
+def test_gpu_results_round_trip_and_refusals(tmp_path):
+    path = tmp_path / "gpu.json"
+    bench_report.write_gpu_results(path, [_gpu_row(), _gpu_row(decoder="quant_student", batch=8)],
+                                   {"gpu": "GPU X", "host_cpu": "CPU Y", "idle_watts": 30.0})
+    machine, rows = bench_report.read_gpu_results(path)
+    assert machine["gpu"] == "GPU X" and len(rows) == 2 and rows[0]["joules_per_frame"] == pytest.approx(2.0)
+    doc = json.loads(path.read_text())
+    doc["rows"][0]["source"] = "estimated"
+    path.write_text(json.dumps(doc))
+    with pytest.raises(LicError, match="not measured GPU rows"):
+        bench_report.read_gpu_results(path)
+    path.write_text('{"rows": []}')
+    with pytest.raises(LicError, match="not a GPU results file"):
+        bench_report.read_gpu_results(path)
+
+
+# --- FPGA rows ----------------------------------------------------------------------------------------
+
+@pytest.fixture
+def estimates(tmp_path):
+    """The fields of a `make hw` estimates.json that the FPGA rows read (values of a PYNQ-Z2 build)."""
+    return {"board": "pynq-z2", "clock_mhz": 100.0, "tile": 32, "halo": 2, "cycles_per_tile": 1_783_104,
+            "latency_cycles_per_tile": 21_104_812, "build_dir": str(tmp_path),
+            "resources": {"LUT": {"used": 44543.0}, "BRAM_18K": {"used": 122.0}, "DSP": {"used": 192.0}}}
+
+
+def _complexity():
+    from bench.measure import Complexity
+
+    return Complexity(kmac_per_pixel=4.248, parameters=244_867, weight_bits=4, activation_bytes_per_latent=1000.0)
+
+
+def test_tiles_count_halos():
+    from bench.fpga import tiles_for
+
+    assert tiles_for(768, 512, 32, 2) == 2      # 48x32 latents
+    assert tiles_for(512, 768, 32, 2) == 2
+    assert tiles_for(1280, 720, 32, 2) == 6     # padded to 1280x768: 80x48 latents
+    assert tiles_for(1920, 1080, 32, 2) == 15   # 1920x1088: 120x68 latents, 5 x 3 windows of 28-latent step
+
+
+def test_fpga_rows_without_arm_estimate_leave_board_rate_unknown(estimates, tmp_path):
+    from bench.fpga import fpga_rows, model_power
+
+    rows = fpga_rows("pynq-z2", estimates, [("kodak", 768, 512), ("1080p", 1920, 1080)], {}, _complexity(),
+                     arm_path=tmp_path / "none.json")
+    fabric = [r for r in rows if r["platform"] == "fpga-fabric"]
+    board = [r for r in rows if r["platform"] == "fpga-board"]
+    assert fabric[0]["fps"] == pytest.approx(100e6 / (1_783_104 * 2))
+    assert fabric[1]["fps"] == pytest.approx(100e6 / (1_783_104 * 15))
+    assert fabric[0]["gmac_per_frame"] == pytest.approx(4.248e3 * 512 * 512 * 2 / 1e9)
+    assert all(r["source"] == "estimated" and r["method"] for r in rows)
+    assert all(r["fps"] is None and "ARM stages unknown" in r["method"] for r in board)
+    p = model_power(estimates, "pynq-z2")
+    assert p["pl_watts"] == pytest.approx(p["pl_static_watts"] + sum(p["pl_dynamic_watts"].values()))
+    assert fabric[0]["watts"] == pytest.approx(p["pl_watts"]) and board[0]["watts"] == pytest.approx(p["chip_watts"])
+    assert "ASSUMPTION" in p["coefficient_source"]
+    rows = [bench_report.finalise(r) for r in rows]
+    bench_report.check_rows(rows)
+    assert rows[0]["joules_per_frame"] == pytest.approx(p["pl_watts"] / fabric[0]["fps"])
+    assert rows[1]["joules_per_frame"] is None
+
+
+def test_fpga_board_rate_is_the_slowest_stage(estimates, tmp_path):
+    from bench.fpga import fpga_rows
+
+    arm = tmp_path / "arm.json"
+    arm.write_text(json.dumps({"board": "pynq-z2", "frame": [768, 512], "source": "estimated", "method": "qemu counts",
+                               "stages_ms": {"parse": 1, "rans_z": 2, "h_s": 30, "rans_y": 40, "stitch": 7}}))
+    rows = fpga_rows("pynq-z2", estimates, [("kodak", 768, 512), ("720p", 1280, 720)], {}, _complexity(),
+                     board_watts=2.5, board_watts_how="meter", arm_path=arm)
+    kodak_board, hd_board = rows[1], rows[3]
+    assert kodak_board["fps"] == pytest.approx(1000 / 80) and kodak_board["limited_by"] == "ARM"
+    assert hd_board["stages_ms"]["h_s"] == pytest.approx(30 * 1280 * 720 / (768 * 512))
+    assert kodak_board["watts"] == 2.5 and kodak_board["source"] == "estimated"  # ARM side is an estimate
+    arm.write_text("{}")
+    with pytest.raises(LicError, match="not an ARM stage file"):
+        fpga_rows("pynq-z2", estimates, [("kodak", 768, 512)], {}, _complexity(), arm_path=arm)
+
+
+def test_vivado_report_power_replaces_the_model(estimates, tmp_path):
+    from bench.fpga import fpga_rows
+
+    (tmp_path / "post_route_power.rpt").write_text("| Total On-Chip Power (W)  | 1.734        |\n")
+    rows = fpga_rows("pynq-z2", estimates, [("kodak", 768, 512)], {}, _complexity(), arm_path=tmp_path / "x")
+    assert rows[0]["watts"] == 1.734 and "report_power" in rows[0]["method"]
+
+
+# --- the command ---------------------------------------------------------------------------------------
+
+def test_device_cuda_without_gpu_is_one_line(capsys, tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    assert main(["bench", "--device", "cuda", "-o", str(tmp_path)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("lic: error: --device cuda: no CUDA device")
+    assert not (tmp_path / "gpu.json").exists()
+
+
+@pytest.mark.parametrize("args, message", [(["--boards", "nosuch"], "unknown board"),
+                                           (["--board-watts", "pynq-z2"], "BOARD=VALUE"),
+                                           (["--hd-frames", "0"], "--hd-frames")])
+def test_bad_arguments_fail_cleanly(args, message, capsys, tmp_path):
+    assert main(["bench", *args, "--gpu-results", str(tmp_path / "absent.json"), "-o", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("lic: error:") and (message in err or "no such file" in err)
+
+
+def test_bench_subcommands_dispatch(tmp_path, monkeypatch, capsys):
+    """`lic bench NAME` runs another bench module (e.g. engineer 10a's bench.entropy) when it exists."""
+    from bench import platform_bench
+
+    (tmp_path / "bench_probe.py").write_text(
+        "def add_arguments(p):\n    p.add_argument('--x', type=int, default=1)\n"
+        "def run(args):\n    print('probe', args.x)\n    return 0\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(platform_bench, "BENCH_SUBCOMMANDS", {"probe": ("bench_probe", "a probe")})
+    assert main(["bench", "probe", "--x", "3"]) == 0
+    assert "probe 3" in capsys.readouterr().out
+
+
+def test_bench_one_image_cpu_rows_no_gpu_merge(kodak, tmp_path, capsys):
+    """The whole command on one Kodak image, no FPGA build: measured CPU rows with energy 'not
+    measurable' (no RAPL here), the published anchor, a GPU results file merged, files written."""
+    bench_report.write_gpu_results(tmp_path / "gpu.json", [_gpu_row()], {"gpu": "GPU X", "host_cpu": "CPU Y"})
+    rc = main(["bench", "--data", str(kodak), "--limit", "1", "--sizes", "kodak", "--boards", "none",
+               "--rd-limit", "0", "-o", str(tmp_path)])
+    assert rc == 0
+    result = json.loads((tmp_path / "bench.json").read_text())
+    bench_report.check_rows(result["rows"])
+    cpu = [r for r in result["rows"] if r["platform"] == "cpu"]
+    assert sorted(r["decoder"] for r in cpu) == ["float_student", "quant_student", "teacher"]
+    for r in cpu:
+        assert r["source"] == "measured" and r["fps"] > 0 and set(r["stages_ms"]) == set(
+            ("parse", "rans_z", "h_s", "rans_y", "synthesis", "stitch"))
+        assert r["bpp"] == cpu[0]["bpp"] and 15 < r["psnr"] < 45 and 0 < r["vif"] < 1
+        if rapl_counter()[0] is None:
+            assert r["joules_per_frame"] is None and r["watts"] is None and "not measurable here" in r["method"]
+    teacher = next(r for r in cpu if r["decoder"] == "teacher")
+    assert teacher["psnr"] > next(r for r in cpu if r["decoder"] == "quant_student")["psnr"]
+    assert math.isclose(teacher["gmac_per_frame"], teacher["kmac_per_pixel"] * 768 * 512 / 1e6)
+    assert {r["source"] for r in result["rows"]} == {"measured", "published"}
+    assert any(r["platform"] == "gpu" and r["device"] == "GPU X" for r in result["rows"])
+    for f in ("report.md", "fps_vs_energy.png", "stages.png"):
+        assert (tmp_path / f).stat().st_size > 0
+    assert "GPU rows merged" in (tmp_path / "report.md").read_text()
+
+
+def test_gpu_rows_loop_on_the_cpu_device(kodak):
+    """`lic bench --device cuda`'s measuring loop, run on device "cpu" with no energy counter: every
+    decoder and precision gets a batch-1 row with quality, and fp32 reproduces the CPU decode."""
+    from types import SimpleNamespace
+
+    from PIL import Image
+
+    from bench.frames import FrameSet
+    from bench.gpu import gpu_rows
+    from bench.measure import encode_frames, entropy_half, load_models, quality, synthesiser
+
+    import copy
+
+    with Image.open(kodak / "kodim23.png") as im:
+        crop = np.asarray(im.convert("RGB"))[128:256, 256:384].copy()
+    fs = FrameSet("tiny", 128, 128, [("kodim23-crop", crop)], "test crop")
+    models = load_models()
+    # The loop is under test, not the teacher's speed: its g_s (10x the student's work) is swapped for a
+    # copy of the float student so that twelve windows fit in a fast test on a shared 2-core machine.
+    models.modules["teacher"] = copy.deepcopy(models.modules["float_student"])
+    files = encode_frames(models, fs)
+    entropy, _ = entropy_half(models, fs, files)
+    session = SimpleNamespace(counter=None, idle_watts=None, energy_how="none (test)",
+                              machine={"gpu": "cpu (test)", "host_cpu": "test"})
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # two threads on a loaded 2-core machine spin far slower than one
+    try:
+        rows = gpu_rows(models, fs, files, entropy, 0.01, session, device="cpu", max_batch=1)
+        # same thread count: float convolutions sum in a thread-dependent order
+        reference = quality(fs, files, [synthesiser(models, "teacher")(entropy[0].lic, entropy[0].y)[0]])
+    finally:
+        torch.set_num_threads(threads)
+    teacher = {r["precision"]: r for r in rows if r["decoder"] == "teacher" and r["batch"] == 1}
+    assert set(teacher) == {"fp32", "fp16", "bf16"}
+    assert teacher["fp32"]["psnr"] == reference["psnr"]
+    assert abs(teacher["bf16"]["psnr"] - reference["psnr"]) < 1.0
+    assert all(r["fps"] > 0 and r["joules_per_frame"] is None and r["source"] == "measured" for r in rows)
+    assert {r["decoder"] for r in rows} == {"teacher", "float_student", "quant_student"}
+    bench_report.check_rows([bench_report.finalise(r) for r in rows])
+
+
+def test_track_writes_tensorboard_events(tmp_path, capsys):
+    from tensorboardX.event_file_writer import EventFileWriter  # noqa: F401  (installed: the export needs it)
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "log.jsonl").write_text('{"step": 50, "loss": 0.5, "psnr_student": 20.0}\n'
+                                   '{"step": 100, "loss": 0.25, "psnr_student": 21.5}\n{"step": 15')
+    assert main(["track", str(run), "-o", str(tmp_path / "tb")]) == 0
+    assert "2 records" in capsys.readouterr().out
+    events = list((tmp_path / "tb" / "run").glob("events.out.tfevents.*"))
+    assert len(events) == 1 and events[0].stat().st_size > 100
+    from tensorboardX.proto import event_pb2  # read the records back: what TensorBoard will show
+    import struct
+
+    data, scalars = events[0].read_bytes(), []
+    while data:
+        (n,) = struct.unpack("<Q", data[:8])
+        ev = event_pb2.Event.FromString(data[12:12 + n])
+        scalars += [(v.tag, ev.step, round(v.simple_value, 3)) for v in ev.summary.value]
+        data = data[12 + n + 4:]
+    assert ("loss", 100, 0.25) in scalars and ("psnr_student", 50, 20.0) in scalars
+    assert main(["track", str(tmp_path), "-o", str(tmp_path / "tb")]) == 1
+    assert "no log.jsonl" in capsys.readouterr().err
+
+
+def test_arm_stages_from_board_rate_result(estimates, tmp_path, monkeypatch):
+    """`lic board-rate`'s JSON (issue 10) feeds the board row for its board only, CPI-high end."""
+    from bench import fpga
+
+    seconds = lambda k: {"parse": 1e-4, "rans_z": 2e-3, "integer_hs": 0.03, "rans_y": 0.05, "tiles": 1e-3,
+                         "stitch": 2e-3, "to_rgb8": 7e-3, "entropy": 0.082}
+    doc = {"fabric": {"board": "pynq-z2"},
+           "board": {"method": "estimated: qemu x CPI 1..2", "seconds_cpi_low": seconds(1), "seconds_cpi_high": seconds(2),
+                     "cpi_low": {"arm_fps_two_cores": 20.0}, "cpi_high": {"arm_fps_two_cores": 12.5}}}
+    path = tmp_path / "board-rate.json"
+    path.write_text(json.dumps(doc))
+    monkeypatch.setattr(fpga, "BOARD_RATE_FILE", path)
+    arm = fpga.arm_stages("pynq-z2")
+    assert arm["source"] == "estimated" and arm["arm_fps"] == 12.5 and "CPI-high" in arm["method"]
+    assert arm["stages_ms"]["h_s"] == pytest.approx(30.0) and arm["stages_ms"]["stitch"] == pytest.approx(10.0)
+    assert fpga.arm_stages("zcu104") is None  # an A9 estimate says nothing about the A53 boards
+    rows = fpga.fpga_rows("pynq-z2", estimates, [("kodak", 768, 512)], {}, _complexity())
+    assert rows[1]["fps"] == pytest.approx(12.5) and rows[1]["limited_by"] == "ARM"
+
+
+def test_nvml_counter_without_a_gpu_is_a_clear_error():
+    """nvidia-ml-py is pinned and imports anywhere; without an NVIDIA driver the counter says so."""
+    import pynvml  # noqa: F401
+
+    from bench.energy import NvmlCounter
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(LicError, match="NVML energy counter not readable"):
+        NvmlCounter(0)
