@@ -24,6 +24,7 @@ SUBCOMMANDS = {
     "export": ("export.package", "write the deployable decoder package (ONNX, QONNX, integer h_s, CDF tables) "
                                  "for a quantised student"),
     "hw": ("hls.build", "compile the quantised student to a FINN accelerator for a board (make hw / make bitstream)"),
+    "bench": ("bench.bench_cli", "benchmarks, side by side: `lic bench entropy` (C rANS vs CompressAI)"),
     "distill-hyper": ("training.distill_hyper", "train the integer hyper-decoder (h_s) that makes entropy "
                                                 "decoding bit-exact across platforms"),
 }
