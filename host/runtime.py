@@ -67,13 +67,13 @@ def decode_latents(lic: LicFile, package: DecoderPackage, times: StageTimes, nam
     n_z = len(package.z_table)
     t = time.perf_counter()
     z_index = np.broadcast_to(np.arange(n_z, dtype=np.int32)[:, None, None], (n_z, zh, zw))
-    z = package.z_table.decode(lic.streams[0], z_index)
+    z = package.z_table.decode(lic.streams[0], z_index, f"{name}: z stream")
     t = times.add("rans_z", t)
     indexes = package.integer_hs.indexes(z)
     if indexes.shape != (package.latent_channels, h, w):
         raise LicError(f"{name}: integer h_s gives {indexes.shape}, expected {(package.latent_channels, h, w)}")
     t = times.add("integer_hs", t)
-    y = package.y_table.decode(lic.streams[1], indexes)
+    y = package.y_table.decode(lic.streams[1], indexes, f"{name}: y stream")
     times.add("rans_y", t)
     return y
 
