@@ -122,12 +122,13 @@ def scale_indexes(em: EntropyModels, z_hat: torch.Tensor) -> torch.Tensor:
     return m.gaussian_conditional.build_indexes(m.h_s(z_hat))
 
 
-def y_substream_regions(em: EntropyModels, h: int, w: int) -> list[tuple[slice, slice]]:
-    if em.tiles is None:
+def y_substream_regions(tiles: tuple[int, int] | None, h: int, w: int) -> list[tuple[slice, slice]]:
+    """The latent regions of y that get a stream each: the frame, or each tile's core (format v3)."""
+    if tiles is None:
         return [(slice(0, h), slice(0, w))]
-    cores = TilePlan(h, w, *em.tiles).cores()
+    cores = TilePlan(h, w, *tiles).cores()
     if len(cores) > 254:
-        raise LicError(f"this image needs {len(cores)} tile substreams at tile {em.tiles[0]}; a .lic file holds "
+        raise LicError(f"this image needs {len(cores)} tile substreams at tile {tiles[0]}; a .lic file holds "
                        f"at most 254: encode it as format v2 (no tiles)")
     return cores
 
@@ -147,7 +148,7 @@ def encode(models: Teacher | EntropyModels, rgb: np.ndarray) -> bytes:
     indexes = scale_indexes(em, z_hat)
     lic = LicFile(version=em.version, fingerprint=em.fingerprint, height=h, width=w, tiles=em.tiles,
                   streams=[z_strings[0]])
-    for rows, cols in y_substream_regions(em, *y.shape[-2:]):
+    for rows, cols in y_substream_regions(em.tiles, *y.shape[-2:]):
         lic.streams.append(m.gaussian_conditional.compress(y[:, :, rows, cols], indexes[:, :, rows, cols])[0])
     return lic.to_bytes()
 
