@@ -91,6 +91,19 @@ def encoded_files(package, data: Path, limit: int | None, cache: Path) -> dict[s
     return {Path(p).name: (folder / (Path(p).stem + ".lic")).read_bytes() for p in paths}
 
 
+def stream_jobs(package, data: bytes, name: str) -> list[tuple[str, bytes, np.ndarray]]:
+    """[("z", stream, indexes), ("y", stream, indexes)] of a v2 file; the integer h_s runs here, once."""
+    from host.container import parse
+    from host.runtime import latent_shape
+
+    lic = parse(data, name)
+    h, w = latent_shape(package, lic.height, lic.width)
+    n_z = len(package.z_table)
+    z_index = np.ascontiguousarray(np.broadcast_to(np.arange(n_z, dtype=np.int32)[:, None, None], (n_z, h // 4, w // 4)))
+    y_index = package.integer_hs.indexes(package.z_table.decode(lic.streams[0], z_index)).astype(np.int32)
+    return [("z", lic.streams[0], z_index), ("y", lic.streams[1], y_index)]
+
+
 def best_of(repeat: int, fn) -> tuple[float, object]:
     best, out = float("inf"), None
     for _ in range(repeat):
@@ -101,9 +114,7 @@ def best_of(repeat: int, fn) -> tuple[float, object]:
 
 
 def run(args) -> int:
-    from host.container import parse
     from host.decoder_package import DecoderPackage
-    from host.runtime import latent_shape
 
     if args.repeat < 1:
         raise LicError("--repeat must be at least 1")
@@ -113,13 +124,7 @@ def run(args) -> int:
     theirs = {k: CompressAIDecoder(t) for k, t in ours.items()}
     rows = []
     for name, data in tqdm(files.items(), desc="decode z + y, both decoders", unit="img", file=sys.stderr):
-        lic = parse(data, name)
-        h, w = latent_shape(package, lic.height, lic.width)
-        n_z = len(package.z_table)
-        z_index = np.ascontiguousarray(np.broadcast_to(np.arange(n_z, dtype=np.int32)[:, None, None],
-                                                       (n_z, h // 4, w // 4)))
-        y_index = package.integer_hs.indexes(package.z_table.decode(lic.streams[0], z_index)).astype(np.int32)
-        jobs = [("z", lic.streams[0], z_index), ("y", lic.streams[1], y_index)]
+        jobs = stream_jobs(package, data, name)
 
         def decode_all(decoders):
             return [decoders[k].decode(s, i) for k, s, i in jobs]

@@ -5,7 +5,7 @@ every CDF row and the bypass path, plus the streams of two Kodak files, all code
 encoder; builds host/csrc/fuzz_rans.c with -fsanitize=address,undefined; runs it over each corpus
 with COUNT mutations. A read or write out of bounds, or undefined behaviour, stops the run.
 
-    python tests/fuzz_rans_asan.py --seed 1 --count 200000
+    python tests/fuzz_rans_asan.py --seed 1 --count 20000
 """
 
 from __future__ import annotations
@@ -21,12 +21,10 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from bench.entropy import compressai_ans, encoded_files  # noqa: E402
+from bench.entropy import compressai_ans, encoded_files, stream_jobs  # noqa: E402
 from bench.evaluate import DEFAULT_DATA  # noqa: E402
-from host.container import parse  # noqa: E402
 from host.decode_cli import SHIPPED_PACKAGES  # noqa: E402
 from host.decoder_package import DecoderPackage  # noqa: E402
-from host.runtime import latent_shape  # noqa: E402
 
 BYPASS_LIMIT = 1 << 27  # |value| beyond which CompressAI's encoder loops forever (see host/csrc/lic_rans.c)
 
@@ -60,13 +58,8 @@ def kodak_streams(package, count: int, cache: Path):
     """(z stream, z indexes, y stream, y indexes) of the first `count` Kodak files (v2, shipped q3)."""
     out = []
     for name, data in encoded_files(package, DEFAULT_DATA, count, cache).items():
-        lic = parse(data, name)
-        h, w = latent_shape(package, lic.height, lic.width)
-        n_z = len(package.z_table)
-        z_index = np.ascontiguousarray(np.broadcast_to(np.arange(n_z, dtype=np.int32)[:, None, None],
-                                                       (n_z, h // 4, w // 4)))
-        y_index = package.integer_hs.indexes(package.z_table.decode(lic.streams[0], z_index)).astype(np.int32)
-        out.append((lic.streams[0], z_index, lic.streams[1], y_index))
+        (_, zs, zi), (_, ys, yi) = stream_jobs(package, data, name)
+        out.append((zs, zi, ys, yi))
     return out
 
 
@@ -88,7 +81,7 @@ def write_corpus(path: Path, table, streams: list[tuple[bytes, np.ndarray, np.nd
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--count", type=int, default=200000, help="mutated streams per table (z and y)")
+    p.add_argument("--count", type=int, default=20000, help="mutated streams per table (z and y)")
     p.add_argument("--out", type=Path, default=REPO / "build" / "asan-rans")
     args = p.parse_args(argv)
     harness = REPO / "build" / "host" / "fuzz_rans"
