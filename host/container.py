@@ -57,7 +57,7 @@ class LicFile:
             raise ValueError("at most 255 streams")
         parts = [_HEADER.pack(MAGIC, self.version, self.flags, self.fingerprint, self.height, self.width,
                               len(self.streams))]
-        if self.version >= FORMAT_V3:
+        if self.version == FORMAT_V3:
             tile, halo = self.tiles
             if not (1 <= tile - 2 * halo and tile <= 0xFFFF):
                 raise ValueError(f"bad tile geometry {self.tiles}")
@@ -82,7 +82,7 @@ def parse(data: bytes, name: str = "input") -> LicFile:
                        f"{', '.join(map(str, sorted(SUPPORTED_VERSIONS)))}")
     body, crc = data[:-4], _U32.unpack_from(data, len(data) - 4)[0]
     pos, streams, tiles = _HEADER.size, [], None
-    if version >= FORMAT_V3:
+    if version == FORMAT_V3:
         if pos + _TILES.size > len(body):
             raise LicError(f"{name}: truncated .lic file (no tile geometry)")
         tiles = _TILES.unpack_from(body, pos)
