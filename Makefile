@@ -10,7 +10,7 @@ BOARD ?= pynq-z2
 TARGET_FPS ?=
 HW_ARGS = --board $(BOARD) $(if $(TARGET_FPS),--target-fps $(TARGET_FPS))
 
-.PHONY: setup test test-slow demo teachers eval hw bitstream bench clean help
+.PHONY: setup test test-slow demo teachers eval hw bitstream bench clean help asan-rans
 
 help:
 	@echo "make setup      create .venv with every pinned dependency (idempotent)"
@@ -21,9 +21,18 @@ help:
 	@echo "make hw BOARD=pynq-z2 [TARGET_FPS=25]   FINN build up to HLS code + estimates (no Vivado needed)"
 	@echo "make bitstream BOARD=pynq-z2            ... and on to the bitfile (needs Vivado: XILINX_VIVADO)"
 	@echo "make bench      FPGA vs GPU vs CPU: fps, J/frame, per-stage time, quality -> build/bench/ (GPU rows: lic bench --device cuda)"
+	@echo "make asan-rans  fuzz the C rANS decoder under AddressSanitizer + UBSan (SEED=1 COUNT=20000)"
 	@echo "make teachers   retrain the shipped default teachers (CPU recipe, ~1.5 h on 2 cores)"
 
-setup: $(STAMP)
+RANS_LIB := build/host/liblic_rans.so
+SEED ?= 1
+COUNT ?= 20000
+
+setup: $(STAMP) $(RANS_LIB)
+
+# The C rANS decoder host/rans.py loads (any CC: make -C host/csrc CC=... OUT=...).
+$(RANS_LIB): host/csrc/lic_rans.c host/csrc/lic_rans.h host/csrc/Makefile
+	$(MAKE) -C host/csrc OUT=$(abspath $(RANS_LIB))
 
 $(STAMP): requirements.lock pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 or run make PYTHON=/path/to/python3.11" >&2; exit 1; }
@@ -52,6 +61,8 @@ bitstream: setup
 
 bench: setup
 	$(LIC) bench -o build/bench
+asan-rans: setup
+	$(PY) tests/fuzz_rans_asan.py --seed $(SEED) --count $(COUNT)
 
 teachers: setup
 	training/recipes/default_teachers.sh

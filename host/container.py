@@ -10,7 +10,10 @@ Layout (all integers big-endian; see docs/FORMAT.md for the meaning of each vers
     26      2     image height in pixels (1..65535)
     28      2     image width  in pixels (1..65535)
     30      1     number of streams S
-    31      ...   S times: u32 length, then that many bytes
+    (version 3 only)
+    31      2     tile: the square latent tile of the y substreams
+    33      2     halo: latents each tile overlaps its neighbours (host/tiling.py)
+    ...     ...   S times: u32 length, then that many bytes
     end-4   4     CRC-32 of every byte before it
 
 The parser is version-agnostic about stream meaning; the codec of each version interprets them.
@@ -27,10 +30,12 @@ from lic.errors import LicError
 MAGIC = b"\x89LIC\r\n\x1a\n"
 FORMAT_V1 = 1  # float-teacher hyperprior: streams [z, y], indexes from the teacher's float h_s
 FORMAT_V2 = 2  # streams [z, y], indexes from an integer h_s (host/integer_hyper.py)
-SUPPORTED_VERSIONS = {FORMAT_V1, FORMAT_V2}
+FORMAT_V3 = 3  # as v2, with y in one substream per tile of the header's tile geometry
+SUPPORTED_VERSIONS = {FORMAT_V1, FORMAT_V2, FORMAT_V3}
 FINGERPRINT_BYTES = 16
 _HEADER = struct.Struct(">8sBB16sHHB")
 _U32 = struct.Struct(">I")
+_TILES = struct.Struct(">HH")
 
 
 @dataclass
@@ -41,6 +46,7 @@ class LicFile:
     width: int
     streams: list[bytes] = field(default_factory=list)
     flags: int = 0
+    tiles: tuple[int, int] | None = None  # (tile, halo) in latents, version 3
 
     def to_bytes(self) -> bytes:
         if not (1 <= self.height <= 0xFFFF and 1 <= self.width <= 0xFFFF):
@@ -51,6 +57,11 @@ class LicFile:
             raise ValueError("at most 255 streams")
         parts = [_HEADER.pack(MAGIC, self.version, self.flags, self.fingerprint, self.height, self.width,
                               len(self.streams))]
+        if self.version == FORMAT_V3:
+            tile, halo = self.tiles
+            if not (1 <= tile - 2 * halo and tile <= 0xFFFF):
+                raise ValueError(f"bad tile geometry {self.tiles}")
+            parts.append(_TILES.pack(tile, halo))
         for s in self.streams:
             parts += [_U32.pack(len(s)), s]
         body = b"".join(parts)
@@ -70,7 +81,12 @@ def parse(data: bytes, name: str = "input") -> LicFile:
         raise LicError(f"{name}: .lic format version {version} is {hint}; this lic reads versions "
                        f"{', '.join(map(str, sorted(SUPPORTED_VERSIONS)))}")
     body, crc = data[:-4], _U32.unpack_from(data, len(data) - 4)[0]
-    pos, streams = _HEADER.size, []
+    pos, streams, tiles = _HEADER.size, [], None
+    if version == FORMAT_V3:
+        if pos + _TILES.size > len(body):
+            raise LicError(f"{name}: truncated .lic file (no tile geometry)")
+        tiles = _TILES.unpack_from(body, pos)
+        pos += _TILES.size
     for i in range(n):
         if pos + 4 > len(body):
             raise LicError(f"{name}: truncated .lic file (stream {i} of {n} missing)")
@@ -89,5 +105,7 @@ def parse(data: bytes, name: str = "input") -> LicFile:
         raise LicError(f"{name}: .lic flags 0x{flags:02x} are not understood by this lic")
     if height == 0 or width == 0:
         raise LicError(f"{name}: corrupt .lic file (image size {width}x{height})")
+    if tiles is not None and tiles[0] - 2 * tiles[1] < 1:
+        raise LicError(f"{name}: corrupt .lic file (tile {tiles[0]} leaves no core inside a halo of {tiles[1]})")
     return LicFile(version=version, fingerprint=fingerprint, height=height, width=width, streams=streams,
-                   flags=flags)
+                   flags=flags, tiles=tiles)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install the lic-fpga host runtime on a PYNQ board (PYNQ image 3.x: 32-bit ARM, Python 3.10) into PYNQ's own
 # venv (/usr/local/share/pynq-venv, where the pynq package lives; it belongs to root, so pip runs under sudo),
-# from a copy of this repository, logged in as the xilinx user:
+# from a copy of this repository, logged in as the xilinx user: numpy, Pillow, tqdm,
+# finn-plus-driver and the project's C rANS decoder (host/csrc, built here with the board's gcc):
 #   scp -r lic-fpga xilinx@pynq:~ && ssh xilinx@pynq 'cd lic-fpga && bash host/install_board.sh'
 # No torch, no onnxruntime (no wheel for 32-bit ARM): the student runs on the fabric (--backend pynq, the
 # default where pynq is installed) through finn-plus-driver, which reads the build's driver/settings.json.
@@ -16,8 +17,8 @@ PY="$PYNQ_VENV/bin/python3"
 "$PY" -c 'import pynq' 2>/dev/null || { echo "install_board: $PY has no pynq: not a PYNQ image?" >&2; exit 1; }
 SUDO=$([[ $(id -u) -eq 0 ]] && echo "" || echo "sudo -H")
 PIP="$SUDO $PY -m pip install --no-deps"
-command -v g++ >/dev/null || { echo "install_board: g++ missing: sudo apt-get install -y g++" >&2; exit 1; }
-$PIP "numpy>=1.21,<2" "pillow>=9" tqdm pybind11 "setuptools>=77.0.3,<81"
+command -v gcc >/dev/null || { echo "install_board: gcc missing: sudo apt-get install -y gcc make" >&2; exit 1; }
+$PIP "numpy>=1.21,<2" "pillow>=9" tqdm "setuptools>=77.0.3,<81"
 # finn-plus-driver (FINNDMAOverlay, FINN's packing) without its CLI/validation extras (click, h5py, grpcio,
 # matplotlib, datasets); the overlay imports qonnx.util.basic, which imports onnx: no armv7 wheel exists, so
 # pip builds onnx from its sdist when the image lacks it (needs cmake and protobuf; slow on the A9).
@@ -26,15 +27,14 @@ if ! "$PY" -c 'import onnx' 2>/dev/null; then
   $SUDO "$PY" -m pip install "onnx==1.17.0" "protobuf>=3.20.2"
 fi
 $PIP bitarray "bitstring>=4.0" qonnx==1.0.0 finn-plus-driver==1.6.1
-# CompressAI has no ARM wheel: build its sdist. Only its rANS and ops extensions compile (g++ + pybind11);
-# its Python dependencies (torch, ...) are skipped on purpose: host/rans.py loads the extension alone.
-$SUDO "$PY" -m pip install --no-deps --no-build-isolation --no-binary compressai compressai==1.2.8
+# The rANS decoder is plain C99 (libc only); a prebuilt library can be used instead through LIC_RANS_LIB.
+make -C host/csrc
 $SUDO "$PY" -m pip install --no-deps --no-build-isolation -e .
 "$PY" - <<'PY'
-from host.rans import _ans
+from host.rans import _lib
 from finn_plus_driver.packing import finnpy_to_packed_bytearray  # noqa: F401
 from host.backends import default_backend
-_ans()
+_lib()
 assert default_backend() == "pynq"
 print("lic host runtime installed in PYNQ's venv; decode on the fabric (as root, see the header of "
       "host/install_board.sh):  lic decode FILE.lic -o out.png --hw-dir BUILD_DIR")

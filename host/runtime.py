@@ -16,9 +16,9 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from host.backends import Backend
-from host.container import FORMAT_V1, FORMAT_V2, LicFile, parse
+from host.container import FORMAT_V1, FORMAT_V2, FORMAT_V3, LicFile, parse
 from host.decoder_package import DecoderPackage
-from host.tiling import TilePlan, run_tiled
+from host.tiling import TilePlan, axis_windows, run_tiled
 from lic.errors import LicError
 
 
@@ -44,13 +44,45 @@ def check_file(lic: LicFile, package: DecoderPackage, name: str) -> None:
     if lic.version == FORMAT_V1:
         raise LicError(f"{name} is format version 1 (the teacher's float h_s), which only the teacher decodes "
                        f"reproducibly: use --decoder teacher, or re-encode with `lic encode --integer-hs`")
-    if lic.version != FORMAT_V2:
+    if lic.version not in (FORMAT_V2, FORMAT_V3):
         raise LicError(f"{name}: format version {lic.version} is not decodable by this runtime")
     if lic.fingerprint != package.file_fingerprint:
         raise LicError(f"{name} was encoded by model {lic.fingerprint.hex()}, but decoder package {package.name} "
                        f"decodes {package.file_fingerprint.hex()}: use the package exported for that encoder")
-    if len(lic.streams) != 2:
-        raise LicError(f"{name}: expected 2 streams, found {len(lic.streams)}")
+
+
+def y_regions(lic: LicFile, h: int, w: int, name: str = "input") -> list[tuple[slice, slice]]:
+    """The latent regions [rows, cols] that streams 1.. code, in stream order: the whole frame in
+    versions 1 and 2, the core of each tile of the header's geometry in version 3."""
+    plan = TilePlan(h, w, *lic.tiles) if lic.version >= FORMAT_V3 else None
+    n = 1 if plan is None else (len(axis_windows(plan.extended[0], plan.tile, plan.halo))
+                                * len(axis_windows(plan.extended[1], plan.tile, plan.halo)))
+    if len(lic.streams) != 1 + n:  # checked before listing the regions: a crafted header may claim millions
+        raise LicError(f"{name}: expected {1 + n} streams for its tile geometry, found {len(lic.streams)}")
+    return [(slice(0, h), slice(0, w))] if plan is None else plan.cores()
+
+
+def decode_y(table, lic: LicFile, indexes: np.ndarray, name: str = "input", threads: int = 1) -> np.ndarray:
+    """Entropy-decode y [M, h, w] from streams 1.. with its scale indexes; version-3 substreams are
+    independent, so `threads` decode them at once (the C decoder releases the GIL)."""
+    regions = y_regions(lic, *indexes.shape[1:], name)
+    if len(regions) == 1:
+        return table.decode(lic.streams[1], indexes, f"{name}: y stream")
+    y = np.empty(indexes.shape, dtype=np.int32)
+
+    def one(k: int) -> None:
+        rows, cols = regions[k]
+        y[:, rows, cols] = table.decode(lic.streams[1 + k], indexes[:, rows, cols], f"{name}: y substream {k}")
+
+    if threads > 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            list(pool.map(one, range(len(regions))))
+    else:
+        for k in range(len(regions)):
+            one(k)
+    return y
 
 
 def latent_shape(package: DecoderPackage, height: int, width: int) -> tuple[int, int]:
@@ -59,21 +91,23 @@ def latent_shape(package: DecoderPackage, height: int, width: int) -> tuple[int,
     return hp // package.upscale, wp // package.upscale
 
 
-def decode_latents(lic: LicFile, package: DecoderPackage, times: StageTimes, name: str = "input") -> np.ndarray:
+def decode_latents(lic: LicFile, package: DecoderPackage, times: StageTimes, name: str = "input",
+                   threads: int = 1) -> np.ndarray:
     """y_hat as int32 [M, h, w], entropy-decoded exactly as the encoder coded it."""
     check_file(lic, package, name)
     h, w = latent_shape(package, lic.height, lic.width)
+    y_regions(lic, h, w, name)
     zh, zw = h // 4, w // 4
     n_z = len(package.z_table)
     t = time.perf_counter()
     z_index = np.broadcast_to(np.arange(n_z, dtype=np.int32)[:, None, None], (n_z, zh, zw))
-    z = package.z_table.decode(lic.streams[0], z_index)
+    z = package.z_table.decode(lic.streams[0], z_index, f"{name}: z stream")
     t = times.add("rans_z", t)
     indexes = package.integer_hs.indexes(z)
     if indexes.shape != (package.latent_channels, h, w):
         raise LicError(f"{name}: integer h_s gives {indexes.shape}, expected {(package.latent_channels, h, w)}")
     t = times.add("integer_hs", t)
-    y = package.y_table.decode(lic.streams[1], indexes)
+    y = decode_y(package.y_table, lic, indexes, name, threads)
     times.add("rans_y", t)
     return y
 
@@ -98,13 +132,14 @@ def to_rgb8(pixels: np.ndarray, scale: float) -> np.ndarray:
 
 class HostDecoder:
     """One decoder package on one backend. tile=None: whole frame if the backend takes any shape,
-    else the backend's tile; an int forces that tile size (it must equal a fixed backend's)."""
+    else the backend's tile; an int forces that tile size (it must equal a fixed backend's).
+    rans_threads: threads that decode a version-3 file's y substreams (the board has two cores)."""
 
-    def __init__(self, package: DecoderPackage, backend: Backend, tile: int | None = None):
+    def __init__(self, package: DecoderPackage, backend: Backend, tile: int | None = None, rans_threads: int = 2):
         if backend.tile is not None and tile not in (None, backend.tile):
             raise LicError(f"the {backend.name} backend is built for {backend.tile}x{backend.tile} latent tiles, "
                            f"not {tile}")
-        self.package, self.backend = package, backend
+        self.package, self.backend, self.rans_threads = package, backend, rans_threads
         self.tile = tile if tile is not None else backend.tile
         if self.tile is not None and self.tile - 2 * package.halo < 1:
             raise LicError(f"tile {self.tile} is too small for this student's halo of {package.halo} latents "
@@ -122,7 +157,7 @@ class HostDecoder:
         t = time.perf_counter()
         lic = parse(data, name)
         times.add("parse", t)
-        return lic, decode_latents(lic, self.package, times, name), times
+        return lic, decode_latents(lic, self.package, times, name, self.rans_threads), times
 
     def synthesise(self, lic: LicFile, y: np.ndarray, times: StageTimes) -> np.ndarray:
         """The fabric's share (or its stand-in): y_hat -> uint8 image."""

@@ -62,6 +62,12 @@ class TilePlan:
         eh, ew = self.extended
         return [(r, c) for r in axis_windows(eh, self.tile, self.halo) for c in axis_windows(ew, self.tile, self.halo)]
 
+    def cores(self) -> list[tuple[slice, slice]]:
+        """Each window's core within the frame (rows, cols), in window order: a partition of the
+        frame, the regions that format v3 codes as separate substreams."""
+        return [(slice(r.keep_from, min(r.keep_to, self.height)), slice(c.keep_from, min(c.keep_to, self.width)))
+                for r, c in self.windows()]
+
 
 def run_tiled(y: np.ndarray, plan: TilePlan, upscale: int, run_tiles, out_channels: int = 3) -> np.ndarray:
     """y [1, M, h, w] -> stitched output [1, out_channels, h*upscale, w*upscale], with one call

@@ -1,11 +1,13 @@
-"""Encode and decode images with a ScaleHyperprior teacher, as .lic format version 1 or 2.
+"""Encode and decode images with a ScaleHyperprior teacher, as .lic format version 1, 2 or 3.
 
 The steps are CompressAI's ScaleHyperprior.compress/decompress, spelled out so that two things are
 ours: the container (host/container.py) and `scale_indexes`, the single place where the hyper-
 decoder's output becomes the GaussianConditional's scale-table indexes. Entropy decoding only works
 when encoder and decoder compute identical indexes:
   version 1  the teacher's float h_s: reproducible on one machine, not guaranteed across platforms;
-  version 2  an integer h_s (host/integer_hyper.py) on the z symbols: bit-exact everywhere.
+  version 2  an integer h_s (host/integer_hyper.py) on the z symbols: bit-exact everywhere;
+  version 3  as version 2, with y coded as one independent substream per latent tile.
+Encoding is CompressAI's; decoding uses the project's checked C rANS decoder (host/rans.py).
 """
 
 from __future__ import annotations
@@ -17,8 +19,11 @@ import torch.nn.functional as F
 import hashlib
 from dataclasses import dataclass
 
-from host.container import FORMAT_V1, FORMAT_V2, LicFile, parse
+from host.container import FORMAT_V1, FORMAT_V2, FORMAT_V3, LicFile, parse
 from host.integer_hyper import IntegerHyperSynthesis
+from host.rans import CdfTable
+from host.runtime import decode_y, y_regions
+from host.tiling import TilePlan
 from lic.errors import LicError
 from training.teacher import SPATIAL_MULTIPLE, Teacher
 
@@ -26,13 +31,21 @@ from training.teacher import SPATIAL_MULTIPLE, Teacher
 @dataclass
 class EntropyModels:
     """What writes and reads the entropy-coded streams: the teacher's encoder and entropy models,
-    plus, for version 2, the integer h_s that replaces the teacher's float one."""
+    plus, for versions 2 and 3, the integer h_s that replaces the teacher's float one, and for
+    version 3 the (tile, halo) geometry of the y substreams (a decoder package's tile and halo)."""
     teacher: Teacher
     integer_hs: IntegerHyperSynthesis | None = None
+    tiles: tuple[int, int] | None = None
+
+    def __post_init__(self):
+        if self.tiles is not None and self.integer_hs is None:
+            raise LicError("tile substreams (format v3) need an integer h_s (--integer-hs)")
 
     @property
     def version(self) -> int:
-        return FORMAT_V1 if self.integer_hs is None else FORMAT_V2
+        if self.integer_hs is None:
+            return FORMAT_V1
+        return FORMAT_V2 if self.tiles is None else FORMAT_V3
 
     @property
     def fingerprint(self) -> bytes:
@@ -109,9 +122,21 @@ def scale_indexes(em: EntropyModels, z_hat: torch.Tensor) -> torch.Tensor:
     return m.gaussian_conditional.build_indexes(m.h_s(z_hat))
 
 
+def y_substream_regions(tiles: tuple[int, int] | None, h: int, w: int) -> list[tuple[slice, slice]]:
+    """The latent regions of y that get a stream each: the frame, or each tile's core (format v3)."""
+    if tiles is None:
+        return [(slice(0, h), slice(0, w))]
+    cores = TilePlan(h, w, *tiles).cores()
+    if len(cores) > 254:
+        raise LicError(f"this image needs {len(cores)} tile substreams at tile {tiles[0]}; a .lic file holds "
+                       f"at most 254: encode it as format v2 (no tiles)")
+    return cores
+
+
 @torch.inference_mode()
 def encode(models: Teacher | EntropyModels, rgb: np.ndarray) -> bytes:
-    """uint8 HxWx3 image -> complete .lic file bytes (version 2 when an integer h_s is given)."""
+    """uint8 HxWx3 image -> complete .lic file bytes (version 2 when an integer h_s is given, 3 when
+    tile geometry is given too)."""
     em = as_entropy_models(models)
     h, w = rgb.shape[:2]
     m = em.teacher.model
@@ -120,32 +145,55 @@ def encode(models: Teacher | EntropyModels, rgb: np.ndarray) -> bytes:
     z = m.h_a(torch.abs(y))
     z_strings = m.entropy_bottleneck.compress(z)
     z_hat = m.entropy_bottleneck.decompress(z_strings, z.shape[-2:])
-    y_strings = m.gaussian_conditional.compress(y, scale_indexes(em, z_hat))
-    return LicFile(version=em.version, fingerprint=em.fingerprint, height=h, width=w,
-                   streams=[z_strings[0], y_strings[0]]).to_bytes()
+    indexes = scale_indexes(em, z_hat)
+    lic = LicFile(version=em.version, fingerprint=em.fingerprint, height=h, width=w, tiles=em.tiles,
+                  streams=[z_strings[0]])
+    for rows, cols in y_substream_regions(em.tiles, *y.shape[-2:]):
+        lic.streams.append(m.gaussian_conditional.compress(y[:, :, rows, cols], indexes[:, :, rows, cols])[0])
+    return lic.to_bytes()
 
 
 def check_model(lic: LicFile, em: EntropyModels, name: str) -> None:
-    if lic.version != em.version:
-        need = "an integer h_s" if lic.version == FORMAT_V2 else "the teacher's float h_s"
+    if (lic.version == FORMAT_V1) != (em.integer_hs is None):
+        need = "the teacher's float h_s" if lic.version == FORMAT_V1 else "an integer h_s"
         raise LicError(f"{name} is format version {lic.version}, which needs {need}; {em.name} does not match")
     if lic.fingerprint != em.fingerprint:
         raise LicError(f"{name} was encoded by model {lic.fingerprint.hex()}, but {em.name} is "
                        f"{em.fingerprint.hex()}: decode it with the model that encoded it")
 
 
+def cdf_arrays(entropy_model) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A CompressAI EntropyModel's quantised CDF rows, their lengths and offsets (after update())."""
+    return (entropy_model._quantized_cdf.numpy().astype(np.int32),
+            entropy_model._cdf_length.numpy().reshape(-1).astype(np.int32),
+            entropy_model._offset.numpy().reshape(-1).astype(np.int32))
+
+
+def cdf_tables(model) -> tuple[CdfTable, CdfTable]:
+    """(z, y) tables of the C rANS decoder for a ScaleHyperprior, built once per model."""
+    tables = model.__dict__.get("_lic_cdf_tables")
+    if tables is None:
+        tables = tuple(CdfTable(*cdf_arrays(e)) for e in (model.entropy_bottleneck, model.gaussian_conditional))
+        model.__dict__["_lic_cdf_tables"] = tables
+    return tables
+
+
 @torch.inference_mode()
 def decode_y_hat(models: Teacher | EntropyModels, lic: LicFile, name: str = "input") -> torch.Tensor:
-    """Entropy-decode the quantised latent y_hat (1 x M x H/16 x W/16)."""
+    """Entropy-decode the quantised latent y_hat (1 x M x H/16 x W/16) as CompressAI's
+    EntropyBottleneck/GaussianConditional.decompress would, with the checked C decoder."""
     em = as_entropy_models(models)
     check_model(lic, em, name)
-    if len(lic.streams) != 2:
-        raise LicError(f"{name}: expected 2 streams, found {len(lic.streams)}")
     m = em.teacher.model
     hp, wp = padded_size(lic.height, lic.width)
-    z_shape = (hp // SPATIAL_MULTIPLE, wp // SPATIAL_MULTIPLE)
-    z_hat = m.entropy_bottleneck.decompress([lic.streams[0]], z_shape)
-    return m.gaussian_conditional.decompress([lic.streams[1]], scale_indexes(em, z_hat), z_hat.dtype)
+    zh, zw = hp // SPATIAL_MULTIPLE, wp // SPATIAL_MULTIPLE
+    y_regions(lic, 4 * zh, 4 * zw, name)  # the stream count, before any decoding
+    z_table, y_table = cdf_tables(m)
+    z_index = np.broadcast_to(np.arange(len(z_table), dtype=np.int32)[:, None, None], (len(z_table), zh, zw))
+    q = z_table.decode(lic.streams[0], z_index, f"{name}: z stream")
+    z_hat = torch.from_numpy(q)[None].float() + m.entropy_bottleneck._get_medians().reshape(1, -1, 1, 1)
+    indexes = scale_indexes(em, z_hat)[0].numpy().astype(np.int32)
+    return torch.from_numpy(decode_y(y_table, lic, indexes, name))[None].float()
 
 
 @torch.inference_mode()

@@ -23,6 +23,30 @@ def add_encode_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--integer-hs", nargs="?", const="shipped", default=None, metavar="PATH",
                    help="write format version 2: scale indexes from an integer hyper-decoder, bit-exact on any "
                         "platform. Alone: the shipped one for --quality; or a file from `lic distill-hyper`")
+    p.add_argument("--tiles", nargs="?", const="shipped", default=None, metavar="TILE,HALO",
+                   help="write format version 3 (needs --integer-hs): y as one independent substream per latent "
+                        "tile, so a board decodes tiles on both cores and overlaps them with synthesis. Alone: the "
+                        "tile and halo of the shipped decoder package for --quality; or TILE,HALO in latents")
+
+
+def tile_geometry(text: str | None, quality: int) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    if text == "shipped":
+        from host.decode_cli import SHIPPED_PACKAGES
+        from host.decoder_package import DecoderPackage
+
+        if not (SHIPPED_PACKAGES / f"q{quality}").is_dir():
+            raise LicError(f"no shipped decoder package for quality {quality}: give --tiles TILE,HALO")
+        package = DecoderPackage.load(SHIPPED_PACKAGES / f"q{quality}", verify=False)
+        return package.tile, package.halo
+    try:
+        tile, halo = (int(v) for v in text.split(","))
+    except ValueError:
+        raise LicError(f"--tiles takes TILE,HALO in latents (e.g. 32,2), not {text!r}") from None
+    if not (0 <= halo and 1 <= tile - 2 * halo and tile <= 0xFFFF):
+        raise LicError(f"--tiles {text}: a tile of {tile} latents leaves no core inside a halo of {halo}")
+    return tile, halo
 
 
 def run_encode(args) -> int:
@@ -43,7 +67,7 @@ def run_encode(args) -> int:
         integer_hs = shipped_integer_hs(args.quality or DEFAULT_QUALITY)
     else:
         integer_hs = IntegerHyperSynthesis.load(args.integer_hs) if args.integer_hs else None
-    em = EntropyModels(teacher, integer_hs)
+    em = EntropyModels(teacher, integer_hs, tile_geometry(args.tiles, args.quality or DEFAULT_QUALITY))
     data = encode(em, rgb)
     write_atomic(args.output, data)
     h, w = rgb.shape[:2]
