@@ -48,11 +48,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def entropy_tables(teacher_model) -> dict[str, np.ndarray]:
+    from training.teacher_codec import cdf_arrays
+
     out = {}
     for prefix, em in (("z", teacher_model.entropy_bottleneck), ("y", teacher_model.gaussian_conditional)):
-        out[f"{prefix}_cdf"] = em._quantized_cdf.numpy().astype(np.int32)
-        out[f"{prefix}_cdf_length"] = em._cdf_length.numpy().reshape(-1).astype(np.int32)
-        out[f"{prefix}_offset"] = em._offset.numpy().reshape(-1).astype(np.int32)
+        out[f"{prefix}_cdf"], out[f"{prefix}_cdf_length"], out[f"{prefix}_offset"] = cdf_arrays(em)
     return out
 
 

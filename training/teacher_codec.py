@@ -18,7 +18,9 @@ import hashlib
 from dataclasses import dataclass
 
 from host.container import FORMAT_V1, FORMAT_V2, LicFile, parse
+from host.geometry import DEFAULT_MAX_PIXELS, hyperprior_geometry
 from host.integer_hyper import IntegerHyperSynthesis
+from host.rans import CdfTable
 from lic.errors import LicError
 from training.teacher import SPATIAL_MULTIPLE, Teacher
 
@@ -43,6 +45,22 @@ class EntropyModels:
     @property
     def name(self) -> str:
         return self.teacher.name + (" + integer h_s" if self.integer_hs is not None else "")
+
+    @property
+    def tables(self) -> tuple[CdfTable, CdfTable]:
+        """The z and y CDF tables, for host/rans.py's checked decoder."""
+        if not hasattr(self, "_tables"):
+            m = self.teacher.model
+            self._tables = (CdfTable(*cdf_arrays(m.entropy_bottleneck), name=f"{self.name} z table"),
+                            CdfTable(*cdf_arrays(m.gaussian_conditional), name=f"{self.name} y table"))
+        return self._tables
+
+
+def cdf_arrays(entropy_model) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A CompressAI entropy model's quantised CDFs, lengths and offsets (after update()) as int32."""
+    return (entropy_model._quantized_cdf.numpy().astype(np.int32),
+            entropy_model._cdf_length.numpy().reshape(-1).astype(np.int32),
+            entropy_model._offset.numpy().reshape(-1).astype(np.int32))
 
 
 def shipped_integer_hs(quality: int) -> IntegerHyperSynthesis:
@@ -135,23 +153,32 @@ def check_model(lic: LicFile, em: EntropyModels, name: str) -> None:
 
 
 @torch.inference_mode()
-def decode_y_hat(models: Teacher | EntropyModels, lic: LicFile, name: str = "input") -> torch.Tensor:
-    """Entropy-decode the quantised latent y_hat (1 x M x H/16 x W/16)."""
+def decode_y_hat(models: Teacher | EntropyModels, lic: LicFile, name: str = "input",
+                 max_pixels: int = DEFAULT_MAX_PIXELS) -> torch.Tensor:
+    """Entropy-decode the quantised latent y_hat (1 x M x H/16 x W/16). What CompressAI's
+    EntropyBottleneck/GaussianConditional.decompress compute, but through host/rans.py's checked
+    decoder, after the header, the stream lengths and the model's geometry are checked together."""
     em = as_entropy_models(models)
     check_model(lic, em, name)
-    if len(lic.streams) != 2:
-        raise LicError(f"{name}: expected 2 streams, found {len(lic.streams)}")
     m = em.teacher.model
-    hp, wp = padded_size(lic.height, lic.width)
-    z_shape = (hp // SPATIAL_MULTIPLE, wp // SPATIAL_MULTIPLE)
-    z_hat = m.entropy_bottleneck.decompress([lic.streams[0]], z_shape)
-    return m.gaussian_conditional.decompress([lic.streams[1]], scale_indexes(em, z_hat), z_hat.dtype)
+    z_table, y_table = em.tables
+    geo = hyperprior_geometry(lic, z_channels=len(z_table), y_channels=m.M, spatial_multiple=SPATIAL_MULTIPLE,
+                              max_pixels=max_pixels, name=name)
+    z_index = np.broadcast_to(np.arange(geo.z_shape[0], dtype=np.int32)[:, None, None], geo.z_shape)
+    z_symbols = z_table.decode(lic.streams[0], z_index, f"{name}: z stream")
+    z_hat = torch.from_numpy(z_symbols).float()[None] + m.entropy_bottleneck._get_medians()
+    indexes = scale_indexes(em, z_hat)[0].numpy()
+    if indexes.shape != geo.y_shape:
+        raise LicError(f"{name}: h_s gives {indexes.shape}, expected {geo.y_shape}")
+    y = y_table.decode(lic.streams[1], indexes, f"{name}: y stream")
+    return torch.from_numpy(y).float()[None]
 
 
 @torch.inference_mode()
-def decode(models: Teacher | EntropyModels, data: bytes, name: str = "input") -> np.ndarray:
+def decode(models: Teacher | EntropyModels, data: bytes, name: str = "input",
+           max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Complete .lic file bytes -> uint8 HxWx3 image, with the teacher's float g_s."""
     em = as_entropy_models(models)
     lic = parse(data, name)
-    x_hat = em.teacher.model.g_s(decode_y_hat(em, lic, name))
+    x_hat = em.teacher.model.g_s(decode_y_hat(em, lic, name, max_pixels))
     return to_rgb8(x_hat[..., :lic.height, :lic.width])
