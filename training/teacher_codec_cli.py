@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from host.geometry import DEFAULT_MAX_PIXELS
 from lic.errors import LicError
 
 
@@ -23,6 +24,10 @@ def add_encode_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--integer-hs", nargs="?", const="shipped", default=None, metavar="PATH",
                    help="write format version 2: scale indexes from an integer hyper-decoder, bit-exact on any "
                         "platform. Alone: the shipped one for --quality; or a file from `lic distill-hyper`")
+    p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, metavar="N",
+                   help=f"refuse images over N pixels, read from the file's header before decompressing it "
+                        f"(a decompression-bomb guard; default {DEFAULT_MAX_PIXELS:,} = 4096x4096, the "
+                        f"default `lic decode` limit too)")
 
 
 def run_encode(args) -> int:
@@ -33,7 +38,9 @@ def run_encode(args) -> int:
 
     if args.quality is not None and args.teacher is not None:
         raise LicError("give --quality or --teacher, not both")
-    rgb, warnings = load_rgb(args.image)
+    if args.max_pixels < 1:
+        raise LicError(f"--max-pixels must be positive, not {args.max_pixels}")
+    rgb, warnings = load_rgb(args.image, max_pixels=args.max_pixels)
     for w in warnings:
         _warn(f"{args.image}: {w}")
     teacher = load_teacher(args.teacher, quality=args.quality)
