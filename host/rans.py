@@ -45,7 +45,9 @@ def _suffix() -> str:
 
 
 PRECISION = 16  # CompressAI's CDFs sum to 2^16
-MAX_SYMBOL = 1 << 30  # |symbol - offset| bound: far beyond any latent, and where the bypass code is well-defined
+# |symbol - offset| bound. CompressAI's encoder loops forever on a bypass value of 2^28 or more (its
+# nibble count shifts a uint32 by 32), so no file holds |symbol| >= 2^27; far beyond any latent.
+MAX_SYMBOL = 1 << 26
 # Bits a rANS string must hold per symbol, lower bound: log2(2^16 / largest frequency of its table)
 # less the encoder's rounding loss (< 2 x 2^-15 x log2(e) bits per symbol with CompressAI's 64-bit
 # state, 32-bit words); upper bound: 16 bits + bypass (count nibble + 8 value nibbles) + rounding.
@@ -96,25 +98,38 @@ class CdfTable:
         return self.cdf.shape[0]
 
     def check_stream(self, stream: bytes, indexes: np.ndarray, what: str = "stream") -> None:
-        """Everything that can be checked before decoding: a stream of CompressAI's 32-bit words,
-        table indexes in range, and a length that `indexes.size` symbols with these tables can
-        produce. Fails with a one-line LicError naming `what`."""
+        """Everything that can be checked before decoding: table indexes in range, then check_length.
+        Fails with a one-line LicError naming `what`."""
         indexes = np.asarray(indexes)
         if indexes.size and (indexes.min() < 0 or indexes.max() >= len(self)):
             raise LicError(f"{what}: CDF index out of range 0..{len(self) - 1}")
-        n = len(stream)
+        counts = np.bincount(indexes.ravel(), minlength=len(self)) if indexes.size else np.zeros(len(self), np.int64)
+        self.check_length(stream, counts, what)
+
+    def check_length(self, stream: bytes, counts: np.ndarray, what: str = "stream") -> None:
+        """A stream of CompressAI's 32-bit words whose length `counts[r]` symbols of each row r can
+        produce: too short means the header claims more symbols than were coded."""
+        n, symbols = len(stream), int(counts.sum())
         if n < 8 or n % 4:
             raise LicError(f"{what}: corrupt ({n} bytes; a rANS string is a whole number of 32-bit words, "
                            f"at least 2)")
-        counts = np.bincount(indexes.ravel(), minlength=len(self)) if indexes.size else np.zeros(len(self))
-        least = _STATE_BITS + float(counts @ self.min_bits) - _ROUNDING_BITS * indexes.size
-        most = _FLUSH_BITS + 32 + _MAX_BITS_PER_SYMBOL * indexes.size
+        least = _STATE_BITS + float(counts @ self.min_bits) - _ROUNDING_BITS * symbols
+        most = _FLUSH_BITS + 32 + _MAX_BITS_PER_SYMBOL * symbols
         if 8 * n < least:
-            raise LicError(f"{what}: {n} bytes is too short for {indexes.size} symbols (at least "
+            raise LicError(f"{what}: {n} bytes is too short for {symbols} symbols (at least "
                            f"{int(least) // 8} bytes): the image size in the header does not match the streams")
         if 8 * n > most:
-            raise LicError(f"{what}: {n} bytes is too long for {indexes.size} symbols (at most {int(most) // 8} "
+            raise LicError(f"{what}: {n} bytes is too long for {symbols} symbols (at most {int(most) // 8} "
                            f"bytes): the image size in the header does not match the streams")
+
+    def decode_per_row(self, stream: bytes, shape: tuple[int, int, int], what: str = "stream") -> np.ndarray:
+        """Symbols [rows, h, w] where every symbol of channel c uses row c (CompressAI's
+        EntropyBottleneck layout). The length is checked before the index array is even made."""
+        if shape[0] != len(self):
+            raise LicError(f"{what}: {shape[0]} channels for a table of {len(self)} rows")
+        self.check_length(stream, np.full(len(self), shape[1] * shape[2], dtype=np.int64), what)
+        index = np.broadcast_to(np.arange(shape[0], dtype=np.int32)[:, None, None], shape)
+        return self.decode(stream, index, what)
 
     def decode(self, stream: bytes, indexes: np.ndarray, what: str = "stream") -> np.ndarray:
         """Decode len(indexes.ravel()) symbols from one stream, symbol i with table indexes[i];
@@ -148,7 +163,7 @@ def decode_checked(table: CdfTable, stream: bytes, indexes: np.ndarray, what: st
 
     n = int(np.asarray(indexes).size)
     values = call_isolated(lambda: _decode_and_reencode(table, stream, indexes), what,
-                           extra_bytes=(256 << 20) + 100 * n + 8 * len(stream), cpu_seconds=30 + n // 100_000)
+                           extra_bytes=(256 << 20) + 100 * n + 8 * len(stream), cpu_seconds=10 + n // 200_000)
     if values is None or values.size != n:
         raise LicError(f"{what}: corrupt (the entropy-coded data does not decode to what the encoder writes: "
                        f"it is damaged, truncated, or the header does not match it)")

@@ -66,10 +66,8 @@ def decode_latents(lic: LicFile, package: DecoderPackage, times: StageTimes, nam
     check_file(lic, package, name)
     geo = hyperprior_geometry(lic, z_channels=len(package.z_table), y_channels=package.latent_channels,
                               spatial_multiple=package.spatial_multiple, max_pixels=max_pixels, name=name)
-    n_z, zh, zw = geo.z_shape
     t = time.perf_counter()
-    z_index = np.broadcast_to(np.arange(n_z, dtype=np.int32)[:, None, None], geo.z_shape)
-    z = package.z_table.decode(lic.streams[0], z_index, f"{name}: z stream")
+    z = package.z_table.decode_per_row(lic.streams[0], geo.z_shape, f"{name}: z stream")
     t = times.add("rans_z", t)
     indexes = package.integer_hs.indexes(z)
     if indexes.shape != geo.y_shape:

@@ -164,8 +164,7 @@ def decode_y_hat(models: Teacher | EntropyModels, lic: LicFile, name: str = "inp
     z_table, y_table = em.tables
     geo = hyperprior_geometry(lic, z_channels=len(z_table), y_channels=m.M, spatial_multiple=SPATIAL_MULTIPLE,
                               max_pixels=max_pixels, name=name)
-    z_index = np.broadcast_to(np.arange(geo.z_shape[0], dtype=np.int32)[:, None, None], geo.z_shape)
-    z_symbols = z_table.decode(lic.streams[0], z_index, f"{name}: z stream")
+    z_symbols = z_table.decode_per_row(lic.streams[0], geo.z_shape, f"{name}: z stream")
     z_hat = torch.from_numpy(z_symbols).float()[None] + m.entropy_bottleneck._get_medians()
     indexes = scale_indexes(em, z_hat)[0].numpy()
     if indexes.shape != geo.y_shape:
