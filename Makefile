@@ -10,7 +10,13 @@ BOARD ?= pynq-z2
 TARGET_FPS ?=
 HW_ARGS = --board $(BOARD) $(if $(TARGET_FPS),--target-fps $(TARGET_FPS))
 
-.PHONY: setup test test-slow demo teachers eval hw bitstream clean help
+SEED ?= 1
+COUNT ?= 20000
+FUZZ_DIR := build/fuzz
+ASAN_DIR := build/asan
+EXT_SUFFIX = $$($(PY) -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))')
+
+.PHONY: setup test test-slow demo teachers eval hw bitstream clean help fuzz asan
 
 help:
 	@echo "make setup      create .venv with every pinned dependency (idempotent)"
@@ -20,6 +26,8 @@ help:
 	@echo "make eval       teacher RD curve and classical baselines on Kodak -> build/eval/"
 	@echo "make hw BOARD=pynq-z2 [TARGET_FPS=25]   FINN build up to HLS code + estimates (no Vivado needed)"
 	@echo "make bitstream BOARD=pynq-z2            ... and on to the bitfile (needs Vivado: XILINX_VIVADO)"
+	@echo "make fuzz SEED=1 COUNT=20000        coverage-guided fuzzing (Atheris) of the .lic parser and entropy decoding"
+	@echo "make asan       CompressAI's rANS coder under ASan/UBSan over the fuzz corpus"
 	@echo "make teachers   retrain the shipped default teachers (CPU recipe, ~1.5 h on 2 cores)"
 
 setup: $(STAMP)
@@ -48,6 +56,31 @@ hw: setup
 
 bitstream: setup
 	$(LIC) hw $(HW_ARGS) --bitstream
+
+# Coverage-guided fuzzing, COUNT inputs per target (tests/fuzz_atheris.py); findings: crash-* files.
+fuzz: setup
+	mkdir -p $(FUZZ_DIR)/findings
+	$(PY) tests/fuzz_atheris.py --target runtime -seed=$(SEED) -runs=$(COUNT) -artifact_prefix=$(FUZZ_DIR)/findings/ $(FUZZ_DIR)/corpus/runtime
+	$(PY) tests/fuzz_atheris.py --target rans -seed=$(SEED) -runs=$(COUNT) -artifact_prefix=$(FUZZ_DIR)/findings/ $(FUZZ_DIR)/corpus/rans
+
+# CompressAI's rANS extension rebuilt from its sdist with ASan + UBSan, run over the fuzz corpus plus
+# COUNT structure-aware mutations (tests/asan_rans.py); reports are counted per path (raw / checked).
+asan: setup
+	mkdir -p $(ASAN_DIR)/log $(FUZZ_DIR)/corpus/runtime
+	test -f $(ASAN_DIR)/compressai-1.2.8.tar.gz || $(PY) -m pip download -q --no-deps --no-binary :all: \
+	  --no-build-isolation compressai==1.2.8 -d $(ASAN_DIR)
+	tar xzf $(ASAN_DIR)/compressai-1.2.8.tar.gz -C $(ASAN_DIR)
+	g++ -std=c++17 -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fsanitize-recover=all -shared -fPIC \
+	  -I $(ASAN_DIR)/compressai-1.2.8/third_party/ryg_rans -I $$($(PY) -c 'import pybind11; print(pybind11.get_include())') \
+	  -I $$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["include"])') \
+	  $(ASAN_DIR)/compressai-1.2.8/compressai/cpp_exts/rans/rans_interface.cpp -o $(ASAN_DIR)/ans$(EXT_SUFFIX)
+	for way in raw checked; do rm -f $(ASAN_DIR)/log/$$way.*; \
+	  LIC_ASAN_WAY=$$way LD_PRELOAD=$$(g++ -print-file-name=libasan.so):$$(g++ -print-file-name=libubsan.so) \
+	  ASAN_OPTIONS=detect_leaks=0:halt_on_error=0:log_path=$(ASAN_DIR)/log/$$way UBSAN_OPTIONS=log_path=$(ASAN_DIR)/log/$$way \
+	  PYTHONPATH=$(CURDIR) $(PY) tests/asan_rans.py $(ASAN_DIR)/ans$(EXT_SUFFIX) $(FUZZ_DIR)/corpus/runtime --mutations $(COUNT); \
+	  echo "$$way: $$(cat $(ASAN_DIR)/log/$$way.* 2>/dev/null | grep -c 'ERROR: AddressSanitizer') ASan reports," \
+	    "$$(cat $(ASAN_DIR)/log/$$way.* 2>/dev/null | grep -c 'runtime error:') UBSan reports," \
+	    "in $$(grep -l 'ERROR: AddressSanitizer\|runtime error:' $(ASAN_DIR)/log/$$way.* 2>/dev/null | wc -l) processes"; done
 
 teachers: setup
 	training/recipes/default_teachers.sh

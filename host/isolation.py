@@ -22,6 +22,7 @@ from lic.errors import LicError
 
 _LEN = struct.Struct("<q")  # result length; negative = the child's failure code
 FAILED = -1
+_FATAL = (signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE, signal.SIGABRT, signal.SIGTERM, signal.SIGXCPU)
 
 
 def _vm_bytes() -> int:
@@ -62,6 +63,8 @@ def call_isolated(fn: Callable[[], np.ndarray | None], what: str, *, extra_bytes
         code = 0
         try:
             os.close(r)
+            for sig in _FATAL:  # die of the signal itself, not in an inherited handler (faulthandler,
+                signal.signal(sig, signal.SIG_DFL)  # libFuzzer) that may need a lock another thread held
             _limit(resource.RLIMIT_CORE, 0)
             _limit(resource.RLIMIT_CPU, cpu_seconds)
             if extra_bytes:
