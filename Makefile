@@ -70,7 +70,7 @@ asan: setup
 	test -f $(ASAN_DIR)/compressai-1.2.8.tar.gz || $(PY) -m pip download -q --no-deps --no-binary :all: \
 	  --no-build-isolation compressai==1.2.8 -d $(ASAN_DIR)
 	tar xzf $(ASAN_DIR)/compressai-1.2.8.tar.gz -C $(ASAN_DIR)
-	g++ -std=c++17 -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fsanitize-recover=all -shared -fPIC \
+	g++ -std=c++17 -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fsanitize-recover=all -DNDEBUG -shared -fPIC \
 	  -I $(ASAN_DIR)/compressai-1.2.8/third_party/ryg_rans -I $$($(PY) -c 'import pybind11; print(pybind11.get_include())') \
 	  -I $$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["include"])') \
 	  $(ASAN_DIR)/compressai-1.2.8/compressai/cpp_exts/rans/rans_interface.cpp -o $(ASAN_DIR)/ans$(EXT_SUFFIX)

@@ -146,10 +146,15 @@ def _decode_and_reencode(table: CdfTable, stream: bytes, indexes: np.ndarray) ->
     decoder itself checks none of these (issue 11)."""
     ans = _ans()
     idx = indexes.ravel().astype(np.int32).tolist()
-    values = np.asarray(ans.RansDecoder().decode_with_indexes(stream, idx, *table._lists), dtype=np.int64)
+    # Zero words after the stream: a corrupt stream's over-read lands in them rather than past the
+    # buffer (each symbol reads at most one word outside bypass runs). A valid stream never reaches
+    # them, and the comparison below is with the stream itself.
+    padded = stream + bytes(4 * len(idx) + (64 << 10))
+    decoded = ans.RansDecoder().decode_with_indexes(padded, idx, *table._lists)
+    values = np.asarray(decoded, dtype=np.int64)
     if values.size and np.abs(values - table.offset[indexes.ravel()]).max() >= MAX_SYMBOL:
         return None
-    if ans.RansEncoder().encode_with_indexes(values.tolist(), idx, *table._lists) != stream:
+    if ans.RansEncoder().encode_with_indexes(decoded, idx, *table._lists) != stream:
         return None
     return values.astype(np.int32)
 
