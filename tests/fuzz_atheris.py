@@ -7,7 +7,8 @@
 Targets:
   runtime  bytes -> the host runtime's entropy decoding with the shipped q3 package: parse, header /
            geometry / stream-length checks, rANS z, integer h_s, rANS y (everything before synthesis)
-  rans     bytes -> (table, symbol count, indexes, stream) -> CdfTable.decode with the q3 tables
+  rans     bytes -> (table, symbol count, indexes, stream) -> CdfTable.decode with the q3 tables;
+           its corpus starts from the z and y streams of the runtime corpus's real files
 
 Only LicError may escape; any other exception, a signal or a hang is a finding (libFuzzer stops
 and writes the input as crash-*). Mutations: libFuzzer's own, and half of the time the
@@ -75,6 +76,33 @@ def runtime_target():
     return one_input
 
 
+def rans_input(table: int, indexes: np.ndarray, stream: bytes) -> bytes:
+    """The rans target's input: table (1 byte), n (u16), n index bytes, then the stream."""
+    return bytes([table]) + len(indexes).to_bytes(2, "big") + indexes.astype(np.uint8).tobytes() + stream
+
+
+def seed_rans_corpus(folder: Path, runtime_corpus: Path) -> None:
+    """Real (table, indexes, stream) triples: the z and y streams of the runtime corpus's files."""
+    folder.mkdir(parents=True, exist_ok=True)
+    if any(folder.iterdir()) or not runtime_corpus.is_dir():
+        return
+    from host.container import parse
+    from host.decoder_package import DecoderPackage
+    from host.geometry import hyperprior_geometry
+
+    package = DecoderPackage.load(REPO / "host" / "decoders" / "q3")
+    for p in sorted(runtime_corpus.glob("real*.lic")):
+        lic = parse(p.read_bytes())
+        geo = hyperprior_geometry(lic, z_channels=len(package.z_table), y_channels=package.latent_channels,
+                                  spatial_multiple=package.spatial_multiple)
+        z = package.z_table.decode_per_row(lic.streams[0], geo.z_shape)
+        y_index = package.integer_hs.indexes(z).ravel()
+        z_index = np.broadcast_to(np.arange(geo.z_shape[0])[:, None, None], geo.z_shape).ravel()
+        for t, idx, stream in ((0, z_index, lic.streams[0]), (1, y_index, lic.streams[1])):
+            if len(idx) < 1 << 16:
+                (folder / f"{p.stem}_{'zy'[t]}.bin").write_bytes(rans_input(t, idx, stream))
+
+
 def rans_target():
     from host.decoder_package import DecoderPackage
 
@@ -82,11 +110,14 @@ def rans_target():
     tables = [package.z_table, package.y_table]
 
     def one_input(data: bytes) -> None:
-        fdp = atheris.FuzzedDataProvider(data)
-        table = tables[fdp.ConsumeIntInRange(0, 1)]
-        n = fdp.ConsumeIntInRange(1, 4096)
-        indexes = np.array(fdp.ConsumeIntListInRange(n, 0, len(table) - 1), dtype=np.int32)
-        stream = fdp.ConsumeBytes(fdp.remaining_bytes())
+        if len(data) < 3:
+            return
+        table = tables[data[0] % 2]
+        n = max(1, int.from_bytes(data[1:3], "big"))
+        indexes = np.frombuffer(data[3:3 + n], dtype=np.uint8).astype(np.int32) % len(table)
+        stream = data[3 + n:]
+        if len(indexes) < n:
+            return
         try:
             values = table.decode(stream, indexes, "fuzz")
             assert values.shape == indexes.shape
@@ -119,7 +150,7 @@ def main() -> None:
         atheris.Setup(argv, one_input, custom_mutator=structure_aware)
     elif target == "rans":
         for f in folders:
-            f.mkdir(parents=True, exist_ok=True)
+            seed_rans_corpus(f, f.parent / "runtime")
         atheris.Setup(argv, rans_target())
     else:
         raise SystemExit(f"unknown --target {target!r}: runtime or rans")
