@@ -61,7 +61,7 @@ bitstream: setup
 fuzz: setup
 	mkdir -p $(FUZZ_DIR)/findings
 	$(PY) tests/fuzz_atheris.py --target runtime -seed=$(SEED) -runs=$(COUNT) -artifact_prefix=$(FUZZ_DIR)/findings/ $(FUZZ_DIR)/corpus/runtime
-	$(PY) tests/fuzz_atheris.py --target rans -seed=$(SEED) -runs=$(COUNT) -max_len=65536 -artifact_prefix=$(FUZZ_DIR)/findings/ $(FUZZ_DIR)/corpus/rans
+	$(PY) tests/fuzz_atheris.py --target rans -seed=$(SEED) -runs=$(COUNT) -max_len=65536 -len_control=0 -artifact_prefix=$(FUZZ_DIR)/findings/ $(FUZZ_DIR)/corpus/rans
 
 # CompressAI's rANS extension rebuilt from its sdist with ASan + UBSan, run over the fuzz corpus plus
 # COUNT structure-aware mutations (tests/asan_rans.py); reports are counted per path (raw / checked).

@@ -53,6 +53,9 @@ MAX_SYMBOL = 1 << 26
 # state, 32-bit words); upper bound: 16 bits + bypass (count nibble + 8 value nibbles) + rounding.
 _ROUNDING_BITS = 1e-4
 _MAX_BITS_PER_SYMBOL = 16 + 4 * 9 + _ROUNDING_BITS
+# CompressAI's encoder sizes its output buffer at one word per symbol and flushes two words into
+# it: with 1 or 2 symbols it writes before the buffer (heap corruption, found by `make fuzz`).
+MIN_SYMBOLS = 3
 _STATE_BITS, _FLUSH_BITS = 31, 64  # the encoder starts at 2^31 and flushes its 64-bit state
 
 
@@ -110,6 +113,8 @@ class CdfTable:
         """A stream of CompressAI's 32-bit words whose length `counts[r]` symbols of each row r can
         produce: too short means the header claims more symbols than were coded."""
         n, symbols = len(stream), int(counts.sum())
+        if symbols < MIN_SYMBOLS:
+            raise LicError(f"{what}: {symbols} symbols; CompressAI's rANS coder needs at least {MIN_SYMBOLS}")
         if n < 8 or n % 4:
             raise LicError(f"{what}: corrupt ({n} bytes; a rANS string is a whole number of 32-bit words, "
                            f"at least 2)")
