@@ -77,10 +77,11 @@ asan: setup
 	for way in raw checked; do rm -f $(ASAN_DIR)/log/$$way.*; \
 	  LIC_ASAN_WAY=$$way LD_PRELOAD=$$(g++ -print-file-name=libasan.so):$$(g++ -print-file-name=libubsan.so) \
 	  ASAN_OPTIONS=detect_leaks=0:halt_on_error=0:log_path=$(ASAN_DIR)/log/$$way UBSAN_OPTIONS=log_path=$(ASAN_DIR)/log/$$way \
-	  PYTHONPATH=$(CURDIR) $(PY) tests/asan_rans.py $(ASAN_DIR)/ans$(EXT_SUFFIX) $(FUZZ_DIR)/corpus/runtime --mutations $(COUNT); \
+	  PYTHONPATH=$(CURDIR) $(PY) tests/asan_rans.py $(ASAN_DIR)/ans$(EXT_SUFFIX) $(FUZZ_DIR)/corpus/runtime --mutations $(COUNT) \
+	  2> >(tee $(ASAN_DIR)/log/$$way.stderr >&2); \
 	  echo "$$way: $$(cat $(ASAN_DIR)/log/$$way.* 2>/dev/null | grep -c 'ERROR: AddressSanitizer') ASan reports," \
 	    "$$(cat $(ASAN_DIR)/log/$$way.* 2>/dev/null | grep -c 'runtime error:') UBSan reports," \
-	    "in $$(grep -l 'ERROR: AddressSanitizer\|runtime error:' $(ASAN_DIR)/log/$$way.* 2>/dev/null | wc -l) processes"; done
+	    "ASan reports in $$(grep -l 'ERROR: AddressSanitizer' $(ASAN_DIR)/log/$$way.[0-9]* 2>/dev/null | wc -l) processes"; done
 
 teachers: setup
 	training/recipes/default_teachers.sh
