@@ -10,7 +10,9 @@ BOARD ?= pynq-z2
 TARGET_FPS ?=
 HW_ARGS = --board $(BOARD) $(if $(TARGET_FPS),--target-fps $(TARGET_FPS))
 
-.PHONY: setup test test-slow demo teachers eval hw bitstream bench clean help asan-rans
+FUZZ_DIR := build/fuzz
+
+.PHONY: setup test test-slow demo teachers eval hw bitstream bench clean help asan-rans fuzz
 
 help:
 	@echo "make setup      create .venv with every pinned dependency (idempotent)"
@@ -22,6 +24,7 @@ help:
 	@echo "make bitstream BOARD=pynq-z2            ... and on to the bitfile (needs Vivado: XILINX_VIVADO)"
 	@echo "make bench      FPGA vs GPU vs CPU: fps, J/frame, per-stage time, quality -> build/bench/ (GPU rows: lic bench --device cuda)"
 	@echo "make asan-rans  fuzz the C rANS decoder under AddressSanitizer + UBSan (SEED=1 COUNT=20000)"
+	@echo "make fuzz SEED=1 COUNT=20000        coverage-guided fuzzing (Atheris) of the .lic parser and the C rANS decoder"
 	@echo "make teachers   retrain the shipped default teachers (CPU recipe, ~1.5 h on 2 cores)"
 
 RANS_LIB := build/host/liblic_rans.so
@@ -63,6 +66,12 @@ bench: setup
 	$(LIC) bench -o build/bench
 asan-rans: setup
 	$(PY) tests/fuzz_rans_asan.py --seed $(SEED) --count $(COUNT)
+
+# Coverage-guided fuzzing, COUNT inputs per target (tests/fuzz_atheris.py); findings: crash-* files.
+fuzz: setup
+	mkdir -p $(FUZZ_DIR)/findings
+	$(PY) tests/fuzz_atheris.py --target runtime -seed=$(SEED) -runs=$(COUNT) -artifact_prefix=$(FUZZ_DIR)/findings/ $(FUZZ_DIR)/corpus/runtime
+	$(PY) tests/fuzz_atheris.py --target rans -seed=$(SEED) -runs=$(COUNT) -max_len=65536 -len_control=0 -artifact_prefix=$(FUZZ_DIR)/findings/ $(FUZZ_DIR)/corpus/rans
 
 teachers: setup
 	training/recipes/default_teachers.sh

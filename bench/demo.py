@@ -70,6 +70,8 @@ def run(args) -> int:
     t0 = time.perf_counter()
     for name, rgb_s, times in tqdm(decoder.decode_stream((n, files[n]) for n, _ in images), total=len(images),
                                    desc="decode (student, host runtime)", unit="img", file=sys.stderr):
+        if isinstance(rgb_s, LicError):
+            raise rgb_s
         student_out[name] = rgb_s
         totals += times
     student_s = time.perf_counter() - t0

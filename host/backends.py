@@ -68,8 +68,18 @@ class OnnxBackend(Backend):
             so.intra_op_num_threads = int(os.environ["LIC_ORT_THREADS"])
         providers = providers or [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider")
                                   if p in ort.get_available_providers()]
-        self.session = ort.InferenceSession(os.fspath(package.path(STUDENT_ONNX)), so, providers=providers)
-        self.input_name = self.session.get_inputs()[0].name
+        path = package.path(STUDENT_ONNX)
+        try:
+            self.session = ort.InferenceSession(os.fspath(path), so, providers=providers)
+        except Exception as e:  # onnxruntime's own exception types: a damaged or foreign model
+            raise LicError(f"{path}: onnxruntime cannot load it ({str(e).splitlines()[0][:200]})") from None
+        inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
+        if len(inputs) < 1 or len(outputs) < 1 or len(inputs[0].shape) != 4 or len(outputs[0].shape) != 4 \
+                or inputs[0].shape[1] != package.latent_channels or outputs[0].shape[1] != 3:
+            raise LicError(f"{path}: takes {inputs[0].shape if inputs else None} and gives "
+                           f"{outputs[0].shape if outputs else None}; the manifest says [N, "
+                           f"{package.latent_channels}, h, w] latents to [N, 3, H, W] pixels")
+        self.input_name = inputs[0].name
         self.scale = package.output_scale
 
     def run(self, y: np.ndarray) -> np.ndarray:

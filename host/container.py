@@ -24,6 +24,7 @@ from __future__ import annotations
 import struct
 import zlib
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from lic.errors import LicError
 
@@ -66,6 +67,14 @@ class LicFile:
             parts += [_U32.pack(len(s)), s]
         body = b"".join(parts)
         return body + _U32.pack(zlib.crc32(body))
+
+
+def read_lic(path: Path) -> bytes:
+    """A file's bytes, with a read failure as a LicError naming the file."""
+    try:
+        return Path(path).read_bytes()
+    except OSError as e:
+        raise LicError(f"{path}: cannot read ({e.strerror or e})") from None
 
 
 def parse(data: bytes, name: str = "input") -> LicFile:

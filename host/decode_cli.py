@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from host.backends import BACKENDS
+from host.geometry import DEFAULT_MAX_PIXELS
 from lic.errors import LicError
 
 SHIPPED_PACKAGES = Path(__file__).resolve().parent / "decoders"
@@ -46,6 +47,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="implies --decoder teacher: the model that encoded the file, if it is not a shipped teacher")
     p.add_argument("--integer-hs", default=None, metavar="PATH",
                    help="with --teacher, for a version-2 file made with a non-shipped integer h_s: that file")
+    p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, metavar="N",
+                   help=f"refuse files whose header claims more than N pixels, before allocating anything "
+                        f"(default {DEFAULT_MAX_PIXELS:,} = 4096x4096; decoding memory grows with it)")
     p.add_argument("--times", action="store_true", help="print the time spent in each decoding stage")
 
 
@@ -102,7 +106,7 @@ class _TeacherDecoder:
                                    f"teacher; pass --teacher (and --integer-hs for format v2) with what encoded it")
             self.models[lic.fingerprint] = em
             self.name = f"teacher {em.name}"
-        return decode(em, data, name), None
+        return decode(em, data, name, max_pixels=self.args.max_pixels), None
 
 
 class _StudentDecoder:
@@ -113,7 +117,7 @@ class _StudentDecoder:
 
         package = DecoderPackage.load(package_dir)
         backend = make_backend(args.backend or default_backend(), package, hw_dir=args.hw_dir)
-        self.decoder = HostDecoder(package, backend, args.tile)
+        self.decoder = HostDecoder(package, backend, args.tile, max_pixels=args.max_pixels)
         self.name = f"student {package.name} on {backend.name}" + (f", {self.decoder.tile}x{self.decoder.tile} tiles"
                                                                     if self.decoder.tile else "")
 
@@ -136,38 +140,74 @@ def _make_decoder(args, lic, name: str):
     return _StudentDecoder(args, package)
 
 
+def _first_parsable(files: list[Path], single: bool, fail) -> tuple[int, object]:
+    """Index and header of the first file that parses (it picks the decoder); earlier ones fail."""
+    from host.container import parse, read_lic
+
+    for i, p in enumerate(files):
+        try:
+            return i, parse(read_lic(p), str(p))
+        except LicError as e:
+            if single:
+                raise
+            fail(p, e)
+    return len(files), None
+
+
 def run(args) -> int:
     from tqdm import tqdm
 
-    from host.container import parse
+    from host.container import read_lic
     from host.image_io import save_png
     from host.runtime import StageTimes
 
+    if args.max_pixels < 1:
+        raise LicError(f"--max-pixels must be positive, not {args.max_pixels}")
     files = _lic_files(args.inputs)
     single = len(files) == 1 and args.inputs[0].is_file()
     if not single and args.output.suffix.lower() == ".png":
         raise LicError(f"{len(files)} inputs: -o must be a folder, not {args.output}")
     if not single:
         args.output.mkdir(parents=True, exist_ok=True)
-    first = files[0].read_bytes()
-    decoder = _make_decoder(args, parse(first, str(files[0])), str(files[0]))  # a bad file fails before any model loads
-    total = StageTimes()
-    if isinstance(decoder, _StudentDecoder):
-        inputs = ((str(p), first if i == 0 else p.read_bytes()) for i, p in enumerate(files))
-        decoded = decoder.decoder.decode_stream(inputs)
-    else:
-        decoded = ((str(p), *decoder.decode(p.read_bytes(), str(p))) for p in files)
-    for path, (name, rgb, times) in tqdm(zip(files, decoded), total=len(files), desc="decode", unit="file",
-                                         disable=single or not sys.stderr.isatty()):
-        out = args.output if single else args.output / (path.stem + ".png")
-        save_png(out, rgb)
-        if times is not None:
-            total += times
-        if single:
-            print(f"{out}: {rgb.shape[1]}x{rgb.shape[0]} ({decoder.name})")
-    if not single:
-        print(f"{args.output}: {len(files)} images ({decoder.name})")
-    if args.times and total.seconds:
-        n = len(files)
-        print("stage times (mean per image): " + ", ".join(f"{k} {v / n * 1000:.1f} ms" for k, v in total.seconds.items()))
+    failed: list[Path] = []
+
+    def fail(path: Path, error: LicError) -> None:  # one bad file in a folder does not stop the others
+        failed.append(path)
+        print(f"lic: error: {error}", file=sys.stderr)
+
+    start, lic = _first_parsable(files, single, fail)
+    if lic is not None:
+        todo = files[start:]
+        decoder = _make_decoder(args, lic, str(todo[0]))  # a bad file fails before any model loads
+        total = StageTimes()
+        if isinstance(decoder, _StudentDecoder):
+            decoded = decoder.decoder.decode_stream((str(p), p) for p in todo)
+        else:
+            def teacher_decode(p: Path):
+                try:
+                    return (str(p), *decoder.decode(read_lic(p), str(p)))
+                except LicError as e:
+                    return str(p), e, None
+            decoded = map(teacher_decode, todo)
+        for path, (name, rgb, times) in tqdm(zip(todo, decoded), total=len(todo), desc="decode", unit="file",
+                                             disable=single or not sys.stderr.isatty()):
+            if isinstance(rgb, LicError):
+                if single:
+                    raise rgb
+                fail(path, rgb)
+                continue
+            out = args.output if single else args.output / (path.stem + ".png")
+            save_png(out, rgb)
+            if times is not None:
+                total += times
+            if single:
+                print(f"{out}: {rgb.shape[1]}x{rgb.shape[0]} ({decoder.name})")
+        done = len(files) - len(failed)
+        if not single:
+            print(f"{args.output}: {done} images ({decoder.name})")
+        if args.times and total.seconds and done:
+            print("stage times (mean per image): " + ", ".join(f"{k} {v / done * 1000:.1f} ms"
+                                                               for k, v in total.seconds.items()))
+    if failed:
+        raise LicError(f"{len(failed)} of {len(files)} files failed: {', '.join(map(str, failed))}")
     return 0

@@ -33,6 +33,12 @@ STUDENT_ONNX = "student.onnx"
 STUDENT_QONNX = "student.qonnx.onnx"
 QUANT_STUDENT = "quant_student.pt"
 OPTIONAL_FILES = {QUANT_STUDENT}
+REQUIRED_FILES = {ENTROPY_TABLES, INTEGER_HS, STUDENT_ONNX, STUDENT_QONNX}
+# manifest key -> (type, smallest, largest): a package is untrusted input, so geometry that sizes
+# buffers is checked before anything uses it
+_GEOMETRY = {"latent_channels": (int, 1, 4096), "upscale": (int, 1, 64), "spatial_multiple": (int, 1, 1024),
+             "tile": (int, 1, 1024), "halo": (int, 0, 64), "input_bits": (int, 2, 16), "output_bits": (int, 2, 16),
+             "output_scale": (float, 2.0 ** -30, 2.0 ** 30)}
 
 
 def sha256_file(path: Path) -> str:
@@ -94,6 +100,8 @@ class DecoderPackage:
 
     @classmethod
     def load(cls, root: Path | str, verify: bool = True) -> "DecoderPackage":
+        """Read a package, treating it as untrusted: manifest fields typed and in range, every file's
+        checksum verified, and the tables and integer h_s checked against the manifest and each other."""
         root = Path(root)
         mpath = root / MANIFEST
         if not mpath.is_file():
@@ -102,10 +110,12 @@ class DecoderPackage:
             manifest = json.loads(mpath.read_text())
         except (ValueError, UnicodeDecodeError) as e:
             raise LicError(f"{mpath}: not valid JSON ({e})") from None
-        if manifest.get("format") != PACKAGE_FORMAT:
-            raise LicError(f"{root}: package format {manifest.get('format')!r}, this runtime reads {PACKAGE_FORMAT}")
+        if not isinstance(manifest, dict) or manifest.get("format") != PACKAGE_FORMAT:
+            got = manifest.get("format") if isinstance(manifest, dict) else None
+            raise LicError(f"{root}: package format {got!r}, this runtime reads {PACKAGE_FORMAT}")
+        _check_manifest(manifest, mpath)
         if verify:
-            for name, digest in manifest.get("files", {}).items():
+            for name, digest in manifest["files"].items():
                 p = root / name
                 if not p.is_file():
                     if name in OPTIONAL_FILES:
@@ -115,11 +125,55 @@ class DecoderPackage:
                     raise LicError(f"{p} does not match the checksum in {MANIFEST}: the package is damaged")
         try:
             with np.load(root / ENTROPY_TABLES, allow_pickle=False) as t:
-                z_table = CdfTable(t["z_cdf"], t["z_cdf_length"], t["z_offset"])
-                y_table = CdfTable(t["y_cdf"], t["y_cdf_length"], t["y_offset"])
+                z_table = CdfTable(t["z_cdf"], t["z_cdf_length"], t["z_offset"], name=f"{root / ENTROPY_TABLES} z")
+                y_table = CdfTable(t["y_cdf"], t["y_cdf_length"], t["y_offset"], name=f"{root / ENTROPY_TABLES} y")
         except LicError:
             raise
         except Exception as e:
             raise LicError(f"{root / ENTROPY_TABLES}: cannot read entropy tables ({type(e).__name__})") from None
         integer_hs = IntegerHyperSynthesis.load(root / INTEGER_HS)
-        return cls(root, manifest, z_table, y_table, integer_hs)
+        package = cls(root, manifest, z_table, y_table, integer_hs)
+        package._check_parts()
+        return package
+
+    def _check_parts(self) -> None:
+        """The files agree with the manifest and with each other, so nothing downstream indexes
+        past a table or feeds a network the wrong shape."""
+        where = f"decoder package {self.root}"
+        hs, m = self.integer_hs, self.manifest
+        if hs.fingerprint.hex() != m.get("integer_hs_fingerprint", hs.fingerprint.hex()):
+            raise LicError(f"{where}: {INTEGER_HS} is not the integer h_s the manifest names")
+        if hs.in_channels != len(self.z_table):
+            raise LicError(f"{where}: the integer h_s reads {hs.in_channels} z channels, the z table has "
+                           f"{len(self.z_table)}")
+        if hs.out_channels != self.latent_channels:
+            raise LicError(f"{where}: the integer h_s gives {hs.out_channels} channels, the manifest says "
+                           f"latent_channels {self.latent_channels}")
+        if hs.max_index >= len(self.y_table):
+            raise LicError(f"{where}: the integer h_s gives scale indexes up to {hs.max_index}, the y table has "
+                           f"{len(self.y_table)} rows")
+        if self.spatial_multiple != 4 * self.upscale:
+            raise LicError(f"{where}: spatial_multiple {self.spatial_multiple} must be 4 x upscale "
+                           f"({self.upscale}): z is a quarter of y's resolution")
+        if 2 * self.halo >= self.tile:
+            raise LicError(f"{where}: tile {self.tile} has no core inside its halo of {self.halo}")
+
+
+def _check_manifest(manifest: dict, mpath: Path) -> None:
+    fp = manifest.get("file_fingerprint")
+    if not isinstance(fp, str) or len(fp) != 32 or any(c not in "0123456789abcdef" for c in fp):
+        raise LicError(f"{mpath}: file_fingerprint must be 32 hex digits")
+    for key, (kind, lo, hi) in _GEOMETRY.items():
+        v = manifest.get(key)
+        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and (kind is float or isinstance(v, int))
+        if not ok or not lo <= v <= hi:
+            raise LicError(f"{mpath}: {key} must be a {kind.__name__} in {lo}..{hi}, not {v!r}")
+    files = manifest.get("files")
+    if not isinstance(files, dict) or not all(isinstance(v, str) for v in files.values()):
+        raise LicError(f"{mpath}: 'files' must map file names to SHA-256 checksums")
+    unknown = set(files) - REQUIRED_FILES - OPTIONAL_FILES
+    if unknown:  # also what keeps a name like ../../x from reaching the file system
+        raise LicError(f"{mpath}: unknown files {', '.join(sorted(map(repr, unknown)))}")
+    missing = REQUIRED_FILES - set(files)
+    if missing:
+        raise LicError(f"{mpath}: no checksum for {', '.join(sorted(missing))}: the package cannot be verified")

@@ -7,8 +7,9 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
+from host.geometry import DEFAULT_MAX_PIXELS, check_pixels
 from lic.errors import LicError
 
 
@@ -37,7 +38,7 @@ def to_rgb8(im: Image.Image, sixteen_bit_rgb: bool = False) -> tuple[np.ndarray,
     mode = im.mode
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
         # 16-bit (or 32-bit int) greyscale: keep the top 8 bits, as a viewer would show it.
-        a = np.asarray(im, dtype=np.uint32 if mode == "I" else np.uint16).astype(np.uint32)
+        a = np.asarray(im).astype(np.int64).clip(0, None)
         if mode == "I" and a.max(initial=0) <= 255:
             a8 = a.astype(np.uint8)
         else:
@@ -46,7 +47,15 @@ def to_rgb8(im: Image.Image, sixteen_bit_rgb: bool = False) -> tuple[np.ndarray,
         warnings.append("greyscale image: coded as RGB with three equal channels")
         return np.repeat(a8[:, :, None], 3, axis=2), warnings
     if mode == "F":
-        raise LicError("floating-point images are not supported; convert to 8- or 16-bit first")
+        a = np.nan_to_num(np.asarray(im, dtype=np.float64), nan=0.0, posinf=255.0, neginf=0.0)
+        unit = a.size and a.min() >= 0 and a.max() <= 1
+        a8 = np.rint(np.clip(a * 255 if unit else a, 0, 255)).astype(np.uint8)
+        warnings.append("floating-point image: " + ("0..1 scaled to 0..255" if unit else "clipped to 0..255")
+                        + ", coded as RGB with three equal channels")
+        return np.repeat(a8[:, :, None], 3, axis=2), warnings
+    if mode in ("La", "RGBa"):  # premultiplied alpha: Pillow converts these only via their plain form
+        im = im.convert(mode[:-1] + "A")
+        mode = im.mode
     if mode in ("L", "1", "LA"):
         warnings.append("greyscale image: coded as RGB with three equal channels")
     if mode in ("RGBA", "LA", "PA", "RGBa", "La") or (mode == "P" and "transparency" in im.info):
@@ -58,20 +67,44 @@ def to_rgb8(im: Image.Image, sixteen_bit_rgb: bool = False) -> tuple[np.ndarray,
     return np.asarray(im.convert("RGB"), dtype=np.uint8).copy(), warnings
 
 
-def load_rgb(path: Path | str) -> tuple[np.ndarray, list[str]]:
-    """Read an image file as uint8 HxWx3 plus human-readable conversion warnings."""
+def load_rgb(path: Path | str, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[np.ndarray, list[str]]:
+    """Read an image file as uint8 HxWx3 plus human-readable conversion warnings. The EXIF
+    orientation is applied; of an animated or multi-page file only the first frame is read; an
+    image over `max_pixels` is refused from its header, before its pixels are decompressed."""
     path = Path(path)
     if not path.is_file():
         raise LicError(f"image not found: {path}")
+    warnings = []
     try:
-        with Image.open(path) as im:
+        # open() reads the header only; the size check below, before load(), replaces Pillow's own
+        # bomb limit so that --max-pixels is the one limit and its message is ours
+        saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+        try:
+            im = Image.open(path)
+        finally:
+            Image.MAX_IMAGE_PIXELS = saved
+        with im:
+            w, h = im.size
+            check_pixels(h, w, max_pixels, str(path))
+            if getattr(im, "is_animated", False):
+                warnings.append("animated or multi-frame image: only the first frame is coded")
             sixteen_bit_rgb = im.mode == "RGB" and any(";16" in str(t.args) for t in im.tile)
             im.load()
-            return to_rgb8(im, sixteen_bit_rgb)
+            try:
+                oriented = ImageOps.exif_transpose(im)
+            except Exception:  # a damaged EXIF block: the pixels are still good
+                oriented = im
+                warnings.append("EXIF orientation unreadable: not applied")
+            rgb, more = to_rgb8(oriented, sixteen_bit_rgb)
+            return rgb, warnings + more
+    except LicError:
+        raise
     except UnidentifiedImageError:
         raise LicError(f"{path}: not an image Pillow can read") from None
-    except (OSError, SyntaxError, ValueError) as e:  # truncated or corrupt image data
+    except (OSError, SyntaxError, ValueError, EOFError) as e:  # truncated or corrupt image data
         raise LicError(f"{path}: cannot read image ({e})") from None
+    except Exception as e:  # Pillow's format plugins raise more kinds on crafted files (struct.error, ...)
+        raise LicError(f"{path}: cannot read image ({type(e).__name__}: {e})") from None
 
 
 def write_atomic(path: Path | str, data: bytes) -> None:

@@ -62,11 +62,38 @@ def _count_thresholds(acc: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
     return out
 
 
+def _integers(a: np.ndarray, dtype, what: str) -> np.ndarray:
+    """An integer array cast to `dtype` only if every value fits: a silent wrap would change the network."""
+    info = np.iinfo(dtype)
+    if a.dtype.kind not in "iu" or (a.size and (a.min() < info.min or a.max() > info.max)):
+        raise LicError(f"{what}: expected {np.dtype(dtype).name} values, found {a.dtype} "
+                       f"{'' if a.dtype.kind not in 'iu' or not a.size else f'{a.min()}..{a.max()}'}")
+    return a.astype(dtype)
+
+
+def _check_layers(layers: list[IntegerLayer], input_bits: int) -> None:
+    """Shapes that chain, thresholds that count: an altered file fails here, not inside numpy."""
+    if not layers or not isinstance(input_bits, int) or not 2 <= input_bits <= 16:
+        raise LicError(f"integer h_s: needs at least one layer and 2..16 input bits (got {len(layers)}, {input_bits!r})")
+    channels = layers[0].weight.shape[1] if layers[0].weight.ndim == 4 else None
+    for n, layer in enumerate(layers):
+        w, t = layer.weight, layer.thresholds
+        if w.ndim != 4 or w.shape[1] != channels or w.shape[2] != w.shape[3] or w.shape[2] % 2 == 0 or min(w.shape) < 1:
+            raise LicError(f"integer h_s layer {n}: weight shape {w.shape} does not follow {channels} channels "
+                           f"with an odd square kernel")
+        if t.ndim != 2 or t.shape[0] != w.shape[0] or not 1 <= t.shape[1] < 2 ** 16:
+            raise LicError(f"integer h_s layer {n}: thresholds shape {t.shape} for {w.shape[0]} channels")
+        if (np.diff(t, axis=1) < 0).any():
+            raise LicError(f"integer h_s layer {n}: thresholds must not decrease along a row")
+        channels = w.shape[0]
+
+
 class IntegerHyperSynthesis:
     def __init__(self, layers: list[IntegerLayer], input_bits: int, meta: dict):
         self.layers = layers
         self.input_bits = input_bits
         self.meta = meta
+        _check_layers(layers, input_bits)
         for layer in layers:  # a bound check once, so exactness is a property of the file, not luck
             fan_in = int(np.abs(layer.weight.astype(np.int64)).sum(axis=(1, 2, 3)).max())
             if fan_in * 2 ** max(input_bits, 16) >= _EXACT_LIMIT:
@@ -76,6 +103,15 @@ class IntegerHyperSynthesis:
     @property
     def in_channels(self) -> int:
         return self.layers[0].weight.shape[1]
+
+    @property
+    def out_channels(self) -> int:
+        return self.layers[-1].weight.shape[0]
+
+    @property
+    def max_index(self) -> int:
+        """The largest scale-table index it can output: the last layer's threshold count."""
+        return self.layers[-1].thresholds.shape[1]
 
     def _fingerprint(self) -> bytes:
         h = hashlib.sha256(FORMAT.encode())
@@ -116,8 +152,8 @@ class IntegerHyperSynthesis:
                 meta = json.loads(bytes(z["meta"]).decode())
                 if meta.get("format") != FORMAT:
                     raise LicError(f"{name}: not an integer h_s file ({meta.get('format')!r})")
-                layers = [IntegerLayer(weight=z[f"weight{n}"].astype(np.int8),
-                                       thresholds=z[f"thresholds{n}"].astype(np.int64),
+                layers = [IntegerLayer(weight=_integers(z[f"weight{n}"], np.int8, f"{name}: weight{n}"),
+                                       thresholds=_integers(z[f"thresholds{n}"], np.int64, f"{name}: thresholds{n}"),
                                        upsample_before=bool(meta["upsample_before"][n]))
                           for n in range(meta["layers"])]
         except LicError:

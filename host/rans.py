@@ -62,13 +62,27 @@ def _error(status: int) -> str:
     return _lib().lic_rans_strerror(status).decode()
 
 
+PRECISION = 16  # CompressAI's CDFs sum to 2^16
+# Bits a rANS string must hold per symbol, lower bound: log2(2^16 / largest frequency of its table)
+# less the encoder's rounding loss (< 2 x 2^-15 x log2(e) bits per symbol with CompressAI's 64-bit
+# state, 32-bit words); upper bound: 16 bits + bypass (count nibble + 8 value nibbles) + rounding.
+_ROUNDING_BITS = 1e-4
+_MAX_BITS_PER_SYMBOL = 16 + 4 * 9 + _ROUNDING_BITS
+_STATE_BITS, _FLUSH_BITS = 31, 64  # the encoder starts at 2^31 and flushes its 64-bit state
+
+
 class CdfTable:
     """One entropy model's quantised CDFs, as CompressAI's EntropyModel holds them after update():
-    cdf [n, L] int32 (rows padded), cdf_length [n], offset [n]."""
+    cdf [n, L] int32 (rows padded), cdf_length [n], offset [n]. The tables come from a decoder
+    package, which is untrusted input: the C decoder refuses any row that is not a valid CDF."""
 
-    def __init__(self, cdf: np.ndarray, cdf_length: np.ndarray, offset: np.ndarray):
-        if cdf.ndim != 2 or cdf_length.shape != (cdf.shape[0],) or offset.shape != (cdf.shape[0],):
-            raise LicError(f"bad CDF table shapes {cdf.shape}, {cdf_length.shape}, {offset.shape}")
+    def __init__(self, cdf: np.ndarray, cdf_length: np.ndarray, offset: np.ndarray, name: str = "CDF table"):
+        if cdf.ndim != 2 or cdf_length.shape != (cdf.shape[0],) or offset.shape != (cdf.shape[0],) \
+                or cdf.shape[0] == 0:
+            raise LicError(f"{name}: bad CDF table shapes {cdf.shape}, {cdf_length.shape}, {offset.shape}")
+        for a in (cdf, cdf_length, offset):
+            if a.dtype.kind not in "iu" or (a.size and (a.min() < -(1 << 31) or a.max() >= 1 << 31)):
+                raise LicError(f"{name}: CDF tables must be 32-bit integers, not {a.dtype}")
         self.cdf = np.ascontiguousarray(cdf, dtype=np.int32)
         self.cdf_length = np.ascontiguousarray(cdf_length, dtype=np.int32)
         self.offset = np.ascontiguousarray(offset, dtype=np.int32)
@@ -77,8 +91,12 @@ class CdfTable:
         status = _lib().lic_rans_tables_new(_ptr(self.cdf), self.cdf.shape[0], self.cdf.shape[1],
                                             _ptr(self.cdf_length), _ptr(self.offset), ctypes.byref(handle))
         if status:
-            raise LicError(f"entropy tables rejected: {_error(status)}")
+            raise LicError(f"{name}: entropy tables rejected: {_error(status)}")
         self._handle = handle
+        freq = np.diff(self.cdf.astype(np.int64), axis=1)
+        cols = np.arange(freq.shape[1])[None, :]
+        fmax = np.where(cols < self.cdf_length[:, None] - 1, freq, 0).max(axis=1)
+        self.min_bits = np.log2((1 << PRECISION) / fmax)  # per row: the cheapest symbol's cost
 
     def __del__(self):
         if getattr(self, "_handle", None):
@@ -88,16 +106,52 @@ class CdfTable:
     def __len__(self) -> int:
         return self.cdf.shape[0]
 
-    def decode(self, stream: bytes, indexes: np.ndarray, label: str = "rANS stream") -> np.ndarray:
+    def check_stream(self, stream: bytes, indexes: np.ndarray, what: str = "stream") -> None:
+        """Everything that can be checked before decoding: table indexes in range, then check_length.
+        Fails with a one-line LicError naming `what`."""
+        indexes = np.asarray(indexes)
+        if indexes.size and (indexes.min() < 0 or indexes.max() >= len(self)):
+            raise LicError(f"{what}: CDF index out of range 0..{len(self) - 1}")
+        counts = np.bincount(indexes.ravel(), minlength=len(self)) if indexes.size else np.zeros(len(self), np.int64)
+        self.check_length(stream, counts, what)
+
+    def check_length(self, stream: bytes, counts: np.ndarray, what: str = "stream") -> None:
+        """A stream of CompressAI's 32-bit words whose length `counts[r]` symbols of each row r can
+        produce: too short means the header claims more symbols than were coded. Checked before any
+        array the size of the claim is made."""
+        n, symbols = len(stream), int(counts.sum())
+        if n < 8 or n % 4:
+            raise LicError(f"{what}: corrupt ({n} bytes; a rANS string is a whole number of 32-bit words, "
+                           f"at least 2)")
+        least = _STATE_BITS + float(counts @ self.min_bits) - _ROUNDING_BITS * symbols
+        most = _FLUSH_BITS + 32 + _MAX_BITS_PER_SYMBOL * symbols
+        if 8 * n < least:
+            raise LicError(f"{what}: {n} bytes is too short for {symbols} symbols (at least "
+                           f"{int(least) // 8} bytes): the image size in the header does not match the streams")
+        if 8 * n > most:
+            raise LicError(f"{what}: {n} bytes is too long for {symbols} symbols (at most {int(most) // 8} "
+                           f"bytes): the image size in the header does not match the streams")
+
+    def decode_per_row(self, stream: bytes, shape: tuple[int, int, int], what: str = "stream") -> np.ndarray:
+        """Symbols [rows, h, w] where every symbol of channel c uses row c (CompressAI's
+        EntropyBottleneck layout). The length is checked before the index array is even made."""
+        if shape[0] != len(self):
+            raise LicError(f"{what}: {shape[0]} channels for a table of {len(self)} rows")
+        self.check_length(stream, np.full(len(self), shape[1] * shape[2], dtype=np.int64), what)
+        index = np.broadcast_to(np.arange(shape[0], dtype=np.int32)[:, None, None], shape)
+        return self.decode(stream, index, what)
+
+    def decode(self, stream: bytes, indexes: np.ndarray, what: str = "rANS stream") -> np.ndarray:
         """Decode len(indexes.ravel()) symbols from one stream, symbol i with table indexes[i];
         returns int32 values shaped like `indexes`. A stream that does not decode to exactly
-        those symbols raises LicError naming `label`."""
+        those symbols raises LicError naming `what`."""
         indexes = np.asarray(indexes)
+        self.check_stream(stream, indexes, what)
         flat = np.ascontiguousarray(indexes.ravel(), dtype=np.int32)
         out = np.empty(flat.size, dtype=np.int32)
         where = ctypes.c_size_t()
         status = _lib().lic_rans_decode(self._handle, bytes(stream), len(stream), _ptr(flat), flat.size,
                                         _ptr(out), ctypes.byref(where))
         if status:
-            raise LicError(f"{label}: {_error(status)} (at symbol {where.value} of {flat.size})")
+            raise LicError(f"{what}: {_error(status)} (at symbol {where.value} of {flat.size})")
         return out.reshape(indexes.shape)

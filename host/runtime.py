@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Iterable, Iterator
 
 import numpy as np
 
 from host.backends import Backend
-from host.container import FORMAT_V1, FORMAT_V2, FORMAT_V3, LicFile, parse
+from host.container import FORMAT_V1, FORMAT_V2, FORMAT_V3, LicFile, parse, read_lic
 from host.decoder_package import DecoderPackage
+from host.geometry import DEFAULT_MAX_PIXELS, hyperprior_geometry
 from host.tiling import TilePlan, axis_windows, run_tiled
 from lic.errors import LicError
 
@@ -92,20 +94,19 @@ def latent_shape(package: DecoderPackage, height: int, width: int) -> tuple[int,
 
 
 def decode_latents(lic: LicFile, package: DecoderPackage, times: StageTimes, name: str = "input",
-                   threads: int = 1) -> np.ndarray:
-    """y_hat as int32 [M, h, w], entropy-decoded exactly as the encoder coded it."""
+                   threads: int = 1, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """y_hat as int32 [M, h, w], entropy-decoded exactly as the encoder coded it. The header, the
+    stream count and lengths and the package's geometry are checked against each other first."""
     check_file(lic, package, name)
-    h, w = latent_shape(package, lic.height, lic.width)
-    y_regions(lic, h, w, name)
-    zh, zw = h // 4, w // 4
-    n_z = len(package.z_table)
+    geo = hyperprior_geometry(lic, z_channels=len(package.z_table), y_channels=package.latent_channels,
+                              spatial_multiple=package.spatial_multiple, max_pixels=max_pixels, name=name)
+    y_regions(lic, *geo.y_shape[1:], name)
     t = time.perf_counter()
-    z_index = np.broadcast_to(np.arange(n_z, dtype=np.int32)[:, None, None], (n_z, zh, zw))
-    z = package.z_table.decode(lic.streams[0], z_index, f"{name}: z stream")
+    z = package.z_table.decode_per_row(lic.streams[0], geo.z_shape, f"{name}: z stream")
     t = times.add("rans_z", t)
     indexes = package.integer_hs.indexes(z)
-    if indexes.shape != (package.latent_channels, h, w):
-        raise LicError(f"{name}: integer h_s gives {indexes.shape}, expected {(package.latent_channels, h, w)}")
+    if indexes.shape != geo.y_shape:
+        raise LicError(f"{name}: integer h_s gives {indexes.shape}, expected {geo.y_shape}")
     t = times.add("integer_hs", t)
     y = decode_y(package.y_table, lic, indexes, name, threads)
     times.add("rans_y", t)
@@ -135,11 +136,13 @@ class HostDecoder:
     else the backend's tile; an int forces that tile size (it must equal a fixed backend's).
     rans_threads: threads that decode a version-3 file's y substreams (the board has two cores)."""
 
-    def __init__(self, package: DecoderPackage, backend: Backend, tile: int | None = None, rans_threads: int = 2):
+    def __init__(self, package: DecoderPackage, backend: Backend, tile: int | None = None, rans_threads: int = 2,
+                 max_pixels: int = DEFAULT_MAX_PIXELS):
         if backend.tile is not None and tile not in (None, backend.tile):
             raise LicError(f"the {backend.name} backend is built for {backend.tile}x{backend.tile} latent tiles, "
                            f"not {tile}")
-        self.package, self.backend, self.rans_threads = package, backend, rans_threads
+        self.package, self.backend = package, backend
+        self.rans_threads, self.max_pixels = rans_threads, max_pixels
         self.tile = tile if tile is not None else backend.tile
         if self.tile is not None and self.tile - 2 * package.halo < 1:
             raise LicError(f"tile {self.tile} is too small for this student's halo of {package.halo} latents "
@@ -151,13 +154,15 @@ class HostDecoder:
         h, w = latent_shape(self.package, lic.height, lic.width)
         return TilePlan(h, w, self.tile, self.package.halo)
 
-    def entropy_decode(self, data: bytes, name: str = "input") -> tuple[LicFile, np.ndarray, StageTimes]:
-        """The ARM's share: parse and rANS/integer-h_s decode to y_hat."""
+    def entropy_decode(self, data: bytes | Path, name: str = "input") -> tuple[LicFile, np.ndarray, StageTimes]:
+        """The ARM's share: (read,) parse and rANS/integer-h_s decode to y_hat."""
         times = StageTimes()
         t = time.perf_counter()
+        if isinstance(data, Path):
+            data = read_lic(data)
         lic = parse(data, name)
         times.add("parse", t)
-        return lic, decode_latents(lic, self.package, times, name, self.rans_threads), times
+        return lic, decode_latents(lic, self.package, times, name, self.rans_threads, self.max_pixels), times
 
     def synthesise(self, lic: LicFile, y: np.ndarray, times: StageTimes) -> np.ndarray:
         """The fabric's share (or its stand-in): y_hat -> uint8 image."""
@@ -172,10 +177,12 @@ class HostDecoder:
         lic, y, times = self.entropy_decode(data, name)
         return self.synthesise(lic, y, times), times
 
-    def decode_stream(self, items: Iterable[tuple[str, bytes]]) -> Iterator[tuple[str, np.ndarray, StageTimes]]:
+    def decode_stream(self, items: Iterable[tuple[str, bytes | Path]]
+                      ) -> Iterator[tuple[str, np.ndarray | LicError, StageTimes | None]]:
         """Decode many files with the entropy decoding of file i+1 running while file i is synthesised:
         the ARM and the fabric (or onnxruntime's threads) work at once. rANS holds the GIL, the
-        backends release it while they compute, so one helper thread is enough."""
+        backends release it while they compute, so one helper thread is enough. A file that fails
+        yields its LicError in place of the image (and None times); the others still decode."""
         from concurrent.futures import ThreadPoolExecutor
 
         items = iter(items)
@@ -186,6 +193,9 @@ class HostDecoder:
             pending = submit()
             while pending is not None:
                 name, future = pending
-                lic, y, times = future.result()
                 pending = submit()
-                yield name, self.synthesise(lic, y, times), times
+                try:
+                    lic, y, times = future.result()
+                    yield name, self.synthesise(lic, y, times), times
+                except LicError as e:
+                    yield name, e, None

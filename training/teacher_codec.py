@@ -20,6 +20,7 @@ import hashlib
 from dataclasses import dataclass
 
 from host.container import FORMAT_V1, FORMAT_V2, FORMAT_V3, LicFile, parse
+from host.geometry import DEFAULT_MAX_PIXELS, hyperprior_geometry
 from host.integer_hyper import IntegerHyperSynthesis
 from host.rans import CdfTable
 from host.runtime import decode_y, y_regions
@@ -179,27 +180,31 @@ def cdf_tables(model) -> tuple[CdfTable, CdfTable]:
 
 
 @torch.inference_mode()
-def decode_y_hat(models: Teacher | EntropyModels, lic: LicFile, name: str = "input") -> torch.Tensor:
+def decode_y_hat(models: Teacher | EntropyModels, lic: LicFile, name: str = "input",
+                 max_pixels: int = DEFAULT_MAX_PIXELS) -> torch.Tensor:
     """Entropy-decode the quantised latent y_hat (1 x M x H/16 x W/16) as CompressAI's
-    EntropyBottleneck/GaussianConditional.decompress would, with the checked C decoder."""
+    EntropyBottleneck/GaussianConditional.decompress would, with the checked C decoder, after the
+    header, the stream count and lengths and the model's geometry are checked together."""
     em = as_entropy_models(models)
     check_model(lic, em, name)
     m = em.teacher.model
-    hp, wp = padded_size(lic.height, lic.width)
-    zh, zw = hp // SPATIAL_MULTIPLE, wp // SPATIAL_MULTIPLE
-    y_regions(lic, 4 * zh, 4 * zw, name)  # the stream count, before any decoding
     z_table, y_table = cdf_tables(m)
-    z_index = np.broadcast_to(np.arange(len(z_table), dtype=np.int32)[:, None, None], (len(z_table), zh, zw))
-    q = z_table.decode(lic.streams[0], z_index, f"{name}: z stream")
-    z_hat = torch.from_numpy(q)[None].float() + m.entropy_bottleneck._get_medians().reshape(1, -1, 1, 1)
+    geo = hyperprior_geometry(lic, z_channels=len(z_table), y_channels=m.M, spatial_multiple=SPATIAL_MULTIPLE,
+                              max_pixels=max_pixels, name=name)
+    y_regions(lic, *geo.y_shape[1:], name)  # the stream count, before any decoding
+    z_symbols = z_table.decode_per_row(lic.streams[0], geo.z_shape, f"{name}: z stream")
+    z_hat = torch.from_numpy(z_symbols).float()[None] + m.entropy_bottleneck._get_medians().reshape(1, -1, 1, 1)
     indexes = scale_indexes(em, z_hat)[0].numpy().astype(np.int32)
+    if indexes.shape != geo.y_shape:
+        raise LicError(f"{name}: h_s gives {indexes.shape}, expected {geo.y_shape}")
     return torch.from_numpy(decode_y(y_table, lic, indexes, name))[None].float()
 
 
 @torch.inference_mode()
-def decode(models: Teacher | EntropyModels, data: bytes, name: str = "input") -> np.ndarray:
+def decode(models: Teacher | EntropyModels, data: bytes, name: str = "input",
+           max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Complete .lic file bytes -> uint8 HxWx3 image, with the teacher's float g_s."""
     em = as_entropy_models(models)
     lic = parse(data, name)
-    x_hat = em.teacher.model.g_s(decode_y_hat(em, lic, name))
+    x_hat = em.teacher.model.g_s(decode_y_hat(em, lic, name, max_pixels))
     return to_rgb8(x_hat[..., :lic.height, :lic.width])

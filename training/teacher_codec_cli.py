@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from host.geometry import DEFAULT_MAX_PIXELS
 from lic.errors import LicError
 
 
@@ -27,6 +28,10 @@ def add_encode_arguments(p: argparse.ArgumentParser) -> None:
                    help="write format version 3 (needs --integer-hs): y as one independent substream per latent "
                         "tile, so a board decodes tiles on both cores and overlaps them with synthesis. Alone: the "
                         "tile and halo of the shipped decoder package for --quality; or TILE,HALO in latents")
+    p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, metavar="N",
+                   help=f"refuse images over N pixels, read from the file's header before decompressing it "
+                        f"(a decompression-bomb guard; default {DEFAULT_MAX_PIXELS:,} = 4096x4096, the "
+                        f"default `lic decode` limit too)")
 
 
 def tile_geometry(text: str | None, quality: int) -> tuple[int, int] | None:
@@ -57,7 +62,9 @@ def run_encode(args) -> int:
 
     if args.quality is not None and args.teacher is not None:
         raise LicError("give --quality or --teacher, not both")
-    rgb, warnings = load_rgb(args.image)
+    if args.max_pixels < 1:
+        raise LicError(f"--max-pixels must be positive, not {args.max_pixels}")
+    rgb, warnings = load_rgb(args.image, max_pixels=args.max_pixels)
     for w in warnings:
         _warn(f"{args.image}: {w}")
     teacher = load_teacher(args.teacher, quality=args.quality)

@@ -1,0 +1,58 @@
+"""What a .lic header implies, checked before any decoding starts and before anything is allocated.
+
+The header's image size fixes the latent geometry (docs/FORMAT.md: z is ceil(H/64) x ceil(W/64)
+per channel, y four times that), hence how many symbols each stream must hold and how much memory
+decoding takes. A file is refused when that size is over the pixel limit (the header allows up to
+65535 x 65535, i.e. ~200 GB of decoder activations), when its stream count is not the version's,
+or when a stream is too short or too long for the symbols the geometry says it holds
+(host/rans.py, CdfTable.check_stream). Every decoder (teacher, student, any entropy coder) goes
+through here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from host.container import FORMAT_V1, FORMAT_V2, FORMAT_V3, LicFile
+from lic.errors import LicError
+
+# 4096 x 4096: a 16-megapixel photo. Whole-frame decoding takes ~220 bytes a pixel with the student
+# on onnxruntime and ~800 with the teacher (measured on Kodak, README), so ~3.5 / ~13 GB here.
+DEFAULT_MAX_PIXELS = 4096 * 4096
+# [z, y]; version 3 has z and one y substream per tile, counted from its tile geometry
+# (host/runtime.py, y_regions) once the pixel limit here has passed.
+HYPERPRIOR_STREAMS = {FORMAT_V1: 2, FORMAT_V2: 2, FORMAT_V3: None}
+Z_PER_Y = 4  # y has 4x z's resolution per axis (two x2 upsamplings in h_s)
+
+
+def check_pixels(height: int, width: int, max_pixels: int, name: str, what: str = "image") -> None:
+    if height * width > max_pixels:
+        raise LicError(f"{name}: {what} is {width}x{height} = {height * width:,} pixels, over the limit of "
+                       f"{max_pixels:,} (memory grows with it; --max-pixels N raises the limit)")
+
+
+@dataclass(frozen=True)
+class HyperpriorGeometry:
+    z_shape: tuple[int, int, int]  # (channels, h, w) of the hyper-latent
+    y_shape: tuple[int, int, int]  # (channels, h, w) of the latent
+
+    @property
+    def z_symbols(self) -> int:
+        return self.z_shape[0] * self.z_shape[1] * self.z_shape[2]
+
+    @property
+    def y_symbols(self) -> int:
+        return self.y_shape[0] * self.y_shape[1] * self.y_shape[2]
+
+
+def hyperprior_geometry(lic: LicFile, *, z_channels: int, y_channels: int, spatial_multiple: int,
+                        max_pixels: int = DEFAULT_MAX_PIXELS, name: str = "input") -> HyperpriorGeometry:
+    """The z and y shapes a file must decode to; a LicError if the file cannot be one."""
+    if lic.version not in HYPERPRIOR_STREAMS:
+        raise LicError(f"{name}: format version {lic.version} has no hyperprior streams")
+    want = HYPERPRIOR_STREAMS[lic.version]
+    if want is not None and len(lic.streams) != want:
+        raise LicError(f"{name}: expected {want} streams, found {len(lic.streams)}")
+    check_pixels(lic.height, lic.width, max_pixels, name)
+    zh, zw = -(-lic.height // spatial_multiple), -(-lic.width // spatial_multiple)
+    return HyperpriorGeometry((z_channels, zh, zw), (y_channels, zh * Z_PER_Y, zw * Z_PER_Y))
