@@ -10,7 +10,10 @@ BOARD ?= pynq-z2
 TARGET_FPS ?=
 HW_ARGS = --board $(BOARD) $(if $(TARGET_FPS),--target-fps $(TARGET_FPS))
 
-.PHONY: setup test test-slow demo teachers eval hw bitstream clean help
+.PHONY: setup test test-slow demo teachers eval hw bitstream clean help arm-check board-rate
+
+# The integer h_s kernel (host/csrc/integer_hs.c): host/integer_hyper.py uses it when built.
+HS_LIB := build/host/liblic_hs.so
 
 help:
 	@echo "make setup      create .venv with every pinned dependency (idempotent)"
@@ -20,9 +23,15 @@ help:
 	@echo "make eval       teacher RD curve and classical baselines on Kodak -> build/eval/"
 	@echo "make hw BOARD=pynq-z2 [TARGET_FPS=25]   FINN build up to HLS code + estimates (no Vivado needed)"
 	@echo "make bitstream BOARD=pynq-z2            ... and on to the bitfile (needs Vivado: XILINX_VIVADO)"
+	@echo "make arm-check  the board's half of decoding on Debian armhf (qemu-user), bit-exact against x86 (installs qemu, cross gcc; needs root once)"
+	@echo "make board-rate estimated Cortex-A9 time per ARM stage (instruction counts under qemu) beside the fabric's fps"
 	@echo "make teachers   retrain the shipped default teachers (CPU recipe, ~1.5 h on 2 cores)"
 
-setup: $(STAMP)
+setup: $(STAMP) $(HS_LIB)
+
+$(HS_LIB): host/csrc/integer_hs.c
+	@mkdir -p $(@D)
+	$(CC) -O3 -shared -fPIC -Wall -o $@ $<
 
 $(STAMP): requirements.lock pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 or run make PYTHON=/path/to/python3.11" >&2; exit 1; }
@@ -48,6 +57,14 @@ hw: setup
 
 bitstream: setup
 	$(LIC) hw $(HW_ARGS) --bitstream
+
+arm-check: setup
+	bench/armhf/setup_root.sh build/armhf-root
+	$(PY) -m bench.arm_check --root build/armhf-root
+
+board-rate: setup
+	bench/armhf/setup_root.sh build/armhf-root
+	$(LIC) board-rate --root build/armhf-root
 
 teachers: setup
 	training/recipes/default_teachers.sh

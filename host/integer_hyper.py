@@ -9,16 +9,27 @@ bit-exact across platforms. Each layer is
 
 with biases, scales, ReLU, rounding and clipping all folded into the thresholds T at export time
 (export/integer_hyper.py). The last layer's thresholds are the scale-table boundaries, so its
-counts are the indexes. The convolutions use float64 matrix products: every product and partial
-sum is an integer below 2^53, so the result is exact whatever the BLAS summation order.
+counts are the indexes.
+
+Two implementations, equal bit for bit (tests/test_integer_hyper.py):
+  native  host/csrc/integer_hs.c through ctypes: int8 weights x int16 activations -> int32
+          accumulators (exact: every model is checked once to keep |acc| < 2^31). What the board
+          runs: ARMv7 NEON has integer SIMD but no float64 SIMD. Built by `make setup` into
+          build/host/, by host/install_board.sh on a board; LIC_HS_LIB names a prebuilt library.
+  numpy   float64 matrix products: every product and partial sum is an integer below 2^53, so the
+          result is exact whatever the BLAS summation order. The reference, and the fallback
+          where the library is not built.
 """
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import io
 import json
+import os
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +38,9 @@ from lic.errors import LicError
 
 FORMAT = "lic-integer-hyper-v1"
 _EXACT_LIMIT = 2 ** 53
+_INT32_LIMIT = 2 ** 31
+LIB_ENV = "LIC_HS_LIB"
+DEFAULT_LIB = Path(__file__).resolve().parent.parent / "build" / "host" / "liblic_hs.so"
 
 
 @dataclass
@@ -38,6 +52,13 @@ class IntegerLayer:
     @property
     def kernel(self) -> int:
         return self.weight.shape[-1]
+
+    def __post_init__(self):
+        # What the native kernel reads: thresholds beyond int32 can never be passed by an
+        # accumulator kept below 2^31 in magnitude (checked per model), so clipping keeps every count.
+        self.weight_c = np.ascontiguousarray(self.weight, dtype=np.int8)
+        self.thresholds_c = np.ascontiguousarray(
+            np.clip(self.thresholds, -_INT32_LIMIT, _INT32_LIMIT - 1), dtype=np.int32)
 
 
 def _conv_exact(a: np.ndarray, weight: np.ndarray) -> np.ndarray:
@@ -62,15 +83,51 @@ def _count_thresholds(acc: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
     return out
 
 
+@lru_cache(maxsize=1)
+def native_library() -> ctypes.CDLL | None:
+    """The compiled layer kernel, or None when it is not built (then numpy runs)."""
+    path = os.environ.get(LIB_ENV) or DEFAULT_LIB
+    if not Path(path).is_file():
+        if os.environ.get(LIB_ENV):
+            raise LicError(f"{LIB_ENV}={path}: no such library")
+        return None
+    lib = ctypes.CDLL(str(path))
+    i16, i8, i32 = (np.ctypeslib.ndpointer(t, flags="C_CONTIGUOUS") for t in (np.int16, np.int8, np.int32))
+    c_int = ctypes.c_int
+    lib.lic_hs_layer.argtypes = [i16, c_int, c_int, c_int, i8, c_int, c_int, i32, c_int, i16]
+    lib.lic_hs_layer.restype = c_int
+    return lib
+
+
+def _layer_native(lib, a: np.ndarray, layer: "IntegerLayer") -> np.ndarray:
+    o, i, k, _ = layer.weight.shape
+    c, h, w = a.shape
+    if c != i:
+        raise LicError(f"integer h_s expects {i} input channels, got {c}")
+    out = np.empty((o, h, w), dtype=np.int16)
+    if lib.lic_hs_layer(np.ascontiguousarray(a, dtype=np.int16), c, h, w, layer.weight_c, o, k,
+                        layer.thresholds_c, layer.thresholds.shape[1], out) != 0:
+        raise MemoryError("integer h_s: out of memory")
+    return out
+
+
 class IntegerHyperSynthesis:
     def __init__(self, layers: list[IntegerLayer], input_bits: int, meta: dict):
         self.layers = layers
         self.input_bits = input_bits
         self.meta = meta
-        for layer in layers:  # a bound check once, so exactness is a property of the file, not luck
+        # Bound checks once, so exactness is a property of the file, not luck. Inputs are clipped to
+        # input_bits (signed); later inputs are threshold counts, at most the previous layer's count.
+        in_max = 2 ** (input_bits - 1)
+        self.native_ok = True
+        for layer in layers:
             fan_in = int(np.abs(layer.weight.astype(np.int64)).sum(axis=(1, 2, 3)).max())
             if fan_in * 2 ** max(input_bits, 16) >= _EXACT_LIMIT:
                 raise LicError("integer h_s layer too wide for exact float64 accumulation")
+            n_thr = layer.thresholds.shape[1]
+            if fan_in * in_max >= _INT32_LIMIT or n_thr > np.iinfo(np.int16).max or in_max > np.iinfo(np.int16).max:
+                self.native_ok = False  # int32 / int16 would not be exact: numpy's float64 path only
+            in_max = n_thr
         self.fingerprint = self._fingerprint()
 
     @property
@@ -87,14 +144,32 @@ class IntegerHyperSynthesis:
             h.update(bytes([layer.upsample_before]))
         return h.digest()[:16]
 
-    def indexes(self, z_symbols: np.ndarray) -> np.ndarray:
-        """z symbols [N, h, w] (integers) -> scale-table indexes [M, 4h, 4w] as int32."""
+    @property
+    def implementation(self) -> str:
+        return "native" if self.native_ok and native_library() is not None else "numpy"
+
+    def indexes(self, z_symbols: np.ndarray, implementation: str | None = None) -> np.ndarray:
+        """z symbols [N, h, w] (integers) -> scale-table indexes [M, 4h, 4w] as int32. Both
+        implementations give the same integers; None picks the native one when it is built."""
+        implementation = implementation or self.implementation
         lim = 2 ** (self.input_bits - 1)
         a = np.clip(np.asarray(z_symbols, dtype=np.int64), -lim, lim - 1)
-        for layer in self.layers:
-            if layer.upsample_before:
-                a = a.repeat(2, axis=1).repeat(2, axis=2)
-            a = _count_thresholds(_conv_exact(a, layer.weight), layer.thresholds)
+        if implementation == "native":
+            lib = native_library()
+            if lib is None or not self.native_ok:
+                raise LicError("the native integer h_s is not available for this model"
+                               + ("" if self.native_ok else " (its accumulators could exceed int32)")
+                               + f": build it with `make setup` or set {LIB_ENV}")
+            a = a.astype(np.int16)
+            for layer in self.layers:
+                if layer.upsample_before:
+                    a = a.repeat(2, axis=1).repeat(2, axis=2)
+                a = _layer_native(lib, a, layer)
+        else:
+            for layer in self.layers:
+                if layer.upsample_before:
+                    a = a.repeat(2, axis=1).repeat(2, axis=2)
+                a = _count_thresholds(_conv_exact(a, layer.weight), layer.thresholds)
         return a.astype(np.int32)
 
     # --- storage: one .npz, readable without torch ---------------------------------------------
