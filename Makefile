@@ -12,8 +12,9 @@ HW_ARGS = --board $(BOARD) $(if $(TARGET_FPS),--target-fps $(TARGET_FPS))
 
 .PHONY: setup test test-slow demo teachers eval hw bitstream clean help arm-check board-rate
 
-# The integer h_s kernel (host/csrc/integer_hs.c): host/integer_hyper.py uses it when built.
-HS_LIB := build/host/liblic_hs.so
+# The board-side C kernels besides rANS (host/native.py loads them; numpy stands in without them).
+HOST_LIB := build/host/liblic_host.so
+HOST_SRC := host/csrc/integer_hs.c host/csrc/rgb8.c
 
 help:
 	@echo "make setup      create .venv with every pinned dependency (idempotent)"
@@ -27,11 +28,11 @@ help:
 	@echo "make board-rate estimated Cortex-A9 time per ARM stage (instruction counts under qemu) beside the fabric's fps"
 	@echo "make teachers   retrain the shipped default teachers (CPU recipe, ~1.5 h on 2 cores)"
 
-setup: $(STAMP) $(HS_LIB)
+setup: $(STAMP) $(HOST_LIB)
 
-$(HS_LIB): host/csrc/integer_hs.c
+$(HOST_LIB): $(HOST_SRC)
 	@mkdir -p $(@D)
-	$(CC) -O3 -shared -fPIC -Wall -o $@ $<
+	$(CC) -O3 -shared -fPIC -Wall -o $@ $(HOST_SRC)
 
 $(STAMP): requirements.lock pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 or run make PYTHON=/path/to/python3.11" >&2; exit 1; }

@@ -12,10 +12,9 @@ with biases, scales, ReLU, rounding and clipping all folded into the thresholds 
 counts are the indexes.
 
 Two implementations, equal bit for bit (tests/test_integer_hyper.py):
-  native  host/csrc/integer_hs.c through ctypes: int8 weights x int16 activations -> int32
-          accumulators (exact: every model is checked once to keep |acc| < 2^31). What the board
-          runs: ARMv7 NEON has integer SIMD but no float64 SIMD. Built by `make setup` into
-          build/host/, by host/install_board.sh on a board; LIC_HS_LIB names a prebuilt library.
+  native  host/csrc/integer_hs.c (host/native.py): int8 weights x int16 activations -> int32
+          accumulators (exact: every model is checked once to keep |acc| < 2^31 - 1), zero
+          activations skipped. What the board runs: ARMv7 NEON has integer SIMD but no float64 SIMD.
   numpy   float64 matrix products: every product and partial sum is an integer below 2^53, so the
           result is exact whatever the BLAS summation order. The reference, and the fallback
           where the library is not built.
@@ -23,24 +22,21 @@ Two implementations, equal bit for bit (tests/test_integer_hyper.py):
 
 from __future__ import annotations
 
-import ctypes
 import hashlib
 import io
 import json
-import os
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
+from host.native import LIB_ENV, library
 from lic.errors import LicError
 
 FORMAT = "lic-integer-hyper-v1"
 _EXACT_LIMIT = 2 ** 53
 _INT32_LIMIT = 2 ** 31
-LIB_ENV = "LIC_HS_LIB"
-DEFAULT_LIB = Path(__file__).resolve().parent.parent / "build" / "host" / "liblic_hs.so"
+NATIVE_BLOCK = 16  # LIC_HS_BLOCK in host/csrc/integer_hs.c
 
 
 @dataclass
@@ -54,11 +50,19 @@ class IntegerLayer:
         return self.weight.shape[-1]
 
     def __post_init__(self):
-        # What the native kernel reads: thresholds beyond int32 can never be passed by an
-        # accumulator kept below 2^31 in magnitude (checked per model), so clipping keeps every count.
-        self.weight_c = np.ascontiguousarray(self.weight, dtype=np.int8)
-        self.thresholds_c = np.ascontiguousarray(
-            np.clip(self.thresholds, -_INT32_LIMIT, _INT32_LIMIT - 1), dtype=np.int32)
+        # What the native kernel reads. Its accumulators stay within +-(2^31 - 2) (checked per model),
+        # so a threshold clipped to int32 is passed exactly when the original is, and padding each row
+        # to 2^m - 1 entries with INT32_MAX (never passed) lets it search without bounds checks.
+        # Output channels are padded with zero weights to the kernel's block of 16.
+        o, i, k, _ = self.weight.shape
+        o_pad = -(-o // NATIVE_BLOCK) * NATIVE_BLOCK
+        weight = np.zeros((k, k, i, o_pad), np.int16)
+        weight[..., :o] = self.weight.transpose(2, 3, 1, 0)
+        self.weight_c = weight  # [k][k][in][out]
+        n = self.thresholds.shape[1]
+        padded = np.full((o_pad, (1 << n.bit_length()) - 1), _INT32_LIMIT - 1, np.int64)
+        padded[:o, :n] = np.clip(self.thresholds, -_INT32_LIMIT, _INT32_LIMIT - 1)
+        self.thresholds_c = padded.astype(np.int32)
 
 
 def _conv_exact(a: np.ndarray, weight: np.ndarray) -> np.ndarray:
@@ -83,32 +87,17 @@ def _count_thresholds(acc: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
     return out
 
 
-@lru_cache(maxsize=1)
-def native_library() -> ctypes.CDLL | None:
-    """The compiled layer kernel, or None when it is not built (then numpy runs)."""
-    path = os.environ.get(LIB_ENV) or DEFAULT_LIB
-    if not Path(path).is_file():
-        if os.environ.get(LIB_ENV):
-            raise LicError(f"{LIB_ENV}={path}: no such library")
-        return None
-    lib = ctypes.CDLL(str(path))
-    i16, i8, i32 = (np.ctypeslib.ndpointer(t, flags="C_CONTIGUOUS") for t in (np.int16, np.int8, np.int32))
-    c_int = ctypes.c_int
-    lib.lic_hs_layer.argtypes = [i16, c_int, c_int, c_int, i8, c_int, c_int, i32, c_int, i16]
-    lib.lic_hs_layer.restype = c_int
-    return lib
-
-
 def _layer_native(lib, a: np.ndarray, layer: "IntegerLayer") -> np.ndarray:
     o, i, k, _ = layer.weight.shape
     c, h, w = a.shape
     if c != i:
         raise LicError(f"integer h_s expects {i} input channels, got {c}")
-    out = np.empty((o, h, w), dtype=np.int16)
-    if lib.lic_hs_layer(np.ascontiguousarray(a, dtype=np.int16), c, h, w, layer.weight_c, o, k,
-                        layer.thresholds_c, layer.thresholds.shape[1], out) != 0:
+    o_pad = layer.weight_c.shape[-1]
+    out = np.empty((o_pad, h, w), dtype=np.int16)
+    if lib.lic_hs_layer(np.ascontiguousarray(a, dtype=np.int16), c, h, w, layer.weight_c, o_pad, k,
+                        layer.thresholds_c, layer.thresholds_c.shape[1], out) != 0:
         raise MemoryError("integer h_s: out of memory")
-    return out
+    return out[:o]
 
 
 class IntegerHyperSynthesis:
@@ -125,7 +114,7 @@ class IntegerHyperSynthesis:
             if fan_in * 2 ** max(input_bits, 16) >= _EXACT_LIMIT:
                 raise LicError("integer h_s layer too wide for exact float64 accumulation")
             n_thr = layer.thresholds.shape[1]
-            if fan_in * in_max >= _INT32_LIMIT or n_thr > np.iinfo(np.int16).max or in_max > np.iinfo(np.int16).max:
+            if fan_in * in_max >= _INT32_LIMIT - 1 or n_thr > np.iinfo(np.int16).max or in_max > np.iinfo(np.int16).max:
                 self.native_ok = False  # int32 / int16 would not be exact: numpy's float64 path only
             in_max = n_thr
         self.fingerprint = self._fingerprint()
@@ -146,7 +135,7 @@ class IntegerHyperSynthesis:
 
     @property
     def implementation(self) -> str:
-        return "native" if self.native_ok and native_library() is not None else "numpy"
+        return "native" if self.native_ok and library() is not None else "numpy"
 
     def indexes(self, z_symbols: np.ndarray, implementation: str | None = None) -> np.ndarray:
         """z symbols [N, h, w] (integers) -> scale-table indexes [M, 4h, 4w] as int32. Both
@@ -155,7 +144,7 @@ class IntegerHyperSynthesis:
         lim = 2 ** (self.input_bits - 1)
         a = np.clip(np.asarray(z_symbols, dtype=np.int64), -lim, lim - 1)
         if implementation == "native":
-            lib = native_library()
+            lib = library()
             if lib is None or not self.native_ok:
                 raise LicError("the native integer h_s is not available for this model"
                                + ("" if self.native_ok else " (its accumulators could exceed int32)")
