@@ -143,6 +143,30 @@ def ensure_refs(refs: Path, package) -> str:
     return names[0]
 
 
+DEFAULT_OUT = REPO / "build" / "board-rate.json"
+
+
+def report_lines(fabric_fps: float | None, path: Path = DEFAULT_OUT) -> list[str]:
+    """The board rate beside the fabric's, for `make demo`, from the last `make board-rate`."""
+    fab = f"{fabric_fps:.1f} fps (FINN estimate)" if fabric_fps else "unknown (no `make hw`)"
+    if not path.is_file():
+        return [f"Fabric alone: {fab}. Board rate: not estimated yet, run `make board-rate` (ARM stages under "
+                "qemu); the fabric's rate alone is not the board's."]
+    r = json.loads(path.read_text())
+    b = r["board"]
+    if "cpi_low" in b:
+        hi, lo = b["cpi_low"], b["cpi_high"]
+        arm = f"ARM stages {lo['arm_fps_two_cores']:.1f}-{hi['arm_fps_two_cores']:.1f} fps ({b['method']})"
+        rates = [x["board_fps"] for x in (lo, hi) if x["board_fps"]]
+        board = f"{min(rates):.1f}-{max(rates):.1f} fps, limited by {hi['limited_by']}" if rates else "unknown"
+    else:
+        arm = f"ARM stages {b['arm_fps_two_cores']:.1f} fps ({b['method']})"
+        board = f"{b['board_fps']:.1f} fps, limited by {b['limited_by']}"
+    missing = (b.get("cpi_high") or b).get("stages_missing")
+    return [f"Fabric alone: {fab}. {arm}. **Board rate: {board}**"
+            + (f" (stages not counted: {', '.join(missing)})" if missing else "") + f". Source: {path}."]
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--on-board", action="store_true",
                    help="measure the ARM stages here (run it on the board) instead of estimating them under qemu")
@@ -157,7 +181,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--clock-mhz", type=float, default=A9_CLOCK_MHZ, help="ARM clock (PYNQ-Z2: 650)")
     p.add_argument("--repeat", type=int, default=2, help="extra runs per stage for the count difference / timing")
     p.add_argument("--package", type=Path, default=None, help="decoder package (default: the shipped one)")
-    p.add_argument("-o", "--out", type=Path, default=REPO / "build" / "board-rate.json", help="JSON result")
+    p.add_argument("-o", "--out", type=Path, default=DEFAULT_OUT, help="JSON result")
 
 
 def run(args) -> int:

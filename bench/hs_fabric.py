@@ -117,7 +117,7 @@ def run(args) -> dict:
               f"({pct}, budget {v['budget']})")
     print(f"fits the {gs['board']} budget beside the g_s: {fits}")
     if args.out:
-        args.out.write_text(json.dumps(result, indent=1) + "\n")
+        args.out.write_text(json.dumps(result, indent=1, default=float) + "\n")
     return result
 
 

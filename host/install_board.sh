@@ -15,8 +15,15 @@ python3 -m pip install --no-deps "numpy>=1.21" "pillow>=9" tqdm pybind11 "setupt
 # its Python dependencies (torch, ...) are skipped on purpose: host/rans.py loads the extension alone.
 python3 -m pip install --no-deps --no-build-isolation --no-binary compressai compressai==1.2.8
 python3 -m pip install --no-deps --no-build-isolation -e .
+# The board kernels (integer h_s, RGB output): NEON on the Zynq-7000's Cortex-A9, which Ubuntu's armhf
+# gcc does not assume by default.
+mkdir -p build/host
+neon=""; [[ $(uname -m) == armv7l ]] && neon="-mcpu=cortex-a9 -mfpu=neon -mfloat-abi=hard"
+gcc -O3 $neon -shared -fPIC -o build/host/liblic_host.so host/csrc/integer_hs.c host/csrc/rgb8.c
 python3 - <<'PY'
 from host.rans import _ans
+from host.native import library
 _ans()
+assert library() is not None, "build/host/liblic_host.so did not build"
 print("lic host runtime installed: try  lic decode FILE.lic -o out.png --backend pynq --hw-dir BUILD_DIR")
 PY

@@ -36,7 +36,7 @@ from lic.errors import LicError
 FORMAT = "lic-integer-hyper-v1"
 _EXACT_LIMIT = 2 ** 53
 _INT32_LIMIT = 2 ** 31
-NATIVE_BLOCK = 16  # LIC_HS_BLOCK in host/csrc/integer_hs.c
+NATIVE_BLOCK = 32  # LIC_HS_BLOCK in host/csrc/integer_hs.c
 
 
 @dataclass
@@ -53,7 +53,7 @@ class IntegerLayer:
         # What the native kernel reads. Its accumulators stay within +-(2^31 - 2) (checked per model),
         # so a threshold clipped to int32 is passed exactly when the original is, and padding each row
         # to 2^m - 1 entries with INT32_MAX (never passed) lets it search without bounds checks.
-        # Output channels are padded with zero weights to the kernel's block of 16.
+        # Output channels are padded with zero weights to the kernel's block of 32.
         o, i, k, _ = self.weight.shape
         o_pad = -(-o // NATIVE_BLOCK) * NATIVE_BLOCK
         weight = np.zeros((k, k, i, o_pad), np.int16)

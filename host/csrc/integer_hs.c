@@ -16,8 +16,8 @@
 #include <arm_neon.h>
 #endif
 
-/* Output channels accumulated together: 16 int32 = four NEON q registers. */
-#define LIC_HS_BLOCK 16
+/* Output channels accumulated together: 32 int32 = eight of the sixteen NEON q registers. */
+#define LIC_HS_BLOCK 32
 
 /* out[j * stride] = #{ t : thr[j][t] <= acc[j] } for the LIC_HS_BLOCK channels of one pixel. Rows
  * are sorted and hold n = 2^m - 1 entries (the caller pads them with INT32_MAX, which no accumulator
@@ -61,8 +61,8 @@ static void window_dot(const int16_t *restrict src, int stride, const int16_t *r
                        int k, int cin, int cout, int32_t *restrict block)
 {
 #ifdef __ARM_NEON
-    /* What gcc's vectoriser does not do on its own: keep all 16 sums in four q registers. */
-    int32x4_t s0 = vdupq_n_s32(0), s1 = s0, s2 = s0, s3 = s0;
+    /* What gcc's vectoriser does not do on its own: keep all 32 sums in registers. */
+    int32x4_t s0 = vdupq_n_s32(0), s1 = s0, s2 = s0, s3 = s0, s4 = s0, s5 = s0, s6 = s0, s7 = s0;
 #else
     for (int j = 0; j < LIC_HS_BLOCK; j++)
         block[j] = 0;
@@ -78,11 +78,16 @@ static void window_dot(const int16_t *restrict src, int stride, const int16_t *r
                 const int16_t *wr = wk + (size_t)c * cout;
 #ifdef __ARM_NEON
                 const int16x8_t w0 = vld1q_s16(wr), w1 = vld1q_s16(wr + 8);
+                const int16x8_t w2 = vld1q_s16(wr + 16), w3 = vld1q_s16(wr + 24);
                 const int16x4_t vv = vdup_n_s16(v);
                 s0 = vmlal_lane_s16(s0, vget_low_s16(w0), vv, 0);
                 s1 = vmlal_lane_s16(s1, vget_high_s16(w0), vv, 0);
                 s2 = vmlal_lane_s16(s2, vget_low_s16(w1), vv, 0);
                 s3 = vmlal_lane_s16(s3, vget_high_s16(w1), vv, 0);
+                s4 = vmlal_lane_s16(s4, vget_low_s16(w2), vv, 0);
+                s5 = vmlal_lane_s16(s5, vget_high_s16(w2), vv, 0);
+                s6 = vmlal_lane_s16(s6, vget_low_s16(w3), vv, 0);
+                s7 = vmlal_lane_s16(s7, vget_high_s16(w3), vv, 0);
 #else
                 for (int j = 0; j < LIC_HS_BLOCK; j++)
                     block[j] += (int32_t)v * wr[j];
@@ -94,6 +99,10 @@ static void window_dot(const int16_t *restrict src, int stride, const int16_t *r
     vst1q_s32(block + 4, s1);
     vst1q_s32(block + 8, s2);
     vst1q_s32(block + 12, s3);
+    vst1q_s32(block + 16, s4);
+    vst1q_s32(block + 20, s5);
+    vst1q_s32(block + 24, s6);
+    vst1q_s32(block + 28, s7);
 #endif
 }
 
