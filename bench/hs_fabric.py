@@ -61,8 +61,9 @@ def hs_layers(hs, z_hw: tuple[int, int], cycles_budget: float) -> list[dict]:
         out_type = f"UINT{out_bits}"
         mw = i * k * k
         fold = _smallest_fold(h * w * mw * o, cycles_budget, mw * o)
-        # split the fold over SIMD (divisor of MW) and PE (divisor of MH)
-        simd = max(d for d in range(1, mw + 1) if mw % d == 0 and d <= fold)
+        # split the fold over SIMD (a divisor of the input channels, as the window generator needs)
+        # and PE (a divisor of the output channels)
+        simd = max(d for d in range(1, i + 1) if i % d == 0 and d <= fold)
         pe = max(1, math.ceil(fold / simd))
         while o % pe:
             pe += 1
