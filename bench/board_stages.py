@@ -123,20 +123,21 @@ def run_all(package, data: bytes, fabric, refs: dict | None = None) -> tuple[dic
     `refs` (x86's outputs). fabric(window [1, M, t, t]) -> [1, 3, T, T], or None to stitch refs'
     tiles. Returns (outputs, skipped: stage -> reason)."""
     out, skipped = {}, {}
+
+    def here_or_refs(key: str, stage: str, run):
+        try:
+            out[key] = run()
+        except Unavailable as e:
+            skipped[stage] = str(e)
+            return refs[key]
+        return out[key]
+
     lic = parse(data)
     out["header"] = np.array([lic.version, lic.height, lic.width, len(lic.streams)], np.int64)
-    try:
-        out["z"] = rans_z(package, lic)
-    except Unavailable as e:
-        skipped["rans_z"] = str(e)
-    z = out["z"] if "z" in out else refs["z"]
+    z = here_or_refs("z", "rans_z", lambda: rans_z(package, lic))
     out["indexes"] = integer_hs(package, z)
     out["indexes_numpy"] = integer_hs(package, z, "numpy")
-    try:
-        out["y"] = entropy(package, lic)
-    except Unavailable as e:
-        skipped["rans_y"] = str(e)
-    y = out["y"] if "y" in out else refs["y"]
+    y = here_or_refs("y", "rans_y", lambda: entropy(package, lic))
     out["tiles"] = tiles(package, y)
     fabric_tiles = refs["fabric_tiles"] if fabric is None else np.concatenate([fabric(t[None]) for t in out["tiles"]])
     if fabric is not None:
