@@ -189,6 +189,9 @@ def run(args) -> int:
     from host.decoder_package import DecoderPackage
 
     package = DecoderPackage.load(args.package or default_package())
+    if args.on_board and not any(args.refs.glob("*.x86.npz")):
+        raise LicError(f"no reference files in {args.refs}: run `make arm-check` on a workstation and copy "
+                       f"build/arm-check/refs to the board (encoding needs the teacher, which the board lacks)")
     name = ensure_refs(args.refs, package)
     fabric = json.loads(args.estimates.read_text()) if args.estimates.is_file() else None
     fabric_fps = fabric["fps_at_frame"] if fabric else None
