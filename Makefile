@@ -12,7 +12,11 @@ HW_ARGS = --board $(BOARD) $(if $(TARGET_FPS),--target-fps $(TARGET_FPS))
 
 FUZZ_DIR := build/fuzz
 
-.PHONY: setup test test-slow demo teachers eval hw bitstream bench clean help asan-rans fuzz
+.PHONY: setup test test-slow demo teachers eval hw bitstream bench clean help asan-rans fuzz arm-check board-rate
+
+# The board-side C kernels besides rANS (host/native.py loads them; numpy stands in without them).
+HOST_LIB := build/host/liblic_host.so
+HOST_SRC := host/csrc/integer_hs.c host/csrc/rgb8.c
 
 help:
 	@echo "make setup      create .venv with every pinned dependency (idempotent)"
@@ -25,17 +29,23 @@ help:
 	@echo "make bench      FPGA vs GPU vs CPU: fps, J/frame, per-stage time, quality -> build/bench/ (GPU rows: lic bench --device cuda)"
 	@echo "make asan-rans  fuzz the C rANS decoder under AddressSanitizer + UBSan (SEED=1 COUNT=20000)"
 	@echo "make fuzz SEED=1 COUNT=20000        coverage-guided fuzzing (Atheris) of the .lic parser and the C rANS decoder"
+	@echo "make arm-check  the board's half of decoding on Debian armhf (qemu-user), bit-exact against x86 (installs qemu, cross gcc; needs root once)"
+	@echo "make board-rate estimated Cortex-A9 time per ARM stage (instruction counts under qemu) beside the fabric's fps"
 	@echo "make teachers   retrain the shipped default teachers (CPU recipe, ~1.5 h on 2 cores)"
 
 RANS_LIB := build/host/liblic_rans.so
 SEED ?= 1
 COUNT ?= 20000
 
-setup: $(STAMP) $(RANS_LIB)
+setup: $(STAMP) $(RANS_LIB) $(HOST_LIB)
 
 # The C rANS decoder host/rans.py loads (any CC: make -C host/csrc CC=... OUT=...).
 $(RANS_LIB): host/csrc/lic_rans.c host/csrc/lic_rans.h host/csrc/Makefile
 	$(MAKE) -C host/csrc OUT=$(abspath $(RANS_LIB))
+
+$(HOST_LIB): $(HOST_SRC)
+	@mkdir -p $(@D)
+	$(CC) -O3 -shared -fPIC -Wall -o $@ $(HOST_SRC)
 
 $(STAMP): requirements.lock pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 or run make PYTHON=/path/to/python3.11" >&2; exit 1; }
@@ -72,6 +82,14 @@ fuzz: setup
 	mkdir -p $(FUZZ_DIR)/findings
 	$(PY) tests/fuzz_atheris.py --target runtime -seed=$(SEED) -runs=$(COUNT) -artifact_prefix=$(FUZZ_DIR)/findings/ $(FUZZ_DIR)/corpus/runtime
 	$(PY) tests/fuzz_atheris.py --target rans -seed=$(SEED) -runs=$(COUNT) -max_len=65536 -len_control=0 -artifact_prefix=$(FUZZ_DIR)/findings/ $(FUZZ_DIR)/corpus/rans
+
+arm-check: setup
+	bench/armhf/setup_root.sh build/armhf-root
+	$(PY) -m bench.arm_check --root build/armhf-root
+
+board-rate: setup
+	bench/armhf/setup_root.sh build/armhf-root
+	$(LIC) board-rate --root build/armhf-root
 
 teachers: setup
 	training/recipes/default_teachers.sh

@@ -183,5 +183,9 @@ def _report(s: dict, package) -> str:
         if rf.get("roofline_fps"):
             lines += ["", f"Compute ceiling: {rf['macs_per_cycle']:.0f} MAC/cycle of {rf['budget_macs_per_cycle']:.0f} "
                           f"the budget's LUT-multiplier and DSP lanes allow ({100 * rf['fraction_of_roofline']:.0f}%)."]
+    from bench.board_rate import report_lines
+
+    lines += ["", "## Board rate (ARM stages + fabric: the slowest stage sets it)", ""]
+    lines += report_lines(hw["fps_at_frame"] if hw else None)
     lines += ["", "Files: rd.png (per-image RD), crops.png (original | teacher | student), demo.json, lic/*.lic"]
     return "\n".join(lines) + "\n"

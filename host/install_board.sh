@@ -29,12 +29,18 @@ fi
 $PIP bitarray "bitstring>=4.0" qonnx==1.0.0 finn-plus-driver==1.6.1
 # The rANS decoder is plain C99 (libc only); a prebuilt library can be used instead through LIC_RANS_LIB.
 make -C host/csrc
+# The board kernels (integer h_s, RGB output): NEON on the Zynq-7000's Cortex-A9, which Ubuntu's armhf
+# gcc does not assume by default.
+neon=""; [[ $(uname -m) == armv7l ]] && neon="-mcpu=cortex-a9 -mfpu=neon -mfloat-abi=hard"
+gcc -O3 $neon -shared -fPIC -o build/host/liblic_host.so host/csrc/integer_hs.c host/csrc/rgb8.c
 $SUDO "$PY" -m pip install --no-deps --no-build-isolation -e .
 "$PY" - <<'PY'
 from host.rans import _lib
 from finn_plus_driver.packing import finnpy_to_packed_bytearray  # noqa: F401
 from host.backends import default_backend
+from host.native import library
 _lib()
+assert library() is not None, "build/host/liblic_host.so did not build"
 assert default_backend() == "pynq"
 print("lic host runtime installed in PYNQ's venv; decode on the fabric (as root, see the header of "
       "host/install_board.sh):  lic decode FILE.lic -o out.png --hw-dir BUILD_DIR")

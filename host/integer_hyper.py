@@ -9,8 +9,15 @@ bit-exact across platforms. Each layer is
 
 with biases, scales, ReLU, rounding and clipping all folded into the thresholds T at export time
 (export/integer_hyper.py). The last layer's thresholds are the scale-table boundaries, so its
-counts are the indexes. The convolutions use float64 matrix products: every product and partial
-sum is an integer below 2^53, so the result is exact whatever the BLAS summation order.
+counts are the indexes.
+
+Two implementations, equal bit for bit (tests/test_integer_hyper.py):
+  native  host/csrc/integer_hs.c (host/native.py): int8 weights x int16 activations -> int32
+          accumulators (exact: every model is checked once to keep |acc| < 2^31 - 1), zero
+          activations skipped. What the board runs: ARMv7 NEON has integer SIMD but no float64 SIMD.
+  numpy   float64 matrix products: every product and partial sum is an integer below 2^53, so the
+          result is exact whatever the BLAS summation order. The reference, and the fallback
+          where the library is not built.
 """
 
 from __future__ import annotations
@@ -19,14 +26,18 @@ import hashlib
 import io
 import json
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 
+from host.native import LIB_ENV, library
 from lic.errors import LicError
 
 FORMAT = "lic-integer-hyper-v1"
 _EXACT_LIMIT = 2 ** 53
+_INT32_LIMIT = 2 ** 31
+NATIVE_BLOCK = 32  # LIC_HS_BLOCK in host/csrc/integer_hs.c
 
 
 @dataclass
@@ -38,6 +49,25 @@ class IntegerLayer:
     @property
     def kernel(self) -> int:
         return self.weight.shape[-1]
+
+    # What the native kernel reads, made on first use (after the file's checks, _check_layers). Its
+    # accumulators stay within +-(2^31 - 2) (checked per model), so a threshold clipped to int32 is
+    # passed exactly when the original is, and padding each row to 2^m - 1 entries with INT32_MAX
+    # (never passed) lets it search without bounds checks. Output channels are padded with zero
+    # weights to the kernel's block of 32.
+    @cached_property
+    def weight_c(self) -> np.ndarray:
+        o, i, k, _ = self.weight.shape
+        weight = np.zeros((k, k, i, -(-o // NATIVE_BLOCK) * NATIVE_BLOCK), np.int16)
+        weight[..., :o] = self.weight.transpose(2, 3, 1, 0)
+        return weight  # [k][k][in][out]
+
+    @cached_property
+    def thresholds_c(self) -> np.ndarray:
+        o, n = self.thresholds.shape
+        padded = np.full((self.weight_c.shape[-1], (1 << n.bit_length()) - 1), _INT32_LIMIT - 1, np.int64)
+        padded[:o, :n] = np.clip(self.thresholds, -_INT32_LIMIT, _INT32_LIMIT - 1)
+        return padded.astype(np.int32)
 
 
 def _conv_exact(a: np.ndarray, weight: np.ndarray) -> np.ndarray:
@@ -81,11 +111,24 @@ def _check_layers(layers: list[IntegerLayer], input_bits: int) -> None:
         if w.ndim != 4 or w.shape[1] != channels or w.shape[2] != w.shape[3] or w.shape[2] % 2 == 0 or min(w.shape) < 1:
             raise LicError(f"integer h_s layer {n}: weight shape {w.shape} does not follow {channels} channels "
                            f"with an odd square kernel")
-        if t.ndim != 2 or t.shape[0] != w.shape[0] or not 1 <= t.shape[1] < 2 ** 16:
+        if t.ndim != 2 or t.shape[0] != w.shape[0] or not 0 <= t.shape[1] < 2 ** 16:
             raise LicError(f"integer h_s layer {n}: thresholds shape {t.shape} for {w.shape[0]} channels")
         if (np.diff(t, axis=1) < 0).any():
             raise LicError(f"integer h_s layer {n}: thresholds must not decrease along a row")
         channels = w.shape[0]
+
+
+def _layer_native(lib, a: np.ndarray, layer: "IntegerLayer") -> np.ndarray:
+    o, i, k, _ = layer.weight.shape
+    c, h, w = a.shape
+    if c != i:
+        raise LicError(f"integer h_s expects {i} input channels, got {c}")
+    o_pad = layer.weight_c.shape[-1]
+    out = np.empty((o_pad, h, w), dtype=np.int16)
+    if lib.lic_hs_layer(np.ascontiguousarray(a, dtype=np.int16), c, h, w, layer.weight_c, o_pad, k,
+                        layer.thresholds_c, layer.thresholds_c.shape[1], out) != 0:
+        raise MemoryError("integer h_s: out of memory")
+    return out[:o]
 
 
 class IntegerHyperSynthesis:
@@ -94,10 +137,18 @@ class IntegerHyperSynthesis:
         self.input_bits = input_bits
         self.meta = meta
         _check_layers(layers, input_bits)
-        for layer in layers:  # a bound check once, so exactness is a property of the file, not luck
+        # Bound checks once, so exactness is a property of the file, not luck. Inputs are clipped to
+        # input_bits (signed); later inputs are threshold counts, at most the previous layer's count.
+        in_max = 2 ** (input_bits - 1)
+        self.native_ok = True
+        for layer in layers:
             fan_in = int(np.abs(layer.weight.astype(np.int64)).sum(axis=(1, 2, 3)).max())
             if fan_in * 2 ** max(input_bits, 16) >= _EXACT_LIMIT:
                 raise LicError("integer h_s layer too wide for exact float64 accumulation")
+            n_thr = layer.thresholds.shape[1]
+            if fan_in * in_max >= _INT32_LIMIT - 1 or n_thr > np.iinfo(np.int16).max or in_max > np.iinfo(np.int16).max:
+                self.native_ok = False  # int32 / int16 would not be exact: numpy's float64 path only
+            in_max = n_thr
         self.fingerprint = self._fingerprint()
 
     @property
@@ -123,14 +174,32 @@ class IntegerHyperSynthesis:
             h.update(bytes([layer.upsample_before]))
         return h.digest()[:16]
 
-    def indexes(self, z_symbols: np.ndarray) -> np.ndarray:
-        """z symbols [N, h, w] (integers) -> scale-table indexes [M, 4h, 4w] as int32."""
+    @property
+    def implementation(self) -> str:
+        return "native" if self.native_ok and library() is not None else "numpy"
+
+    def indexes(self, z_symbols: np.ndarray, implementation: str | None = None) -> np.ndarray:
+        """z symbols [N, h, w] (integers) -> scale-table indexes [M, 4h, 4w] as int32. Both
+        implementations give the same integers; None picks the native one when it is built."""
+        implementation = implementation or self.implementation
         lim = 2 ** (self.input_bits - 1)
         a = np.clip(np.asarray(z_symbols, dtype=np.int64), -lim, lim - 1)
-        for layer in self.layers:
-            if layer.upsample_before:
-                a = a.repeat(2, axis=1).repeat(2, axis=2)
-            a = _count_thresholds(_conv_exact(a, layer.weight), layer.thresholds)
+        if implementation == "native":
+            lib = library()
+            if lib is None or not self.native_ok:
+                raise LicError("the native integer h_s is not available for this model"
+                               + ("" if self.native_ok else " (its accumulators could exceed int32)")
+                               + f": build it with `make setup` or set {LIB_ENV}")
+            a = a.astype(np.int16)
+            for layer in self.layers:
+                if layer.upsample_before:
+                    a = a.repeat(2, axis=1).repeat(2, axis=2)
+                a = _layer_native(lib, a, layer)
+        else:
+            for layer in self.layers:
+                if layer.upsample_before:
+                    a = a.repeat(2, axis=1).repeat(2, axis=2)
+                a = _count_thresholds(_conv_exact(a, layer.weight), layer.thresholds)
         return a.astype(np.int32)
 
     # --- storage: one .npz, readable without torch ---------------------------------------------

@@ -1,0 +1,218 @@
+"""`make arm-check`: the board's half of decoding on Debian's armhf Python, numpy and Pillow under
+qemu-user, compared bit for bit with x86 on Kodak .lic files.
+
+What it stands for: the PYNQ v3 image is Ubuntu 22.04 armhf with Python 3.10; Debian 12's armhf
+packages (python 3.11, numpy 1.24, Pillow 9.4) are the same ABI, word size, alignment and float
+behaviour, so code that agrees here agrees on the board's userland. What it does not: emulated
+timing means nothing, and synthesis (the fabric, or onnxruntime, which has no armhf build) does not
+run: its tile outputs come from x86, so the check covers container parsing, rANS decoding (once
+the C decoder is cross-compiled: host/csrc), the integer h_s (native kernel and numpy), tiling,
+stitching given tiles, dequantising and PNG writing.
+
+Setup (bench/armhf/setup_root.sh, run by make) is cached in build/armhf-root; the cross-compiled
+libraries go to build/armhf/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from lic.errors import LicError
+
+REPO = Path(__file__).resolve().parent.parent
+CROSS_CC = "arm-linux-gnueabihf-gcc"
+# The Zynq-7000's Cortex-A9 has NEON; Debian's armhf default (VFPv3-D16) does not assume it.
+CROSS_CFLAGS = "-O3 -mcpu=cortex-a9 -mfpu=neon -mfloat-abi=hard"
+HOST_SOURCES = ("integer_hs.c", "rgb8.c")  # as the Makefile's HOST_SRC
+RANS_SRC = REPO / "host" / "csrc" / "lic_rans.c"  # the C rANS decoder (issue 10, parts 1-2)
+
+# key in the stage outputs -> (stage it checks, what it is)
+CHECKS = {
+    "header": ("parse", "version, size, stream count"),
+    "z": ("rans_z", "z symbols"),
+    "indexes": ("integer_hs", "scale indexes, native int32 kernel"),
+    "indexes_numpy": ("integer_hs", "scale indexes, numpy float64 reference"),
+    "y": ("rans_y", "y_hat"),
+    "tiles": ("tiles", "fabric input windows"),
+    "pixels": ("stitch", "frame stitched from x86's tile outputs"),
+    "rgb": ("to_rgb8", "uint8 image"),
+}
+
+
+def cross_compile(out_dir: Path) -> dict[str, Path | str]:
+    """armhf builds of the host's C code: name -> library path, or a reason it was skipped."""
+    if shutil.which(CROSS_CC) is None:
+        raise LicError(f"{CROSS_CC} not found: run `make arm-check` (it installs gcc-arm-linux-gnueabihf)")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    libs: dict[str, Path | str] = {}
+    host = out_dir / "liblic_host.so"
+    subprocess.run([CROSS_CC, *CROSS_CFLAGS.split(), "-shared", "-fPIC", "-Wall", "-o", str(host),
+                    *(str(REPO / "host" / "csrc" / f) for f in HOST_SOURCES)], check=True)
+    libs["LIC_HOST_LIB"] = host
+    if RANS_SRC.is_file():
+        rans = out_dir / "liblic_rans.so"
+        subprocess.run(["make", "-s", "-C", str(RANS_SRC.parent), f"CC={CROSS_CC}", f"CFLAGS={CROSS_CFLAGS}",
+                        f"OUT={rans}"], check=True)
+        libs["LIC_RANS_LIB"] = rans
+    else:
+        libs["LIC_RANS_LIB"] = (f"no C rANS decoder on this branch ({RANS_SRC.relative_to(REPO)} missing); "
+                                "CompressAI's coder is an x86 wheel")
+    return libs
+
+
+def qemu_command(root: Path, plugin: str | None = None) -> list[str]:
+    """Debian's armhf python3.11 from root under qemu; qemu-arm (dynamic) when a TCG plugin is
+    loaded, qemu-arm-static otherwise."""
+    qemu = "qemu-arm" if plugin else "qemu-arm-static"
+    if shutil.which(qemu) is None:
+        raise LicError(f"{qemu} not found: run `make arm-check` (it installs qemu-user and qemu-user-static)")
+    python = root / "usr" / "bin" / "python3.11"
+    if not python.is_file():
+        raise LicError(f"{root} has no armhf python3.11: run bench/armhf/setup_root.sh {root}")
+    return [qemu, "-L", str(root)] + (["-plugin", plugin] if plugin else []) + [str(python)]
+
+
+def qemu_env(libs: dict) -> dict:
+    env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "TMPDIR")}
+    env["PYTHONPATH"] = str(REPO)
+    # One thread, the same dict layouts every run: instruction counts then repeat to ~0.01%
+    # (OpenBLAS' idle worker threads spin, and the plugin counts every thread).
+    env.update(PYTHONHASHSEED="0", OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1")
+    env.update({k: str(v) for k, v in libs.items() if isinstance(v, Path)})
+    return env
+
+
+def make_lic_files(folder: Path, data: Path, limit: int, package) -> list[str]:
+    """Encode the first `limit` images with the shipped teacher + integer h_s (format v2)."""
+    from bench.evaluate import first_images, load_images
+    from host.image_io import write_atomic
+    from training.teacher_codec import encode, find_shipped
+
+    models = find_shipped(package.file_fingerprint)
+    if models is None:
+        raise LicError(f"decoder package {package.root} belongs to no shipped teacher + integer h_s")
+    names = []
+    for name, rgb in load_images(first_images(data, limit)):
+        stem = Path(name).stem
+        write_atomic(folder / f"{stem}.lic", encode(models, rgb))
+        names.append(stem)
+    return names
+
+
+def x86_references(folder: Path, names: list[str], package) -> None:
+    """NAME.x86.npz: every stage's output on this machine, the fabric's tiles from onnxruntime."""
+    from bench.board_stages import run_all
+    from host.backends import make_backend
+
+    backend = make_backend("onnx", package)
+    for name in names:
+        out, skipped = run_all(package, (folder / f"{name}.lic").read_bytes(), backend.run)
+        if skipped:
+            raise LicError(f"x86 reference for {name} is incomplete: {skipped}")
+        out["indexes_native"] = out["indexes"]
+        np.savez(folder / f"{name}.x86.npz", **out)
+
+
+def compare(folder: Path, arm_dir: Path, names: list[str]) -> dict:
+    from PIL import Image
+
+    report = {}
+    for name in names:
+        with np.load(folder / f"{name}.x86.npz") as x, np.load(arm_dir / f"{name}.arm.npz") as a:
+            skipped = dict(line.split(": ", 1) for line in bytes(a["skipped"]).decode().splitlines() if line)
+            rows = {}
+            for key, (stage, what) in CHECKS.items():
+                if key not in a.files:
+                    rows[key] = {"stage": stage, "what": what, "ran": False, "why": skipped.get(stage, "not run")}
+                    continue
+                ref = x["indexes_numpy"] if key == "indexes" else x[key]  # the float64 x86 reference
+                rows[key] = {"stage": stage, "what": what, "ran": True,
+                             "equal": bool(ref.shape == a[key].shape and np.array_equal(ref, a[key]))}
+            arm_png = Image.open(io.BytesIO(a["png"].tobytes()))
+            rows["png"] = {"stage": "png", "what": "PNG written on armhf, decoded", "ran": True,
+                           "equal": bool(np.array_equal(np.asarray(arm_png.convert("RGB")), x["rgb"])),
+                           "same_bytes_as_x86": bool(np.array_equal(a["png"], x["png"]))}
+            report[name] = {"platform": bytes(a["platform"]).decode(), "checks": rows}
+    return report
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from bench.evaluate import DEFAULT_DATA
+
+    p.add_argument("--root", type=Path, default=REPO / "build" / "armhf-root", help="armhf userland")
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="images to encode (default Kodak)")
+    p.add_argument("--limit", type=int, default=3, help="how many images (default 3)")
+    p.add_argument("--package", type=Path, default=None, help="decoder package (default: the shipped one)")
+    p.add_argument("-o", "--out", type=Path, default=REPO / "build" / "arm-check", help="work folder")
+
+
+def run(args) -> int:
+    from hls.build import default_package
+    from host.decoder_package import DecoderPackage
+
+    package = DecoderPackage.load(args.package or default_package())
+    refs = args.out / "refs"
+    refs.mkdir(parents=True, exist_ok=True)
+    libs = cross_compile(REPO / "build" / "armhf")
+    names = make_lic_files(refs, args.data, args.limit, package)
+    x86_references(refs, names, package)
+    arm_dir = args.out / "armhf"
+    cmd = qemu_command(args.root) + ["-m", "bench.board_stages", "check", "--package", str(package.root),
+                                     "--refs", str(refs), "--out", str(arm_dir), *names]
+    print("armhf:", " ".join(cmd), file=sys.stderr)
+    proc = subprocess.run(cmd, env=qemu_env(libs), cwd=REPO)
+    if proc.returncode:
+        raise LicError(f"the armhf run failed (exit {proc.returncode}); its output is above")
+    report = compare(refs, arm_dir, names)
+    (args.out / "report.json").write_text(json.dumps({"libraries": {k: str(v) for k, v in libs.items()},
+                                                      "files": report}, indent=1) + "\n")
+    ok = True
+    first = next(iter(report.values()))
+    print(f"\narm-check: {len(names)} Kodak files, armhf = {first['platform']} under qemu-user; "
+          f"x86 = this machine")
+    print("| stage | checks | " + " | ".join(names) + " |")
+    print("|---|---|" + "---|" * len(names))
+    for key in list(CHECKS) + ["png"]:
+        cells = []
+        for name in names:
+            row = report[name]["checks"][key]
+            if not row["ran"]:
+                cells.append("skipped")
+            else:
+                ok &= row["equal"]
+                cells.append("bit-exact" if row["equal"] else "**DIFFERS**")
+        row0 = report[names[0]]["checks"][key]
+        print(f"| {row0['stage']} | {row0['what']} | " + " | ".join(cells) + " |")
+    for key, row in report[names[0]]["checks"].items():
+        if not row["ran"]:
+            print(f"skipped {row['stage']}: {row['why']}")
+    png_bytes = all(r["checks"]["png"]["same_bytes_as_x86"] for r in report.values())
+    print(f"PNG files byte-identical to x86's: {png_bytes} (pixels are what must agree; zlib versions may differ)")
+    print("Synthesis did not run on armhf (fabric / onnxruntime): stitching used x86's tile outputs.")
+    print("Emulated run times say nothing about a board.")
+    if not ok:
+        raise LicError(f"armhf and x86 disagree: see {args.out / 'report.json'}")
+    return 0
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_arguments(p)
+    try:
+        sys.exit(run(p.parse_args()))
+    except LicError as e:
+        print(f"lic: error: {e}", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

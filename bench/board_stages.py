@@ -1,0 +1,221 @@
+"""The ARM's half of decoding one .lic file, stage by stage, with nothing but numpy, Pillow and host/.
+
+The same code runs on x86 (the reference), on Debian's armhf Python under qemu-user (`make
+arm-check`: bit-exactness; `make board-rate`: instruction counts) and on a board (`lic board-rate
+--on-board`: wall time). Stages, in pipeline order:
+
+  parse       container, CRC                                   host/container.py
+  rans_z      rANS decode of z                                 host/rans.py
+  integer_hs  z -> scale-table indexes (native int32 kernel)   host/integer_hyper.py
+  rans_y      rANS decode of y with those indexes              host/rans.py (via host/runtime.py)
+  tiles       y_hat -> the fabric's input windows (with halo)  host/tiling.py
+  stitch      the fabric's tile outputs -> one frame           host/tiling.py
+  to_rgb8     x output scale, clamp, round -> uint8            host/runtime.py
+  png         PNG encoding (Pillow, zlib)                      host/image_io.py
+
+Synthesis itself is the fabric's (or onnxruntime's, which has no armhf build): here its tile outputs
+come in from elsewhere, e.g. x86's onnx backend, so stitching is checked on given tiles.
+
+    python -m bench.board_stages check --package P --refs DIR --out DIR      (writes NAME.arm.npz)
+    python -m bench.board_stages count --package P --refs DIR --stage S --repeat N NAME
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+STAGES = ("parse", "rans_z", "integer_hs", "rans_y", "tiles", "stitch", "to_rgb8", "png")
+ENTROPY = "entropy"  # rans_z + integer_hs + rans_y as the runtime runs them (any format version)
+
+
+class Unavailable(Exception):
+    """A stage that cannot run on this platform (the reason is the message)."""
+
+
+def _lic_error():
+    from lic.errors import LicError
+
+    return LicError
+
+
+def parse(data: bytes):
+    from host.container import parse as parse_container
+
+    return parse_container(data)
+
+
+def rans_z(package, lic) -> np.ndarray:
+    from host.runtime import latent_shape
+
+    h, w = latent_shape(package, lic.height, lic.width)
+    n = len(package.z_table)
+    index = np.broadcast_to(np.arange(n, dtype=np.int32)[:, None, None], (n, h // 4, w // 4))
+    try:
+        return package.z_table.decode(lic.streams[0], index)
+    except _lic_error() as e:
+        raise Unavailable(f"rANS decoder: {e}") from None
+
+
+def integer_hs(package, z: np.ndarray, implementation: str | None = None) -> np.ndarray:
+    return package.integer_hs.indexes(z, implementation)
+
+
+def entropy(package, lic) -> np.ndarray:
+    """y_hat exactly as the runtime decodes it (rans_z, integer_hs, rans_y, whatever the format)."""
+    from host.runtime import StageTimes, decode_latents
+
+    try:
+        return decode_latents(lic, package, StageTimes())
+    except _lic_error() as e:
+        if "rANS" in str(e) or "compressai" in str(e).lower():
+            raise Unavailable(f"rANS decoder: {e}") from None
+        raise
+
+
+def tile_plan(package, y: np.ndarray):
+    from host.tiling import TilePlan
+
+    return TilePlan(y.shape[1], y.shape[2], package.tile, package.halo)
+
+
+def tiles(package, y: np.ndarray) -> np.ndarray:
+    """The windows the fabric is fed, stacked [n, M, tile, tile], in run_tiled's order."""
+    plan, t = tile_plan(package, y), package.tile
+    eh, ew = plan.extended
+    if (eh, ew) != y.shape[1:]:
+        y = np.pad(y, ((0, 0), (0, eh - y.shape[1]), (0, ew - y.shape[2])))
+    return np.stack([y[:, r.start:r.start + t, c.start:c.start + t] for r, c in plan.windows()])
+
+
+def stitch(package, y_shape: tuple[int, int, int], fabric_tiles: np.ndarray) -> np.ndarray:
+    """The frame from the fabric's outputs for each window [n, 3, T, T] -> [3, H, W]."""
+    from host.tiling import run_tiled
+
+    plan = tile_plan(package, np.empty(y_shape, np.int8))
+    shell = np.empty((1,) + y_shape, np.int8)  # run_tiled only slices y; the windows are not used
+    return run_tiled(shell, plan, package.upscale, lambda _windows: fabric_tiles)[0]
+
+
+def to_rgb8(package, lic, pixels: np.ndarray) -> np.ndarray:
+    from host.runtime import to_rgb8 as dequantise
+
+    return dequantise(pixels[:, :lic.height, :lic.width], package.output_scale)
+
+
+def png(rgb: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(rgb, "RGB").save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def run_all(package, data: bytes, fabric, refs: dict | None = None) -> tuple[dict, dict]:
+    """Every stage once, each fed by this platform's previous stage where that ran, else by
+    `refs` (x86's outputs). fabric(window [1, M, t, t]) -> [1, 3, T, T], or None to stitch refs'
+    tiles. Returns (outputs, skipped: stage -> reason)."""
+    out, skipped = {}, {}
+
+    def here_or_refs(key: str, stage: str, run):
+        try:
+            out[key] = run()
+        except Unavailable as e:
+            skipped[stage] = str(e)
+            return refs[key]
+        return out[key]
+
+    lic = parse(data)
+    out["header"] = np.array([lic.version, lic.height, lic.width, len(lic.streams)], np.int64)
+    z = here_or_refs("z", "rans_z", lambda: rans_z(package, lic))
+    out["indexes"] = integer_hs(package, z)
+    out["indexes_numpy"] = integer_hs(package, z, "numpy")
+    y = here_or_refs("y", "rans_y", lambda: entropy(package, lic))
+    out["tiles"] = tiles(package, y)
+    fabric_tiles = refs["fabric_tiles"] if fabric is None else np.concatenate([fabric(t[None]) for t in out["tiles"]])
+    if fabric is not None:
+        out["fabric_tiles"] = fabric_tiles
+    out["pixels"] = stitch(package, y.shape, fabric_tiles)
+    out["rgb"] = to_rgb8(package, lic, out["pixels"])
+    out["png"] = np.frombuffer(png(out["rgb"]), np.uint8)
+    return out, skipped
+
+
+def stage_runner(package, stage: str, data: bytes, refs: dict):
+    """A no-argument callable running `stage` alone on inputs prepared from refs, for counting or
+    timing one stage without the ones before it."""
+    lic = parse(data)
+    if stage == "parse":
+        return lambda: parse(data)
+    if stage == "rans_z":
+        rans_z(package, lic)  # raises Unavailable before anything is counted
+        return lambda: rans_z(package, lic)
+    if stage in ("integer_hs", "integer_hs_numpy"):
+        impl = "numpy" if stage.endswith("numpy") else None
+        return lambda: integer_hs(package, refs["z"], impl)
+    if stage == ENTROPY:
+        entropy(package, lic)
+        return lambda: entropy(package, lic)
+    if stage == "tiles":
+        return lambda: tiles(package, refs["y"])
+    if stage == "stitch":
+        return lambda: stitch(package, refs["y"].shape, refs["fabric_tiles"])
+    if stage == "to_rgb8":
+        return lambda: to_rgb8(package, lic, refs["pixels"])
+    if stage == "png":
+        return lambda: png(refs["rgb"])
+    raise ValueError(f"unknown stage {stage}")
+
+
+def load_refs(path: Path) -> dict:
+    with np.load(path, allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
+
+
+def _main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("mode", choices=("check", "count"))
+    p.add_argument("--package", type=Path, required=True)
+    p.add_argument("--refs", type=Path, required=True, help="folder with NAME.lic and NAME.x86.npz")
+    p.add_argument("--out", type=Path, help="check: folder for NAME.arm.npz")
+    p.add_argument("--stage", help="count: which stage")
+    p.add_argument("--repeat", type=int, default=1, help="count: how many times")
+    p.add_argument("names", nargs="*")
+    args = p.parse_intermixed_args(argv)
+
+    from host.decoder_package import DecoderPackage
+
+    package = DecoderPackage.load(args.package)
+    names = args.names or sorted(f.stem for f in args.refs.glob("*.lic"))
+    if args.mode == "count":
+        data = (args.refs / f"{names[0]}.lic").read_bytes()
+        try:
+            run = stage_runner(package, args.stage, data, load_refs(args.refs / f"{names[0]}.x86.npz"))
+        except Unavailable as e:
+            print(f"unavailable: {e}")
+            return 3
+        for _ in range(args.repeat):
+            run()
+        return 0
+    args.out.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        t = time.perf_counter()
+        out, skipped = run_all(package, (args.refs / f"{name}.lic").read_bytes(), None,
+                               load_refs(args.refs / f"{name}.x86.npz"))
+        out["skipped"] = np.frombuffer("\n".join(f"{k}: {v}" for k, v in skipped.items()).encode(), np.uint8)
+        out["platform"] = np.frombuffer(f"{platform.machine()} python {platform.python_version()} numpy "
+                                        f"{np.__version__} h_s {package.integer_hs.implementation}".encode(), np.uint8)
+        np.savez(args.out / f"{name}.arm.npz", **out)
+        print(f"{name}: {platform.machine()}, {time.perf_counter() - t:.1f} s (emulated: says nothing about a board)",
+              file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main())

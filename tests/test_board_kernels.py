@@ -1,0 +1,161 @@
+"""The board's ARM half: C kernels (host/native.py) equal their numpy definitions bit for bit, the
+stage-by-stage runner (bench/board_stages.py) equals the runtime, the board-rate arithmetic, the
+qemu instruction counter, and (slow, needs `make arm-check`'s setup) the armhf check itself."""
+
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import REPO
+from host import native
+from host.integer_hyper import IntegerHyperSynthesis, IntegerLayer
+from lic.errors import LicError
+
+needs_library = pytest.mark.skipif(native.library() is None, reason="build/host/liblic_host.so not built: make setup")
+
+
+@needs_library
+def test_native_hs_equals_numpy_reference(integer_hs):
+    rng = np.random.default_rng(0)
+    for shape in ((4, 6), (1, 1), (3, 7)):
+        for spread in (2, 20, 300):  # mostly zeros, dense, beyond int8 (clipped)
+            z = rng.integers(-spread, spread + 1, (integer_hs.in_channels,) + shape)
+            assert np.array_equal(integer_hs.indexes(z, "native"), integer_hs.indexes(z, "numpy"))
+    assert integer_hs.implementation == "native"
+
+
+@needs_library
+def test_native_hs_on_the_shipped_model():
+    from hls.build import default_package
+
+    hs = IntegerHyperSynthesis.load(default_package() / "integer_hs.npz")
+    z = np.random.default_rng(1).integers(-6, 7, (hs.in_channels, 3, 5))
+    assert np.array_equal(hs.indexes(z, "native"), hs.indexes(z, "numpy"))
+
+
+@needs_library
+def test_native_hs_odd_widths_and_threshold_counts():
+    """Channel counts that are not multiples of the kernel's block, thresholds rows of every length
+    up to 300 (padded to 2^m - 1, and past the unrolled sizes)."""
+    rng = np.random.default_rng(2)
+    for n_thr in (0, 1, 2, 9, 63, 64, 255, 300):
+        layers = [IntegerLayer(rng.integers(-127, 128, (5, 3, 3, 3)).astype(np.int8),
+                               np.sort(rng.integers(-4000, 4000, (5, 15)), axis=1), False),
+                  IntegerLayer(rng.integers(-127, 128, (7, 5, 1, 1)).astype(np.int8),
+                               np.sort(rng.integers(-900, 900, (7, n_thr)), axis=1), True)]
+        hs = IntegerHyperSynthesis(layers, 8, {})
+        z = rng.integers(-128, 128, (3, 4, 6))
+        assert np.array_equal(hs.indexes(z, "native"), hs.indexes(z, "numpy")), n_thr
+
+
+def test_native_hs_refused_where_int32_could_overflow():
+    w = np.full((1, 1024, 3, 3), 127, np.int8)  # 12-bit inputs: |acc| up to 2^11 x 127 x 9216 > 2^31
+    wide = IntegerHyperSynthesis([IntegerLayer(w, np.zeros((1, 3), np.int64), False)], 12, {})
+    assert not wide.native_ok and wide.implementation == "numpy"
+    with pytest.raises(LicError, match="int32"):
+        wide.indexes(np.ones((1024, 2, 2), np.int64), "native")
+
+
+def test_missing_library_is_a_one_line_error(monkeypatch, tmp_path):
+    monkeypatch.setenv(native.LIB_ENV, str(tmp_path / "nope.so"))
+    native.library.cache_clear()
+    try:
+        with pytest.raises(LicError, match="no such library"):
+            native.library()
+    finally:
+        monkeypatch.delenv(native.LIB_ENV)
+        native.library.cache_clear()
+
+
+def _to_rgb8_float32(pixels, scale):
+    """The definition: x = int * scale, clamp to [0, 1], x 255, round half to even, in float32."""
+    x = pixels.astype(np.float32) * np.float32(scale)
+    return np.ascontiguousarray(np.rint(np.clip(x, 0, 1) * np.float32(255)).astype(np.uint8).transpose(1, 2, 0))
+
+
+@pytest.mark.parametrize("use_library", [True, False])
+def test_to_rgb8_equals_float32_definition_for_every_int16(monkeypatch, use_library):
+    import host.runtime as runtime
+
+    if use_library and native.library() is None:
+        pytest.skip("build/host/liblic_host.so not built: make setup")
+    if not use_library:
+        monkeypatch.setattr(runtime, "library", lambda: None)
+    every = np.arange(-2 ** 15, 2 ** 15, dtype=np.int16).reshape(1, 256, 256).repeat(3, axis=0)
+    every[1] = every[1, ::-1]
+    for scale in (1 / 64, 1 / 255, 0.0037):
+        for view in (every, every[:, 3:200, 5:77]):  # a cropped view: strided rows
+            got = runtime.to_rgb8(view, scale)
+            assert got.flags.c_contiguous and np.array_equal(got, _to_rgb8_float32(view, scale))
+
+
+def test_board_stages_equal_the_runtime(tiny_package, tiny_teacher, integer_hs):
+    from bench.board_stages import run_all, stage_runner
+    from host.backends import make_backend
+    from host.decoder_package import DecoderPackage
+    from host.runtime import HostDecoder
+    from training.teacher_codec import EntropyModels, encode
+
+    package = DecoderPackage.load(tiny_package)
+    rgb = np.random.default_rng(3).integers(0, 256, (200, 330, 3), dtype=np.uint8)
+    data = encode(EntropyModels(tiny_teacher, integer_hs), rgb)
+    backend = make_backend("onnx", package)
+    out, skipped = run_all(package, data, backend.run)
+    assert not skipped
+    ref, _ = HostDecoder(package, backend, package.tile).decode(data)
+    assert np.array_equal(out["rgb"], ref)
+    assert np.array_equal(out["indexes"], out["indexes_numpy"])
+    assert out["tiles"].shape[1:] == (package.latent_channels, package.tile, package.tile)
+    # each stage alone, from the previous stage's outputs, gives the same result
+    stitched = stage_runner(package, "stitch", data, out)()
+    assert np.array_equal(stitched, out["pixels"])
+    assert np.array_equal(stage_runner(package, "tiles", data, out)(), out["tiles"])
+
+
+def test_board_rate_is_the_slowest_stage():
+    from bench.board_rate import ARM_STAGES, board_rate, two_core_split, with_rans_y
+
+    assert two_core_split([1, 2, 3, 4]) == (3, 6)
+    assert two_core_split([10, 1, 1]) == (1, 10)
+    seconds = dict.fromkeys(ARM_STAGES, 0.001)
+    seconds["integer_hs"] = 0.05  # 20 fps on its core
+    r = board_rate(seconds, fabric_fps=28.0)
+    assert r["limited_by"] == "ARM" and r["board_fps"] == pytest.approx(r["arm_fps_two_cores"])
+    assert r["board_fps"] < 28
+    assert board_rate(dict.fromkeys(ARM_STAGES, 0.001), 28.0)["limited_by"] == "fabric"
+    assert with_rans_y({"entropy": 10, "rans_z": 1, "integer_hs": 4})["rans_y"] == 5
+    assert isinstance(with_rans_y({"entropy": "no decoder", "rans_z": 1, "integer_hs": 4})["rans_y"], str)
+
+
+@pytest.mark.skipif(not (shutil.which("qemu-arm") and shutil.which("arm-linux-gnueabihf-gcc")),
+                    reason="qemu-user and gcc-arm-linux-gnueabihf not installed (make arm-check installs them)")
+def test_instruction_counter_is_exact_and_linear(tmp_path):
+    from bench.board_rate import _plugin
+
+    plugin = _plugin(tmp_path)
+    src = tmp_path / "loop.c"
+    src.write_text("#include <stdlib.h>\nint main(int c, char **v) { volatile int s = 0;"
+                   " for (int i = atoi(v[1]); i > 0; i--) s += i; return 0; }\n")
+    exe = tmp_path / "loop"
+    subprocess.run(["arm-linux-gnueabihf-gcc", "-O1", "-static", "-o", str(exe), str(src)], check=True)
+
+    def count(n):
+        out = tmp_path / f"{n}.insns"
+        subprocess.run(["qemu-arm", "-plugin", f"{plugin},out={out}", str(exe), str(n)], check=True)
+        return int(out.read_text())
+
+    a, b, c = count(1000), count(2000), count(3000)
+    assert b - a == c - b >= 3 * 1000  # the loop body, exactly, every 1000 iterations
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (REPO / "build" / "armhf-root" / ".complete").is_file(),
+                    reason="armhf root not set up: make arm-check")
+def test_arm_check_passes(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "bench.arm_check", "--limit", "1", "-o", str(tmp_path)],
+                          cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "bit-exact" in proc.stdout and "DIFFERS" not in proc.stdout
