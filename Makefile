@@ -10,7 +10,7 @@ BOARD ?= pynq-z2
 TARGET_FPS ?=
 HW_ARGS = --board $(BOARD) $(if $(TARGET_FPS),--target-fps $(TARGET_FPS))
 
-.PHONY: setup test test-slow demo teachers eval hw bitstream clean help
+.PHONY: setup test test-slow demo teachers eval hw bitstream packages clean help
 
 help:
 	@echo "make setup      create .venv with every pinned dependency (idempotent)"
@@ -20,6 +20,7 @@ help:
 	@echo "make eval       teacher RD curve and classical baselines on Kodak -> build/eval/"
 	@echo "make hw BOARD=pynq-z2 [TARGET_FPS=25]   FINN build up to HLS code + estimates (no Vivado needed)"
 	@echo "make bitstream BOARD=pynq-z2            ... and on to the bitfile (needs Vivado: XILINX_VIVADO)"
+	@echo "make packages   decoder packages of every shipped rate point -> build/decoders/qN (q3 ships in host/decoders)"
 	@echo "make teachers   retrain the shipped default teachers (CPU recipe, ~1.5 h on 2 cores)"
 
 setup: $(STAMP)
@@ -48,6 +49,9 @@ hw: setup
 
 bitstream: setup
 	$(LIC) hw $(HW_ARGS) --bitstream
+
+packages: setup
+	for q in 1 2 4; do $(LIC) export training/students/student_q$$q.pt -o build/decoders/q$$q || exit 1; done
 
 teachers: setup
 	training/recipes/default_teachers.sh
