@@ -39,3 +39,24 @@ def test_integer_hs_costs_rate_not_quality(results, quality):
     assert [r["psnr"] for r in v2["images"]] == [r["psnr"] for r in v1["images"]]  # same pixels
     cost = v2["mean"]["bpp"] / v1["mean"]["bpp"] - 1
     assert 0 < cost <= 0.03 and cost == pytest.approx(INTEGER_HS_RATE_COST[quality], abs=0.002)
+
+
+# measured (`lic eval-students`, Kodak 24): quantised W4A4 students, dB; float students, dB
+QUANT_PSNR = {1: 22.71, 2: 22.61, 3: 23.79, 4: 22.32}
+FLOAT_PSNR = {1: 25.24, 2: 25.53, 3: 25.77, 4: 25.70}
+
+
+@pytest.fixture(scope="module")
+def students(kodak, tmp_path_factory):
+    out = tmp_path_factory.mktemp("eval_students")
+    assert main(["eval-students", "--data", str(kodak), "--baselines", "none", "-o", str(out)]) == 0
+    return {p["quality"]: p for p in json.loads((out / "results.json").read_text())["points"]}
+
+
+@pytest.mark.parametrize("quality", [1, 2, 3, 4])
+def test_shipped_students_kodak_figures(students, quality):
+    m = students[quality]["mean"]
+    assert m["quant_student"]["psnr"] == pytest.approx(QUANT_PSNR[quality], abs=0.02)
+    assert m["float_student"]["psnr"] == pytest.approx(FLOAT_PSNR[quality], abs=0.02)
+    assert m["float_student"]["psnr"] < m["teacher"]["psnr"]
+    assert m["deployable"]["bpp"] <= 1.03 * m["quant_student"]["bpp"]  # integer h_s within 3% rate
