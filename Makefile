@@ -12,7 +12,7 @@ HW_ARGS = --board $(BOARD) $(if $(TARGET_FPS),--target-fps $(TARGET_FPS))
 
 FUZZ_DIR := build/fuzz
 
-.PHONY: setup test test-slow demo teachers eval hw bitstream bench clean help asan-rans fuzz arm-check board-rate
+.PHONY: setup test test-slow demo teachers eval hw bitstream bench packages clean help asan-rans fuzz arm-check board-rate
 
 # The board-side C kernels besides rANS (host/native.py loads them; numpy stands in without them).
 HOST_LIB := build/host/liblic_host.so
@@ -31,6 +31,7 @@ help:
 	@echo "make fuzz SEED=1 COUNT=20000        coverage-guided fuzzing (Atheris) of the .lic parser and the C rANS decoder"
 	@echo "make arm-check  the board's half of decoding on Debian armhf (qemu-user), bit-exact against x86 (installs qemu, cross gcc; needs root once)"
 	@echo "make board-rate estimated Cortex-A9 time per ARM stage (instruction counts under qemu) beside the fabric's fps"
+	@echo "make packages   decoder packages of every shipped rate point -> build/decoders/qN (q3 ships in host/decoders)"
 	@echo "make teachers   retrain the shipped default teachers (CPU recipe, ~1.5 h on 2 cores)"
 
 RANS_LIB := build/host/liblic_rans.so
@@ -90,6 +91,9 @@ arm-check: setup
 board-rate: setup
 	bench/armhf/setup_root.sh build/armhf-root
 	$(LIC) board-rate --root build/armhf-root
+
+packages: setup
+	for q in 1 2 4; do $(LIC) export training/students/student_q$$q.pt -o build/decoders/q$$q || exit 1; done
 
 teachers: setup
 	training/recipes/default_teachers.sh

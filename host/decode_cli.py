@@ -20,6 +20,9 @@ from host.geometry import DEFAULT_MAX_PIXELS
 from lic.errors import LicError
 
 SHIPPED_PACKAGES = Path(__file__).resolve().parent / "decoders"
+# Packages of the other rate points, made by `make packages` (not committed: they would double the
+# repository's size for students that are derived files).
+BUILT_PACKAGES = Path(__file__).resolve().parents[1] / "build" / "decoders"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -70,7 +73,7 @@ def _lic_files(inputs: list[Path]) -> list[Path]:
 
 def shipped_package_for(fingerprint: bytes) -> Path | None:
     """The shipped package decoding files of this .lic fingerprint (manifests only are read)."""
-    for manifest in sorted(SHIPPED_PACKAGES.glob("*/manifest.json")):
+    for manifest in [*sorted(SHIPPED_PACKAGES.glob("*/manifest.json")), *sorted(BUILT_PACKAGES.glob("*/manifest.json"))]:
         try:
             if json.loads(manifest.read_text()).get("file_fingerprint") == fingerprint.hex():
                 return manifest.parent

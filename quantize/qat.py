@@ -37,6 +37,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output-bits", type=int, default=8, help="signed bit width of the output pixels (default 8)")
     p.add_argument("--weight-per-tensor", action="store_true",
                    help="one weight scale per layer instead of per output channel")
+    p.add_argument("--init", type=Path, default=None,
+                   help="start from this quantised student (`lic qat --export`) instead of calibrating --student's "
+                        "weights: its architecture and bit widths replace the flags above, e.g. to fine-tune a "
+                        "quantised student further or for the teacher of another rate point")
     p.add_argument("--calib-batches", type=int, default=8,
                    help="batches of teacher y_hat that set the activation scales before training (default 8)")
 
@@ -74,13 +78,24 @@ def _calibrator(args, qcfg: QuantConfig):
 def run(args) -> int:
     float_student, cfg, fingerprint = load_float_student(args.student)
     teacher = resolve_teacher(args, fingerprint)
-    qcfg = quant_config(args, cfg)
     torch.manual_seed(args.seed)
-    model = build_quant_student(cfg, qcfg, float_student)
+    provenance = {"float_student": str(args.student)}
+    if args.init is None:
+        qcfg = quant_config(args, cfg)
+        model = build_quant_student(cfg, qcfg, float_student)
+        prepare = _calibrator(args, qcfg)
+    else:
+        # Already calibrated and quantisation-aware: training simply goes on, on this run's teacher.
+        model, init_cfg, qcfg, init_teacher = load_quant_student(args.init)
+        if init_cfg != cfg:
+            raise LicError(f"--init {args.init} has another architecture than --student {args.student}")
+        model.train()
+        prepare = None
+        provenance.update({"init": str(args.init), "init_teacher_fingerprint": init_teacher.hex()})
     meta = {"config": cfg.to_dict(), "quant_config": qcfg.to_dict(), "teacher_fingerprint": fingerprint.hex()}
     act = qcfg.act_bits if isinstance(qcfg.act_bits, int) else "/".join(map(str, qcfg.act_bits))
     train_kd(args, teacher, model, kind=QUANT_KIND, meta=meta, desc=f"qat W{qcfg.weight_bits}A{act}",
-             prepare=_calibrator(args, qcfg), provenance={"float_student": str(args.student)})
+             prepare=prepare, provenance=provenance)
     return 0
 
 

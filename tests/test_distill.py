@@ -178,3 +178,14 @@ def test_torchrun_two_processes_with_features(tmp_path, tiny_teacher_path, image
     assert r.returncode == 0, r.stderr[-2000:]
     assert torch.load(tmp_path / "ddp" / "checkpoint.pt", weights_only=False)["step"] == 2
     assert json.loads(out.with_suffix(".provenance.json").read_text())["batch_size"] == 4
+
+
+def test_qat_init_continues_a_quantised_student(tmp_path, common, float_export, quant_export):
+    out = tmp_path / "cont.pt"
+    assert lic("qat", "--student", float_export, "--init", quant_export, *common, "--steps", "1", "--lr", "0",
+               "--lr-final", "0", "--run-dir", tmp_path / "run", "--export", out) == 0
+    a, _, qa, _ = load_quant_student(quant_export)
+    b, _, qb, _ = load_quant_student(out)
+    assert qa == qb  # the init's bit widths, not the flags' defaults
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))  # lr 0
+    assert json.loads(out.with_suffix(".provenance.json").read_text())["init"] == str(quant_export)
