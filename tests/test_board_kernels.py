@@ -2,6 +2,7 @@
 stage-by-stage runner (bench/board_stages.py) equals the runtime, the board-rate arithmetic, the
 qemu instruction counter, and (slow, needs `make arm-check`'s setup) the armhf check itself."""
 
+import json
 import shutil
 import subprocess
 import sys
@@ -159,3 +160,19 @@ def test_arm_check_passes(tmp_path):
                           cwd=REPO, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "bit-exact" in proc.stdout and "DIFFERS" not in proc.stdout
+
+
+def test_board_rate_json_gives_the_host_stages(tmp_path):
+    """`lic board-rate`'s A9 estimate feeds hls.estimates.board_rate: its two ARM cores are the host stages."""
+    from hls.estimates import board_rate, read_host_times
+
+    secs = {"parse": 0.001, "rans_z": 0.002, "integer_hs": 0.100, "rans_y": 0.030, "tiles": 0.002, "stitch": 0.003,
+            "to_rgb8": 0.005, "png": 1.0}
+    cpi = {"core0": ["parse", "rans_z", "integer_hs"], "core1": ["rans_y", "tiles", "stitch", "to_rgb8"]}
+    path = tmp_path / "board-rate.json"
+    path.write_text(json.dumps({"board": {"seconds_cpi_low": secs, "cpi_low": cpi}}))
+    host_ms, source = read_host_times(path)
+    assert sorted(host_ms.values()) == pytest.approx([40.0, 103.0])
+    assert "Cortex-A9-estimated" in source
+    r = board_rate(23.5, host_ms, source)
+    assert r["fps"] == pytest.approx(1000 / 103.0) and r["limited_by"].startswith("ARM core 0")
