@@ -10,17 +10,18 @@ from PIL import Image
 
 from host.image_io import list_images
 from lic.errors import LicError
+from training.loop import DEFAULT_DATA
 
 # Photos no student, integer h_s or cache trains on, so that rate and quality can be checked on
 # images outside training (Kodak aside): the first 50 of BSDS500's test split, in name order.
-HELD_OUT_SPLIT = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "bsds500" / "test"
+HELD_OUT_SPLIT = DEFAULT_DATA / "test"
 HELD_OUT_COUNT = 50
 
 
 def held_out_images() -> list[Path]:
     if not HELD_OUT_SPLIT.is_dir():
         return []
-    return sorted(list_images(HELD_OUT_SPLIT))[:HELD_OUT_COUNT]
+    return list_images(HELD_OUT_SPLIT)[:HELD_OUT_COUNT]
 
 
 def training_images(folders: list[Path]) -> list[Path]:
@@ -30,6 +31,7 @@ def training_images(folders: list[Path]) -> list[Path]:
     if not out:
         raise LicError(f"no training images under {', '.join(map(str, folders))}")
     return out
+
 
 class RandomCrops:
     """Endless batches of random crops with random horizontal flips, as uint8 -> float [0, 1]."""

@@ -35,7 +35,7 @@ from tqdm import tqdm
 
 from lic.errors import LicError
 from training.data import RandomCrops
-from training.loop import (DEFAULT_DATA, atomic_save, read_torch_file, cosine_lr, set_lr, setup_distributed, teardown_distributed,
+from training.loop import (DEFAULT_DATA, atomic_save, data_provenance, read_torch_file, cosine_lr, set_lr, setup_distributed, teardown_distributed,
                            wrap_ddp, write_provenance)
 from training.student_decoder import UPSAMPLE_MODES, StudentConfig, StudentSynthesis, layer_plan
 
@@ -350,7 +350,7 @@ def train_kd(args, teacher, student: nn.Module, *, kind: str, meta: dict, desc: 
             "steps": step, "batch_size": args.batch_size * world, "crop": args.crop,
             "lr": args.lr, "lr_final": args.lr_final,
             "loss_weights": {"image": weights.image, "teacher": weights.teacher, "feature": weights.feature},
-            "data": [str(d) for d in args.data] if args.cache is None else f"teacher-target cache {args.cache}",
+            "data": data_provenance(args),
             "seed": args.seed,
         }, t0=t0, world=world, device=device)
         out_path = args.export

@@ -5,8 +5,9 @@ gives z symbols (what its EntropyBottleneck codes) and y_hat = round(y) (what it
 GaussianConditional codes); the student h_s, quantisation-aware (quantize/quant_hyper.py), learns
 to predict scales from the symbols, and its loss is the thing the scales are for: the bits of y_hat
 under those scales, plus a small MSE between its log scales and the teacher's (a dense signal per
-element, where the rate alone gives a weak one for elements whose y_hat is mostly zero). The exported result is the integer form (export/integer_hyper.py), the only
-form ever run afterwards, with its measured rate beside the teacher's float h_s on the same crops.
+element, where the rate alone gives a weak one for elements whose y_hat is mostly zero). The
+exported result is the integer form (export/integer_hyper.py), the only form ever run afterwards,
+with its measured rate beside the teacher's float h_s on the same crops.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from lic.errors import LicError
 from quantize.quant_hyper import HyperConfig, QuantHyperSynthesis, init_log_scale_bias, macs_per_latent_pixel
 from quantize.quant_student import calibrate_activations
 from training.data import RandomCrops
-from training.loop import (DEFAULT_DATA, atomic_save, cosine_lr, set_lr, setup_distributed, teardown_distributed,
+from training.loop import (DEFAULT_DATA, atomic_save, data_provenance, cosine_lr, set_lr, setup_distributed, teardown_distributed,
                            wrap_ddp, write_provenance)
 from training.teacher import load_teacher
 
@@ -166,7 +167,7 @@ def train(args) -> Path | None:
             "macs_per_z_pixel": macs_per_latent_pixel(cfg), "steps": step, "batch_size": args.batch_size * world,
             "w_scale": args.w_scale, "crop": args.crop if args.cache is None else "whole cached images", "lr": args.lr,
             "lr_final": args.lr_final,
-            "data": [str(d) for d in args.data] if args.cache is None else f"teacher-target cache {args.cache}",
+            "data": data_provenance(args),
         }, t0=t0, world=world, device=device)
         out = args.export
     del net  # free DDP's reducer before its process group goes (see training/distill.py)

@@ -78,6 +78,11 @@ def read_torch_file(path: Path, what: str):
         raise LicError(f"{path}: cannot read as a torch file ({type(e).__name__})") from None
 
 
+def data_provenance(args) -> list[str] | str:
+    """What a run trained on, for its provenance: the image folders, or the teacher-target cache."""
+    return [str(d) for d in args.data] if args.cache is None else f"teacher-target cache {args.cache}"
+
+
 def command_line() -> str:
     # `python -m lic.cli X` and the `lic X` entry point are the same command
     prog = "lic" if Path(sys.argv[0]).parts[-2:] == ("lic", "cli.py") else Path(sys.argv[0]).name

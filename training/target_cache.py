@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -117,7 +118,6 @@ def build_cache(teacher, images: list[Path], out: Path, size: tuple[int, int]) -
     }
     (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
     if out.exists():
-        import shutil
         shutil.rmtree(out)
     tmp.rename(out)
     return manifest
@@ -134,6 +134,7 @@ class CachedTargets:
             self.x = np.load(folder / "x.npy", mmap_mode="r")
             self.x_teacher = np.load(folder / "x_teacher.npy", mmap_mode="r")
             self.y_hat = np.load(folder / "y_hat.npy", mmap_mode="r")
+            self.z = np.load(folder / "z.npy", mmap_mode="r")
         except (OSError, ValueError) as e:
             raise LicError(f"{folder}: not a teacher-target cache ({e}); make one with `lic cache-targets`") from None
         if self.manifest.get("version") != CACHE_VERSION:
@@ -148,19 +149,14 @@ class CachedTargets:
         self.ch = h if crop is None else min(crop, h)
         self.cw = w if crop is None else min(crop, w)
         self.rng = np.random.default_rng(seed)
-        self.folder = folder
 
     def __len__(self) -> int:
         return self.x.shape[0]
 
     def hyper(self, size: int):
         """(z symbols, y_hat) of `size` whole entries, as float tensors: what the integer h_s trains on."""
-        try:
-            z = np.load(self.folder / "z.npy", mmap_mode="r")
-        except OSError:
-            raise LicError(f"{self.folder}: the cache holds no z symbols; remake it with `lic cache-targets`") from None
         idx = np.sort(self.rng.integers(len(self), size=size))
-        return (torch.from_numpy(z[idx].astype(np.float32)), torch.from_numpy(self.y_hat[idx].astype(np.float32)))
+        return (torch.from_numpy(self.z[idx].astype(np.float32)), torch.from_numpy(self.y_hat[idx].astype(np.float32)))
 
     def __call__(self, size: int):
         """(x, y_hat, x_teacher, teacher features = []) as float tensors."""
