@@ -19,7 +19,7 @@ import re
 from pathlib import Path
 
 from hls.boards import load_board
-from host.tiling import TilePlan
+from hls.folding import tiles_per_frame
 from lic.errors import LicError
 
 POWER_MODEL = Path(__file__).resolve().parent / "data" / "fpga_power_model.json"
@@ -40,11 +40,6 @@ def load_estimates(board: str, package) -> dict | None:
     if est.get("package") != package.name or est.get("student") != package.manifest["student"]:
         return None
     return est
-
-
-def tiles_for(width: int, height: int, tile: int, halo: int, multiple: int = 64, upscale: int = 16) -> int:
-    hp, wp = -(-height // multiple) * multiple, -(-width // multiple) * multiple
-    return len(TilePlan(hp // upscale, wp // upscale, tile, halo).windows())
 
 
 # --- ARM stages: the interface to the ARM estimate / board measurement (issue 10) -------------------
@@ -193,7 +188,7 @@ def fpga_rows(board: str, est: dict, frame_sizes: list[tuple[str, int, int]], qu
     arm = arm_stages(board, arm_path)
     rows = []
     for name, width, height in frame_sizes:
-        n_tiles = tiles_for(width, height, tile, halo)
+        n_tiles = tiles_per_frame((width, height), tile, halo)
         fabric_fps = clock_hz / (cycles * n_tiles)
         tile_px = (tile * 16) ** 2
         cx = complexity.row_fields(width, height)

@@ -251,8 +251,12 @@ def run_build(board_name: str, package_dir: Path | None = None, out: Path | None
     board rate (hls/estimates.py: board_rate)."""
     from hls.estimates import read_host_times, summarise
 
-    if host is None and DEMO_JSON.is_file():
-        host = read_host_times(DEMO_JSON)
+    if host is None:
+        # the board's own ARM stages when `make board-rate` has estimated them; this machine's otherwise
+        from bench.board_rate import DEFAULT_OUT as BOARD_RATE_JSON
+
+        found = next((f for f in (BOARD_RATE_JSON, DEMO_JSON) if f.is_file()), None)
+        host = read_host_times(found) if found else None
     board = load_board(board_name)
     out = Path(out or board.folder / "build").resolve()
     b = Build(board, package_dir or default_package(), out, tile or board.tile, target_fps or board.target_fps,

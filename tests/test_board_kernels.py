@@ -170,7 +170,7 @@ def test_board_rate_json_gives_the_host_stages(tmp_path):
             "to_rgb8": 0.005, "png": 1.0}
     cpi = {"core0": ["parse", "rans_z", "integer_hs"], "core1": ["rans_y", "tiles", "stitch", "to_rgb8"]}
     path = tmp_path / "board-rate.json"
-    path.write_text(json.dumps({"board": {"seconds_cpi_low": secs, "cpi_low": cpi}}))
+    path.write_text(json.dumps({"board": {"seconds_cpi_high": secs, "cpi_high": cpi}}))
     host_ms, source = read_host_times(path)
     assert sorted(host_ms.values()) == pytest.approx([40.0, 103.0])
     assert "Cortex-A9-estimated" in source

@@ -178,12 +178,12 @@ def _complexity():
 
 
 def test_tiles_count_halos():
-    from bench.fpga import tiles_for
+    from hls.folding import tiles_per_frame
 
-    assert tiles_for(768, 512, 32, 2) == 2      # 48x32 latents
-    assert tiles_for(512, 768, 32, 2) == 2
-    assert tiles_for(1280, 720, 32, 2) == 6     # padded to 1280x768: 80x48 latents
-    assert tiles_for(1920, 1080, 32, 2) == 15   # 1920x1088: 120x68 latents, 5 x 3 windows of 28-latent step
+    assert tiles_per_frame((768, 512), 32, 2) == 2      # 48x32 latents
+    assert tiles_per_frame((512, 768), 32, 2) == 2
+    assert tiles_per_frame((1280, 720), 32, 2) == 6     # padded to 1280x768: 80x48 latents
+    assert tiles_per_frame((1920, 1080), 32, 2) == 15   # 1920x1088: 120x68 latents, 5 x 3 windows of 28-latent step
 
 
 def test_fpga_rows_without_arm_estimate_leave_board_rate_unknown(estimates, tmp_path):
