@@ -1,8 +1,11 @@
 """`lic demo` (`make demo`): the main job, end to end, with the shipped default models.
 
-  1. encode every image with the default teacher + integer h_s (.lic v2, the files a board decodes)
-  2. decode each file twice: the teacher's float g_s (torch), and the quantised student through the
-     torch-free host runtime (onnx backend here; pynq on a board), entropy decoding overlapped
+  1. encode every image for the default decoder package (.lic v2, the files a board decodes): with the
+     encoder tuned for its student where the package was exported for one, else the teacher's; and
+     with the teacher + integer h_s for the teacher's row
+  2. decode: the teacher's files with its float g_s (torch), the board's files with the quantised
+     student through the torch-free host runtime (onnx backend here; pynq on a board), entropy
+     decoding overlapped
   3. check on one image that whole-frame, tiled, and (after step 4) FINN-graph decodes are identical
   4. `make hw BOARD=pynq-z2`: FINN build up to HLS code, with resource / fps estimates
   5. report: build/demo/report.md (table), rd.png (per-image rate-distortion), crops.png
@@ -42,7 +45,8 @@ def run(args) -> int:
     from host.decoder_package import DecoderPackage
     from host.image_io import save_png, write_atomic
     from host.runtime import HostDecoder, StageTimes
-    from training.teacher_codec import decode, encode, find_shipped
+    from training.teacher import load_default
+    from training.teacher_codec import EntropyModels, decode, encode, find_shipped
 
     out = args.out
     (out / "lic").mkdir(parents=True, exist_ok=True)
@@ -50,18 +54,24 @@ def run(args) -> int:
     models = find_shipped(package.file_fingerprint)
     if models is None:
         raise LicError(f"decoder package {package.root} belongs to no shipped teacher + integer h_s")
+    teacher_models = models
+    if models.teacher.base_fingerprint is not None:
+        # The package decodes the files of an encoder tuned for its student; the teacher is compared
+        # on its own files (same integer h_s), each codec at its own rate.
+        teacher_models = EntropyModels(load_default(models.teacher.quality), models.integer_hs)
     images = load_images(first_images(args.data, args.limit))
 
-    files = {}
-    for name, rgb in tqdm(images, desc="encode (teacher)", unit="img", file=sys.stderr):
+    files, teacher_files = {}, {}
+    for name, rgb in tqdm(images, desc=f"encode ({models.name})", unit="img", file=sys.stderr):
         data = encode(models, rgb)
         write_atomic(out / "lic" / (Path(name).stem + ".lic"), data)
         files[name] = data
+        teacher_files[name] = data if teacher_models is models else encode(teacher_models, rgb)
 
     rows, teacher_out = [], {}
     t0 = time.perf_counter()
     for name, rgb in tqdm(images, desc="decode (teacher)", unit="img", file=sys.stderr):
-        teacher_out[name] = decode(models, files[name], name)
+        teacher_out[name] = decode(teacher_models, teacher_files[name], name)
     teacher_s = time.perf_counter() - t0
 
     decoder = HostDecoder(package, make_backend("onnx", package))
@@ -78,6 +88,7 @@ def run(args) -> int:
     for name, rgb in images:
         h, w = rgb.shape[:2]
         rows.append({"image": name, "bpp": metrics.bpp(len(files[name]), h, w),
+                     "teacher_bpp": metrics.bpp(len(teacher_files[name]), h, w),
                      "teacher_psnr": metrics.psnr(rgb, teacher_out[name]),
                      "student_psnr": metrics.psnr(rgb, student_out[name]),
                      "teacher_ms_ssim": metrics.ms_ssim(rgb, teacher_out[name]),
@@ -107,7 +118,7 @@ def run(args) -> int:
         exact["finn_sim_equals_onnx"] = bool(np.array_equal(sim.decode(files[check_name])[0], student_out[check_name]))
         exact["finn_sim_seconds"] = time.perf_counter() - t
 
-    summary = {"data": str(args.data), "package": package.name, "teacher": models.name,
+    summary = {"data": str(args.data), "package": package.name, "encoder": models.name, "teacher": teacher_models.name,
                "images": rows, "mean": {k: float(np.mean([r[k] for r in rows])) for k in rows[0] if k != "image"},
                "decode_seconds_per_image": {"teacher_torch": teacher_s / len(images),
                                             "student_host_onnx": student_s / len(images),
@@ -134,13 +145,15 @@ def _rd_plot(rows, path: Path) -> None:
     fig = Figure(figsize=(6.5, 4.5))
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
-    bpp = [r["bpp"] for r in rows]
-    for key, label, color in (("teacher_psnr", "teacher g_s (float, torch)", "C0"),
-                              ("student_psnr", "quantised student (host runtime)", "C1")):
+    same_files = all(r["bpp"] == r["teacher_bpp"] for r in rows)
+    for key, rate, label, color in (("teacher_psnr", "teacher_bpp", "teacher codec (float g_s, torch)", "C0"),
+                                    ("student_psnr", "bpp", "board codec (quantised student, host runtime)", "C1")):
+        bpp = [r[rate] for r in rows]
         ax.scatter(bpp, [r[key] for r in rows], s=14, color=color, label=label, alpha=0.8)
         ax.scatter([np.mean(bpp)], [np.mean([r[key] for r in rows])], s=120, marker="*", color=color,
                    edgecolor="k", zorder=4)
-    ax.set_xlabel("bpp (same .lic file for both decoders)")
+    ax.set_xlabel("bpp (same .lic file for both decoders)" if same_files else
+                  "bpp (each codec's own .lic files; the board's encoder is tuned for its student)")
     ax.set_ylabel("PSNR (dB, RGB)")
     ax.set_title("Kodak, one point per image; stars: means", fontsize=10)
     ax.grid(alpha=0.3)
@@ -161,11 +174,11 @@ def _report(s: dict, package) -> str:
     m, d = s["mean"], s["decode_seconds_per_image"]
     st = d["student_stages"]
     lines = [f"# lic-fpga demo: {Path(s['data']).name}, {len(s['images'])} images", "",
-             f"Encoder: {s['teacher']} (.lic v2). Student package: `{package.root}` "
-             f"({s['student']['kmac_per_pixel']} kMAC/px, {s['student']['parameters']:,} parameters).", "",
-             "| decoder | bpp | PSNR dB | MS-SSIM | decode s/img (this machine) |", "|---|---:|---:|---:|---:|",
-             f"| teacher g_s, float, torch | {m['bpp']:.4f} | {m['teacher_psnr']:.2f} | {m['teacher_ms_ssim']:.4f} | "
-             f"{d['teacher_torch']:.3f} |",
+             f"Encoders: {s['teacher']} for the teacher, {s['encoder']} for the board (.lic v2). Student package: "
+             f"`{package.root}` ({s['student']['kmac_per_pixel']} kMAC/px, {s['student']['parameters']:,} parameters).",
+             "", "| decoder | bpp | PSNR dB | MS-SSIM | decode s/img (this machine) |", "|---|---:|---:|---:|---:|",
+             f"| teacher g_s, float, torch | {m['teacher_bpp']:.4f} | {m['teacher_psnr']:.2f} | "
+             f"{m['teacher_ms_ssim']:.4f} | {d['teacher_torch']:.3f} |",
              f"| quantised student, host runtime, onnx | {m['bpp']:.4f} | {m['student_psnr']:.2f} | "
              f"{m['student_ms_ssim']:.4f} | {d['student_host_onnx']:.3f} |", "",
              "Student decode stages (mean s/img): " + ", ".join(f"{k} {v:.4f}" for k, v in st.items()), "",

@@ -3,7 +3,9 @@
 For every shipped rate point that has a student (training/students/students.json), each image is
 encoded once by the teacher (.lic v1: its bpp is every decoder's bpp), its y_hat entropy-decoded,
 and synthesised three ways: the teacher's float g_s, the float student, the quantised student
-(Brevitas; bit-identical to the QONNX/ONNX/FINN graphs, see tests). Reports PSNR / MS-SSIM per
+(Brevitas; bit-identical to the QONNX/ONNX/FINN graphs, see tests). Where the rate point ships an
+encoder tuned for its quantised student (`lic tune-encoder`), each image is also encoded by that
+encoder (its own files and rate) and decoded by the quantised student. Reports PSNR / MS-SSIM per
 decoder, decoder kMAC/pixel and parameters, and BD-rate / BD-PSNR of each student against the
 teacher. Writes results.json, summary.md and rd.png.
 """
@@ -80,12 +82,29 @@ def decode_same_files(teacher, decoders: dict, images, desc: str, integer_hs=Non
     return records
 
 
+@torch.inference_mode()
+def decode_tuned_files(models, student, images, desc: str) -> list[dict]:
+    """Each image encoded by a tuned encoder + integer h_s (.lic v2) and synthesised by the quantised
+    student it was tuned for: the deployable codec with the encoder tuned to its decoder."""
+    from host.container import parse
+    from training.teacher_codec import decode_y_hat, encode, to_rgb8
+
+    records = []
+    for name, rgb in tqdm(images, desc=desc, unit="img", file=sys.stderr):
+        h, w = rgb.shape[:2]
+        data = encode(models, rgb)
+        out = to_rgb8(student(decode_y_hat(models, parse(data)))[..., :h, :w])
+        records.append({"image": name, "bytes": len(data), "bpp": metrics.bpp(len(data), h, w),
+                        "psnr": metrics.psnr(rgb, out), "ms_ssim": metrics.ms_ssim(rgb, out)})
+    return records
+
+
 def evaluate_point(entry: dict, images) -> dict:
     from quantize.qat import load_quant_student
     from training.distill import load_float_student
     from training.student_decoder import count_parameters, kmac_per_pixel, teacher_gs_kmac_per_pixel
     from training.teacher import load_default
-    from training.teacher_codec import shipped_integer_hs
+    from training.teacher_codec import EntropyModels, shipped_integer_hs
 
     teacher = load_default(entry["quality"])
     float_student, cfg, fp_float = load_float_student(entry["float"])
@@ -105,6 +124,13 @@ def evaluate_point(entry: dict, images) -> dict:
         # what the board decodes: the v2 file's rate, the quantised student's pixels
         mean["deployable"] = {"bpp": float(np.mean([r["bpp_v2"] for r in q])), "psnr": mean["quant_student"]["psnr"],
                               "ms_ssim": mean["quant_student"]["ms_ssim"]}
+        tuned = shipped_tuned_encoder(entry["quality"])
+        if tuned is not None:
+            if tuned.decoder_fingerprint != teacher.fingerprint:
+                raise LicError(f"the shipped q{entry['quality']} tuned encoder belongs to another teacher")
+            records["tuned_deployable"] = decode_tuned_files(EntropyModels(tuned, integer_hs), quant_student, images,
+                                                             f"q{entry['quality']} tuned encoder")
+            mean["tuned_deployable"] = mean_record(records["tuned_deployable"])
     return {
         "quality": entry["quality"], "teacher_fingerprint": teacher.fingerprint.hex(),
         "student_config": cfg.to_dict(), "quant_config": qcfg.to_dict(),
@@ -113,6 +139,13 @@ def evaluate_point(entry: dict, images) -> dict:
         "parameters": {"teacher": count_parameters(teacher.model.g_s), "student": count_parameters(float_student)},
         "mean": mean, "images": records,
     }
+
+
+def shipped_tuned_encoder(quality: int):
+    from training.teacher import load_tuned_default, read_manifest
+
+    entry = next((e for e in read_manifest() if e["quality"] == quality), {})
+    return load_tuned_default(quality) if "tuned_encoder" in entry else None
 
 
 def summary_markdown(results: dict) -> str:
@@ -138,6 +171,16 @@ def summary_markdown(results: dict) -> str:
             lines.append(f"| {p['quality']} | {m['quant_student']['bpp']:.4f} | {d['bpp']:.4f} | "
                          f"{100 * (d['bpp'] / m['quant_student']['bpp'] - 1):+.1f}% | {d['psnr']:.2f} | "
                          f"{d['ms_ssim']:.4f} |")
+    tuned = [p for p in pts if "tuned_deployable" in p["mean"]]
+    if tuned:
+        lines += ["", "With the encoder tuned for the quantised student (`lic tune-encoder`; its own files, .lic v2):", "",
+                  "| q | bpp | PSNR | MS-SSIM | bpp vs teacher's encoder | PSNR vs teacher's encoder | "
+                  "PSNR vs teacher codec |", "|---|---:|---:|---:|---:|---:|---:|"]
+        for p in tuned:
+            m, t = p["mean"], p["mean"]["tuned_deployable"]
+            lines.append(f"| {p['quality']} | {t['bpp']:.4f} | {t['psnr']:.2f} | {t['ms_ssim']:.4f} | "
+                         f"{100 * (t['bpp'] / m['deployable']['bpp'] - 1):+.1f}% | "
+                         f"{t['psnr'] - m['deployable']['psnr']:+.2f} | {t['psnr'] - m['teacher']['psnr']:+.2f} |")
     lines += ["", "| test | anchor | BD-rate % | BD-PSNR dB | PSNR overlap | note |", "|---|---|---:|---:|---:|---|"]
     for b in results["bd"]:
         rate = "–" if b["bd_rate_percent"] is None else f"{b['bd_rate_percent']:+.1f}"
@@ -164,14 +207,19 @@ def run(args) -> int:
     curve = lambda key, metric="psnr": [(p["mean"][key]["bpp"], p["mean"][key][metric])
                                         for p in points if key in p["mean"]]
     bd = [{"test": k, "anchor": "teacher", **compare(curve("teacher"), curve(k))}
-          for k in ("float_student", "quant_student")]
+          for k in ("float_student", "quant_student", "tuned_deployable") if len(curve(k)) >= 2]
+    if len(curve("tuned_deployable")) >= 2:
+        bd.append({"test": "tuned_deployable", "anchor": "deployable",
+                   **compare(curve("deployable"), curve("tuned_deployable"))})
+    # What the board decodes by default: with the tuned encoder where every point has one
+    best = "tuned_deployable" if len(curve("tuned_deployable")) == len(points) else "deployable"
     baselines = {}
-    if len(curve("deployable")) >= 2:
+    if len(curve(best)) >= 2:
         # BD-rate of each classical codec against the deployable codec: positive = the codec needs more bits
         for codec in parse_baselines(args.baselines):
             c = codec_curve(codec, images)
             baselines[codec.name] = c
-            bd.append({"test": codec.label, "anchor": "deployable", **compare(curve("deployable"), rd_points(c))})
+            bd.append({"test": codec.label, "anchor": best, **compare(curve(best), rd_points(c))})
     results = {"data": str(args.data), "images": [n for n, _ in images], "points": points, "bd": bd,
                "baselines": baselines}
     args.out.mkdir(parents=True, exist_ok=True)
@@ -181,6 +229,8 @@ def run(args) -> int:
     curves = {labels[k]: curve(k) for k in DECODERS}
     if curve("deployable"):
         curves["deployable: integer h_s + quantised student"] = curve("deployable")
+    if curve("tuned_deployable"):
+        curves["deployable, encoder tuned for the student"] = curve("tuned_deployable")
     curves.update({c["label"]: rd_points(c) for c in baselines.values()})
     plot_rd(curves, args.out / "rd.png",
             title=f"Student decoders, {Path(args.data).name}, {len(images)} images",

@@ -27,12 +27,9 @@ if ! "$PY" -c 'import onnx' 2>/dev/null; then
   $SUDO "$PY" -m pip install "onnx==1.17.0" "protobuf>=3.20.2"
 fi
 $PIP bitarray "bitstring>=4.0" qonnx==1.0.0 finn-plus-driver==1.6.1
-# The rANS decoder is plain C99 (libc only); a prebuilt library can be used instead through LIC_RANS_LIB.
+# The rANS decoder and the integer h_s / RGB kernels: plain C99 (libc only), NEON on the A9
+# (host/csrc/Makefile); prebuilt libraries can be used instead through LIC_RANS_LIB / LIC_HOST_LIB.
 make -C host/csrc
-# The board kernels (integer h_s, RGB output): NEON on the Zynq-7000's Cortex-A9, which Ubuntu's armhf
-# gcc does not assume by default.
-neon=""; [[ $(uname -m) == armv7l ]] && neon="-mcpu=cortex-a9 -mfpu=neon -mfloat-abi=hard"
-gcc -O3 $neon -shared -fPIC -o build/host/liblic_host.so host/csrc/integer_hs.c host/csrc/rgb8.c
 $SUDO "$PY" -m pip install --no-deps --no-build-isolation -e .
 "$PY" - <<'PY'
 from host.rans import _lib

@@ -60,7 +60,25 @@ class IntegerLayer:
         o, i, k, _ = self.weight.shape
         weight = np.zeros((k, k, i, -(-o // NATIVE_BLOCK) * NATIVE_BLOCK), np.int16)
         weight[..., :o] = self.weight.transpose(2, 3, 1, 0)
-        return weight  # [k][k][in][out]
+        if not self.native_upsample:
+            return weight  # [k][k][in][out]
+        # Nearest x2 then a 3x3 conv = four 2x2 convs of the low-resolution map, one per output phase:
+        # output row 2y+py reads input rows y-1+py and y+py, and the 3x3 rows landing on each add up
+        # (phase 0: row 0 | rows 1+2; phase 1: rows 0+1 | row 2). Same for columns. |sums| <= 4*128.
+        taps = ((weight[0:1], weight[1:3]), (weight[0:2], weight[2:3]))
+        phases = np.zeros((2, 2, 2, 2) + weight.shape[2:], np.int16)  # [py][px][ky][kx][in][out]
+        for py in range(2):
+            for ky in range(2):
+                rows = taps[py][ky].sum(axis=0)  # [3 (kx)][in][out]
+                for px in range(2):
+                    phases[py, px, ky, 0] = rows[[0] if px == 0 else [0, 1]].sum(axis=0)
+                    phases[py, px, ky, 1] = rows[[1, 2] if px == 0 else [2]].sum(axis=0)
+        return phases
+
+    @property
+    def native_upsample(self) -> bool:
+        """The native kernel upsamples inside the conv (3x3 only); otherwise the caller repeats pixels."""
+        return self.upsample_before and self.kernel == 3
 
     @cached_property
     def thresholds_c(self) -> np.ndarray:
@@ -118,15 +136,31 @@ def _check_layers(layers: list[IntegerLayer], input_bits: int) -> None:
         channels = w.shape[0]
 
 
-def _layer_native(lib, a: np.ndarray, layer: "IntegerLayer") -> np.ndarray:
+def _layer_native(lib, a: np.ndarray, layer: "IntegerLayer", threads: int) -> np.ndarray:
     o, i, k, _ = layer.weight.shape
     c, h, w = a.shape
     if c != i:
         raise LicError(f"integer h_s expects {i} input channels, got {c}")
     o_pad = layer.weight_c.shape[-1]
-    out = np.empty((o_pad, h, w), dtype=np.int16)
-    if lib.lic_hs_layer(np.ascontiguousarray(a, dtype=np.int16), c, h, w, layer.weight_c, o_pad, k,
-                        layer.thresholds_c, layer.thresholds_c.shape[1], out) != 0:
+    up = layer.native_upsample
+    a = np.ascontiguousarray(a, dtype=np.int16)
+    out = np.empty((o_pad, h * (1 + up), w * (1 + up)), dtype=np.int16)
+
+    def rows(y0: int, y1: int) -> int:
+        return lib.lic_hs_layer(a, c, h, w, layer.weight_c, o_pad, k, int(up), layer.thresholds_c,
+                                layer.thresholds_c.shape[1], out, y0, y1)
+
+    # Threads share the layer by input rows; each writes only its own output rows, and ctypes lets
+    # go of the GIL during the call, so the board's two cores both work.
+    bounds = np.linspace(0, h, min(threads, h) + 1).astype(int)
+    if len(bounds) > 2:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=len(bounds) - 1) as pool:
+            status = list(pool.map(rows, bounds[:-1], bounds[1:]))
+    else:
+        status = [rows(0, h)]
+    if any(status):
         raise MemoryError("integer h_s: out of memory")
     return out[:o]
 
@@ -178,9 +212,10 @@ class IntegerHyperSynthesis:
     def implementation(self) -> str:
         return "native" if self.native_ok and library() is not None else "numpy"
 
-    def indexes(self, z_symbols: np.ndarray, implementation: str | None = None) -> np.ndarray:
+    def indexes(self, z_symbols: np.ndarray, implementation: str | None = None, threads: int = 1) -> np.ndarray:
         """z symbols [N, h, w] (integers) -> scale-table indexes [M, 4h, 4w] as int32. Both
-        implementations give the same integers; None picks the native one when it is built."""
+        implementations give the same integers; None picks the native one when it is built, which
+        then runs on `threads` threads."""
         implementation = implementation or self.implementation
         lim = 2 ** (self.input_bits - 1)
         a = np.clip(np.asarray(z_symbols, dtype=np.int64), -lim, lim - 1)
@@ -192,9 +227,9 @@ class IntegerHyperSynthesis:
                                + f": build it with `make setup` or set {LIB_ENV}")
             a = a.astype(np.int16)
             for layer in self.layers:
-                if layer.upsample_before:
+                if layer.upsample_before and not layer.native_upsample:
                     a = a.repeat(2, axis=1).repeat(2, axis=2)
-                a = _layer_native(lib, a, layer)
+                a = _layer_native(lib, a, layer, threads)
         else:
             for layer in self.layers:
                 if layer.upsample_before:

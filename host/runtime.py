@@ -106,7 +106,7 @@ def decode_latents(lic: LicFile, package: DecoderPackage, times: StageTimes, nam
     t = time.perf_counter()
     z = package.z_table.decode_per_row(lic.streams[0], geo.z_shape, f"{name}: z stream")
     t = times.add("rans_z", t)
-    indexes = package.integer_hs.indexes(z)
+    indexes = package.integer_hs.indexes(z, threads=threads)
     if indexes.shape != geo.y_shape:
         raise LicError(f"{name}: integer h_s gives {indexes.shape}, expected {geo.y_shape}")
     t = times.add("integer_hs", t)
@@ -155,15 +155,15 @@ def _rgb8_table(scale: float) -> np.ndarray:
 class HostDecoder:
     """One decoder package on one backend. tile=None: whole frame if the backend takes any shape,
     else the backend's tile; an int forces that tile size (it must equal a fixed backend's).
-    rans_threads: threads that decode a version-3 file's y substreams (the board has two cores)."""
+    threads: ARM threads for the integer h_s and a version-3 file's y substreams (the board has two cores)."""
 
-    def __init__(self, package: DecoderPackage, backend: Backend, tile: int | None = None, rans_threads: int = 2,
+    def __init__(self, package: DecoderPackage, backend: Backend, tile: int | None = None, threads: int = 2,
                  max_pixels: int = DEFAULT_MAX_PIXELS):
         if backend.tile is not None and tile not in (None, backend.tile):
             raise LicError(f"the {backend.name} backend is built for {backend.tile}x{backend.tile} latent tiles, "
                            f"not {tile}")
         self.package, self.backend = package, backend
-        self.rans_threads, self.max_pixels = rans_threads, max_pixels
+        self.threads, self.max_pixels = threads, max_pixels
         self.tile = tile if tile is not None else backend.tile
         if self.tile is not None and self.tile - 2 * package.halo < 1:
             raise LicError(f"tile {self.tile} is too small for this student's halo of {package.halo} latents "
@@ -183,7 +183,7 @@ class HostDecoder:
             data = read_lic(data)
         lic = parse(data, name)
         times.add("parse", t)
-        return lic, decode_latents(lic, self.package, times, name, self.rans_threads, self.max_pixels), times
+        return lic, decode_latents(lic, self.package, times, name, self.threads, self.max_pixels), times
 
     def synthesise(self, lic: LicFile, y: np.ndarray, times: StageTimes) -> np.ndarray:
         """The fabric's share (or its stand-in): y_hat -> uint8 image."""

@@ -25,6 +25,8 @@ SUBCOMMANDS = {
     "cache-targets": ("training.target_cache", "compute a frozen teacher's distillation targets once, over whole "
                                                "training images (for `lic distill/qat --cache`)"),
     "distill": ("training.distill", "distil a small student decoder g_s from a frozen teacher (DDP-ready)"),
+    "tune-encoder": ("training.encoder_tuning", "fine-tune the teacher's encoder g_a for the quantised student that "
+                                                "decodes its files (rate-distortion loss; decoder side frozen)"),
     "qat": ("quantize.qat", "quantisation-aware training of a distilled student (Brevitas)"),
     "export": ("export.package", "write the deployable decoder package (ONNX, QONNX, integer h_s, CDF tables) "
                                  "for a quantised student"),

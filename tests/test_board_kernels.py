@@ -52,6 +52,25 @@ def test_native_hs_odd_widths_and_threshold_counts():
         assert np.array_equal(hs.indexes(z, "native"), hs.indexes(z, "numpy")), n_thr
 
 
+@needs_library
+def test_native_upsampling_conv_equals_upsample_then_conv():
+    """The native kernel folds nearest x2 + 3x3 into four 2x2 phase kernels on the low-resolution
+    map: equal to upsampling first, on maps down to 1x1 and with weights at the int8 extremes (the
+    phase sums then reach 4 x -128), on one thread or split by rows over several."""
+    rng = np.random.default_rng(3)
+    for shape in ((1, 1), (1, 4), (3, 2), (5, 7)):
+        for weights in (rng.integers(-128, 128, (33, 6, 3, 3)), np.full((33, 6, 3, 3), -128), np.full((33, 6, 3, 3), 127)):
+            layers = [IntegerLayer(rng.integers(-128, 128, (6, 4, 3, 3)).astype(np.int8),
+                                   np.sort(rng.integers(-3000, 3000, (6, 31)), axis=1), False),
+                      IntegerLayer(weights.astype(np.int8),
+                                   np.sort(rng.integers(-300_000, 300_000, (33, 63)), axis=1), True)]
+            hs = IntegerHyperSynthesis(layers, 8, {})
+            z = rng.integers(-128, 128, (4,) + shape)
+            reference = hs.indexes(z, "numpy")
+            for threads in (1, 2, 3):  # rows shared between threads, each with its own halo
+                assert np.array_equal(hs.indexes(z, "native", threads=threads), reference), (shape, threads)
+
+
 def test_native_hs_refused_where_int32_could_overflow():
     w = np.full((1, 1024, 3, 3), 127, np.int8)  # 12-bit inputs: |acc| up to 2^11 x 127 x 9216 > 2^31
     wide = IntegerHyperSynthesis([IntegerLayer(w, np.zeros((1, 3), np.int64), False)], 12, {})

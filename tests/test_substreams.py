@@ -48,8 +48,8 @@ def test_v3_same_latents_and_pixels_as_v2(files, package, tiny_teacher, integer_
     assert np.array_equal(decode(em, files[3]), decode(em, files[2]))
     backend = make_backend("onnx", package)
     for tile in (None, 8):
-        rgb2 = HostDecoder(package, backend, tile, rans_threads=1).decode(files[2])[0]
-        assert np.array_equal(HostDecoder(package, backend, tile, rans_threads=2).decode(files[3])[0], rgb2)
+        rgb2 = HostDecoder(package, backend, tile, threads=1).decode(files[2])[0]
+        assert np.array_equal(HostDecoder(package, backend, tile, threads=2).decode(files[3])[0], rgb2)
 
 
 def test_v1_still_decodes_through_the_c_decoder(tiny_teacher, rgb_image):

@@ -120,7 +120,7 @@ def resolve_teacher(args, fingerprint: bytes | None = None):
                            f"teacher; pass it with --teacher")
         return teacher
     teacher = load_teacher(args.teacher, quality=args.quality)
-    if fingerprint is not None and teacher.fingerprint != fingerprint:
+    if fingerprint is not None and teacher.decoder_fingerprint != fingerprint:
         raise LicError(f"the student was distilled from teacher {fingerprint.hex()}, but {teacher.name} is "
                        f"{teacher.fingerprint.hex()}: a student only decodes its own teacher's bitstreams")
     return teacher

@@ -1,6 +1,7 @@
 """Write training/teachers/teachers.json from exported teachers: quality, lambda, file, fingerprint,
 and, where training/teachers/integer_hs_qN.npz exists, the integer h_s and the fingerprint that
-format-version-2 files made with it carry.
+format-version-2 files made with it carry; where training/teachers/encoder_qN.pt exists (`lic
+tune-encoder --export`), the tuned encoder, its fingerprint and that of its version-2 files.
 
     python -m training.ship training/teachers/teacher_q*.pt
 
@@ -15,7 +16,9 @@ import sys
 from pathlib import Path
 
 from host.integer_hyper import IntegerHyperSynthesis
-from training.teacher import COMPRESSAI_LAMBDAS, MANIFEST, TEACHERS_DIR, from_state_dict, load_state_dict_file
+from training.loop import read_torch_file
+from training.teacher import (COMPRESSAI_LAMBDAS, MANIFEST, TEACHERS_DIR, from_state_dict, from_tuned_encoder,
+                              load_state_dict_file)
 
 
 def manifest_entry(path: Path) -> dict:
@@ -34,6 +37,14 @@ def manifest_entry(path: Path) -> dict:
             raise SystemExit(f"{hs_path} was trained against another teacher")
         entry["integer_hs"] = hs_path.name
         entry["integer_hs_file_fingerprint"] = EntropyModels(t, hs).fingerprint.hex()
+        encoder_path = path.with_name(f"encoder_q{quality}.pt")
+        if encoder_path.is_file():
+            tuned = from_tuned_encoder(read_torch_file(encoder_path, "tuned encoder"), encoder_path.name)
+            if tuned.decoder_fingerprint != t.fingerprint:
+                raise SystemExit(f"{encoder_path} was tuned from another teacher")
+            entry["tuned_encoder"] = encoder_path.name
+            entry["tuned_encoder_fingerprint"] = tuned.fingerprint.hex()
+            entry["tuned_encoder_file_fingerprint"] = EntropyModels(tuned, hs).fingerprint.hex()
     return entry
 
 

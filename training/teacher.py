@@ -5,6 +5,12 @@ A teacher *spec* names where it comes from:
   PATH                          a CompressAI state dict (.pth/.pth.tar/.pt), e.g. a zoo file
                                 downloaded elsewhere or one written by `lic train-teacher`
   q1..q4 / default              a shipped default teacher (training/teachers/)
+  qN-tuned                      the shipped teacher N with its g_a tuned for the shipped student
+  PATH of a `lic tune-encoder` export   likewise, for the teacher whose fingerprint the export names
+
+A tuned encoder shares its teacher's decoder side (h_s, entropy models, the students distilled from
+it) but writes other latents, so it has a fingerprint of its own and names the teacher's as
+`decoder_fingerprint`.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ MANIFEST = TEACHERS_DIR / "teachers.json"
 # CompressAI's lambdas for bmshj2018-hyperprior, MSE, qualities 1..8 (its zoo documentation).
 COMPRESSAI_LAMBDAS = {1: 0.0018, 2: 0.0035, 3: 0.0067, 4: 0.0130, 5: 0.0250, 6: 0.0483, 7: 0.0932, 8: 0.1800}
 DEFAULT_QUALITY = 3
+TUNED_ENCODER_KIND = "tuned-encoder"  # what `lic tune-encoder` exports (training/encoder_tuning.py)
 
 # ScaleHyperprior downsamples by 2^4 (g_a) then 2^2 (h_a): inputs are padded to this multiple.
 SPATIAL_MULTIPLE = 64
@@ -40,6 +47,12 @@ class Teacher:
     name: str           # how it was asked for, for messages and reports
     quality: int | None = None
     lmbda: float | None = None
+    base_fingerprint: bytes | None = None  # for a tuned encoder: the teacher it was tuned from
+
+    @property
+    def decoder_fingerprint(self) -> bytes:
+        """The teacher whose h_s, entropy models and students decode this model's latents."""
+        return self.base_fingerprint or self.fingerprint
 
 
 def model_fingerprint(model: torch.nn.Module) -> bytes:
@@ -80,7 +93,10 @@ def from_state_dict(state_dict: dict, name: str) -> Teacher:
 
 
 def load_state_dict_file(path: Path) -> dict:
-    obj = read_torch_file(path, "teacher checkpoint")
+    return state_dict_of(read_torch_file(path, "teacher checkpoint"), path)
+
+
+def state_dict_of(obj, path: Path) -> dict:
     for key in ("state_dict", "model"):  # CompressAI's examples/train.py layout; `lic train-teacher`'s
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
@@ -142,8 +158,47 @@ def load_teacher(spec: str | None = None, quality: int | None = None) -> Teacher
         return load_zoo(parts[1], int(parts[2]))
     if len(spec) == 2 and spec[0] == "q" and spec[1].isdigit():
         return load_default(int(spec[1]))
+    if spec.endswith("-tuned") and len(spec) == 8 and spec[0] == "q" and spec[1].isdigit():
+        return load_tuned_default(int(spec[1]))
     path = Path(spec)
-    return from_state_dict(load_state_dict_file(path), name=str(path))
+    obj = read_torch_file(path, "teacher checkpoint")
+    if isinstance(obj, dict) and obj.get("kind") == TUNED_ENCODER_KIND:
+        return from_tuned_encoder(obj, str(path))
+    return from_state_dict(state_dict_of(obj, path), name=str(path))
+
+
+def from_tuned_encoder(obj: dict, name: str) -> Teacher:
+    """A `lic tune-encoder` export put into the shipped teacher it names: its g_a is the teacher's
+    plus int8 steps x per-channel scales for conv weights, and given outright for the rest."""
+    try:
+        base_fp = bytes.fromhex(obj["teacher_fingerprint"])
+        steps, scales, other = obj["g_a_delta_int8"], obj["g_a_delta_scale"], obj["g_a_other"]
+    except (KeyError, TypeError, ValueError):
+        raise LicError(f"{name}: damaged tuned-encoder file") from None
+    entry = next((e for e in read_manifest() if e["fingerprint"] == base_fp.hex()), None)
+    if entry is None:
+        raise LicError(f"{name} was tuned from teacher {base_fp.hex()}, which is not a shipped teacher")
+    base = load_default(entry["quality"])
+    g_a = base.model.g_a.state_dict()
+    try:
+        for k, step in steps.items():
+            g_a[k] = g_a[k] + step.float() * scales[k].float()[:, None, None, None]
+        g_a.update({k: v.float() for k, v in other.items()})
+        base.model.g_a.load_state_dict(g_a)
+    except (RuntimeError, KeyError, IndexError, AttributeError) as e:
+        raise LicError(f"{name}: g_a does not fit teacher q{entry['quality']} ({str(e).splitlines()[0]})") from None
+    return Teacher(model=base.model, fingerprint=model_fingerprint(base.model), name=name, quality=base.quality,
+                   lmbda=base.lmbda, base_fingerprint=base.fingerprint)
+
+
+def load_tuned_default(quality: int) -> Teacher:
+    entry = next((e for e in read_manifest() if e["quality"] == quality), {})
+    if "tuned_encoder" not in entry:
+        raise LicError(f"no shipped tuned encoder for quality {quality} (`lic tune-encoder` makes one)")
+    t = from_tuned_encoder(read_torch_file(TEACHERS_DIR / entry["tuned_encoder"], "tuned encoder"), f"q{quality}-tuned")
+    if t.fingerprint.hex() != entry["tuned_encoder_fingerprint"]:
+        raise LicError(f"shipped {entry['tuned_encoder']} does not match its manifest fingerprint (corrupt checkout?)")
+    return t
 
 
 def _stored_as_fp16(key: str, tensor: torch.Tensor) -> bool:
@@ -154,13 +209,17 @@ def _stored_as_fp16(key: str, tensor: torch.Tensor) -> bool:
         not key.startswith("entropy_bottleneck.")
 
 
+def stored_form(state_dict: dict) -> dict:
+    return {k: (v.half() if _stored_as_fp16(k, v) else v) for k, v in state_dict.items()}
+
+
 def save_compact(model: ScaleHyperprior, path: Path) -> None:
     """Write the shipped form: CompressAI state dict, CDF tables included, conv weights as fp16.
 
     fp16 halves the repository size; the loader upcasts to fp32, so encoder and decoder see the same
     weights and the fingerprint is taken after the upcast.
     """
-    sd = {k: (v.half() if _stored_as_fp16(k, v) else v) for k, v in model.state_dict().items()}
+    sd = stored_form(model.state_dict())
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
     torch.save(sd, tmp)

@@ -72,13 +72,15 @@ def shipped_integer_hs(quality: int) -> IntegerHyperSynthesis:
 def find_shipped(fingerprint: bytes) -> EntropyModels | None:
     """The shipped models that wrote a file (teacher, and integer h_s for version 2), found through
     the manifest without loading the others."""
-    from training.teacher import load_default, read_manifest
+    from training.teacher import load_default, load_tuned_default, read_manifest
 
     for e in read_manifest():
         if e["fingerprint"] == fingerprint.hex():
             return EntropyModels(load_default(e["quality"]))
         if e.get("integer_hs_file_fingerprint") == fingerprint.hex():
             return EntropyModels(load_default(e["quality"]), shipped_integer_hs(e["quality"]))
+        if e.get("tuned_encoder_file_fingerprint") == fingerprint.hex():
+            return EntropyModels(load_tuned_default(e["quality"]), shipped_integer_hs(e["quality"]))
     return None
 
 

@@ -20,7 +20,9 @@ def add_encode_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quality", type=int, default=None,
                    help="rate point of the shipped teachers, 1 (smallest files) .. 4; default 3")
     p.add_argument("--teacher", default=None,
-                   help="instead of a shipped teacher: zoo:bmshj2018-hyperprior:Q or a CompressAI checkpoint path")
+                   help="instead of a shipped teacher: qN-tuned (the shipped teacher N with the encoder tuned for "
+                        "its quantised student: smaller files for the board's decoder; needs --integer-hs), "
+                        "zoo:bmshj2018-hyperprior:Q, a CompressAI checkpoint path or a `lic tune-encoder` export")
     p.add_argument("--integer-hs", nargs="?", const="shipped", default=None, metavar="PATH",
                    help="write format version 2: scale indexes from an integer hyper-decoder, bit-exact on any "
                         "platform. Alone: the shipped one for --quality; or a file from `lic distill-hyper`")
@@ -68,13 +70,17 @@ def run_encode(args) -> int:
     for w in warnings:
         _warn(f"{args.image}: {w}")
     teacher = load_teacher(args.teacher, quality=args.quality)
+    quality = args.quality or teacher.quality or DEFAULT_QUALITY
     if args.integer_hs == "shipped":
-        if args.teacher is not None:
+        if args.teacher is not None and teacher.base_fingerprint is None:
             raise LicError("--integer-hs without a path means the shipped one; with --teacher, give its path")
-        integer_hs = shipped_integer_hs(args.quality or DEFAULT_QUALITY)
+        integer_hs = shipped_integer_hs(quality)
     else:
         integer_hs = IntegerHyperSynthesis.load(args.integer_hs) if args.integer_hs else None
-    em = EntropyModels(teacher, integer_hs, tile_geometry(args.tiles, args.quality or DEFAULT_QUALITY))
+    if teacher.base_fingerprint is not None and integer_hs is None:
+        raise LicError(f"{teacher.name} is an encoder tuned for a quantised student, whose decoder reads format "
+                       f"version 2 or 3: add --integer-hs")
+    em = EntropyModels(teacher, integer_hs, tile_geometry(args.tiles, quality))
     data = encode(em, rgb)
     write_atomic(args.output, data)
     h, w = rgb.shape[:2]

@@ -106,34 +106,57 @@ static void window_dot(const int16_t *restrict src, int stride, const int16_t *r
 #endif
 }
 
-/* a: activations [cin][h][w]; weight: [k][k][cin][cout] (transposed so the channel loop is
- * contiguous); thr: [cout][nthr]; out: [cout][h][w]. Returns 0, or -1 when scratch memory cannot be
- * allocated (nothing is written then).
+/* a: activations [cin][h][w]; thr: [cout][nthr]. Computes the outputs of input rows [y0, y1), so
+ * that threads can share a layer by rows (each reads its rows plus the kernel's halo of a and writes
+ * only its own rows of out). Returns 0, or -1 when scratch memory cannot be allocated (nothing is
+ * written then).
+ *
+ * up == 0: a 'same' k x k conv. weight: [k][k][cin][cout] (transposed so the channel loop is
+ *          contiguous); out: [cout][h][w].
+ * up == 1: nearest x2 upsampling, then a 'same' 3x3 conv, computed on the low-resolution map: each
+ *          of the four output phases (py, px) sees a 2x2 window of a, whose weights are sums of the
+ *          3x3 taps that land on the same input (host/integer_hyper.py makes them). 4 instead of 9
+ *          products per output and no upsampled copy; the sums are integers, so still exact.
+ *          weight: [py][px][2][2][cin][cout]; out: [cout][2h][2w].
  *
  * Output-stationary over channels: for each output pixel, acc[0..cout) += a * w[ky][kx][c][0..cout)
  * for every input value a under the window. Most z symbols and many ReLU levels are 0, and a zero
  * adds nothing, so those are skipped: exact, and most of the work on real inputs. */
 int lic_hs_layer(const int16_t *restrict a, int cin, int h, int w,
-                 const int16_t *restrict weight, int cout, int k,
-                 const int32_t *restrict thr, int nthr, int16_t *restrict out)
+                 const int16_t *restrict weight, int cout, int k, int up,
+                 const int32_t *restrict thr, int nthr, int16_t *restrict out, int y0, int y1)
 {
-    const int p = k / 2, hp = h + 2 * p, wp = w + 2 * p;
-    int16_t *padded = calloc((size_t)hp * wp * cin, sizeof *padded);   /* [hp][wp][cin] */
+    const int p = up ? 1 : k / 2, hp = y1 - y0 + 2 * p, wp = w + 2 * p;
+    const int phases = up ? 2 : 1, kw = up ? 2 : k, ho = h * phases, wo = w * phases;
+    const size_t phase_size = (size_t)kw * kw * cin * cout;
+    if (y0 < 0 || y1 > h || y0 >= y1)
+        return 0;
+    int16_t *padded = calloc((size_t)hp * wp * cin, sizeof *padded);   /* [hp][wp][cin], rows y0-p.. */
     if (!padded)
         return -1;
     for (int c = 0; c < cin; c++)
-        for (int y = 0; y < h; y++)
+        for (int r = 0; r < hp; r++) {
+            const int y = y0 - p + r;
+            if (y < 0 || y >= h)
+                continue;
             for (int x = 0; x < w; x++)
-                padded[((size_t)(y + p) * wp + x + p) * cin + c] = a[((size_t)c * h + y) * w + x];
+                padded[((size_t)r * wp + x + p) * cin + c] = a[((size_t)c * h + y) * w + x];
+        }
 
-    for (int y = 0; y < h; y++)
-        for (int x = 0; x < w; x++)
-            for (int o0 = 0; o0 < cout; o0 += LIC_HS_BLOCK) {
-                int32_t block[LIC_HS_BLOCK];
-                window_dot(padded + ((size_t)y * wp + x) * cin, wp * cin, weight + o0, k, cin, cout, block);
-                count_passed(block, thr + (size_t)o0 * nthr, nthr, out + ((size_t)o0 * h + y) * w + x,
-                             (size_t)h * w);
-            }
+    for (int y = y0; y < y1; y++)
+        for (int py = 0; py < phases; py++)
+            for (int x = 0; x < w; x++)
+                for (int px = 0; px < phases; px++) {
+                    const int16_t *src = padded + ((size_t)(y - y0 + py) * wp + x + px) * cin;
+                    const int16_t *wph = weight + (size_t)(py * phases + px) * phase_size;
+                    const size_t at = (size_t)(y * phases + py) * wo + x * phases + px;
+                    for (int o0 = 0; o0 < cout; o0 += LIC_HS_BLOCK) {
+                        int32_t block[LIC_HS_BLOCK];
+                        window_dot(src, wp * cin, wph + o0, kw, cin, cout, block);
+                        count_passed(block, thr + (size_t)o0 * nthr, nthr, out + (size_t)o0 * ho * wo + at,
+                                     (size_t)ho * wo);
+                    }
+                }
     free(padded);
     return 0;
 }
