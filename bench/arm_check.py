@@ -80,14 +80,16 @@ def qemu_env(libs: dict) -> dict:
 
 
 def make_lic_files(folder: Path, data: Path, limit: int, package) -> list[str]:
-    """Encode the first `limit` images with the shipped teacher + integer h_s (format v2)."""
+    """Encode the first `limit` images as the board's files: the package's encoder + integer h_s,
+    y in one substream per fabric tile (format v3)."""
     from bench.evaluate import first_images, load_images
     from host.image_io import write_atomic
-    from training.teacher_codec import encode, find_shipped
+    from training.teacher_codec import EntropyModels, encode, find_shipped
 
     models = find_shipped(package.file_fingerprint)
     if models is None:
         raise LicError(f"decoder package {package.root} belongs to no shipped teacher + integer h_s")
+    models = EntropyModels(models.teacher, models.integer_hs, (package.tile, package.halo))
     names = []
     for name, rgb in load_images(first_images(data, limit)):
         stem = Path(name).stem

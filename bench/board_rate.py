@@ -113,17 +113,30 @@ def two_core_split(seconds: list[float]) -> tuple[int, float]:
     return best, max(sum(seconds[:best]), sum(seconds[best:]))
 
 
-def board_rate(arm_seconds: dict, fabric_fps: float | None) -> dict:
-    """Frame rate of the ARM + fabric pipeline from per-stage ARM seconds (None where unknown)."""
+# Stages the runtime runs on both cores at once (host/runtime.py, `threads`): the integer h_s by
+# rows, and a version-3 file's y substreams. Each counts half on each core (an even split: a bound).
+SHARED_STAGES = ("integer_hs", "rans_y")
+
+
+def board_rate(arm_seconds: dict, fabric_fps: float | None, shared: tuple[str, ...] = SHARED_STAGES) -> dict:
+    """Frame rate of the ARM + fabric pipeline from per-stage ARM seconds (None where unknown): the
+    `shared` stages half on each core, the others split between the cores in pipeline order."""
     known = {k: v for k, v in arm_seconds.items() if isinstance(v, (int, float))}
     missing = [k for k in ARM_STAGES if k not in known]
-    seconds = [known.get(k, 0.0) for k in ARM_STAGES]
-    k, slowest_core = two_core_split(seconds)
-    arm_fps_one_core = 1 / sum(seconds) if sum(seconds) else None
+    serial = [k for k in ARM_STAGES if k not in shared]
+    seconds = [known.get(k, 0.0) for k in serial]
+    both = sum(known.get(k, 0.0) for k in ARM_STAGES if k in shared)
+    k, slowest_serial = two_core_split(seconds)
+    slowest_core = slowest_serial + both / 2
+    total = sum(seconds) + both
+    arm_fps_one_core = 1 / total if total else None
     arm_fps = 1 / slowest_core if slowest_core else None
     rates = [r for r in (arm_fps, fabric_fps) if r]
-    return {"arm_one_core_s": sum(seconds), "arm_fps_one_core": arm_fps_one_core,
-            "core0": list(ARM_STAGES[:k]), "core1": list(ARM_STAGES[k:]), "arm_two_core_s": slowest_core,
+    halves = [s for s in shared if s in known]
+    cores = {f"ARM core {i} ({', '.join(part + [f'half of {h}' for h in halves])})": sum(seconds_part) + both / 2
+             for i, (part, seconds_part) in enumerate(((serial[:k], seconds[:k]), (serial[k:], seconds[k:])))}
+    return {"arm_one_core_s": total, "arm_fps_one_core": arm_fps_one_core, "both_cores": halves, "cores_s": cores,
+            "core0": serial[:k], "core1": serial[k:], "arm_two_core_s": slowest_core,
             "arm_fps_two_cores": arm_fps, "fabric_fps": fabric_fps, "board_fps": min(rates) if rates else None,
             "limited_by": None if not rates else ("fabric" if fabric_fps and fabric_fps <= (arm_fps or 1e9) else "ARM"),
             "stages_missing": missing}
@@ -201,6 +214,10 @@ def run(args) -> int:
         raise LicError(f"no reference files in {args.refs}: run `make arm-check` on a workstation and copy "
                        f"build/arm-check/refs to the board (encoding needs the teacher, which the board lacks)")
     name = ensure_refs(args.refs, package)
+    from host.container import FORMAT_V3, parse
+
+    # the runtime shares y between the cores only where the file has one substream per tile
+    shared = SHARED_STAGES if parse((args.refs / f"{name}.lic").read_bytes()).version >= FORMAT_V3 else ("integer_hs",)
     fabric = json.loads(args.estimates.read_text()) if args.estimates.is_file() else None
     fabric_fps = fabric["fps_at_frame"] if fabric else None
     here = f"{platform.machine()} ({platform.processor() or platform.node()}), 1 thread"
@@ -212,7 +229,7 @@ def run(args) -> int:
     result["measured_here"] = {"machine": here, "seconds": measured}
     lines = []
     if args.on_board:
-        result["board"] = {"method": f"measured: wall time on {here}", **board_rate(measured, fabric_fps)}
+        result["board"] = {"method": f"measured: wall time on {here}", **board_rate(measured, fabric_fps, shared)}
         columns = []
     else:
         from bench.arm_check import cross_compile
@@ -230,7 +247,7 @@ def run(args) -> int:
         result["board"] = {
             "method": f"estimated: ARM instructions (qemu-arm TCG plugin, Debian armhf userland, C built with "
                       f"-mcpu=cortex-a9 -mfpu=neon) x CPI {lo}..{hi} (assumed) / {args.clock_mhz:.0f} MHz",
-            "cpi_low": board_rate(est[lo], fabric_fps), "cpi_high": board_rate(est[hi], fabric_fps),
+            "cpi_low": board_rate(est[lo], fabric_fps, shared), "cpi_high": board_rate(est[hi], fabric_fps, shared),
             "seconds_cpi_low": est[lo], "seconds_cpi_high": est[hi]}
         columns = [("ARM Minsn", {k: (v / 1e6 if isinstance(v, (int, float)) else v) for k, v in insns.items()}),
                    (f"A9 ms (CPI {lo})", {k: v for k, v in est[lo].items()}),
@@ -261,8 +278,9 @@ def run(args) -> int:
         if b["arm_fps_two_cores"] is None:
             continue
         lines.append(f"ARM ({label}): one core {1000 * b['arm_one_core_s']:.1f} ms/frame = {b['arm_fps_one_core']:.1f} fps; "
-                     f"two cores [{', '.join(b['core0'])}] | [{', '.join(b['core1'])}] "
-                     f"{1000 * b['arm_two_core_s']:.1f} ms = {b['arm_fps_two_cores']:.1f} fps"
+                     f"two cores [{', '.join(b['core0'])}] | [{', '.join(b['core1'])}]"
+                     + (f" + {', '.join(b['both_cores'])} shared by rows/substreams " if b["both_cores"] else " ")
+                     + f"{1000 * b['arm_two_core_s']:.1f} ms = {b['arm_fps_two_cores']:.1f} fps"
                      + (f"; board rate {b['board_fps']:.1f} fps, limited by {b['limited_by']}" if fabric else "")
                      + (f" (without {', '.join(b['stages_missing'])})" if b["stages_missing"] else ""))
     args.out.parent.mkdir(parents=True, exist_ok=True)

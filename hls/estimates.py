@@ -64,9 +64,9 @@ def read_host_times(path: Path) -> tuple[dict[str, float], str]:
     if "seconds_cpi_high" in d.get("board", {}):
         # `lic board-rate`'s Cortex-A9 estimate: its two ARM cores are the host pipeline stages
         # the slow end (CPI 2.0), as `lic bench`'s board rows take it (bench/fpga.py: from_board_rate)
-        b, cpi = d["board"], d["board"]["cpi_high"]
-        ms = {f"ARM core {i} ({', '.join(cpi[f'core{i}'])})": 1000.0 * sum(b["seconds_cpi_high"][k] for k in cpi[f"core{i}"])
-              for i in (0, 1)}
+        if "cores_s" not in d["board"]["cpi_high"]:
+            raise LicError(f"{path} was written by an older `lic board-rate`: run `make board-rate` again")
+        ms = {core: 1000.0 * s for core, s in d["board"]["cpi_high"]["cores_s"].items()}
         return ms, f"Cortex-A9-estimated at CPI 2.0, the slow end of `lic board-rate`'s range ({path})"
     stages = d.get("decode_seconds_per_image", {}).get("student_stages")
     if not stages:

@@ -141,10 +141,15 @@ def test_board_rate_is_the_slowest_stage():
     assert two_core_split([1, 2, 3, 4]) == (3, 6)
     assert two_core_split([10, 1, 1]) == (1, 10)
     seconds = dict.fromkeys(ARM_STAGES, 0.001)
-    seconds["integer_hs"] = 0.05  # 20 fps on its core
-    r = board_rate(seconds, fabric_fps=28.0)
+    seconds["integer_hs"] = 0.05  # 20 fps on one core
+    r = board_rate(seconds, fabric_fps=28.0, shared=())
     assert r["limited_by"] == "ARM" and r["board_fps"] == pytest.approx(r["arm_fps_two_cores"])
-    assert r["board_fps"] < 28
+    assert r["board_fps"] < 28 and r["arm_two_core_s"] == pytest.approx(0.05 + 0.001 * 2)
+    # shared by rows over both cores, the h_s counts half on each; the rest splits in pipeline order
+    r = board_rate(seconds, fabric_fps=28.0, shared=("integer_hs",))
+    assert r["arm_two_core_s"] == pytest.approx(0.025 + 0.003) and r["limited_by"] == "fabric"
+    assert sorted(r["cores_s"].values()) == pytest.approx([0.028, 0.028])
+    assert all("half of integer_hs" in core for core in r["cores_s"])
     assert board_rate(dict.fromkeys(ARM_STAGES, 0.001), 28.0)["limited_by"] == "fabric"
     assert with_rans_y({"entropy": 10, "rans_z": 1, "integer_hs": 4})["rans_y"] == 5
     assert isinstance(with_rans_y({"entropy": "no decoder", "rans_z": 1, "integer_hs": 4})["rans_y"], str)
@@ -187,11 +192,13 @@ def test_board_rate_json_gives_the_host_stages(tmp_path):
 
     secs = {"parse": 0.001, "rans_z": 0.002, "integer_hs": 0.100, "rans_y": 0.030, "tiles": 0.002, "stitch": 0.003,
             "to_rgb8": 0.005, "png": 1.0}
-    cpi = {"core0": ["parse", "rans_z", "integer_hs"], "core1": ["rans_y", "tiles", "stitch", "to_rgb8"]}
+    from bench.board_rate import board_rate as arm_rate
+
     path = tmp_path / "board-rate.json"
-    path.write_text(json.dumps({"board": {"seconds_cpi_high": secs, "cpi_high": cpi}}))
+    path.write_text(json.dumps({"board": {"seconds_cpi_high": secs, "cpi_high": arm_rate(secs, 23.5)}}))
     host_ms, source = read_host_times(path)
-    assert sorted(host_ms.values()) == pytest.approx([40.0, 103.0])
+    # integer_hs and rans_y half on each core: [parse, rans_z, tiles] + 65 | [stitch, to_rgb8] + 65
+    assert sorted(host_ms.values()) == pytest.approx([70.0, 73.0])
     assert "Cortex-A9-estimated" in source
     r = board_rate(23.5, host_ms, source)
-    assert r["fps"] == pytest.approx(1000 / 103.0) and r["limited_by"].startswith("ARM core 0")
+    assert r["fps"] == pytest.approx(1000 / 73.0) and r["limited_by"].startswith("ARM core 1")
