@@ -175,9 +175,9 @@ def fpga_rows(board: str, est: dict, frame_sizes: list[tuple[str, int, int]], qu
     power = model_power(est, board, power_model)
     routed = vivado_power(Path(est["build_dir"]))
     if routed:
-        pl_w, pl_how, pl_src = routed[0], f"Vivado report_power of the routed design ({routed[1].name})", "estimated"
+        pl_w, pl_how = routed[0], f"Vivado report_power of the routed design ({routed[1].name})"
     else:
-        pl_w, pl_how, pl_src = power["pl_watts"], "resource power model (PL static + dynamic)", "estimated"
+        pl_w, pl_how = power["pl_watts"], "resource power model (PL static + dynamic)"
     if board_watts is not None:
         board_w, board_how, board_src = board_watts, board_watts_how, "measured"
     else:

@@ -22,6 +22,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quality", default="all", help="shipped rate points: comma list such as 1,3, or 'all' (default)")
     p.add_argument("--integer-hs", type=Path, default=None,
                    help="an integer h_s .npz to measure instead of the shipped one (needs a single --quality)")
+    p.add_argument("--tuned", action="store_true",
+                   help="encode with the shipped encoders tuned for the quantised students (`lic tune-encoder`: "
+                        "the files the board decodes) instead of the teachers")
     p.add_argument("--sets", default="kodak,held-out", help="kodak, held-out or both (default both)")
     p.add_argument("--limit", type=int, default=None, help="only the first N images of each set")
     p.add_argument("-o", "--out", type=Path, default=None, help="write the results as JSON here")
@@ -66,7 +69,7 @@ def measure(teacher, integer_hs, images: list[Path], desc: str) -> dict:
 
 def run(args) -> int:
     from host.integer_hyper import IntegerHyperSynthesis
-    from training.teacher import load_default
+    from training.teacher import load_default, load_tuned_default
     from training.teacher_codec import shipped_integer_hs
 
     qualities = [1, 2, 3, 4] if args.quality == "all" else [int(q) for q in args.quality.split(",")]
@@ -75,13 +78,13 @@ def run(args) -> int:
     sets = image_sets(args.sets.split(","))
     results = []
     for q in qualities:
-        teacher = load_default(q)
+        teacher = load_tuned_default(q) if args.tuned else load_default(q)
         hs = IntegerHyperSynthesis.load(args.integer_hs) if args.integer_hs else shipped_integer_hs(q)
-        if hs.meta.get("teacher_fingerprint", teacher.fingerprint.hex()) != teacher.fingerprint.hex():
+        if hs.meta.get("teacher_fingerprint", teacher.decoder_fingerprint.hex()) != teacher.decoder_fingerprint.hex():
             raise LicError(f"{args.integer_hs} was trained for another teacher than q{q}")
         for name, images in sets.items():
             images = images[:args.limit] if args.limit else images
-            r = {"quality": q, "set": name, **measure(teacher, hs, images, f"q{q} {name}")}
+            r = {"quality": q, "set": name, "encoder": teacher.name, **measure(teacher, hs, images, f"q{q} {name}")}
             results.append(r)
             print(f"q{q} {name:8s} {r['images']:3d} images: bpp {r['bpp_float_hs']:.4f} (float h_s) -> "
                   f"{r['bpp_integer_hs']:.4f} (integer h_s), {100 * r['overhead']:+.2f}%")

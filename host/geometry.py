@@ -36,14 +36,6 @@ class HyperpriorGeometry:
     z_shape: tuple[int, int, int]  # (channels, h, w) of the hyper-latent
     y_shape: tuple[int, int, int]  # (channels, h, w) of the latent
 
-    @property
-    def z_symbols(self) -> int:
-        return self.z_shape[0] * self.z_shape[1] * self.z_shape[2]
-
-    @property
-    def y_symbols(self) -> int:
-        return self.y_shape[0] * self.y_shape[1] * self.y_shape[2]
-
 
 def hyperprior_geometry(lic: LicFile, *, z_channels: int, y_channels: int, spatial_multiple: int,
                         max_pixels: int = DEFAULT_MAX_PIXELS, name: str = "input") -> HyperpriorGeometry:
