@@ -161,7 +161,9 @@ def report_markdown(result: dict) -> str:
         m = result["models"]
         lines += [f"Decoders of rate point q{m['quality']}: the teacher's float g_s ({m['teacher']}), its float "
                   f"student and the quantised student of package `{m['package']}`; all decode the same .lic v2 "
-                  f"files (teacher encoder + integer h_s).", ""]
+                  f"files, the board's: encoder {m['teacher']} + integer h_s. Where that encoder is tuned for the "
+                  f"quantised student (qN-tuned), the teacher's g_s decodes latents it was not trained on: its "
+                  f"quality here is not the teacher codec's (`lic eval-students` has that).", ""]
     lines += ["Frame sets: " + "; ".join(f"{f['name']} {f['width']}x{f['height']}: {f['how']}"
                                          for f in result.get("frame_sets", [])), ""]
     lines += ["## fps and energy", ""] + main_table(rows) + [""]

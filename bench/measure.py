@@ -103,7 +103,7 @@ def load_models() -> BenchModels:
     if entry is None:
         raise LicError(f"no shipped float student for quality {quality} (training/students/students.json)")
     float_student, _, fp = load_float_student(entry["float"])
-    if fp != encoder.teacher.fingerprint:
+    if fp != encoder.teacher.decoder_fingerprint:
         raise LicError(f"the q{quality} float student was distilled from another teacher")
     quant_student, _, qcfg, _ = load_quant_student(package.path("quant_student.pt"))
     teacher_gs = encoder.teacher.model.g_s.eval()

@@ -48,11 +48,13 @@ def photo(h: int, w: int, seed: int) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def models():
+    from hls.build import default_package
+    from host.decoder_package import DecoderPackage
     from training.teacher import load_default
-    from training.teacher_codec import EntropyModels, shipped_integer_hs
+    from training.teacher_codec import EntropyModels, find_shipped
 
-    teacher = load_default(3)
-    return EntropyModels(teacher, shipped_integer_hs(3)), EntropyModels(teacher)
+    # the default package's files (v2), and the teacher's own v1 files
+    return find_shipped(DecoderPackage.load(default_package()).file_fingerprint), EntropyModels(load_default(3))
 
 
 @pytest.fixture(scope="module")

@@ -23,14 +23,15 @@ def package():
 
 
 @pytest.fixture(scope="module")
-def kodim23(kodak):
+def kodim23(kodak, package):
+    """(image, the board's file for it, the teacher's decode of the teacher's own file)."""
     from training.teacher import load_default
-    from training.teacher_codec import EntropyModels, decode, encode, shipped_integer_hs
+    from training.teacher_codec import EntropyModels, decode, encode, find_shipped
 
     rgb, _ = load_rgb(kodak / "kodim23.png")
-    models = EntropyModels(load_default(3), shipped_integer_hs(3))
-    data = encode(models, rgb)
-    return rgb, data, decode(models, data)
+    models = find_shipped(package.file_fingerprint)
+    teacher = EntropyModels(load_default(3), models.integer_hs)
+    return rgb, encode(models, rgb), decode(teacher, encode(teacher, rgb))
 
 
 def test_package_is_the_default_and_verified(package):
@@ -51,19 +52,23 @@ def test_every_backend_and_tiling_agree(package, kodim23):
     for backend, tile in (("onnx", package.tile), ("onnx", 32), ("torch", None), ("torch", package.tile)):
         out, _ = HostDecoder(package, make_backend(backend, package), tile).decode(data)
         assert np.array_equal(out, ref), (backend, tile)
-    # measured on kodim23: teacher 31.82 dB, shipped W4A4 student 25.48 dB
+    # measured on kodim23: teacher 31.82 dB (its own file); shipped W4A4 student 25.72 dB on the file of
+    # the encoder tuned for it (25.48 dB on the teacher encoder's file)
     assert metrics.psnr(rgb, teacher_rgb) == pytest.approx(31.82, abs=0.01)
-    assert metrics.psnr(rgb, ref) == pytest.approx(25.48, abs=0.01)
+    assert metrics.psnr(rgb, ref) == pytest.approx(25.72, abs=0.01)
 
 
-def test_cli_picks_the_shipped_student(tmp_path, kodim23, capsys):
-    _, data, teacher_rgb = kodim23
+def test_cli_picks_the_shipped_student(tmp_path, kodim23, package, capsys):
+    from training.teacher_codec import decode, find_shipped
+
+    _, data, _ = kodim23
     f = tmp_path / "k.lic"
     f.write_bytes(data)
     assert run_lic("decode", f, "-o", tmp_path / "s.png") == 0
     assert "student q3 on onnx" in capsys.readouterr().out
+    # the teacher's g_s decodes the board's files too (the encoder tuned for the student writes them)
     assert run_lic("decode", f, "-o", tmp_path / "t.png", "--decoder", "teacher") == 0
-    assert np.array_equal(load_rgb(tmp_path / "t.png")[0], teacher_rgb)
+    assert np.array_equal(load_rgb(tmp_path / "t.png")[0], decode(find_shipped(package.file_fingerprint), data))
 
 
 def test_shipped_students_have_provenance():
