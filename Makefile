@@ -86,7 +86,7 @@ board-rate: setup
 	$(LIC) board-rate --root build/armhf-root
 
 packages: setup
-	for q in 1 2 4; do $(LIC) export training/students/student_q$$q.pt -o build/decoders/q$$q || exit 1; done
+	for q in 1 2 4; do $(LIC) export training/students/student_q$$q.pt --teacher q$$q-tuned -o build/decoders/q$$q || exit 1; done
 
 teachers: setup
 	training/recipes/default_teachers.sh

@@ -6,12 +6,13 @@ Only g_a trains. h_a, the entropy models, the float h_s (whose integer twin the 
 student stay frozen, so the decoder package keeps every table and weight it has: a tuned encoder
 changes which latents a file carries, never how they are decoded. Loss, per step on training crops:
 
-    lambda * 255^2 * MSE(student(round(g_a(x))), x)  +  bits(y | h_s(z)) + bits(z)  per pixel
+    lambda * 255^2 * MSE(student(round(g_a(x))), x)  +  bits(y | integer h_s(z)) + bits(z)  per pixel
 
 with the teacher's own lambda: the rate-distortion objective the teacher was trained with, but
-with the board's decoder in place of the teacher's g_s. Rounding passes gradients straight through
-to g_a (the student sees integers, as on the board); the rate of y uses additive noise, as in
-CompressAI's training.
+with the board's decoder in place of the teacher's g_s, and the rate of the files the board reads:
+y coded with the scales the integer h_s picks (no gradient flows through the integer h_s; y's own
+does). Rounding passes gradients straight through to g_a (the student sees integers, as on the
+board); the rate of y uses additive noise, as in CompressAI's training.
 
 The export holds g_a alone (fp16 like the shipped teachers) and its teacher's fingerprint;
 `load_teacher` puts it into that teacher, and the result has its own fingerprint, so files of the
@@ -26,6 +27,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -43,6 +45,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cache", type=Path, default=None,
                    help="that teacher's `lic cache-targets` folder: its whole training images are used (only the "
                         "images; the teacher runs nowhere else here). Without it, random crops from --data")
+    p.add_argument("--init", type=Path, default=None,
+                   help="start from this tuned encoder (`lic tune-encoder --export`) instead of the teacher's g_a")
     p.add_argument("--data", type=Path, nargs="+", default=[DEFAULT_DATA],
                    help="folders of training images (default: ../shared/data/bsds500 less its held-out images)")
     p.add_argument("--crop", type=int, default=256, help="crop size in pixels, a multiple of 64 (default 256)")
@@ -66,12 +70,19 @@ def _round_ste(y: torch.Tensor) -> torch.Tensor:
     return y + (torch.round(y) - y).detach()
 
 
-def rd_terms(model, student, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def integer_scales(model, integer_hs, z_hat: torch.Tensor) -> torch.Tensor:
+    """The scales a .lic v2/v3 file codes y with: the integer h_s's indexes into the scale table."""
+    symbols = torch.round(z_hat - model.entropy_bottleneck._get_medians()).detach().cpu().numpy()
+    indexes = np.stack([integer_hs.indexes(s.astype(np.int64)) for s in symbols])
+    return model.gaussian_conditional.scale_table[torch.from_numpy(indexes).long()].to(z_hat.device)
+
+
+def rd_terms(model, integer_hs, student, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(student's image before clamping, bits per pixel of y and z) for a batch of images in [0, 1]."""
     y = model.g_a(x)
     z = model.h_a(torch.abs(y))
     z_hat, z_likelihoods = model.entropy_bottleneck(z, training=False)
-    _, y_likelihoods = model.gaussian_conditional(y, model.h_s(z_hat), training=True)
+    _, y_likelihoods = model.gaussian_conditional(y, integer_scales(model, integer_hs, z_hat), training=True)
     x_student = student(_round_ste(y))
     pixels = x.shape[0] * x.shape[2] * x.shape[3]
     bpp = -(torch.log2(y_likelihoods).sum() + torch.log2(z_likelihoods).sum()) / pixels
@@ -93,6 +104,8 @@ def _images(args, teacher_fingerprint: bytes, seed: int):
 def run(args) -> int:
     from quantize.qat import load_quant_student
     from training.distill import psnr, resolve_teacher
+    from training.teacher import load_teacher
+    from training.teacher_codec import shipped_integer_hs
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -100,6 +113,7 @@ def run(args) -> int:
         raise LicError(f"--crop must be a positive multiple of 64 (the hyper-latent's scale), got {args.crop}")
     student, cfg, qcfg, fingerprint = load_quant_student(args.student)
     teacher = resolve_teacher(argparse.Namespace(teacher=None, quality=None), fingerprint)
+    integer_hs = shipped_integer_hs(teacher.quality)
     lmbda = args.lmbda if args.lmbda is not None else teacher.lmbda
     if lmbda is None or lmbda <= 0:
         raise LicError(f"{teacher.name} records no lambda: pass --lmbda")
@@ -110,8 +124,15 @@ def run(args) -> int:
         p.requires_grad_(False)
     for p in model.g_a.parameters():
         p.requires_grad_(True)
+    if args.init is not None:
+        init = load_teacher(str(args.init))
+        if init.decoder_fingerprint != teacher.fingerprint:
+            raise LicError(f"--init {args.init} was tuned from another teacher than {args.student}'s")
+        model.g_a.load_state_dict(init.model.g_a.state_dict())
     setup = {"kind": ENCODER_KIND, "teacher_fingerprint": teacher.fingerprint.hex(),
-             "student_sha256": _sha256(args.student), "lambda": lmbda}
+             "student_sha256": _sha256(args.student), "lambda": lmbda, "rate": "integer h_s",
+             "integer_hs_fingerprint": integer_hs.fingerprint.hex(),
+             "init_sha256": _sha256(args.init) if args.init else None}
 
     ckpt_path = args.run_dir / "checkpoint.pt"
     step, elapsed = 0, 0.0
@@ -135,7 +156,7 @@ def run(args) -> int:
         while step < args.steps:
             set_lr(opt, cosine_lr(step, args.steps, args.lr, args.lr_final))
             x = images(args.batch_size).to(device)
-            x_student, bpp = rd_terms(model, student, x)
+            x_student, bpp = rd_terms(model, integer_hs, student, x)
             mse = torch.nn.functional.mse_loss(x_student, x)  # unclamped, as in distillation
             loss = lmbda * 255 ** 2 * mse + bpp
             opt.zero_grad(set_to_none=True)
@@ -159,6 +180,7 @@ def run(args) -> int:
         write_provenance(args.export, {
             "kind": ENCODER_KIND, "teacher": teacher.name, "teacher_fingerprint": teacher.fingerprint.hex(),
             "student": str(args.student), "student_sha256": setup["student_sha256"], "lambda": lmbda,
+            "rate": "y under the shipped integer h_s's scales", "init": str(args.init) if args.init else None,
             "steps": step, "batch_size": args.batch_size, "crop": args.crop, "lr": args.lr, "lr_final": args.lr_final,
             "data": data_provenance(args), "seed": args.seed}, t0=t0, world=1, device=device)
         print(f"{args.export}: g_a tuned for {args.student} ({step} steps)", file=sys.stderr)

@@ -10,7 +10,9 @@
 #      2500 steps on 128x128 crops, teacher run per step) continue on whole cached images;
 #   3. q1, q2, q4 students: those of commit adb6b7e (600 + 400 fine-tuning steps from the q3 ones);
 #   4. the integer h_s of every rate point, from the caches (64 channels, rate + log-scale matching);
-#   5. manifests and the q3 package; `make packages` exports the other rate points into build/.
+#   5. encoders tuned for the quantised students (`lic tune-encoder`: g_a only, rate-distortion loss
+#      through the frozen W4A4 student; 1500 steps for q3, 1000 for the others);
+#   6. manifests and the q3 package; `make packages` exports the other rate points into build/.
 # Usage: training/recipes/default_students.sh [Q3_FLOAT_STEPS] [Q3_QAT_STEPS] [HS_STEPS]
 # With a GPU, raise every step count.
 set -euo pipefail
@@ -48,6 +50,13 @@ done
     --lr-final 3e-5 --batch-size 16 --threads 1 --run-dir "$RUNS/hs-q1" --export "$RUNS/integer_hs_q1.npz"
 cp "$RUNS"/integer_hs_q{1,2,3,4}.{npz,provenance.json} training/teachers/
 
+for q in 3 1 2 4; do
+    steps=1000; [ "$q" = 3 ] && steps=1500
+    "$LIC" tune-encoder --student "$OUT/student_q$q.pt" --cache "$CACHE/q$q" --steps "$steps" --threads 1 \
+        --run-dir "$RUNS/encoder-q$q" --export "$RUNS/encoder_q$q.pt"
+done
+cp "$RUNS"/encoder_q{1,2,3,4}.{pt,provenance.json} training/teachers/
+
 .venv/bin/python -m training.ship training/teachers/teacher_q{1,2,3,4}.pt
 .venv/bin/python -m training.ship_students "$OUT"/student_q{1,2,3,4}.pt
-"$LIC" export "$OUT/student_q3.pt" -o host/decoders/q3
+"$LIC" export "$OUT/student_q3.pt" --teacher q3-tuned -o host/decoders/q3
