@@ -35,8 +35,8 @@ from tqdm import tqdm
 
 from lic.errors import LicError
 from training.data import RandomCrops
-from training.loop import (DEFAULT_DATA, atomic_save, data_provenance, read_torch_file, cosine_lr, set_lr, setup_distributed, teardown_distributed,
-                           wrap_ddp, write_provenance)
+from training.loop import (DEFAULT_DATA, add_run_arguments, atomic_save, data_provenance, read_torch_file, cosine_lr,
+                           set_lr, setup_distributed, teardown_distributed, wrap_ddp, write_provenance)
 from training.student_decoder import UPSAMPLE_MODES, StudentConfig, StudentSynthesis, layer_plan
 
 FLOAT_KIND = "float-student"
@@ -71,13 +71,8 @@ def add_training_arguments(p: argparse.ArgumentParser, *, steps: int, lr: float,
                    help="weight of MSE(student, teacher reconstruction) (default 1)")
     p.add_argument("--w-feature", type=float, default=0.0,
                    help="weight of feature matching against the teacher's IGDN outputs (default 0 = off)")
-    p.add_argument("--run-dir", type=Path, required=True,
-                   help="checkpoints and log go here; an existing checkpoint in it is resumed")
-    p.add_argument("--save-every", type=int, default=500, help="steps between checkpoints (default 500)")
-    p.add_argument("--log-every", type=int, default=50, help="steps between log.jsonl records (default 50)")
-    p.add_argument("--export", type=Path, help="at the end, write the student here (+ .provenance.json)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads per process")
+    add_run_arguments(p, save_every=500, log_every=50, export_what="the student",
+                      threads_help="torch CPU threads per process")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -33,8 +33,8 @@ from tqdm import tqdm
 
 from lic.errors import LicError
 from training.teacher import TUNED_ENCODER_KIND as ENCODER_KIND
-from training.loop import (DEFAULT_DATA, atomic_save, cosine_lr, data_provenance, set_lr, setup_distributed,
-                           write_provenance)
+from training.loop import (DEFAULT_DATA, add_run_arguments, atomic_save, cosine_lr, data_provenance, set_lr,
+                           setup_distributed, write_provenance)
 
 
 
@@ -57,13 +57,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lmbda", type=float, default=None,
                    help="rate-distortion trade-off (default: the teacher's own lambda)")
     p.add_argument("--clip", type=float, default=1.0, help="gradient-norm clip (0 = off)")
-    p.add_argument("--run-dir", type=Path, required=True,
-                   help="checkpoint and log.jsonl go here; an existing checkpoint in it is resumed")
-    p.add_argument("--save-every", type=int, default=100, help="steps between checkpoints (default 100)")
-    p.add_argument("--log-every", type=int, default=20, help="steps between log.jsonl records (default 20)")
-    p.add_argument("--export", type=Path, help="at the end, write the tuned g_a here (+ .provenance.json)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    add_run_arguments(p, save_every=100, log_every=20, export_what="the tuned g_a")
 
 
 def _round_ste(y: torch.Tensor) -> torch.Tensor:
