@@ -109,23 +109,6 @@ def test_package_for_a_tuned_encoder_decodes_its_files_only(tuned, rgb_image, tm
         decoder.decode(encode(EntropyModels(load_default(3), hs), rgb_image))
 
 
-def test_training_rate_uses_the_scales_the_files_are_coded_with(rgb_image):
-    """The rate term prices y under the integer h_s's scales, as `encode` codes v2 files."""
-    import torch.nn.functional as F
-
-    from training.encoder_tuning import integer_scales
-    from training.teacher import load_default
-    from training.teacher_codec import EntropyModels, scale_indexes, shipped_integer_hs, to_tensor
-
-    teacher, hs = load_default(3), shipped_integer_hs(3)
-    m = teacher.model
-    x = F.pad(to_tensor(rgb_image), (0, 28, 0, 53), mode="replicate")  # 128 x 128
-    with torch.no_grad():
-        z_hat, _ = m.entropy_bottleneck(m.h_a(torch.abs(m.g_a(x))), training=False)
-        want = m.gaussian_conditional.scale_table[scale_indexes(EntropyModels(teacher, hs), z_hat).long()]
-        assert torch.equal(integer_scales(m, hs, z_hat), want)
-
-
 def test_init_from_another_teachers_encoder_is_refused(tuned, image_folder, tmp_path, capsys):
     assert run_lic("tune-encoder", "--student", REPO / "training" / "students" / "student_q1.pt", "--init",
                    tuned / "encoder.pt", "--data", image_folder, "--steps", "1", *TINY, "--run-dir", tmp_path) == 1
