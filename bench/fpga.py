@@ -50,7 +50,7 @@ def from_board_rate(path: Path, board: str) -> dict | None:
     (slower) end is taken; the method says so and gives the other end."""
     try:
         d = json.loads(path.read_text())
-        if d["arm"]["board"] != board:
+        if (d.get("arm") or d.get("fabric") or {}).get("board") != board:
             return None
         b = d["board"]
         if "seconds_cpi_high" in b:
