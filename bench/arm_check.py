@@ -10,7 +10,8 @@ the C decoder is cross-compiled: host/csrc), the integer h_s (native kernel and 
 stitching given tiles, dequantising and PNG writing.
 
 Setup (bench/armhf/setup_root.sh, run by make) is cached in build/armhf-root; the cross-compiled
-libraries go to build/armhf/.
+libraries go to build/armhf/. `--arch arm64` does the same for ZCU104's / KV260's Cortex-A53 with
+Debian's arm64 packages (build/arm64-root, build/arm64/; `make arm-check BOARD=zcu104`).
 """
 
 from __future__ import annotations
