@@ -11,6 +11,8 @@ TARGET_FPS ?=
 HW_ARGS = --board $(BOARD) $(if $(TARGET_FPS),--target-fps $(TARGET_FPS))
 
 FUZZ_DIR := build/fuzz
+# Debian architecture of BOARD's ARM (board.json "arm": armhf for PYNQ-Z2's A9, arm64 for the A53 boards)
+ARM_ARCH = $(shell $(PYTHON) -c "import json; print(json.load(open('fpga_projects/$(BOARD)/board.json'))['arm']['arch'])")
 
 .PHONY: setup native test test-slow demo teachers eval hw bitstream bench packages clean help asan-rans fuzz arm-check board-rate
 
@@ -25,8 +27,8 @@ help:
 	@echo "make bench      FPGA vs GPU vs CPU: fps, J/frame, per-stage time, quality -> build/bench/ (GPU rows: lic bench --device cuda)"
 	@echo "make asan-rans  fuzz the C rANS decoder under AddressSanitizer + UBSan (SEED=1 COUNT=20000)"
 	@echo "make fuzz SEED=1 COUNT=20000        coverage-guided fuzzing (Atheris) of the .lic parser and the C rANS decoder"
-	@echo "make arm-check  the board's half of decoding on Debian armhf (qemu-user), bit-exact against x86 (installs qemu, cross gcc; needs root once)"
-	@echo "make board-rate estimated Cortex-A9 time per ARM stage (instruction counts under qemu) beside the fabric's fps"
+	@echo "make arm-check [BOARD=zcu104]   the board's half of decoding on Debian armhf/arm64 (qemu-user), bit-exact against x86 (installs qemu, cross gcc; needs root once)"
+	@echo "make board-rate [BOARD=zcu104]  estimated ARM time per stage (instruction counts under qemu; A9 or A53) beside the fabric's fps"
 	@echo "make packages   decoder packages of every shipped rate point -> build/decoders/qN (q3 ships in host/decoders)"
 	@echo "make teachers   retrain the shipped default teachers (CPU recipe, ~1.5 h on 2 cores)"
 
@@ -78,12 +80,12 @@ fuzz: setup
 	$(PY) tests/fuzz_atheris.py --target rans -seed=$(SEED) -runs=$(COUNT) -max_len=65536 -len_control=0 -artifact_prefix=$(FUZZ_DIR)/findings/ $(FUZZ_DIR)/corpus/rans
 
 arm-check: setup
-	bench/armhf/setup_root.sh build/armhf-root
-	$(PY) -m bench.arm_check --root build/armhf-root
+	bench/armhf/setup_root.sh build/$(ARM_ARCH)-root $(ARM_ARCH)
+	$(PY) -m bench.arm_check --arch $(ARM_ARCH)
 
 board-rate: setup
-	bench/armhf/setup_root.sh build/armhf-root
-	$(LIC) board-rate --root build/armhf-root
+	bench/armhf/setup_root.sh build/$(ARM_ARCH)-root $(ARM_ARCH)
+	$(LIC) board-rate --board $(BOARD)
 
 packages: setup
 	for q in 1 2 4; do $(LIC) export training/students/student_q$$q.pt --teacher q$$q-tuned -o build/decoders/q$$q || exit 1; done

@@ -10,7 +10,8 @@ the C decoder is cross-compiled: host/csrc), the integer h_s (native kernel and 
 stitching given tiles, dequantising and PNG writing.
 
 Setup (bench/armhf/setup_root.sh, run by make) is cached in build/armhf-root; the cross-compiled
-libraries go to build/armhf/.
+libraries go to build/armhf/. `--arch arm64` does the same for ZCU104's / KV260's Cortex-A53 with
+Debian's arm64 packages (build/arm64-root, build/arm64/; `make arm-check BOARD=zcu104`).
 """
 
 from __future__ import annotations
@@ -29,7 +30,13 @@ import numpy as np
 from lic.errors import LicError
 
 REPO = Path(__file__).resolve().parent.parent
-CROSS_CC = "arm-linux-gnueabihf-gcc"
+# Debian architecture -> (cross compiler, qemu-user emulator, the boards it stands for)
+ARCHES = {"armhf": ("arm-linux-gnueabihf-gcc", "qemu-arm", "PYNQ-Z2's Cortex-A9"),
+          "arm64": ("aarch64-linux-gnu-gcc", "qemu-aarch64", "ZCU104's / KV260's Cortex-A53")}
+
+
+def setup_hint(arch: str) -> str:
+    return f"bench/armhf/setup_root.sh build/{arch}-root {arch}" + (" (make arm-check runs it)" if arch == "armhf" else "")
 
 # key in the stage outputs -> (stage it checks, what it is)
 CHECKS = {
@@ -44,25 +51,26 @@ CHECKS = {
 }
 
 
-def cross_compile(out_dir: Path) -> dict[str, Path]:
-    """armhf builds of the host's C code (host/csrc/Makefile): environment variable -> library path."""
-    if shutil.which(CROSS_CC) is None:
-        raise LicError(f"{CROSS_CC} not found: run `make arm-check` (it installs gcc-arm-linux-gnueabihf)")
+def cross_compile(out_dir: Path, arch: str = "armhf") -> dict[str, Path]:
+    """ARM builds of the host's C code (host/csrc/Makefile): environment variable -> library path."""
+    cc = ARCHES[arch][0]
+    if shutil.which(cc) is None:
+        raise LicError(f"{cc} not found: run `{setup_hint(arch)}` (it installs gcc-{cc.removesuffix('-gcc')})")
     out_dir.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["make", "-s", "-C", str(REPO / "host" / "csrc"), f"CC={CROSS_CC}", f"OUT_DIR={out_dir}"],
+    subprocess.run(["make", "-s", "-C", str(REPO / "host" / "csrc"), f"CC={cc}", f"OUT_DIR={out_dir}"],
                    check=True)
     return {"LIC_HOST_LIB": out_dir / "liblic_host.so", "LIC_RANS_LIB": out_dir / "liblic_rans.so"}
 
 
-def qemu_command(root: Path, plugin: str | None = None) -> list[str]:
-    """Debian's armhf python3.11 from root under qemu; qemu-arm (dynamic) when a TCG plugin is
-    loaded, qemu-arm-static otherwise."""
-    qemu = "qemu-arm" if plugin else "qemu-arm-static"
+def qemu_command(root: Path, plugin: str | None = None, arch: str = "armhf") -> list[str]:
+    """Debian's python3.11 for arch from root under qemu; qemu-arm / qemu-aarch64 (dynamic) when a TCG
+    plugin is loaded, their -static builds otherwise."""
+    qemu = ARCHES[arch][1] + ("" if plugin else "-static")
     if shutil.which(qemu) is None:
-        raise LicError(f"{qemu} not found: run `make arm-check` (it installs qemu-user and qemu-user-static)")
+        raise LicError(f"{qemu} not found: run `{setup_hint(arch)}` (it installs qemu-user and qemu-user-static)")
     python = root / "usr" / "bin" / "python3.11"
     if not python.is_file():
-        raise LicError(f"{root} has no armhf python3.11: run bench/armhf/setup_root.sh {root}")
+        raise LicError(f"{root} has no {arch} python3.11: run `bench/armhf/setup_root.sh {root} {arch}`")
     return [qemu, "-L", str(root)] + (["-plugin", plugin] if plugin else []) + [str(python)]
 
 
@@ -128,7 +136,7 @@ def compare(folder: Path, arm_dir: Path, names: list[str]) -> dict:
                 rows[key] = {"stage": stage, "what": what, "ran": True,
                              "equal": bool(ref.shape == a[key].shape and np.array_equal(ref, a[key]))}
             arm_png = Image.open(io.BytesIO(a["png"].tobytes()))
-            rows["png"] = {"stage": "png", "what": "PNG written on armhf, decoded", "ran": True,
+            rows["png"] = {"stage": "png", "what": "PNG written on ARM, decoded", "ran": True,
                            "equal": bool(np.array_equal(np.asarray(arm_png.convert("RGB")), x["rgb"])),
                            "same_bytes_as_x86": bool(np.array_equal(a["png"], x["png"]))}
             report[name] = {"platform": bytes(a["platform"]).decode(), "checks": rows}
@@ -138,11 +146,13 @@ def compare(folder: Path, arm_dir: Path, names: list[str]) -> dict:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from bench.evaluate import DEFAULT_DATA
 
-    p.add_argument("--root", type=Path, default=REPO / "build" / "armhf-root", help="armhf userland")
+    p.add_argument("--arch", choices=sorted(ARCHES), default="armhf",
+                   help="armhf: PYNQ-Z2's Cortex-A9 (default); arm64: ZCU104's / KV260's Cortex-A53")
+    p.add_argument("--root", type=Path, default=None, help="the ARM userland (default build/ARCH-root)")
     p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="images to encode (default Kodak)")
     p.add_argument("--limit", type=int, default=3, help="how many images (default 3)")
     p.add_argument("--package", type=Path, default=None, help="decoder package (default: the shipped one)")
-    p.add_argument("-o", "--out", type=Path, default=REPO / "build" / "arm-check", help="work folder")
+    p.add_argument("-o", "--out", type=Path, default=REPO / "build" / "arm-check", help="work folder (refs are shared)")
 
 
 def run(args) -> int:
@@ -152,22 +162,25 @@ def run(args) -> int:
     package = DecoderPackage.load(args.package or default_package())
     refs = args.out / "refs"
     refs.mkdir(parents=True, exist_ok=True)
-    libs = cross_compile(REPO / "build" / "armhf")
+    arch = args.arch
+    root = args.root or REPO / "build" / f"{arch}-root"
+    cmd = qemu_command(root, arch=arch)
+    libs = cross_compile(REPO / "build" / arch, arch)
     names = make_lic_files(refs, args.data, args.limit, package)
     x86_references(refs, names, package)
-    arm_dir = args.out / "armhf"
-    cmd = qemu_command(args.root) + ["-m", "bench.board_stages", "check", "--package", str(package.root),
+    arm_dir = args.out / arch
+    cmd += ["-m", "bench.board_stages", "check", "--package", str(package.root),
                                      "--refs", str(refs), "--out", str(arm_dir), *names]
-    print("armhf:", " ".join(cmd), file=sys.stderr)
+    print(f"{arch}:", " ".join(cmd), file=sys.stderr)
     proc = subprocess.run(cmd, env=qemu_env(libs), cwd=REPO)
     if proc.returncode:
-        raise LicError(f"the armhf run failed (exit {proc.returncode}); its output is above")
+        raise LicError(f"the {arch} run failed (exit {proc.returncode}); its output is above")
     report = compare(refs, arm_dir, names)
-    (args.out / "report.json").write_text(json.dumps({"libraries": {k: str(v) for k, v in libs.items()},
+    (args.out / f"report-{arch}.json").write_text(json.dumps({"libraries": {k: str(v) for k, v in libs.items()},
                                                       "files": report}, indent=1) + "\n")
     ok = True
     first = next(iter(report.values()))
-    print(f"\narm-check: {len(names)} Kodak files, armhf = {first['platform']} under qemu-user; "
+    print(f"\narm-check: {len(names)} Kodak files, {arch} ({ARCHES[arch][2]}) = {first['platform']} under qemu-user; "
           f"x86 = this machine")
     print("| stage | checks | " + " | ".join(names) + " |")
     print("|---|---|" + "---|" * len(names))
@@ -187,10 +200,10 @@ def run(args) -> int:
             print(f"skipped {row['stage']}: {row['why']}")
     png_bytes = all(r["checks"]["png"]["same_bytes_as_x86"] for r in report.values())
     print(f"PNG files byte-identical to x86's: {png_bytes} (pixels are what must agree; zlib versions may differ)")
-    print("Synthesis did not run on armhf (fabric / onnxruntime): stitching used x86's tile outputs.")
+    print("Synthesis did not run on ARM (fabric / onnxruntime): stitching used x86's tile outputs.")
     print("Emulated run times say nothing about a board.")
     if not ok:
-        raise LicError(f"armhf and x86 disagree: see {args.out / 'report.json'}")
+        raise LicError(f"{arch} and x86 disagree: see {args.out / f'report-{arch}.json'}")
     return 0
 
 

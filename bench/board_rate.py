@@ -2,24 +2,28 @@
 
 Per ARM stage (bench/board_stages.py) on one 768x512 Kodak file:
 
-  estimated   (default) Cortex-A9 time = ARM instructions x CPI / clock. Instructions are counted
-              exactly by running Debian's armhf Python + numpy + Pillow and our cross-compiled C
-              under qemu-arm with a TCG plugin (bench/armhf/insn_count.c), each stage run 1 and
-              1 + K times and differenced, so start-up and input loading cancel. CPI is an
-              assumption, given as a range (--cpi): qemu counts instructions, not cycles, and the
-              A9's cache misses, branch mispredictions and NEON pipeline stalls are not modelled.
+  estimated   (default) ARM time = ARM instructions x CPI / clock, for the board's ARM (board.json's
+              "arm": PYNQ-Z2's Cortex-A9 = armhf, ZCU104's / KV260's Cortex-A53 = arm64). Instructions
+              are counted exactly by running Debian's Python + numpy + Pillow for that architecture
+              and our cross-compiled C under qemu-arm / qemu-aarch64 with a TCG plugin
+              (bench/armhf/insn_count.c), each stage run 1 and 1 + K times and differenced, so
+              start-up and input loading cancel. CPI is an assumption, given as a range (--cpi):
+              qemu counts instructions, not cycles, and the core's cache misses, branch
+              mispredictions and NEON pipeline stalls are not modelled.
   measured    --on-board: wall time of the same stage functions on the machine running the command
               (a PYNQ board once one is available; on x86 it measures x86, and says so).
 
 Always also measured: the same stages on this machine (x86 here), single thread.
 The fabric's rate comes from `make hw`'s estimates.json (FINN's analytical estimate).
-Board rate = min(fabric fps, 1 / slowest ARM core's time per frame), the ARM stages split over the
-A9's two cores as two consecutive groups (decode side, output side) with the smallest maximum.
+Board rate = min(fabric fps, 1 / slowest ARM core's time per frame): the stages the runtime shares
+between the cores (SHARED_STAGES) count 1/N on each of the N cores, the others are split over the
+cores as N consecutive groups in pipeline order with the smallest maximum.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import platform
 import statistics
@@ -39,8 +43,23 @@ ARM_STAGES = ("parse", "rans_z", "integer_hs", "rans_y", "tiles", "stitch", "to_
 NOT_IN_RATE = {"png": "(png: file write, not in the frame rate)",
                "integer_hs_numpy": "(integer_hs in numpy float64: the fallback, not used)"}
 COUNTED = ("parse", "rans_z", "integer_hs", "integer_hs_numpy", "entropy", "tiles", "stitch", "to_rgb8", "png")
-A9_CLOCK_MHZ = 650.0  # PYNQ-Z2: Zynq XC7Z020-1, Cortex-A9 at 650 MHz (TUL PYNQ-Z2 reference manual)
-CPI_RANGE = (1.0, 2.0)
+
+
+def arm_cpu(board: str) -> dict:
+    """board.json's "arm": core, arch, cores, clock_mhz, clock_source, cpi_assumed."""
+    from hls.boards import load_board
+
+    arm = load_board(board).arm
+    if not arm:
+        raise LicError(f"fpga_projects/{board}/board.json has no \"arm\" entry (core, arch, cores, clock_mhz, "
+                       f"clock_source, cpi_assumed): add the board's ARM to estimate its stages")
+    return arm
+
+
+def result_path(board: str) -> Path:
+    """build/board-rate.json for PYNQ-Z2 (the first board; its readers predate the others), else
+    build/board-rate-<board>.json."""
+    return DEFAULT_OUT if board == "pynq-z2" else REPO / "build" / f"board-rate-{board}.json"
 
 
 def _plugin(out_dir: Path) -> Path:
@@ -53,15 +72,15 @@ def _plugin(out_dir: Path) -> Path:
 
 
 def count_instructions(root: Path, libs: dict, package: Path, refs: Path, name: str, stage: str,
-                       repeat: int) -> int | str:
-    """ARM instructions one run of `stage` executes, or the reason it cannot run on armhf."""
+                       repeat: int, arch: str = "armhf") -> int | str:
+    """ARM instructions one run of `stage` executes, or the reason it cannot run on that ARM."""
     from bench.arm_check import qemu_command, qemu_env
 
-    plugin = _plugin(REPO / "build" / "armhf")
+    plugin = _plugin(REPO / "build" / "qemu-plugin")
     counts = []
     for n in (1, 1 + repeat):
         with tempfile.NamedTemporaryFile("r", suffix=".insns") as f:
-            cmd = qemu_command(root, f"{plugin},out={f.name}") + [
+            cmd = qemu_command(root, f"{plugin},out={f.name}", arch) + [
                 "-m", "bench.board_stages", "count", "--package", str(package), "--refs", str(refs),
                 "--stage", stage, "--repeat", str(n), name]
             proc = subprocess.run(cmd, env=qemu_env(libs), cwd=REPO, capture_output=True, text=True)
@@ -107,10 +126,17 @@ def with_rans_y(per_stage: dict) -> dict:
     return per_stage
 
 
-def two_core_split(seconds: list[float]) -> tuple[int, float]:
-    """Split the ordered stages into core 0 = [:k], core 1 = [k:]; the k with the smallest max."""
-    best = min(range(len(seconds) + 1), key=lambda k: max(sum(seconds[:k]), sum(seconds[k:])))
-    return best, max(sum(seconds[:best]), sum(seconds[best:]))
+def core_split(seconds: list[float], cores: int) -> tuple[list[int], float]:
+    """Split the ordered stages into `cores` consecutive groups (some may be empty): the cut points
+    [k1 <= k2 <= ...] with the smallest maximum group sum, and that maximum."""
+    n = len(seconds)
+
+    def slowest(cuts):
+        edges = (0, *cuts, n)
+        return max(sum(seconds[a:b]) for a, b in zip(edges, edges[1:]))
+
+    best = min(itertools.combinations_with_replacement(range(n + 1), cores - 1), key=slowest)
+    return list(best), slowest(best)
 
 
 # Stages the runtime runs on both cores at once (host/runtime.py, `threads`): the integer h_s by
@@ -118,26 +144,30 @@ def two_core_split(seconds: list[float]) -> tuple[int, float]:
 SHARED_STAGES = ("integer_hs", "rans_y")
 
 
-def board_rate(arm_seconds: dict, fabric_fps: float | None, shared: tuple[str, ...] = SHARED_STAGES) -> dict:
+def board_rate(arm_seconds: dict, fabric_fps: float | None, shared: tuple[str, ...] = SHARED_STAGES,
+               cores: int = 2) -> dict:
     """Frame rate of the ARM + fabric pipeline from per-stage ARM seconds (None where unknown): the
-    `shared` stages half on each core, the others split between the cores in pipeline order."""
+    `shared` stages 1/cores on each core, the others split over the cores in pipeline order."""
     known = {k: v for k, v in arm_seconds.items() if isinstance(v, (int, float))}
     missing = [k for k in ARM_STAGES if k not in known]
     serial = [k for k in ARM_STAGES if k not in shared]
     seconds = [known.get(k, 0.0) for k in serial]
-    both = sum(known.get(k, 0.0) for k in ARM_STAGES if k in shared)
-    k, slowest_serial = two_core_split(seconds)
-    slowest_core = slowest_serial + both / 2
-    total = sum(seconds) + both
+    every = sum(known.get(k, 0.0) for k in ARM_STAGES if k in shared)
+    cuts, slowest_serial = core_split(seconds, cores)
+    slowest_core = slowest_serial + every / cores
+    total = sum(seconds) + every
     arm_fps_one_core = 1 / total if total else None
     arm_fps = 1 / slowest_core if slowest_core else None
     rates = [r for r in (arm_fps, fabric_fps) if r]
-    halves = [s for s in shared if s in known]
-    cores = {f"ARM core {i} ({', '.join(part + [f'half of {h}' for h in halves])})": sum(seconds_part) + both / 2
-             for i, (part, seconds_part) in enumerate(((serial[:k], seconds[:k]), (serial[k:], seconds[k:])))}
-    return {"arm_one_core_s": total, "arm_fps_one_core": arm_fps_one_core, "both_cores": halves, "cores_s": cores,
-            "core0": serial[:k], "core1": serial[k:], "arm_two_core_s": slowest_core,
-            "arm_fps_two_cores": arm_fps, "fabric_fps": fabric_fps, "board_fps": min(rates) if rates else None,
+    parts = [f"1/{cores} of {h}" for h in shared if h in known]
+    edges = (0, *cuts, len(serial))
+    groups = [serial[a:b] for a, b in zip(edges, edges[1:])]
+    cores_s = {f"ARM core {i} ({', '.join(group + parts)})": sum(seconds[a:b]) + every / cores
+               for i, (group, a, b) in enumerate(zip(groups, edges, edges[1:]))}
+    return {"arm_one_core_s": total, "arm_fps_one_core": arm_fps_one_core, "cores": cores,
+            "on_every_core": [s for s in shared if s in known], "core_stages": groups, "cores_s": cores_s,
+            "arm_all_cores_s": slowest_core, "arm_fps_all_cores": arm_fps,
+            "fabric_fps": fabric_fps, "board_fps": min(rates) if rates else None,
             "limited_by": None if not rates else ("fabric" if fabric_fps and fabric_fps <= (arm_fps or 1e9) else "ARM"),
             "stages_missing": missing}
 
@@ -166,22 +196,42 @@ def ensure_refs(refs: Path, package) -> str:
 
 DEFAULT_OUT = REPO / "build" / "board-rate.json"
 
+# How the host's C code is built for each architecture (host/csrc/Makefile), for the method line.
+C_FLAGS = {"armhf": "-mcpu=cortex-a9 -mfpu=neon", "arm64": "-mcpu=cortex-a53"}
+QEMU = {"armhf": "qemu-arm", "arm64": "qemu-aarch64"}
 
-def report_lines(fabric_fps: float | None, path: Path = DEFAULT_OUT) -> list[str]:
+
+def estimated_seconds(insns: dict, cpi: float, clock_mhz: float) -> dict:
+    """Instructions x CPI / clock per stage; a stage that could not run keeps its reason."""
+    return {k: (v * cpi / (clock_mhz * 1e6) if isinstance(v, (int, float)) else v) for k, v in insns.items()}
+
+
+def estimate_method(cpu: dict, lo: float, hi: float, clock_mhz: float) -> str:
+    arch = cpu["arch"]
+    return (f"estimated: {arch} instructions ({QEMU[arch]} TCG plugin, Debian {arch} userland, C built with "
+            f"{C_FLAGS[arch]}) x CPI {lo}..{hi} (assumed) / {clock_mhz:.0f} MHz {cpu['core']} "
+            f"(clock: {cpu['clock_source']}), stages over {cpu['cores']} cores")
+
+
+def report_lines(fabric_fps: float | None, board: str = "pynq-z2") -> list[str]:
     """The board rate beside the fabric's, for `make demo`, from the last `make board-rate`."""
+    path = result_path(board)
     fab = f"{fabric_fps:.1f} fps (FINN estimate)" if fabric_fps else "unknown (no `make hw`)"
     if not path.is_file():
-        return [f"Fabric alone: {fab}. Board rate: not estimated yet, run `make board-rate` (ARM stages under "
-                "qemu); the fabric's rate alone is not the board's."]
+        return [f"Fabric alone: {fab}. Board rate: not estimated yet, run `make board-rate BOARD={board}` (ARM "
+                "stages under qemu); the fabric's rate alone is not the board's."]
     r = json.loads(path.read_text())
     b = r["board"]
+    if "arm_fps_all_cores" not in (b.get("cpi_high") or b):
+        return [f"Fabric alone: {fab}. Board rate: {path} was written by an older `lic board-rate`: run "
+                f"`make board-rate BOARD={board}` again."]
     if "cpi_low" in b:
         hi, lo = b["cpi_low"], b["cpi_high"]
-        arm = f"ARM stages {lo['arm_fps_two_cores']:.1f}-{hi['arm_fps_two_cores']:.1f} fps ({b['method']})"
+        arm = f"ARM stages {lo['arm_fps_all_cores']:.1f}-{hi['arm_fps_all_cores']:.1f} fps ({b['method']})"
         rates = [x["board_fps"] for x in (lo, hi) if x["board_fps"]]
         board = f"{min(rates):.1f}-{max(rates):.1f} fps, limited by {hi['limited_by']}" if rates else "unknown"
     else:
-        arm = f"ARM stages {b['arm_fps_two_cores']:.1f} fps ({b['method']})"
+        arm = f"ARM stages {b['arm_fps_all_cores']:.1f} fps ({b['method']})"
         board = f"{b['board_fps']:.1f} fps, limited by {b['limited_by']}"
     missing = (b.get("cpi_high") or b).get("stages_missing")
     return [f"Fabric alone: {fab}. {arm}. **Board rate: {board}**"
@@ -189,26 +239,45 @@ def report_lines(fabric_fps: float | None, path: Path = DEFAULT_OUT) -> list[str
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from hls.boards import available_boards
+
+    p.add_argument("--board", choices=available_boards(), default="pynq-z2",
+                   help="whose ARM and fabric: pynq-z2 (2x Cortex-A9, armhf; default), zcu104 / kv260 "
+                        "(4x Cortex-A53, arm64); clock, cores and CPI from its board.json \"arm\"")
     p.add_argument("--on-board", action="store_true",
                    help="measure the ARM stages here (run it on the board) instead of estimating them under qemu")
-    p.add_argument("--root", type=Path, default=REPO / "build" / "armhf-root",
-                   help="armhf userland from bench/armhf/setup_root.sh (estimates)")
+    p.add_argument("--root", type=Path, default=None,
+                   help="the ARM userland from bench/armhf/setup_root.sh (default build/<arch>-root)")
     p.add_argument("--refs", type=Path, default=REPO / "build" / "arm-check" / "refs",
                    help="NAME.lic + NAME.x86.npz (made from Kodak if absent; copy them to a board for --on-board)")
-    p.add_argument("--estimates", type=Path, default=REPO / "fpga_projects" / "pynq-z2" / "build" / "estimates.json",
-                   help="the fabric's estimates.json from `make hw`")
-    p.add_argument("--cpi", type=float, nargs=2, default=CPI_RANGE, metavar=("LOW", "HIGH"),
-                   help=f"assumed Cortex-A9 cycles per instruction (default {CPI_RANGE[0]} {CPI_RANGE[1]})")
-    p.add_argument("--clock-mhz", type=float, default=A9_CLOCK_MHZ, help="ARM clock (PYNQ-Z2: 650)")
+    p.add_argument("--estimates", type=Path, default=None,
+                   help="the fabric's estimates.json (default fpga_projects/<board>/build/estimates.json, `make hw`)")
+    p.add_argument("--cpi", type=float, nargs=2, default=None, metavar=("LOW", "HIGH"),
+                   help="assumed cycles per instruction (default the board's cpi_assumed: 1.0 2.0)")
+    p.add_argument("--clock-mhz", type=float, default=None,
+                   help="ARM clock (default the board's: PYNQ-Z2 650, ZCU104 1200, KV260 1333)")
     p.add_argument("--repeat", type=int, default=2, help="extra runs per stage for the count difference / timing")
     p.add_argument("--package", type=Path, default=None, help="decoder package (default: the shipped one)")
-    p.add_argument("-o", "--out", type=Path, default=DEFAULT_OUT, help="JSON result")
+    p.add_argument("-o", "--out", type=Path, default=None,
+                   help="JSON result (default build/board-rate.json for pynq-z2, build/board-rate-<board>.json)")
 
 
 def run(args) -> int:
     from hls.build import default_package
     from host.decoder_package import DecoderPackage
 
+    cpu = arm_cpu(args.board)
+    arch, cores = cpu["arch"], cpu["cores"]
+    root = args.root or REPO / "build" / f"{arch}-root"
+    estimates = args.estimates or REPO / "fpga_projects" / args.board / "build" / "estimates.json"
+    lo, hi = args.cpi or cpu["cpi_assumed"]
+    clock_mhz = args.clock_mhz or cpu["clock_mhz"]
+    out = args.out or result_path(args.board)
+    if not args.on_board:
+        from bench.arm_check import cross_compile, qemu_command
+
+        qemu_command(root, "plugin", arch)  # a missing root or emulator: say so before encoding anything
+        libs = cross_compile(REPO / "build" / arch, arch)
     package = DecoderPackage.load(args.package or default_package())
     if args.on_board and not any(args.refs.glob("*.x86.npz")):
         raise LicError(f"no reference files in {args.refs}: run `make arm-check` on a workstation and copy "
@@ -218,40 +287,40 @@ def run(args) -> int:
 
     # the runtime shares y between the cores only where the file has one substream per tile
     shared = SHARED_STAGES if parse((args.refs / f"{name}.lic").read_bytes()).version >= FORMAT_V3 else ("integer_hs",)
-    fabric = json.loads(args.estimates.read_text()) if args.estimates.is_file() else None
+    fabric = json.loads(estimates.read_text()) if estimates.is_file() else None
+    if fabric and fabric.get("board") != args.board:
+        raise LicError(f"{estimates} is the fabric estimate of {fabric.get('board')}, not {args.board}")
     fabric_fps = fabric["fps_at_frame"] if fabric else None
     here = f"{platform.machine()} ({platform.processor() or platform.node()}), 1 thread"
-    result = {"file": name, "package": package.name, "fabric": fabric and {
-        "board": fabric["board"], "fps": fabric_fps, "frame": fabric["frame"], "clock_mhz": fabric["clock_mhz"],
-        "source": f"{args.estimates} (FINN analytical estimate, `make hw`)"}}
+    result = {"file": name, "package": package.name,
+              "arm": {"board": args.board, **cpu, "clock_mhz": clock_mhz, "cpi_assumed": [lo, hi]},
+              "fabric": fabric and {
+                  "board": fabric["board"], "fps": fabric_fps, "frame": fabric["frame"], "clock_mhz": fabric["clock_mhz"],
+                  "source": f"{estimates} (FINN analytical estimate, `make hw`)"}}
 
     measured = with_rans_y(time_stages(package, args.refs, name, max(3, args.repeat)))
     result["measured_here"] = {"machine": here, "seconds": measured}
     lines = []
     if args.on_board:
-        result["board"] = {"method": f"measured: wall time on {here}", **board_rate(measured, fabric_fps, shared)}
+        result["board"] = {"method": f"measured: wall time on {here}",
+                           **board_rate(measured, fabric_fps, shared, cores)}
         columns = []
     else:
-        from bench.arm_check import cross_compile
-
-        libs = cross_compile(REPO / "build" / "armhf")
         insns = {}
         for stage in COUNTED:
-            print(f"counting ARM instructions: {stage}", file=sys.stderr)
-            insns[stage] = count_instructions(args.root, libs, package.root, args.refs, name, stage, args.repeat)
+            print(f"counting {arch} instructions: {stage}", file=sys.stderr)
+            insns[stage] = count_instructions(root, libs, package.root, args.refs, name, stage, args.repeat, arch)
         insns = with_rans_y(insns)
-        lo, hi = args.cpi
-        est = {c: {k: (v * c / (args.clock_mhz * 1e6) if isinstance(v, (int, float)) else v) for k, v in insns.items()}
-               for c in (lo, hi)}
+        est = {c: estimated_seconds(insns, c, clock_mhz) for c in (lo, hi)}
         result["arm_instructions"] = insns
         result["board"] = {
-            "method": f"estimated: ARM instructions (qemu-arm TCG plugin, Debian armhf userland, C built with "
-                      f"-mcpu=cortex-a9 -mfpu=neon) x CPI {lo}..{hi} (assumed) / {args.clock_mhz:.0f} MHz",
-            "cpi_low": board_rate(est[lo], fabric_fps, shared), "cpi_high": board_rate(est[hi], fabric_fps, shared),
+            "method": estimate_method(cpu, lo, hi, clock_mhz),
+            "cpi_low": board_rate(est[lo], fabric_fps, shared, cores),
+            "cpi_high": board_rate(est[hi], fabric_fps, shared, cores),
             "seconds_cpi_low": est[lo], "seconds_cpi_high": est[hi]}
-        columns = [("ARM Minsn", {k: (v / 1e6 if isinstance(v, (int, float)) else v) for k, v in insns.items()}),
-                   (f"A9 ms (CPI {lo})", {k: v for k, v in est[lo].items()}),
-                   (f"A9 ms (CPI {hi})", {k: v for k, v in est[hi].items()})]
+        core = cpu["core"].removeprefix("Cortex-")
+        columns = [(f"{arch} Minsn", {k: (v / 1e6 if isinstance(v, (int, float)) else v) for k, v in insns.items()}),
+                   (f"{core} ms (CPI {lo})", est[lo]), (f"{core} ms (CPI {hi})", est[hi])]
         lines.append(result["board"]["method"])
     columns.append((f"{'board' if args.on_board else 'x86'} ms (measured, {platform.machine()})", measured))
 
@@ -268,22 +337,22 @@ def run(args) -> int:
     for k, v in unavailable.items():
         lines.append(f"not counted: {k}: {v}")
     lines.append("")
-    boards = ([("estimated, CPI %g" % args.cpi[0], result["board"]["cpi_low"]),
-               ("estimated, CPI %g" % args.cpi[1], result["board"]["cpi_high"])] if not args.on_board
+    boards = ([("estimated, CPI %g" % lo, result["board"]["cpi_low"]),
+               ("estimated, CPI %g" % hi, result["board"]["cpi_high"])] if not args.on_board
               else [("measured", result["board"])])
     fab = f"{fabric_fps:.1f} fps ({fabric['board']}, FINN estimate)" if fabric else \
-        f"unknown ({args.estimates} missing: run `make hw`)"
+        f"unknown ({estimates} missing: run `make hw BOARD={args.board}`)"
     lines.append(f"fabric: {fab}")
     for label, b in boards:
-        if b["arm_fps_two_cores"] is None:
+        if b["arm_fps_all_cores"] is None:
             continue
         lines.append(f"ARM ({label}): one core {1000 * b['arm_one_core_s']:.1f} ms/frame = {b['arm_fps_one_core']:.1f} fps; "
-                     f"two cores [{', '.join(b['core0'])}] | [{', '.join(b['core1'])}]"
-                     + (f" + {', '.join(b['both_cores'])} shared by rows/substreams " if b["both_cores"] else " ")
-                     + f"{1000 * b['arm_two_core_s']:.1f} ms = {b['arm_fps_two_cores']:.1f} fps"
+                     f"{cores} cores " + " | ".join(f"[{', '.join(g)}]" for g in b["core_stages"])
+                     + (f" + {', '.join(b['on_every_core'])} shared by rows/substreams " if b["on_every_core"] else " ")
+                     + f"{1000 * b['arm_all_cores_s']:.1f} ms = {b['arm_fps_all_cores']:.1f} fps"
                      + (f"; board rate {b['board_fps']:.1f} fps, limited by {b['limited_by']}" if fabric else "")
                      + (f" (without {', '.join(b['stages_missing'])})" if b["stages_missing"] else ""))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1) + "\n")
     print("\n".join(lines))
     return 0

@@ -106,10 +106,10 @@ def run(args) -> int:
 
         from hls.estimates import host_stages_from_runtime
 
-        from bench.board_rate import DEFAULT_OUT as BOARD_RATE_JSON
+        from bench.board_rate import result_path
 
         # run_build prefers the board's own ARM estimate (`make board-rate`); else this run's x86 times
-        host = None if BOARD_RATE_JSON.is_file() else (
+        host = None if result_path(args.board).is_file() else (
             host_stages_from_runtime({k: v / len(images) for k, v in totals.seconds.items()}),
             f"x86-measured by the host runtime (lic demo, mean of {len(images)} images of {args.data})")
         hw = run_build(args.board, package.root, host=host)
@@ -203,6 +203,6 @@ def _report(s: dict, package) -> str:
     from bench.board_rate import report_lines
 
     lines += ["", "## Board rate (ARM stages + fabric: the slowest stage sets it)", ""]
-    lines += report_lines(hw["fps_at_frame"] if hw else None)
+    lines += report_lines(hw["fps_at_frame"] if hw else None, hw["board"] if hw else "pynq-z2")
     lines += ["", "Files: rd.png (per-image RD), crops.png (original | teacher | student), demo.json, lic/*.lic"]
     return "\n".join(lines) + "\n"

@@ -44,23 +44,20 @@ def load_estimates(board: str, package) -> dict | None:
 
 # --- ARM stages: the interface to the ARM estimate / board measurement (issue 10) -------------------
 
-BOARD_RATE_FILE = Path(__file__).resolve().parents[1] / "build" / "board-rate.json"
-
-
 def from_board_rate(path: Path, board: str) -> dict | None:
     """`lic board-rate`'s result (issue 10: ARM instructions under qemu x an assumed CPI range, or
     --on-board wall times) as an ARM stage file, when it is for this board. Of its CPI range the high
     (slower) end is taken; the method says so and gives the other end."""
     try:
         d = json.loads(path.read_text())
-        if (d.get("fabric") or {}).get("board") != board:
+        if (d.get("arm") or d.get("fabric") or {}).get("board") != board:
             return None
         b = d["board"]
         if "seconds_cpi_high" in b:
             seconds, rate, other = b["seconds_cpi_high"], b["cpi_high"], b["cpi_low"]
             source = "estimated"
-            method = (f"{b['method']}; CPI-high end taken (ARM {rate['arm_fps_two_cores']:.1f} fps on two cores; "
-                      f"{other['arm_fps_two_cores']:.1f} fps at the low end); {path.name}")
+            method = (f"{b['method']}; CPI-high end taken (ARM {rate['arm_fps_all_cores']:.1f} fps on "
+                      f"{rate['cores']} cores; {other['arm_fps_all_cores']:.1f} fps at the low end); {path.name}")
         else:
             seconds, rate, source = d["measured_here"]["seconds"], b, "measured"
             method = f"{b['method']}; {path.name}"
@@ -69,7 +66,7 @@ def from_board_rate(path: Path, board: str) -> dict | None:
         return {"board": board, "frame": [768, 512], "source": source, "method": method,
                 "stages_ms": {"parse": ms("parse"), "rans_z": ms("rans_z"), "h_s": ms("integer_hs"),
                               "rans_y": ms("rans_y"), "stitch": ms("tiles", "stitch", "to_rgb8")},
-                "arm_fps": rate.get("arm_fps_two_cores")}
+                "arm_fps": rate.get("arm_fps_all_cores")}
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
@@ -77,8 +74,8 @@ def from_board_rate(path: Path, board: str) -> dict | None:
 def arm_stages(board: str, path: Path | None = None) -> dict | None:
     """The ARM's per-stage cost for this board, or None when nobody has estimated or measured it.
 
-    Read from `path`, else fpga_projects/<board>/build/arm_stages.json, else `lic board-rate`'s
-    build/board-rate.json when it is for this board (from_board_rate). An ARM stage file is:
+    Read from `path`, else fpga_projects/<board>/build/arm_stages.json, else `lic board-rate --board
+    <board>`'s result (from_board_rate; bench/board_rate.py: result_path). An ARM stage file is:
       {"board": "pynq-z2", "frame": [768, 512], "stages_ms": {"parse": .., "rans_z": .., "h_s": ..,
        "rans_y": .., "stitch": ..}, "source": "estimated" | "measured", "method": "how",
        "arm_fps": optional, the ARM's pipeline rate if its stages overlap (e.g. two cores)}
@@ -88,7 +85,10 @@ def arm_stages(board: str, path: Path | None = None) -> dict | None:
     if path is None:
         path = load_board(board).folder / "build" / ARM_STAGES_FILE
         if not path.is_file():
-            return from_board_rate(BOARD_RATE_FILE, board) if BOARD_RATE_FILE.is_file() else None
+            from bench.board_rate import result_path
+
+            rate_file = result_path(board)
+            return from_board_rate(rate_file, board) if rate_file.is_file() else None
     if not path.is_file():
         return None
     try:

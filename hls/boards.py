@@ -33,6 +33,9 @@ class Board:
     # the device), not a measurement: replace it with the post-route numbers of a `make bitstream`.
     lut_margin: float = 0.10
     description: str = ""
+    # the board's ARM processing system, for `lic board-rate`: core, arch (Debian's: armhf, arm64), cores,
+    # clock_mhz with its clock_source, cpi_assumed [low, high]
+    arm: dict | None = None
 
     @property
     def clock_hz(self) -> float:

@@ -253,9 +253,9 @@ def run_build(board_name: str, package_dir: Path | None = None, out: Path | None
 
     if host is None:
         # the board's own ARM stages when `make board-rate` has estimated them; this machine's otherwise
-        from bench.board_rate import DEFAULT_OUT as BOARD_RATE_JSON
+        from bench.board_rate import result_path
 
-        found = next((f for f in (BOARD_RATE_JSON, DEMO_JSON) if f.is_file()), None)
+        found = next((f for f in (result_path(board_name), DEMO_JSON) if f.is_file()), None)
         host = read_host_times(found) if found else None
     board = load_board(board_name)
     out = Path(out or board.folder / "build").resolve()

@@ -62,12 +62,15 @@ def read_host_times(path: Path) -> tuple[dict[str, float], str]:
     if "ms_per_frame" in d and "source" in d:
         return {k: float(v) for k, v in d["ms_per_frame"].items()}, str(d["source"])
     if "seconds_cpi_high" in d.get("board", {}):
-        # `lic board-rate`'s Cortex-A9 estimate: its two ARM cores are the host pipeline stages
-        # the slow end (CPI 2.0), as `lic bench`'s board rows take it (bench/fpga.py: from_board_rate)
+        # `lic board-rate`'s ARM estimate: its ARM cores are the host pipeline stages, at the slow
+        # end of the CPI range, as `lic bench`'s board rows take it (bench/fpga.py: from_board_rate)
         if "cores_s" not in d["board"]["cpi_high"]:
             raise LicError(f"{path} was written by an older `lic board-rate`: run `make board-rate` again")
         ms = {core: 1000.0 * s for core, s in d["board"]["cpi_high"]["cores_s"].items()}
-        return ms, f"Cortex-A9-estimated at CPI 2.0, the slow end of `lic board-rate`'s range ({path})"
+        # files without "arm" predate the A53 boards: PYNQ-Z2's A9 at CPI 1.0-2.0
+        arm = d.get("arm") or {"core": "Cortex-A9", "cpi_assumed": [1.0, 2.0]}
+        return ms, (f"{arm['core']}-estimated at CPI {arm['cpi_assumed'][1]:g}, the slow end of `lic board-rate`'s "
+                    f"range ({path})")
     stages = d.get("decode_seconds_per_image", {}).get("student_stages")
     if not stages:
         raise LicError(f"{path}: neither `lic demo`'s demo.json nor {{\"source\", \"ms_per_frame\"}}")

@@ -1,6 +1,7 @@
 """The board's ARM half: C kernels (host/native.py) equal their numpy definitions bit for bit, the
 stage-by-stage runner (bench/board_stages.py) equals the runtime, the board-rate arithmetic, the
-qemu instruction counter, and (slow, needs `make arm-check`'s setup) the armhf check itself."""
+qemu instruction counter, the per-board ARM (PYNQ-Z2's 2x Cortex-A9, ZCU104's / KV260's 4x Cortex-A53),
+and (slow, needs `make arm-check`'s setup) the armhf / arm64 check itself."""
 
 import json
 import shutil
@@ -136,28 +137,87 @@ def test_board_stages_equal_the_runtime(tiny_package, tiny_teacher, integer_hs):
 
 
 def test_board_rate_is_the_slowest_stage():
-    from bench.board_rate import ARM_STAGES, board_rate, two_core_split, with_rans_y
+    from bench.board_rate import ARM_STAGES, board_rate, core_split, with_rans_y
 
-    assert two_core_split([1, 2, 3, 4]) == (3, 6)
-    assert two_core_split([10, 1, 1]) == (1, 10)
+    assert core_split([1, 2, 3, 4], 2) == ([3], 6)
+    assert core_split([10, 1, 1], 2) == ([1], 10)
     seconds = dict.fromkeys(ARM_STAGES, 0.001)
     seconds["integer_hs"] = 0.05  # 20 fps on one core
     r = board_rate(seconds, fabric_fps=28.0, shared=())
-    assert r["limited_by"] == "ARM" and r["board_fps"] == pytest.approx(r["arm_fps_two_cores"])
-    assert r["board_fps"] < 28 and r["arm_two_core_s"] == pytest.approx(0.05 + 0.001 * 2)
+    assert r["limited_by"] == "ARM" and r["board_fps"] == pytest.approx(r["arm_fps_all_cores"])
+    assert r["board_fps"] < 28 and r["arm_all_cores_s"] == pytest.approx(0.05 + 0.001 * 2)
     # shared by rows over both cores, the h_s counts half on each; the rest splits in pipeline order
     r = board_rate(seconds, fabric_fps=28.0, shared=("integer_hs",))
-    assert r["arm_two_core_s"] == pytest.approx(0.025 + 0.003) and r["limited_by"] == "fabric"
+    assert r["arm_all_cores_s"] == pytest.approx(0.025 + 0.003) and r["limited_by"] == "fabric"
     assert sorted(r["cores_s"].values()) == pytest.approx([0.028, 0.028])
-    assert all("half of integer_hs" in core for core in r["cores_s"])
+    assert all("1/2 of integer_hs" in core for core in r["cores_s"])
     assert board_rate(dict.fromkeys(ARM_STAGES, 0.001), 28.0)["limited_by"] == "fabric"
     assert with_rans_y({"entropy": 10, "rans_z": 1, "integer_hs": 4})["rans_y"] == 5
     assert isinstance(with_rans_y({"entropy": "no decoder", "rans_z": 1, "integer_hs": 4})["rans_y"], str)
 
 
-@pytest.mark.skipif(not (shutil.which("qemu-arm") and shutil.which("arm-linux-gnueabihf-gcc")),
-                    reason="qemu-user and gcc-arm-linux-gnueabihf not installed (make arm-check installs them)")
-def test_instruction_counter_is_exact_and_linear(tmp_path):
+def test_four_cores_split_the_serial_stages_in_order_and_share_the_rest():
+    """ZCU104 / KV260: four A53 cores; integer_hs and rans_y count 1/4 on each, the other stages
+    go to the cores as four consecutive groups with the smallest maximum."""
+    from bench.board_rate import ARM_STAGES, board_rate, core_split
+
+    assert core_split([1, 2, 3, 4], 4)[1] == 4
+    assert core_split([4, 4, 1, 1, 4], 3) == ([1, 3], 5)
+    assert core_split([2.0], 4)[1] == 2.0  # more cores than stages: the rest stay idle
+    seconds = {"parse": 0.001, "rans_z": 0.002, "integer_hs": 0.080, "rans_y": 0.040, "tiles": 0.003,
+               "stitch": 0.004, "to_rgb8": 0.006}
+    r = board_rate(seconds, fabric_fps=40.0, cores=4)
+    assert r["cores"] == 4 and len(r["core_stages"]) == 4 and len(r["cores_s"]) == 4
+    assert sum(r["core_stages"], []) == [k for k in ARM_STAGES if k not in ("integer_hs", "rans_y")]
+    assert r["core_stages"][-1] == ["to_rgb8"]  # the largest serial stage alone
+    assert r["arm_all_cores_s"] == pytest.approx(0.006 + 0.120 / 4)
+    assert r["arm_one_core_s"] == pytest.approx(0.136) and r["limited_by"] == "ARM"
+    assert all("1/4 of integer_hs, 1/4 of rans_y" in core for core in r["cores_s"])
+    two = board_rate(seconds, fabric_fps=40.0, cores=2)
+    assert two["arm_fps_all_cores"] < r["arm_fps_all_cores"]
+
+
+def test_each_board_has_its_arm_clock_cores_and_result_file():
+    from bench.board_rate import DEFAULT_OUT, REPO as BENCH_REPO, arm_cpu, estimate_method, estimated_seconds, \
+        result_path
+
+    a9, zcu, kv = arm_cpu("pynq-z2"), arm_cpu("zcu104"), arm_cpu("kv260")
+    assert (a9["core"], a9["arch"], a9["cores"], a9["clock_mhz"]) == ("Cortex-A9", "armhf", 2, 650)
+    assert (zcu["core"], zcu["arch"], zcu["cores"], zcu["clock_mhz"]) == ("Cortex-A53", "arm64", 4, 1200)
+    assert (kv["core"], kv["arch"], kv["cores"], kv["clock_mhz"]) == ("Cortex-A53", "arm64", 4, 1333)
+    assert all(c["clock_source"] and list(c["cpi_assumed"]) == [1.0, 2.0] for c in (a9, zcu, kv))
+    # 1.2e9 instructions at CPI 2 on a 1200 MHz A53: 2 s; a stage that could not run keeps its reason
+    assert estimated_seconds({"rans_y": 1.2e9, "png": "no Pillow"}, 2.0, 1200) == {"rans_y": 2.0, "png": "no Pillow"}
+    method = estimate_method(zcu, 1.0, 2.0, 1200)
+    assert "qemu-aarch64" in method and "-mcpu=cortex-a53" in method and "(assumed)" in method
+    assert "1200 MHz Cortex-A53" in method and "4 cores" in method
+    # PYNQ-Z2 keeps the file its readers know; the others get their own
+    assert result_path("pynq-z2") == DEFAULT_OUT == BENCH_REPO / "build" / "board-rate.json"
+    assert result_path("zcu104") == BENCH_REPO / "build" / "board-rate-zcu104.json"
+    assert result_path("kv260").name == "board-rate-kv260.json"
+
+
+def test_board_rate_without_its_arm_root_or_tools_is_a_one_line_error(tmp_path, monkeypatch):
+    from bench import arm_check
+
+    proc = subprocess.run([sys.executable, "-m", "lic.cli", "board-rate", "--board", "zcu104",
+                           "--root", str(tmp_path / "no-root"), "-o", str(tmp_path / "out.json")],
+                          cwd=REPO, capture_output=True, text=True)
+    err = proc.stderr.strip()
+    assert proc.returncode == 1 and len(err.splitlines()) == 1 and err.startswith("lic: error: ")
+    assert "setup_root.sh" in err and "arm64" in err and not (tmp_path / "out.json").exists()
+    monkeypatch.setattr(arm_check.shutil, "which", lambda name: None)
+    with pytest.raises(LicError, match="aarch64-linux-gnu-gcc not found: run `bench/armhf/setup_root.sh "
+                                       "build/arm64-root arm64`"):
+        arm_check.cross_compile(tmp_path, "arm64")
+    with pytest.raises(LicError, match="qemu-aarch64 not found"):
+        arm_check.qemu_command(tmp_path, "plugin.so", "arm64")
+
+
+@pytest.mark.parametrize("cc, qemu", [("arm-linux-gnueabihf-gcc", "qemu-arm"), ("aarch64-linux-gnu-gcc", "qemu-aarch64")])
+def test_instruction_counter_is_exact_and_linear(tmp_path, cc, qemu):
+    if not (shutil.which(qemu) and shutil.which(cc)):
+        pytest.skip(f"{qemu} or {cc} not installed (bench/armhf/setup_root.sh installs them)")
     from bench.board_rate import _plugin
 
     plugin = _plugin(tmp_path)
@@ -165,11 +225,11 @@ def test_instruction_counter_is_exact_and_linear(tmp_path):
     src.write_text("#include <stdlib.h>\nint main(int c, char **v) { volatile int s = 0;"
                    " for (int i = atoi(v[1]); i > 0; i--) s += i; return 0; }\n")
     exe = tmp_path / "loop"
-    subprocess.run(["arm-linux-gnueabihf-gcc", "-O1", "-static", "-o", str(exe), str(src)], check=True)
+    subprocess.run([cc, "-O1", "-static", "-o", str(exe), str(src)], check=True)
 
     def count(n):
         out = tmp_path / f"{n}.insns"
-        subprocess.run(["qemu-arm", "-plugin", f"{plugin},out={out}", str(exe), str(n)], check=True)
+        subprocess.run([qemu, "-plugin", f"{plugin},out={out}", str(exe), str(n)], check=True)
         return int(out.read_text())
 
     a, b, c = count(1000), count(2000), count(3000)
@@ -177,11 +237,12 @@ def test_instruction_counter_is_exact_and_linear(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not (REPO / "build" / "armhf-root" / ".complete").is_file(),
-                    reason="armhf root not set up: make arm-check")
-def test_arm_check_passes(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "bench.arm_check", "--limit", "1", "-o", str(tmp_path)],
-                          cwd=REPO, capture_output=True, text=True)
+@pytest.mark.parametrize("arch", ["armhf", "arm64"])
+def test_arm_check_passes(tmp_path, arch):
+    if not (REPO / "build" / f"{arch}-root" / ".complete").is_file():
+        pytest.skip(f"{arch} root not set up: bench/armhf/setup_root.sh build/{arch}-root {arch}")
+    proc = subprocess.run([sys.executable, "-m", "bench.arm_check", "--arch", arch, "--limit", "1",
+                           "-o", str(tmp_path)], cwd=REPO, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "bit-exact" in proc.stdout and "DIFFERS" not in proc.stdout
 
@@ -195,10 +256,17 @@ def test_board_rate_json_gives_the_host_stages(tmp_path):
     from bench.board_rate import board_rate as arm_rate
 
     path = tmp_path / "board-rate.json"
-    path.write_text(json.dumps({"board": {"seconds_cpi_high": secs, "cpi_high": arm_rate(secs, 23.5)}}))
+    arm = {"board": "pynq-z2", "core": "Cortex-A9", "cpi_assumed": [1.0, 2.0]}
+    path.write_text(json.dumps({"arm": arm, "board": {"seconds_cpi_high": secs, "cpi_high": arm_rate(secs, 23.5)}}))
     host_ms, source = read_host_times(path)
     # integer_hs and rans_y half on each core: [parse, rans_z, tiles] + 65 | [stitch, to_rgb8] + 65
     assert sorted(host_ms.values()) == pytest.approx([70.0, 73.0])
     assert "Cortex-A9-estimated" in source
     r = board_rate(23.5, host_ms, source)
     assert r["fps"] == pytest.approx(1000 / 73.0) and r["limited_by"].startswith("ARM core 1")
+    # a ZCU104 / KV260 estimate: four A53 cores are four host stages
+    arm = {"board": "zcu104", "core": "Cortex-A53", "cpi_assumed": [1.0, 2.0]}
+    path.write_text(json.dumps({"arm": arm, "board": {"seconds_cpi_high": secs, "cpi_high": arm_rate(secs, 40, cores=4)}}))
+    host_ms, source = read_host_times(path)
+    assert len(host_ms) == 4 and "Cortex-A53-estimated at CPI 2" in source
+    assert max(host_ms.values()) == pytest.approx(5.0 + 130.0 / 4)

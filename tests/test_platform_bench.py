@@ -365,18 +365,31 @@ def test_arm_stages_from_board_rate_result(estimates, tmp_path, monkeypatch):
 
     seconds = lambda k: {"parse": 1e-4, "rans_z": 2e-3, "integer_hs": 0.03, "rans_y": 0.05, "tiles": 1e-3,
                          "stitch": 2e-3, "to_rgb8": 7e-3, "entropy": 0.082}
-    doc = {"fabric": {"board": "pynq-z2"},
-           "board": {"method": "estimated: qemu x CPI 1..2", "seconds_cpi_low": seconds(1), "seconds_cpi_high": seconds(2),
-                     "cpi_low": {"arm_fps_two_cores": 20.0}, "cpi_high": {"arm_fps_two_cores": 12.5}}}
-    path = tmp_path / "board-rate.json"
-    path.write_text(json.dumps(doc))
-    monkeypatch.setattr(fpga, "BOARD_RATE_FILE", path)
+    from bench import board_rate
+
+    def doc(board, fps_low, fps_high, cores):
+        return {"arm": {"board": board}, "fabric": {"board": board},
+                "board": {"method": "estimated: qemu x CPI 1..2", "seconds_cpi_low": seconds(1),
+                          "seconds_cpi_high": seconds(2),
+                          "cpi_low": {"arm_fps_all_cores": fps_low, "cores": cores},
+                          "cpi_high": {"arm_fps_all_cores": fps_high, "cores": cores}}}
+    files = {"pynq-z2": tmp_path / "board-rate.json", "zcu104": tmp_path / "board-rate-zcu104.json",
+             "kv260": tmp_path / "board-rate-kv260.json"}
+    monkeypatch.setattr(board_rate, "result_path", files.get)
+    files["pynq-z2"].write_text(json.dumps(doc("pynq-z2", 20.0, 12.5, 2)))
     arm = fpga.arm_stages("pynq-z2")
     assert arm["source"] == "estimated" and arm["arm_fps"] == 12.5 and "CPI-high" in arm["method"]
+    assert "2 cores" in arm["method"]
     assert arm["stages_ms"]["h_s"] == pytest.approx(30.0) and arm["stages_ms"]["stitch"] == pytest.approx(10.0)
     assert fpga.arm_stages("zcu104") is None  # an A9 estimate says nothing about the A53 boards
     rows = fpga.fpga_rows("pynq-z2", estimates, [("kodak", 768, 512)], {}, _complexity())
     assert rows[1]["fps"] == pytest.approx(12.5) and rows[1]["limited_by"] == "ARM"
+    # the A53 boards read their own estimate (4 cores), and a file written for another board is not theirs
+    files["zcu104"].write_text(json.dumps(doc("zcu104", 60.0, 30.0, 4)))
+    files["kv260"].write_text(json.dumps(doc("zcu104", 60.0, 30.0, 4)))
+    arm = fpga.arm_stages("zcu104")
+    assert arm["board"] == "zcu104" and arm["arm_fps"] == 30.0 and "4 cores" in arm["method"]
+    assert fpga.arm_stages("kv260") is None
 
 
 def test_nvml_counter_without_a_gpu_is_a_clear_error():
