@@ -9,6 +9,7 @@ Each stage is timed (StageTimes), which is how the ARM-side cost is compared wit
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -155,15 +156,16 @@ def _rgb8_table(scale: float) -> np.ndarray:
 class HostDecoder:
     """One decoder package on one backend. tile=None: whole frame if the backend takes any shape,
     else the backend's tile; an int forces that tile size (it must equal a fixed backend's).
-    threads: ARM threads for the integer h_s and a version-3 file's y substreams (the board has two cores)."""
+    threads: threads for the integer h_s and a version-3 file's y substreams; by default one per CPU core
+    (PYNQ-Z2's A9: two; ZCU104's and KV260's A53: four), as `lic board-rate` assumes."""
 
-    def __init__(self, package: DecoderPackage, backend: Backend, tile: int | None = None, threads: int = 2,
+    def __init__(self, package: DecoderPackage, backend: Backend, tile: int | None = None, threads: int | None = None,
                  max_pixels: int = DEFAULT_MAX_PIXELS):
         if backend.tile is not None and tile not in (None, backend.tile):
             raise LicError(f"the {backend.name} backend is built for {backend.tile}x{backend.tile} latent tiles, "
                            f"not {tile}")
         self.package, self.backend = package, backend
-        self.threads, self.max_pixels = threads, max_pixels
+        self.threads, self.max_pixels = threads or os.cpu_count() or 1, max_pixels
         self.tile = tile if tile is not None else backend.tile
         if self.tile is not None and self.tile - 2 * package.halo < 1:
             raise LicError(f"tile {self.tile} is too small for this student's halo of {package.halo} latents "

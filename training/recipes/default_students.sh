@@ -11,8 +11,8 @@
 #   3. q1, q2, q4 students: those of commit adb6b7e (600 + 400 fine-tuning steps from the q3 ones);
 #   4. the integer h_s of every rate point, from the caches (64 channels, rate + log-scale matching);
 #   5. encoders tuned for the quantised students (`lic tune-encoder`: g_a only, rate-distortion loss
-#      through the frozen W4A4 student and the integer h_s's scales; 1000 steps each, ~15 min per
-#      rate point on one core);
+#      through the frozen W4A4 student; 1500 steps for q3, 1000 for the others, ~16 min per 1000
+#      steps on one core);
 #   6. manifests and the q3 package; `make packages` exports the other rate points into build/.
 # Usage: training/recipes/default_students.sh [Q3_FLOAT_STEPS] [Q3_QAT_STEPS] [HS_STEPS]
 # With a GPU, raise every step count.
@@ -52,7 +52,8 @@ done
 cp "$RUNS"/integer_hs_q{1,2,3,4}.{npz,provenance.json} training/teachers/
 
 for q in 1 2 3 4; do
-    "$LIC" tune-encoder --student "$OUT/student_q$q.pt" --cache "$CACHE/q$q" --steps 1000 --threads 1 \
+    steps=1000; [ "$q" = 3 ] && steps=1500
+    "$LIC" tune-encoder --student "$OUT/student_q$q.pt" --cache "$CACHE/q$q" --steps "$steps" --threads 1 \
         --run-dir "$RUNS/encoder-q$q" --export "$RUNS/encoder_q$q.pt"
 done
 cp "$RUNS"/encoder_q{1,2,3,4}.{pt,provenance.json} training/teachers/
