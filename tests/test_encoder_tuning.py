@@ -60,7 +60,7 @@ def test_resume_and_refusal(tuned, image_folder, tmp_path, capsys):
     assert "multiple of 64" in capsys.readouterr().err
 
 
-def test_damaged_or_foreign_tuned_encoders_are_one_line_errors(tuned, tmp_path):
+def test_damaged_or_foreign_tuned_encoders_are_one_line_errors(tuned, tmp_path, no_tuned_encoders):
     from training.teacher import load_teacher
 
     obj = torch.load(tuned / "encoder.pt", weights_only=True)
@@ -73,13 +73,16 @@ def test_damaged_or_foreign_tuned_encoders_are_one_line_errors(tuned, tmp_path):
     with pytest.raises(LicError, match="damaged"):
         load_teacher(str(tmp_path / "damaged.pt"))
     with pytest.raises(LicError, match="no shipped tuned encoder"):
-        load_teacher("q2-tuned") if "tuned_encoder" not in _entry(2) else pytest.skip("q2 ships one")
+        load_teacher("q2-tuned")
 
 
-def _entry(quality):
-    from training.teacher import read_manifest
+@pytest.fixture
+def no_tuned_encoders(monkeypatch):
+    from training import teacher
 
-    return next(e for e in read_manifest() if e["quality"] == quality)
+    shipped = teacher.read_manifest()
+    monkeypatch.setattr(teacher, "read_manifest",
+                        lambda: [{k: v for k, v in e.items() if not k.startswith("tuned")} for e in shipped])
 
 
 def test_tuned_files_need_the_integer_hs(tuned, kodak, tmp_path, capsys):
@@ -113,3 +116,17 @@ def test_init_from_another_teachers_encoder_is_refused(tuned, image_folder, tmp_
     assert run_lic("tune-encoder", "--student", REPO / "training" / "students" / "student_q1.pt", "--init",
                    tuned / "encoder.pt", "--data", image_folder, "--steps", "1", *TINY, "--run-dir", tmp_path) == 1
     assert "another teacher" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("quality", [1, 2, 3, 4])
+def test_shipped_tuned_encoders_load_with_provenance(quality):
+    import json
+
+    from training.teacher import TEACHERS_DIR, load_teacher, read_manifest
+
+    entry = next(e for e in read_manifest() if e["quality"] == quality)
+    tuned = load_teacher(f"q{quality}-tuned")  # checks the manifest's fingerprint
+    assert tuned.decoder_fingerprint.hex() == entry["fingerprint"] and tuned.quality == quality
+    prov = json.loads((TEACHERS_DIR / entry["tuned_encoder"]).with_suffix(".provenance.json").read_text())
+    assert prov["teacher_fingerprint"] == entry["fingerprint"]
+    assert {"command", "steps", "train_time_s", "hardware", "data", "student_sha256"} <= set(prov)
