@@ -59,7 +59,8 @@ def read_students(path: Path) -> list[dict]:
 
 @torch.inference_mode()
 def decode_same_files(teacher, decoders: dict, images, desc: str, integer_hs=None) -> dict[str, list[dict]]:
-    """Each image encoded once by `teacher` (.lic v1), its y_hat entropy-decoded, then synthesised
+    """Each image encoded once by `teacher` (.lic v1; v2 when `teacher` is a Teacher + integer h_s
+    EntropyModels), its y_hat entropy-decoded, then synthesised
     by every g_s in `decoders`: per decoder, per image bpp / PSNR / MS-SSIM of the same file.
     With an `integer_hs`, each image is also encoded as .lic v2 (same y_hat, so same pixels), and
     its bytes are recorded as "bytes_v2" / "bpp_v2": the rate of the deployable codec."""
@@ -82,28 +83,11 @@ def decode_same_files(teacher, decoders: dict, images, desc: str, integer_hs=Non
     return records
 
 
-@torch.inference_mode()
-def decode_tuned_files(models, student, images, desc: str) -> list[dict]:
-    """Each image encoded by a tuned encoder + integer h_s (.lic v2) and synthesised by the quantised
-    student it was tuned for: the deployable codec with the encoder tuned to its decoder."""
-    from host.container import parse
-    from training.teacher_codec import decode_y_hat, encode, to_rgb8
-
-    records = []
-    for name, rgb in tqdm(images, desc=desc, unit="img", file=sys.stderr):
-        h, w = rgb.shape[:2]
-        data = encode(models, rgb)
-        out = to_rgb8(student(decode_y_hat(models, parse(data)))[..., :h, :w])
-        records.append({"image": name, "bytes": len(data), "bpp": metrics.bpp(len(data), h, w),
-                        "psnr": metrics.psnr(rgb, out), "ms_ssim": metrics.ms_ssim(rgb, out)})
-    return records
-
-
 def evaluate_point(entry: dict, images) -> dict:
     from quantize.qat import load_quant_student
     from training.distill import load_float_student
     from training.student_decoder import count_parameters, kmac_per_pixel, teacher_gs_kmac_per_pixel
-    from training.teacher import load_default
+    from training.teacher import load_default, load_tuned_default, shipped_entry
     from training.teacher_codec import EntropyModels, shipped_integer_hs
 
     teacher = load_default(entry["quality"])
@@ -124,12 +108,13 @@ def evaluate_point(entry: dict, images) -> dict:
         # what the board decodes: the v2 file's rate, the quantised student's pixels
         mean["deployable"] = {"bpp": float(np.mean([r["bpp_v2"] for r in q])), "psnr": mean["quant_student"]["psnr"],
                               "ms_ssim": mean["quant_student"]["ms_ssim"]}
-        tuned = shipped_tuned_encoder(entry["quality"])
-        if tuned is not None:
+        if "tuned_encoder" in shipped_entry(entry["quality"]):
+            # the deployable codec with the encoder tuned for its student: its own .lic v2 files
+            tuned = load_tuned_default(entry["quality"])
             if tuned.decoder_fingerprint != teacher.fingerprint:
                 raise LicError(f"the shipped q{entry['quality']} tuned encoder belongs to another teacher")
-            records["tuned_deployable"] = decode_tuned_files(EntropyModels(tuned, integer_hs), quant_student, images,
-                                                             f"q{entry['quality']} tuned encoder")
+            records.update(decode_same_files(EntropyModels(tuned, integer_hs), {"tuned_deployable": quant_student},
+                                             images, f"q{entry['quality']} tuned encoder"))
             mean["tuned_deployable"] = mean_record(records["tuned_deployable"])
     return {
         "quality": entry["quality"], "teacher_fingerprint": teacher.fingerprint.hex(),
@@ -139,13 +124,6 @@ def evaluate_point(entry: dict, images) -> dict:
         "parameters": {"teacher": count_parameters(teacher.model.g_s), "student": count_parameters(float_student)},
         "mean": mean, "images": records,
     }
-
-
-def shipped_tuned_encoder(quality: int):
-    from training.teacher import load_tuned_default, read_manifest
-
-    entry = next((e for e in read_manifest() if e["quality"] == quality), {})
-    return load_tuned_default(quality) if "tuned_encoder" in entry else None
 
 
 def summary_markdown(results: dict) -> str:

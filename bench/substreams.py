@@ -59,7 +59,7 @@ def run(args) -> int:
 
     from host.container import FORMAT_V2, FORMAT_V3, LicFile
     from host.runtime import decode_y, y_regions
-    from training.teacher import load_default, read_manifest
+    from training.teacher import load_default, shipped_entry
     from training.teacher_codec import (EntropyModels, cdf_tables, pad_replicate, scale_indexes,
                                         shipped_integer_hs, to_tensor, y_substream_regions)
     from training.teacher_codec_cli import tile_geometry
@@ -68,7 +68,7 @@ def run(args) -> int:
         raise LicError("--repeat must be at least 1")
     tiles = tile_geometry(args.tiles, 3 if args.tiles == "shipped" else args.quality)
     teacher = load_default(args.quality)
-    has_integer = any(e["quality"] == args.quality and "integer_hs" in e for e in read_manifest())
+    has_integer = "integer_hs" in shipped_entry(args.quality)
     em = EntropyModels(teacher, shipped_integer_hs(args.quality) if has_integer else None)
     m = teacher.model
     _, y_table = cdf_tables(m)

@@ -31,6 +31,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from host.decoder_package import sha256_file
 from lic.errors import LicError
 from training.teacher import TUNED_ENCODER_KIND as ENCODER_KIND
 from training.loop import (DEFAULT_DATA, add_run_arguments, atomic_save, cosine_lr, data_provenance, set_lr,
@@ -115,8 +116,8 @@ def run(args) -> int:
             raise LicError(f"--init {args.init} was tuned from another teacher than {args.student}'s")
         model.g_a.load_state_dict(init.model.g_a.state_dict())
     setup = {"kind": ENCODER_KIND, "teacher_fingerprint": teacher.fingerprint.hex(),
-             "student_sha256": _sha256(args.student), "lambda": lmbda,
-             "init_sha256": _sha256(args.init) if args.init else None}
+             "student_sha256": sha256_file(args.student), "lambda": lmbda,
+             "init_sha256": sha256_file(args.init) if args.init else None}
 
     ckpt_path = args.run_dir / "checkpoint.pt"
     step, elapsed = 0, 0.0
@@ -171,21 +172,14 @@ def run(args) -> int:
     return 0
 
 
-def _sha256(path: Path) -> str:
-    import hashlib
-
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
 def save_encoder(model, teacher, path: Path) -> None:
     """The tuned g_a as its change from the teacher's: conv weights as int8 steps with one scale per
     output channel (a quarter of fp32, half of the fp16 a whole teacher is shipped in), the rest
     (biases, GDN) as fp32. Lossy, but what the file holds *is* the encoder: its fingerprint and
     every evaluation are taken on the loaded weights (training/teacher.py, from_tuned_encoder)."""
-    from training.teacher import load_default, read_manifest
+    from training.teacher import load_default
 
-    quality = next(e["quality"] for e in read_manifest() if e["fingerprint"] == teacher.fingerprint.hex())
-    base = load_default(quality).model.g_a.state_dict()
+    base = load_default(teacher.quality).model.g_a.state_dict()
     steps, scales, exact = {}, {}, {}
     for k, v in model.g_a.state_dict().items():
         if k.endswith(".weight") and v.ndim == 4:

@@ -134,6 +134,11 @@ def read_manifest() -> list[dict]:
     return json.loads(MANIFEST.read_text())["teachers"]
 
 
+def shipped_entry(quality: int) -> dict:
+    """teachers.json's entry for a shipped rate point ({} when there is none)."""
+    return next((e for e in read_manifest() if e["quality"] == quality), {})
+
+
 def load_default(quality: int) -> Teacher:
     entries = {e["quality"]: e for e in read_manifest()}
     if quality not in entries:
@@ -192,7 +197,7 @@ def from_tuned_encoder(obj: dict, name: str) -> Teacher:
 
 
 def load_tuned_default(quality: int) -> Teacher:
-    entry = next((e for e in read_manifest() if e["quality"] == quality), {})
+    entry = shipped_entry(quality)
     if "tuned_encoder" not in entry:
         raise LicError(f"no shipped tuned encoder for quality {quality} (`lic tune-encoder` makes one)")
     t = from_tuned_encoder(read_torch_file(TEACHERS_DIR / entry["tuned_encoder"], "tuned encoder"), f"q{quality}-tuned")

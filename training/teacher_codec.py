@@ -60,9 +60,9 @@ class EntropyModels:
 
 
 def shipped_integer_hs(quality: int) -> IntegerHyperSynthesis:
-    from training.teacher import TEACHERS_DIR, read_manifest
+    from training.teacher import TEACHERS_DIR, shipped_entry
 
-    entry = next((e for e in read_manifest() if e["quality"] == quality), {})
+    entry = shipped_entry(quality)
     if "integer_hs" not in entry:
         raise LicError(f"no shipped integer h_s for quality {quality}; train one with `lic distill-hyper` "
                        f"and pass it with --integer-hs PATH")
