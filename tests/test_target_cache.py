@@ -89,3 +89,49 @@ def test_held_out_photos_are_not_training_images():
     assert len(held) == 50
     train = training_images([held[0].parent.parent])
     assert not set(held) & set(train) and len(train) == 450
+
+
+def _cache_copy(cache, folder, **manifest_fields):
+    folder.mkdir()
+    for f in ("x.npy", "x_teacher.npy", "y_hat.npy", "z.npy"):
+        (folder / f).write_bytes((cache / f).read_bytes())
+    manifest = json.loads((cache / "manifest.json").read_text())
+    (folder / "manifest.json").write_text(json.dumps({**manifest, **manifest_fields}))
+    return folder
+
+
+def test_integer_hs_trains_on_a_tuned_encoders_cache_too(cache, tmp_path, tiny_teacher_path, tiny_teacher, capsys):
+    """A tuned encoder's cache (another teacher fingerprint, same decoder) feeds distill-hyper beside the
+    teacher's own; the student decoder, which learns from g_a's output images, still refuses it."""
+    assert json.loads((cache / "manifest.json").read_text())["decoder_fingerprint"] == tiny_teacher.fingerprint.hex()
+    tuned = _cache_copy(cache, tmp_path / "tuned", teacher_fingerprint="11" * 16)
+    common = ["--teacher", tiny_teacher_path, "--channels", "8", "--batch-size", "3", "--threads", "1"]
+    assert lic("distill-hyper", *common, "--cache", cache, tuned, "--steps", "2", "--run-dir", tmp_path / "h",
+               "--export", tmp_path / "h.npz") == 0
+    prov = json.loads((tmp_path / "h.provenance.json").read_text())
+    assert prov["data"] == f"teacher-target cache {cache} + {tuned}"
+    assert lic("distill", "--teacher", tiny_teacher_path, "--cache", tuned, "--channels", "8", "--steps", "1",
+               "--run-dir", tmp_path / "d") == 1
+    assert "not of this run's teacher" in capsys.readouterr().err
+    foreign = _cache_copy(cache, tmp_path / "foreign", teacher_fingerprint="11" * 16, decoder_fingerprint="22" * 16)
+    assert lic("distill-hyper", *common, "--cache", cache, foreign, "--steps", "1", "--run-dir", tmp_path / "h2") == 1
+    assert "or an encoder tuned from it" in capsys.readouterr().err
+
+
+def test_distill_hyper_init_starts_from_an_earlier_run(cache, tmp_path, tiny_teacher_path, capsys):
+    common = ["--teacher", tiny_teacher_path, "--cache", cache, "--batch-size", "2", "--threads", "1"]
+    assert lic("distill-hyper", *common, "--channels", "8", "--steps", "2", "--run-dir", tmp_path / "a",
+               "--export", tmp_path / "a.npz") == 0
+    init = tmp_path / "a" / "checkpoint.pt"
+    # no step taken: the export is the earlier run's, bit for bit
+    assert lic("distill-hyper", *common, "--channels", "8", "--init", init, "--steps", "0", "--run-dir", tmp_path / "b",
+               "--export", tmp_path / "b.npz") == 0
+    assert (tmp_path / "b.npz").read_bytes() == (tmp_path / "a.npz").read_bytes()
+    assert json.loads((tmp_path / "b.provenance.json").read_text())["init"] == str(init)
+    assert lic("distill-hyper", *common, "--channels", "4", "--init", init, "--steps", "1",
+               "--run-dir", tmp_path / "c") == 1
+    assert "another shape" in capsys.readouterr().err
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    assert lic("distill-hyper", *common, "--channels", "8", "--init", tmp_path / "junk.pt", "--steps", "1",
+               "--run-dir", tmp_path / "d") == 1
+    assert "not a `lic distill-hyper` checkpoint" in capsys.readouterr().err

@@ -41,14 +41,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, default=2000)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--crop", type=int, default=256, help="crop size; z is crop/64 on a side (default 256)")
-    p.add_argument("--cache", type=Path, default=None,
+    p.add_argument("--cache", type=Path, nargs="+", default=None,
                    help="teacher targets from `lic cache-targets`: whole images, no teacher run per step "
-                        "(--data and --crop are not used)")
+                        "(--data and --crop are not used). Several caches share each batch: the teacher's own "
+                        "and those of encoders tuned from it (`--teacher qN-tuned`), so that one integer h_s "
+                        "serves the files of both")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--lr-final", type=float, default=1e-4)
     p.add_argument("--run-dir", type=Path, required=True, help="checkpoints and log; an existing checkpoint resumes")
     p.add_argument("--save-every", type=int, default=250)
     p.add_argument("--export", type=Path, help="write the integer h_s (.npz) here at the end")
+    p.add_argument("--init", type=Path, default=None,
+                   help="start from the weights of an earlier run's checkpoint.pt (same teacher and width), "
+                        "with a fresh optimiser and schedule; ignored when --run-dir resumes")
     p.add_argument("--w-scale", type=float, default=0.05,
                    help="weight of MSE(log student scale, log teacher scale) beside the rate (default 0.05; 0 = "
                         "rate only): a dense signal that pulls the student towards the teacher's indexes")
@@ -71,8 +76,14 @@ def latent_source(args, teacher, seed: int, device: torch.device):
     if args.cache is not None:
         from training.target_cache import CachedTargets
 
-        cached = CachedTargets(args.cache, teacher.fingerprint, None, seed=seed)
-        return lambda n: tuple(t.to(device) for t in cached.hyper(n))
+        caches = [CachedTargets(c, teacher.fingerprint, None, seed=seed + 104729 * i, of_decoder=True)
+                  for i, c in enumerate(args.cache)]
+
+        def batch(n):
+            # An equal share of every batch from each cache (the first ones take the remainder).
+            parts = [c.hyper(n // len(caches) + (i < n % len(caches))) for i, c in enumerate(caches)]
+            return tuple(torch.cat([p[j] for p in parts if len(p[j])]).to(device) for j in (0, 1))
+        return batch
     data = RandomCrops(args.data, args.crop, seed=seed)
     return lambda n: teacher_latents(teacher, data.batch(n).to(device))
 
@@ -88,6 +99,19 @@ def y_bits(gaussian_conditional, y_hat: torch.Tensor, scales: torch.Tensor) -> t
     gc = gaussian_conditional
     lik = gc.likelihood_lower_bound(gc._likelihood(y_hat, gc.lower_bound_scale(scales)))
     return -torch.log2(lik).sum()
+
+
+def _init_weights(path: Path, teacher, cfg: HyperConfig) -> dict:
+    try:
+        init = torch.load(path, map_location="cpu", weights_only=False)
+        weights, fingerprint, config = init["model"], init["teacher_fingerprint"], init["config"]
+    except Exception as e:  # torch.load raises many types on foreign or damaged files
+        raise LicError(f"--init {path}: not a `lic distill-hyper` checkpoint ({str(e).splitlines()[0]})") from None
+    if fingerprint != teacher.fingerprint.hex():
+        raise LicError(f"--init {path} was trained against another teacher ({fingerprint})")
+    if config != cfg.to_dict():
+        raise LicError(f"--init {path} has another shape ({config}) than this run's ({cfg.to_dict()})")
+    return weights
 
 
 def train(args) -> Path | None:
@@ -112,9 +136,11 @@ def train(args) -> Path | None:
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["opt"])
         step, elapsed = ck["step"], ck["elapsed_s"]
+    elif args.init is not None:
+        model.load_state_dict(_init_weights(args.init, teacher, cfg))
     # The seed includes the step so a resumed run does not replay crops.
     latents = latent_source(args, teacher, args.seed * 1_000_003 + rank * 7919 + step, device)
-    if ck is None:
+    if ck is None and args.init is None:
         # Activation scales from data, and outputs starting near the teacher's typical scale.
         q, _ = latents(args.batch_size)
         init_log_scale_bias(model, float(teacher_scales(teacher, q).clamp_min(0.11).mean()))
@@ -168,6 +194,7 @@ def train(args) -> Path | None:
             "w_scale": args.w_scale, "crop": args.crop if args.cache is None else "whole cached images", "lr": args.lr,
             "lr_final": args.lr_final,
             "data": data_provenance(args),
+            **({"init": str(args.init)} if args.init is not None else {}),
         }, t0=t0, world=world, device=device)
         out = args.export
     del net  # free DDP's reducer before its process group goes (see training/distill.py)

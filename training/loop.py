@@ -92,7 +92,10 @@ def read_torch_file(path: Path, what: str):
 
 def data_provenance(args) -> list[str] | str:
     """What a run trained on, for its provenance: the image folders, or the teacher-target cache."""
-    return [str(d) for d in args.data] if args.cache is None else f"teacher-target cache {args.cache}"
+    if args.cache is None:
+        return [str(d) for d in args.data]
+    caches = args.cache if isinstance(args.cache, list) else [args.cache]
+    return "teacher-target cache " + " + ".join(str(c) for c in caches)
 
 
 def command_line() -> str:

@@ -112,6 +112,7 @@ def build_cache(teacher, images: list[Path], out: Path, size: tuple[int, int]) -
         arr.flush()
     manifest = {
         "version": CACHE_VERSION, "teacher": teacher.name, "teacher_fingerprint": teacher.fingerprint.hex(),
+        "decoder_fingerprint": teacher.decoder_fingerprint.hex(),
         "entries": [{"image": str(p), "mirrored": f} for p, f, _ in entries],
         "height": h, "width": w, "latent_channels": m, "values_clipped_to_int8": clipped,
         "command": command_line(), "seconds": round(time.time() - t0, 1), "hardware": hardware(torch.device("cpu")),
@@ -125,9 +126,13 @@ def build_cache(teacher, images: list[Path], out: Path, size: tuple[int, int]) -
 
 class CachedTargets:
     """Batches (x, y_hat, x_teacher) from a cache folder: latent-aligned windows of `crop` pixels
-    (the whole entry when crop is None or covers it), drawn with a seeded generator."""
+    (the whole entry when crop is None or covers it), drawn with a seeded generator.
 
-    def __init__(self, folder: Path, teacher_fingerprint: bytes, crop: int | None, seed: int):
+    The cache must hold the targets of the teacher with `teacher_fingerprint`; with `of_decoder`, those
+    of any encoder whose latents that teacher decodes (itself, or an encoder tuned from it), which is
+    all the integer h_s needs: it sees z and y_hat, never g_a."""
+
+    def __init__(self, folder: Path, teacher_fingerprint: bytes, crop: int | None, seed: int, of_decoder: bool = False):
         folder = Path(folder)
         try:
             self.manifest = json.loads((folder / "manifest.json").read_text())
@@ -139,10 +144,13 @@ class CachedTargets:
             raise LicError(f"{folder}: not a teacher-target cache ({e}); make one with `lic cache-targets`") from None
         if self.manifest.get("version") != CACHE_VERSION:
             raise LicError(f"{folder}: cache version {self.manifest.get('version')}, expected {CACHE_VERSION}")
-        if self.manifest["teacher_fingerprint"] != teacher_fingerprint.hex():
+        # Caches written before the field existed hold an untuned teacher's targets.
+        held = self.manifest.get("decoder_fingerprint", self.manifest["teacher_fingerprint"]) if of_decoder \
+            else self.manifest["teacher_fingerprint"]
+        if held != teacher_fingerprint.hex():
             raise LicError(f"{folder} holds targets of teacher {self.manifest['teacher']} "
                            f"({self.manifest['teacher_fingerprint']}), not of this run's teacher "
-                           f"({teacher_fingerprint.hex()})")
+                           f"({teacher_fingerprint.hex()})" + (" or an encoder tuned from it" if of_decoder else ""))
         n, h, w, _ = self.x.shape
         if crop is not None and crop % 16:
             raise LicError(f"--crop must be a multiple of 16, got {crop}")
