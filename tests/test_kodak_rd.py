@@ -41,6 +41,24 @@ def test_integer_hs_costs_rate_not_quality(results, quality):
     assert 0 < cost <= 0.03 and cost == pytest.approx(INTEGER_HS_RATE_COST[quality], abs=0.002)
 
 
+# measured (`lic hs-rate --tuned`, Kodak): the integer h_s on the tuned encoders' own files (.lic v2 vs v1)
+TUNED_INTEGER_HS_RATE_COST = {1: TUNED_HS_Q1, 2: TUNED_HS_Q2, 3: TUNED_HS_Q3, 4: TUNED_HS_Q4}
+
+
+@pytest.fixture(scope="module")
+def tuned_hs_rate(kodak, tmp_path_factory):
+    out = tmp_path_factory.mktemp("hs_rate") / "hs.json"
+    assert main(["hs-rate", "--tuned", "--sets", "kodak", "-o", str(out)]) == 0
+    return {r["quality"]: r for r in json.loads(out.read_text())["results"]}
+
+
+@pytest.mark.parametrize("quality", [1, 2, 3, 4])
+def test_integer_hs_costs_under_3_percent_on_the_tuned_encoders_files(tuned_hs_rate, quality):
+    r = tuned_hs_rate[quality]
+    assert r["images"] == 24 and r["encoder"] == f"q{quality}-tuned"
+    assert r["overhead"] <= 0.03 and r["overhead"] == pytest.approx(TUNED_INTEGER_HS_RATE_COST[quality], abs=0.002)
+
+
 # measured (`lic eval-students`, Kodak 24): quantised W4A4 students, dB; float students, dB
 QUANT_PSNR = {1: 22.71, 2: 22.61, 3: 23.79, 4: 22.32}
 FLOAT_PSNR = {1: 25.24, 2: 25.53, 3: 25.77, 4: 25.70}

@@ -8,12 +8,15 @@
 #      50 held-out test photos (`lic cache-targets`, ~5 min per teacher on one core);
 #   2. the q3 students of the earlier recipe (commit adb6b7e: `lic distill` 8000 steps and `lic qat`
 #      2500 steps on 128x128 crops, teacher run per step) continue on whole cached images;
-#   3. q1, q2, q4 students: those of commit adb6b7e (600 + 400 fine-tuning steps from the q3 ones);
+#   3. q1, q2, q4 students: those of commit adb6b7e (600 + 400 fine-tuning steps from the q3 ones); the
+#      q2 and q4 W4A4 ones QAT-continued for 3000 steps on cached whole images;
 #   4. the integer h_s of every rate point, from the caches (64 channels, rate + log-scale matching);
 #   5. encoders tuned for the quantised students (`lic tune-encoder`: g_a only, rate-distortion loss
 #      through the frozen W4A4 student; 1500 steps for q3, 1000 for the others, ~16 min per 1000
 #      steps on one core);
-#   6. manifests and the q3 package; `make packages` exports the other rate points into build/.
+#   6. each integer h_s fine-tuned on its teacher's and its tuned encoder's latents together (one cache
+#      of the tuned encoder's targets per rate point), so that it stays within 3% on both encoders' files;
+#   7. manifests and the q3 package; `make packages` exports the other rate points into build/.
 # Usage: training/recipes/default_students.sh [Q3_FLOAT_STEPS] [Q3_QAT_STEPS] [HS_STEPS]
 # With a GPU, raise every step count.
 set -euo pipefail
@@ -41,6 +44,12 @@ done
 "$LIC" qat --student "$RUNS/$BASE/student_q3.float.pt" --init "$RUNS/$BASE/student_q3.pt" --cache "$CACHE/q3" \
     "${WHOLE[@]}" --steps "$Q3_QAT" --lr 3e-5 --lr-final 1e-6 --run-dir "$RUNS/q3-quant" --export "$RUNS/student_q3.pt"
 cp "$RUNS"/student_q3{.float.pt,.float.provenance.json,.pt,.provenance.json} "$OUT/"
+for q in 2 4; do
+    "$LIC" qat --student "$RUNS/$BASE/student_q$q.float.pt" --init "$RUNS/$BASE/student_q$q.pt" --quality "$q" \
+        --cache "$CACHE/q$q" "${WHOLE[@]}" --steps 3000 --lr 3e-5 --lr-final 1e-6 --run-dir "$RUNS/q$q-quant" \
+        --export "$RUNS/student_q$q.pt"
+    cp "$RUNS"/student_q$q{.pt,.provenance.json} "$OUT/"
+done
 
 for q in 1 2 3 4; do
     "$LIC" distill-hyper --quality "$q" --cache "$CACHE/q$q" --channels 64 --steps "$HS_STEPS" --batch-size 16 \
@@ -49,7 +58,6 @@ done
 # q1, the lowest rate, needed 2000 more steps (at a lower learning rate) to come under 3%
 "$LIC" distill-hyper --quality 1 --cache "$CACHE/q1" --channels 64 --steps $((2 * HS_STEPS)) --lr 3e-4 \
     --lr-final 3e-5 --batch-size 16 --threads 1 --run-dir "$RUNS/hs-q1" --export "$RUNS/integer_hs_q1.npz"
-cp "$RUNS"/integer_hs_q{1,2,3,4}.{npz,provenance.json} training/teachers/
 
 for q in 1 2 3 4; do
     steps=1000; [ "$q" = 3 ] && steps=1500
@@ -57,6 +65,19 @@ for q in 1 2 3 4; do
         --run-dir "$RUNS/encoder-q$q" --export "$RUNS/encoder_q$q.pt"
 done
 cp "$RUNS"/encoder_q{1,2,3,4}.{pt,provenance.json} training/teachers/
+
+for q in 1 2 3 4; do
+    [ -f "$CACHE/q$q-tuned/manifest.json" ] || \
+        "$LIC" cache-targets --teacher "$RUNS/encoder_q$q.pt" --threads 1 -o "$CACHE/q$q-tuned"
+    "$LIC" distill-hyper --quality "$q" --cache "$CACHE/q$q" "$CACHE/q$q-tuned" --channels 64 \
+        --init "$RUNS/hs-q$q/checkpoint.pt" --steps 1000 --lr 3e-4 --lr-final 3e-5 --batch-size 16 --threads 1 \
+        --run-dir "$RUNS/hs-tuned-q$q" --export "$RUNS/integer_hs_q$q.npz"
+done
+# q1 needed 1000 more steps with two thirds of each batch from its tuned encoder's cache to come under 3% there
+"$LIC" distill-hyper --quality 1 --cache "$CACHE/q1" "$CACHE/q1-tuned" "$CACHE/q1-tuned" --channels 64 \
+    --init "$RUNS/hs-tuned-q1/checkpoint.pt" --steps 1000 --lr 1e-4 --lr-final 1e-5 --batch-size 16 --threads 1 \
+    --run-dir "$RUNS/hs-tuned2-q1" --export "$RUNS/integer_hs_q1.npz"
+cp "$RUNS"/integer_hs_q{1,2,3,4}.{npz,provenance.json} training/teachers/
 
 .venv/bin/python -m training.ship training/teachers/teacher_q{1,2,3,4}.pt
 .venv/bin/python -m training.ship_students "$OUT"/student_q{1,2,3,4}.pt
