@@ -122,9 +122,9 @@ def test_init_from_another_teachers_encoder_is_refused(tuned, image_folder, tmp_
 def test_shipped_tuned_encoders_load_with_provenance(quality):
     import json
 
-    from training.teacher import TEACHERS_DIR, load_teacher, read_manifest
+    from training.teacher import TEACHERS_DIR, load_teacher, shipped_entry
 
-    entry = next(e for e in read_manifest() if e["quality"] == quality)
+    entry = shipped_entry(quality)
     tuned = load_teacher(f"q{quality}-tuned")  # checks the manifest's fingerprint
     assert tuned.decoder_fingerprint.hex() == entry["fingerprint"] and tuned.quality == quality
     prov = json.loads((TEACHERS_DIR / entry["tuned_encoder"]).with_suffix(".provenance.json").read_text())

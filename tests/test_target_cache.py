@@ -53,13 +53,17 @@ def test_cached_batches_are_aligned_windows(cache, tiny_teacher):
     assert z.shape[2:] == (1, 2) and y.shape[2:] == (4, 8)
 
 
-def test_cache_of_another_teacher_is_refused(cache, tmp_path, tiny_teacher_path, capsys):
-    manifest = json.loads((cache / "manifest.json").read_text())
-    other = tmp_path / "other"
-    other.mkdir()
+def _cache_copy(cache, folder, **manifest_fields):
+    folder.mkdir()
     for f in ("x.npy", "x_teacher.npy", "y_hat.npy", "z.npy"):
-        (other / f).write_bytes((cache / f).read_bytes())
-    (other / "manifest.json").write_text(json.dumps({**manifest, "teacher_fingerprint": "00" * 16}))
+        (folder / f).write_bytes((cache / f).read_bytes())
+    manifest = json.loads((cache / "manifest.json").read_text())
+    (folder / "manifest.json").write_text(json.dumps({**manifest, **manifest_fields}))
+    return folder
+
+
+def test_cache_of_another_teacher_is_refused(cache, tmp_path, tiny_teacher_path, capsys):
+    other = _cache_copy(cache, tmp_path / "other", teacher_fingerprint="00" * 16)
     assert lic("distill", "--teacher", tiny_teacher_path, "--cache", other, "--channels", "8", "--steps", "1",
                "--run-dir", tmp_path / "run") == 1
     assert "not of this run's teacher" in capsys.readouterr().err
@@ -89,15 +93,6 @@ def test_held_out_photos_are_not_training_images():
     assert len(held) == 50
     train = training_images([held[0].parent.parent])
     assert not set(held) & set(train) and len(train) == 450
-
-
-def _cache_copy(cache, folder, **manifest_fields):
-    folder.mkdir()
-    for f in ("x.npy", "x_teacher.npy", "y_hat.npy", "z.npy"):
-        (folder / f).write_bytes((cache / f).read_bytes())
-    manifest = json.loads((cache / "manifest.json").read_text())
-    (folder / "manifest.json").write_text(json.dumps({**manifest, **manifest_fields}))
-    return folder
 
 
 def test_integer_hs_trains_on_a_tuned_encoders_cache_too(cache, tmp_path, tiny_teacher_path, tiny_teacher, capsys):

@@ -27,8 +27,8 @@ from lic.errors import LicError
 from quantize.quant_hyper import HyperConfig, QuantHyperSynthesis, init_log_scale_bias, macs_per_latent_pixel
 from quantize.quant_student import calibrate_activations
 from training.data import RandomCrops
-from training.loop import (DEFAULT_DATA, atomic_save, data_provenance, cosine_lr, set_lr, setup_distributed, teardown_distributed,
-                           wrap_ddp, write_provenance)
+from training.loop import (DEFAULT_DATA, atomic_save, data_provenance, cosine_lr, read_torch_file, set_lr,
+                           setup_distributed, teardown_distributed, wrap_ddp, write_provenance)
 from training.teacher import load_teacher
 
 
@@ -103,10 +103,10 @@ def y_bits(gaussian_conditional, y_hat: torch.Tensor, scales: torch.Tensor) -> t
 
 def _init_weights(path: Path, teacher, cfg: HyperConfig) -> dict:
     try:
-        init = torch.load(path, map_location="cpu", weights_only=False)
+        init = read_torch_file(path, "--init checkpoint")
         weights, fingerprint, config = init["model"], init["teacher_fingerprint"], init["config"]
-    except Exception as e:  # torch.load raises many types on foreign or damaged files
-        raise LicError(f"--init {path}: not a `lic distill-hyper` checkpoint ({str(e).splitlines()[0]})") from None
+    except (LicError, KeyError, TypeError) as e:
+        raise LicError(f"--init {path}: not a `lic distill-hyper` checkpoint ({e})") from None
     if fingerprint != teacher.fingerprint.hex():
         raise LicError(f"--init {path} was trained against another teacher ({fingerprint})")
     if config != cfg.to_dict():
