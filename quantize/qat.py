@@ -15,7 +15,7 @@ import torch
 
 from lic.errors import LicError
 from quantize.quant_student import (QuantConfig, QuantStudentSynthesis, build_quant_student, calibrate_activations,
-                                    n_relu)
+                                    n_relu, with_act_bits)
 from training.distill import (add_training_arguments, load_float_student, load_state, parse_int_list,
                               read_student_export, resolve_teacher, student_config, train_kd)
 from training.student_decoder import StudentConfig
@@ -29,8 +29,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                            teacher_help="the student's teacher, if it is not a shipped one (found by its "
                                         "fingerprint otherwise): zoo:bmshj2018-hyperprior:Q or a checkpoint path")
     p.add_argument("--weight-bits", type=int, default=4, help="weight bit width, all convs (default 4)")
-    p.add_argument("--act-bits", default="4",
-                   help="ReLU output bit width: one int, or one per ReLU comma-separated (default 4)")
+    p.add_argument("--act-bits", default=None,
+                   help="ReLU output bit width: one int, or one per ReLU comma-separated (default 4; with "
+                        "--init, the init's, and a ReLU given other bits is re-calibrated)")
     p.add_argument("--input-bits", type=int, default=8,
                    help="signed bit width of the y_hat integers the accelerator reads; larger values are "
                         "clipped (default 8)")
@@ -40,7 +41,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--init", type=Path, default=None,
                    help="start from this quantised student (`lic qat --export`) instead of calibrating --student's "
                         "weights: its architecture and bit widths replace the flags above, e.g. to fine-tune a "
-                        "quantised student further or for the teacher of another rate point")
+                        "quantised student further or for the teacher of another rate point; --act-bits "
+                        "still applies")
     p.add_argument("--calib-batches", type=int, default=8,
                    help="batches of teacher y_hat that set the activation scales before training (default 8)")
 
@@ -49,21 +51,32 @@ def _warn(msg: str) -> None:
     print(f"lic: warning: {msg}", file=sys.stderr)
 
 
-def quant_config(args, cfg: StudentConfig) -> QuantConfig:
-    qcfg = QuantConfig(weight_bits=args.weight_bits, act_bits=parse_int_list(args.act_bits, "--act-bits"),
-                       input_bits=args.input_bits, output_bits=args.output_bits,
-                       weight_per_channel=not args.weight_per_tensor)
-    bits = [qcfg.weight_bits, qcfg.input_bits, qcfg.output_bits]
-    try:
-        bits += qcfg.act_bits_list(n_relu(cfg))
-    except ValueError as e:
-        raise LicError(f"--act-bits: {e}") from None
+def _check_bits(bits: list[int]) -> None:
     if min(bits) < 2 or max(bits) > 16:
         raise LicError("bit widths must be 2..16")
+
+
+def act_bits(text: str, cfg: StudentConfig) -> list[int]:
+    """--act-bits as one bit width per ReLU of `cfg`; LicError if it does not fit."""
+    try:
+        bits = QuantConfig(act_bits=parse_int_list(text, "--act-bits")).act_bits_list(n_relu(cfg))
+    except ValueError as e:
+        raise LicError(f"--act-bits: {e}") from None
+    _check_bits(bits)
+    return bits
+
+
+def quant_config(args, cfg: StudentConfig) -> QuantConfig:
+    text = args.act_bits or "4"
+    act_bits(text, cfg)  # checked here; kept as given, so "4" stays one int in the export
+    qcfg = QuantConfig(weight_bits=args.weight_bits, act_bits=parse_int_list(text, "--act-bits"),
+                       input_bits=args.input_bits, output_bits=args.output_bits,
+                       weight_per_channel=not args.weight_per_tensor)
+    _check_bits([qcfg.weight_bits, qcfg.input_bits, qcfg.output_bits])
     return qcfg
 
 
-def _calibrator(args, qcfg: QuantConfig):
+def _calibrator(args, qcfg: QuantConfig, keep: dict | None = None):
     def prepare(student, batch_source):
         batches = [batch_source(args.batch_size)[1] for _ in range(args.calib_batches)]
         lo, hi = -2 ** (qcfg.input_bits - 1), 2 ** (qcfg.input_bits - 1) - 1
@@ -72,6 +85,8 @@ def _calibrator(args, qcfg: QuantConfig):
             # The fabric sees the clipped value, so training does too; it only costs quality if frequent.
             _warn(f"{clipped:.2e} of the calibration y_hat values lie outside INT{qcfg.input_bits} and are clipped")
         calibrate_activations(student, batches)
+        if keep:
+            student.load_state_dict(keep, strict=False)
     return prepare
 
 
@@ -89,9 +104,14 @@ def run(args) -> int:
         model, init_cfg, qcfg, init_teacher = load_quant_student(args.init)
         if init_cfg != cfg:
             raise LicError(f"--init {args.init} has another architecture than --student {args.student}")
-        model.train()
-        prepare = None
         provenance.update({"init": str(args.init), "init_teacher_fingerprint": init_teacher.hex()})
+        prepare = None
+        if args.act_bits is not None and act_bits(args.act_bits, cfg) != qcfg.act_bits_list(n_relu(cfg)):
+            provenance["init_act_bits"] = qcfg.act_bits_list(n_relu(cfg))
+            model, carried = with_act_bits(model, act_bits(args.act_bits, cfg))
+            qcfg = model.qcfg
+            prepare = _calibrator(args, qcfg, keep=carried)
+        model.train()
     meta = {"config": cfg.to_dict(), "quant_config": qcfg.to_dict(), "teacher_fingerprint": fingerprint.hex()}
     act = qcfg.act_bits if isinstance(qcfg.act_bits, int) else "/".join(map(str, qcfg.act_bits))
     train_kd(args, teacher, model, kind=QUANT_KIND, meta=meta, desc=f"qat W{qcfg.weight_bits}A{act}",

@@ -174,6 +174,25 @@ def calibrate_activations(quant_model: nn.Module, batches: Iterable[torch.Tensor
     return quant_model
 
 
+def with_act_bits(model: QuantStudentSynthesis, act_bits: int | Sequence[int]
+                  ) -> tuple[QuantStudentSynthesis, dict[str, torch.Tensor]]:
+    """The same trained student with other ReLU bit widths, to go on with QAT from it rather than
+    from the float student (fresh QAT needs thousands of steps to catch up). Returns the new model,
+    holding every weight and every unchanged activation scale of `model`, and those carried scales:
+    the caller calibrates the changed ReLUs and then loads the carried scales back, since
+    calibration runs over the whole model."""
+    qcfg = QuantConfig(**{**model.qcfg.to_dict(), "act_bits": act_bits})
+    new = QuantStudentSynthesis(model.cfg, qcfg)
+    old_bits = model.qcfg.act_bits_list(n_relu(model.cfg))
+    new_bits = qcfg.act_bits_list(n_relu(model.cfg))
+    relus = [name for name, m in model.named_modules() if isinstance(m, QuantReLU)]
+    changed = tuple(f"{name}." for name, a, b in zip(relus, old_bits, new_bits) if a != b)
+    state = {k: v for k, v in model.state_dict().items() if not k.startswith(changed)}
+    new.load_state_dict(state, strict=False)
+    carried = {k: v for k, v in state.items() if ".act_quant." in k}
+    return new, carried
+
+
 def build_quant_student(cfg: StudentConfig, qcfg: QuantConfig | None = None,
                         float_student: StudentSynthesis | None = None) -> QuantStudentSynthesis:
     qm = QuantStudentSynthesis(cfg, qcfg)

@@ -189,3 +189,26 @@ def test_qat_init_continues_a_quantised_student(tmp_path, common, float_export, 
     assert qa == qb  # the init's bit widths, not the flags' defaults
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))  # lr 0
     assert json.loads(out.with_suffix(".provenance.json").read_text())["init"] == str(quant_export)
+
+
+def test_qat_init_with_other_act_bits_recalibrates_only_the_changed_relu(tmp_path, common, float_export,
+                                                                          quant_export):
+    out = tmp_path / "rebit.pt"
+    assert lic("qat", "--student", float_export, "--init", quant_export, *common, "--act-bits", "4,4,4,8",
+               "--calib-batches", "2", "--steps", "1", "--lr", "0", "--lr-final", "0", "--run-dir", tmp_path / "run",
+               "--export", out) == 0
+    a, _, qa, _ = load_quant_student(quant_export)
+    b, _, qb, _ = load_quant_student(out)
+    assert list(qa.act_bits) == [4, 4, 4, 6] and list(qb.act_bits) == [4, 4, 4, 8]
+    assert qb.weight_bits == qa.weight_bits == 3  # the init's, not the flag's default
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sa.keys() == sb.keys()
+    last_relu = [name for name, m in b.named_modules() if type(m).__name__ == "QuantReLU"][-1]
+    for k in sa:
+        if k.startswith(last_relu + "."):
+            assert not torch.equal(sa[k], sb[k])  # calibrated for 8 bits
+        else:
+            assert torch.equal(sa[k], sb[k]), k  # weights and the other scales carried over (lr 0)
+    assert json.loads(out.with_suffix(".provenance.json").read_text())["init_act_bits"] == [4, 4, 4, 6]
+    assert lic("qat", "--student", float_export, "--init", quant_export, *common, "--act-bits", "4,8",
+               "--run-dir", tmp_path / "bad", "--steps", "1") == 1
