@@ -51,9 +51,14 @@ def _warn(msg: str) -> None:
     print(f"lic: warning: {msg}", file=sys.stderr)
 
 
+# The package's onnxruntime graph is QCDQ, whose QuantizeLinear holds int8 at most (Brevitas' export
+# refuses wider), so a wider student could be trained but never exported.
+MAX_BITS = 8
+
+
 def _check_bits(bits: list[int]) -> None:
-    if min(bits) < 2 or max(bits) > 16:
-        raise LicError("bit widths must be 2..16")
+    if min(bits) < 2 or max(bits) > MAX_BITS:
+        raise LicError(f"bit widths must be 2..{MAX_BITS} (the ONNX export holds int8 at most)")
 
 
 def act_bits(text: str, cfg: StudentConfig) -> list[int]:

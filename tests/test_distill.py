@@ -212,3 +212,6 @@ def test_qat_init_with_other_act_bits_recalibrates_only_the_changed_relu(tmp_pat
     assert json.loads(out.with_suffix(".provenance.json").read_text())["init_act_bits"] == [4, 4, 4, 6]
     assert lic("qat", "--student", float_export, "--init", quant_export, *common, "--act-bits", "4,8",
                "--run-dir", tmp_path / "bad", "--steps", "1") == 1
+    # wider than the package's int8 ONNX export can hold: refused before training, not at export
+    assert lic("qat", "--student", float_export, *common, "--act-bits", "16", "--run-dir", tmp_path / "wide",
+               "--steps", "1") == 1
