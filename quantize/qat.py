@@ -89,9 +89,7 @@ def _calibrator(args, qcfg: QuantConfig, keep: dict | None = None):
         if clipped:
             # The fabric sees the clipped value, so training does too; it only costs quality if frequent.
             _warn(f"{clipped:.2e} of the calibration y_hat values lie outside INT{qcfg.input_bits} and are clipped")
-        calibrate_activations(student, batches)
-        if keep:
-            student.load_state_dict(keep, strict=False)
+        calibrate_activations(student, batches, keep=keep)
     return prepare
 
 

@@ -159,10 +159,14 @@ def load_float_weights(quant_model: QuantStudentSynthesis, float_student: Studen
     return quant_model
 
 
-def calibrate_activations(quant_model: nn.Module, batches: Iterable[torch.Tensor]) -> nn.Module:
+def calibrate_activations(quant_model: nn.Module, batches: Iterable[torch.Tensor],
+                          keep: dict[str, torch.Tensor] | None = None) -> nn.Module:
     """Set activation scales from data (Brevitas calibration_mode) before QAT or export. Without it an
     eval-mode model uses the initial scales (threshold 1.0), and QAT spends its first 300 steps
-    on running batch statistics before the scales become learned parameters."""
+    on running batch statistics before the scales become learned parameters.
+
+    `keep`: scales (state-dict entries) to hold as they are, e.g. the trained ones `with_act_bits`
+    carries over; calibration runs over the whole model, so they are written back afterwards."""
     from brevitas.graph.calibrate import calibration_mode
 
     was_training = quant_model.training
@@ -170,8 +174,21 @@ def calibrate_activations(quant_model: nn.Module, batches: Iterable[torch.Tensor
     with torch.no_grad(), calibration_mode(quant_model):
         for x in batches:
             quant_model(x)
+    if keep:
+        _set_scales(quant_model, keep)
     quant_model.train(was_training)
     return quant_model
+
+
+def _set_scales(quant_model: nn.Module, scales: dict[str, torch.Tensor]) -> None:
+    # Not load_state_dict: Brevitas re-initialises every quantiser of the model on a load
+    # (config.REINIT_ON_STATE_DICT_LOAD), which would throw away the calibration just done.
+    params = dict(quant_model.named_parameters())
+    with torch.no_grad():
+        for key, value in scales.items():
+            params[key].copy_(value)
+            scaling = quant_model.get_submodule(key.rsplit(".", 1)[0])
+            scaling.counter = scaling.collect_stats_steps + 1  # a learned value from now on, as after a load
 
 
 def with_act_bits(model: QuantStudentSynthesis, act_bits: int | Sequence[int]
@@ -179,8 +196,8 @@ def with_act_bits(model: QuantStudentSynthesis, act_bits: int | Sequence[int]
     """The same trained student with other ReLU bit widths, to go on with QAT from it rather than
     from the float student (fresh QAT needs thousands of steps to catch up). Returns the new model,
     holding every weight and every unchanged activation scale of `model`, and those carried scales:
-    the caller calibrates the changed ReLUs and then loads the carried scales back, since
-    calibration runs over the whole model."""
+    the caller calibrates with them held (`calibrate_activations(..., keep=carried)`), so only the
+    changed ReLUs get new scales."""
     qcfg = QuantConfig(**{**model.qcfg.to_dict(), "act_bits": act_bits})
     new = QuantStudentSynthesis(model.cfg, qcfg)
     old_bits = model.qcfg.act_bits_list(n_relu(model.cfg))

@@ -191,6 +191,22 @@ def test_qat_init_continues_a_quantised_student(tmp_path, common, float_export, 
     assert json.loads(out.with_suffix(".provenance.json").read_text())["init"] == str(quant_export)
 
 
+def test_with_act_bits_calibrates_the_changed_relu_and_holds_the_rest(quant_export):
+    from quantize.quant_student import calibrate_activations, with_act_bits
+
+    model, cfg, _, _ = load_quant_student(quant_export)
+    new, carried = with_act_bits(model, [4, 4, 4, 8])
+    torch.manual_seed(0)
+    calibrate_activations(new, [4 * torch.randn(1, cfg.latent_channels, 4, 4) for _ in range(2)], keep=carried)
+    state = new.state_dict()
+    assert carried and all(torch.equal(state[k], v) for k, v in carried.items())
+    scalings = [m for m in new.modules() if type(m).__name__ == "ParameterFromRuntimeStatsScaling"]
+    # every scale is a set value, the changed one included: none is left for QAT's first steps to collect
+    assert all(m.counter > m.collect_stats_steps for m in scalings)
+    last_relu = [name for name, m in new.named_modules() if type(m).__name__ == "QuantReLU"][-1]
+    assert not any(k.startswith(last_relu + ".") for k in carried)
+
+
 def test_qat_init_with_other_act_bits_recalibrates_only_the_changed_relu(tmp_path, common, float_export,
                                                                           quant_export):
     out = tmp_path / "rebit.pt"
