@@ -10,8 +10,8 @@
 #      2500 steps on 128x128 crops, teacher run per step) continue on whole cached images;
 #   3. q1, q2, q4 students: those of commit adb6b7e (600 + 400 fine-tuning steps from the q3 ones), the
 #      W4A4 ones QAT-continued for 3000 steps on cached whole images;
-#   4. the integer h_s of every rate point, from the caches (64 channels, rate + log-scale matching);
 #   3b. the last ReLU of every student at 8 bits (A4/4/4/8), 3000 more QAT steps;
+#   4. the integer h_s of every rate point, from the caches (64 channels, rate + log-scale matching);
 #   5. encoders tuned for the quantised students (`lic tune-encoder`: g_a only, rate-distortion loss
 #      through the frozen student; 1500 steps for q3, 1000 for the others, ~16 min per 1000
 #      steps on one core). (The shipped encoders were tuned for the W4A4 students, then 500 steps
@@ -55,7 +55,7 @@ for q in 1 2 4; do
     cp "$RUNS"/student_q$q{.pt,.provenance.json} "$OUT/"
 done
 # 3b. every student's last ReLU at 8 bits (A4/4/4/8): FINN folds it to the same PYNQ-Z2 rate as W4A4,
-#     and it gave +0.65 to +0.95 dB. QAT goes on from the W4A4 student, that ReLU re-calibrated.
+#     and it gave +0.65 to +0.94 dB. QAT goes on from the W4A4 student, that ReLU re-calibrated.
 for q in 3 4 1 2; do
     "$LIC" qat --student "$OUT/student_q$q.float.pt" --init "$OUT/student_q$q.pt" --quality "$q" --act-bits 4,4,4,8 \
         --cache "$CACHE/q$q" "${WHOLE[@]}" --steps 3000 --lr 1e-4 --lr-final 1e-6 --run-dir "$RUNS/q$q-a8" \
