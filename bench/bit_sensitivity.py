@@ -30,10 +30,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--out", type=Path, default=None, help="write the results as JSON here")
 
 
-def _tensor(rgb: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(rgb.astype(np.float32) / 255).permute(2, 0, 1)[None]
-
-
 @torch.inference_mode()
 def _psnr(model, pairs) -> float:
     values = []
@@ -44,24 +40,25 @@ def _psnr(model, pairs) -> float:
 
 
 def sensitivity(quality: int, bits: int, images, calib_images) -> dict:
+    from bench.students import STUDENTS_MANIFEST, read_students
     from quantize.qat import MAX_BITS, load_quant_student
     from quantize.quant_student import calibrate_activations, n_relu, with_act_bits
     from training.distill import load_float_student
-    from training.ship_students import MANIFEST
     from training.teacher import load_default
+    from training.teacher_codec import to_tensor
 
     if not 2 <= bits <= MAX_BITS:
         raise LicError(f"--bits must be 2..{MAX_BITS}")
-    entry = next((e for e in json.loads(MANIFEST.read_text())["students"] if e["quality"] == quality), None)
+    entry = next((e for e in read_students(STUDENTS_MANIFEST) if e["quality"] == quality), None)
     if entry is None:
         raise LicError(f"no shipped student for q{quality}")
     teacher = load_default(quality).model.eval()
-    quant, cfg, qcfg, _ = load_quant_student(MANIFEST.parent / entry["quant"])
-    float_student, _, _ = load_float_student(MANIFEST.parent / entry["float"])
+    quant, cfg, qcfg, _ = load_quant_student(entry["quant"])
+    float_student, _, _ = load_float_student(entry["float"])
     with torch.inference_mode():
         # the teacher's files decode to round(y): its hyperprior has no means
-        pairs = [(x, torch.round(teacher.g_a(x))) for x in (_tensor(rgb) for _, rgb in images)]
-        calib = [torch.round(teacher.g_a(_tensor(rgb))) for _, rgb in calib_images]
+        pairs = [(x, torch.round(teacher.g_a(x))) for x in (to_tensor(rgb) for _, rgb in images)]
+        calib = [torch.round(teacher.g_a(to_tensor(rgb))) for _, rgb in calib_images]
     shipped_bits = qcfg.act_bits_list(n_relu(cfg))
     rows = [{"variant": "float student", "psnr": _psnr(float_student.eval(), pairs)},
             {"variant": f"shipped A{'/'.join(map(str, shipped_bits))}", "psnr": _psnr(quant, pairs)}]

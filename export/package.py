@@ -90,16 +90,16 @@ def verify(model, qcfg, qonnx_path: Path, onnx_path: Path, tile: int, scale: flo
 
 def export_package(student_path: Path, out_dir: Path, *, teacher_spec=None, integer_hs_path: Path | None = None,
                    tile: int = DEFAULT_TILE, name: str | None = None) -> DecoderPackage:
-    from quantize.qat import MAX_BITS, load_quant_student
-    from quantize.quant_student import n_relu
+    from quantize.qat import check_bit_widths, load_quant_student
     from training.teacher_codec import EntropyModels, shipped_integer_hs
     from types import SimpleNamespace
     from training.distill import resolve_teacher
 
     model, cfg, qcfg, fingerprint = load_quant_student(student_path)
-    bits = [qcfg.weight_bits, qcfg.input_bits, qcfg.output_bits, *qcfg.act_bits_list(n_relu(cfg))]
-    if max(bits) > MAX_BITS:
-        raise LicError(f"{student_path}: {max(bits)}-bit quantisers; the ONNX (QCDQ) export holds {MAX_BITS} bits at most")
+    try:
+        check_bit_widths(qcfg, cfg)  # a file from before `lic qat` capped them
+    except LicError as e:
+        raise LicError(f"{student_path}: {e}") from None
     teacher = resolve_teacher(SimpleNamespace(teacher=teacher_spec, quality=None), fingerprint)
     if integer_hs_path is not None:
         integer_hs = IntegerHyperSynthesis.load(integer_hs_path)

@@ -56,9 +56,14 @@ def _warn(msg: str) -> None:
 MAX_BITS = 8
 
 
-def _check_bits(bits: list[int]) -> None:
+def _check_range(bits: list[int]) -> None:
     if min(bits) < 2 or max(bits) > MAX_BITS:
         raise LicError(f"bit widths must be 2..{MAX_BITS} (the ONNX export holds int8 at most)")
+
+
+def check_bit_widths(qcfg: QuantConfig, cfg: StudentConfig) -> None:
+    """LicError unless every quantiser of the student is 2..MAX_BITS wide."""
+    _check_range([qcfg.weight_bits, qcfg.input_bits, qcfg.output_bits, *qcfg.act_bits_list(n_relu(cfg))])
 
 
 def act_bits(text: str, cfg: StudentConfig) -> list[int]:
@@ -67,17 +72,17 @@ def act_bits(text: str, cfg: StudentConfig) -> list[int]:
         bits = QuantConfig(act_bits=parse_int_list(text, "--act-bits")).act_bits_list(n_relu(cfg))
     except ValueError as e:
         raise LicError(f"--act-bits: {e}") from None
-    _check_bits(bits)
+    _check_range(bits)
     return bits
 
 
 def quant_config(args, cfg: StudentConfig) -> QuantConfig:
     text = args.act_bits or "4"
-    act_bits(text, cfg)  # checked here; kept as given, so "4" stays one int in the export
+    act_bits(text, cfg)  # the length check; the value is kept as given, so "4" stays one int in the export
     qcfg = QuantConfig(weight_bits=args.weight_bits, act_bits=parse_int_list(text, "--act-bits"),
                        input_bits=args.input_bits, output_bits=args.output_bits,
                        weight_per_channel=not args.weight_per_tensor)
-    _check_bits([qcfg.weight_bits, qcfg.input_bits, qcfg.output_bits])
+    check_bit_widths(qcfg, cfg)
     return qcfg
 
 
@@ -109,9 +114,11 @@ def run(args) -> int:
             raise LicError(f"--init {args.init} has another architecture than --student {args.student}")
         provenance.update({"init": str(args.init), "init_teacher_fingerprint": init_teacher.hex()})
         prepare = None
-        if args.act_bits is not None and act_bits(args.act_bits, cfg) != qcfg.act_bits_list(n_relu(cfg)):
-            provenance["init_act_bits"] = qcfg.act_bits_list(n_relu(cfg))
-            model, carried = with_act_bits(model, act_bits(args.act_bits, cfg))
+        init_bits = qcfg.act_bits_list(n_relu(cfg))
+        new_bits = init_bits if args.act_bits is None else act_bits(args.act_bits, cfg)
+        if new_bits != init_bits:
+            provenance["init_act_bits"] = init_bits
+            model, carried = with_act_bits(model, new_bits)
             qcfg = model.qcfg
             prepare = _calibrator(args, qcfg, keep=carried)
         model.train()
