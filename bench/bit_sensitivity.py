@@ -9,6 +9,7 @@ activation bits are worth their fabric cost; `lic hw` prices each candidate (REA
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 import json
 import sys
 from pathlib import Path
@@ -42,7 +43,7 @@ def _psnr(model, pairs) -> float:
 def sensitivity(quality: int, bits: int, images, calib_images) -> dict:
     from bench.students import STUDENTS_MANIFEST, read_students
     from quantize.qat import MAX_BITS, load_quant_student
-    from quantize.quant_student import calibrate_activations, n_relu, with_act_bits
+    from quantize.quant_student import calibrate_activations, n_relu, with_quantisers
     from training.distill import load_float_student
     from training.teacher import load_default
     from training.teacher_codec import to_tensor
@@ -67,7 +68,7 @@ def sensitivity(quality: int, bits: int, images, calib_images) -> dict:
             continue
         trial = list(shipped_bits)
         trial[i] = bits
-        model, carried = with_act_bits(quant, trial)
+        model, carried = with_quantisers(quant, replace(qcfg, act_bits=trial))
         calibrate_activations(model, calib, keep=carried)
         rows.append({"variant": f"ReLU {i} at {bits} bits", "act_bits": trial, "psnr": _psnr(model.eval(), pairs)})
     base = rows[1]["psnr"]

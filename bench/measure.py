@@ -38,7 +38,7 @@ _RUNTIME_STAGE = {"integer_hs": "h_s", "dequantise": "stitch"}
 class Complexity:
     kmac_per_pixel: float
     parameters: int
-    weight_bits: int               # as stored for this runtime
+    weight_bits: float             # as stored for this runtime; a mean over layers of mixed widths
     activation_bytes_per_latent: float  # largest layer input + output, float32, per latent pixel
 
     def row_fields(self, width: int, height: int, weight_bits: int | None = None,
@@ -62,6 +62,13 @@ class BenchModels:
     quant_label: str
     host: object = None             # host.runtime.HostDecoder on the onnx backend
     info: dict = field(default_factory=dict)
+
+
+def _mean_weight_bits(quant_student, qcfg) -> float:
+    from quantize.quant_student import convs
+
+    sizes = [c.weight.numel() for c in convs(quant_student)]
+    return sum(n * b for n, b in zip(sizes, qcfg.weight_bits_list(len(sizes)))) / sum(sizes)
 
 
 def _activation_bytes_per_latent(module: torch.nn.Module, channels: int, probe: int = 8) -> float:
@@ -116,11 +123,11 @@ def load_models() -> BenchModels:
         "float_student": Complexity(kmac_per_pixel(float_student, (4, 4), m), count_parameters(float_student), 32,
                                     _activation_bytes_per_latent(float_student, m)),
         "quant_student": Complexity(package.manifest["student"]["kmac_per_pixel"], student_params,
-                                    qcfg.weight_bits, _activation_bytes_per_latent(float_student, m)),
+                                    _mean_weight_bits(quant_student, qcfg), _activation_bytes_per_latent(float_student, m)),
     }
     backend = OnnxBackend(package)  # threads: onnxruntime's default, or LIC_ORT_THREADS
     return BenchModels(package, encoder, modules, complexity,
-                       f"W{qcfg.weight_bits}A{qcfg.act_bits}", HostDecoder(package, backend),
+                       qcfg.label(), HostDecoder(package, backend),
                        {"quality": quality, "teacher": encoder.teacher.name, "package": package.name})
 
 

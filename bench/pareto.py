@@ -32,8 +32,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def label(cfg, qcfg) -> str:
-    act = qcfg.act_bits if isinstance(qcfg.act_bits, int) else "/".join(map(str, qcfg.act_bits))
-    return f"{','.join(map(str, cfg.channels))} W{qcfg.weight_bits}A{act}"
+    return f"{','.join(map(str, cfg.channels))} {qcfg.label()}"
 
 
 def pareto_front(rows: list[dict]) -> None:

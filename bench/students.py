@@ -170,6 +170,7 @@ def summary_markdown(results: dict) -> str:
 
 def run(args) -> int:
     from host.image_io import write_atomic
+    from quantize.quant_student import QuantConfig
 
     entries = read_students(args.students)
     if args.quality != "all":
@@ -202,8 +203,7 @@ def run(args) -> int:
                "baselines": baselines}
     args.out.mkdir(parents=True, exist_ok=True)
     labels = {"teacher": "teacher g_s (float)", "float_student": "float student",
-              "quant_student": "quantised student (W%dA%s)" % (points[0]["quant_config"]["weight_bits"],
-                                                              points[0]["quant_config"]["act_bits"])}
+              "quant_student": f"quantised student ({QuantConfig(**points[0]['quant_config']).label()})"}
     curves = {labels[k]: curve(k) for k in DECODERS}
     if curve("deployable"):
         curves["deployable: integer h_s + quantised student"] = curve("deployable")

@@ -15,7 +15,7 @@ import torch
 
 from lic.errors import LicError
 from quantize.quant_student import (QuantConfig, QuantStudentSynthesis, build_quant_student, calibrate_activations,
-                                    n_relu, with_act_bits)
+                                    WEIGHT_QUANT, n_conv, n_relu, with_quantisers)
 from training.distill import (add_training_arguments, load_float_student, load_state, parse_int_list,
                               read_student_export, resolve_teacher, student_config, train_kd)
 from training.student_decoder import StudentConfig
@@ -28,7 +28,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_training_arguments(p, steps=5_000, lr=1e-4, lr_final=1e-6,
                            teacher_help="the student's teacher, if it is not a shipped one (found by its "
                                         "fingerprint otherwise): zoo:bmshj2018-hyperprior:Q or a checkpoint path")
-    p.add_argument("--weight-bits", type=int, default=4, help="weight bit width, all convs (default 4)")
+    p.add_argument("--weight-bits", default=None,
+                   help="weight bit width: one int, or one per conv comma-separated, e.g. 8,4,4,4,8 for 8-bit "
+                        "first and last convs (default 4; with --init, the init's)")
     p.add_argument("--act-bits", default=None,
                    help="ReLU output bit width: one int, or one per ReLU comma-separated (default 4; with "
                         "--init, the init's, and a ReLU given other bits is re-calibrated)")
@@ -36,6 +38,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="signed bit width of the y_hat integers the accelerator reads; larger values are "
                         "clipped (default 8)")
     p.add_argument("--output-bits", type=int, default=8, help="signed bit width of the output pixels (default 8)")
+    p.add_argument("--weight-scale", choices=tuple(WEIGHT_QUANT), default=None,
+                   help="how each power-of-two weight scale is set: max (from the largest weight, every step) or "
+                        "mse (learned, initialised MSE-optimal) (default max; with --init, the init's)")
     p.add_argument("--weight-per-tensor", action="store_true",
                    help="one weight scale per layer instead of per output channel")
     p.add_argument("--init", type=Path, default=None,
@@ -63,26 +68,28 @@ def _check_range(bits: list[int]) -> None:
 
 def check_bit_widths(qcfg: QuantConfig, cfg: StudentConfig) -> None:
     """LicError unless every quantiser of the student is 2..MAX_BITS wide."""
-    _check_range([qcfg.weight_bits, qcfg.input_bits, qcfg.output_bits, *qcfg.act_bits_list(n_relu(cfg))])
+    _check_range([qcfg.input_bits, qcfg.output_bits, *qcfg.weight_bits_list(n_conv(cfg)),
+                  *qcfg.act_bits_list(n_relu(cfg))])
 
 
-def act_bits(text: str, cfg: StudentConfig) -> list[int]:
-    """--act-bits as one bit width per ReLU of `cfg`; LicError if it does not fit."""
+def quant_config(args, cfg: StudentConfig, base: QuantConfig | None = None) -> QuantConfig:
+    """The flags' QuantConfig, or with `base` (an --init's), base with the bit widths the flags give."""
+    if base is None:
+        qcfg = QuantConfig(weight_bits=parse_int_list(args.weight_bits or "4", "--weight-bits"),
+                           act_bits=parse_int_list(args.act_bits or "4", "--act-bits"),
+                           input_bits=args.input_bits, output_bits=args.output_bits,
+                           weight_per_channel=not args.weight_per_tensor, weight_scale=args.weight_scale or "max")
+    else:
+        changes = {k: parse_int_list(text, f"--{k.replace('_', '-')}")
+                   for k, text in (("act_bits", args.act_bits), ("weight_bits", args.weight_bits)) if text}
+        if args.weight_scale:
+            changes["weight_scale"] = args.weight_scale
+        qcfg = QuantConfig(**{**base.to_dict(), **changes})
     try:
-        bits = QuantConfig(act_bits=parse_int_list(text, "--act-bits")).act_bits_list(n_relu(cfg))
-    except ValueError as e:
-        raise LicError(f"--act-bits: {e}") from None
-    _check_range(bits)
-    return bits
-
-
-def quant_config(args, cfg: StudentConfig) -> QuantConfig:
-    text = args.act_bits or "4"
-    act_bits(text, cfg)  # the length check; the value is kept as given, so "4" stays one int in the export
-    qcfg = QuantConfig(weight_bits=args.weight_bits, act_bits=parse_int_list(text, "--act-bits"),
-                       input_bits=args.input_bits, output_bits=args.output_bits,
-                       weight_per_channel=not args.weight_per_tensor)
-    check_bit_widths(qcfg, cfg)
+        check_bit_widths(qcfg, cfg)
+    except ValueError as e:  # a per-layer list of the wrong length
+        flag = "--act-bits" if "act_bits" in str(e) else "--weight-bits"
+        raise LicError(f"{flag}: {e}") from None
     return qcfg
 
 
@@ -96,6 +103,11 @@ def _calibrator(args, qcfg: QuantConfig, keep: dict | None = None):
             _warn(f"{clipped:.2e} of the calibration y_hat values lie outside INT{qcfg.input_bits} and are clipped")
         calibrate_activations(student, batches, keep=keep)
     return prepare
+
+
+def _quantisers(qcfg: QuantConfig, cfg: StudentConfig) -> dict:
+    return {"act_bits": qcfg.act_bits_list(n_relu(cfg)), "weight_bits": qcfg.weight_bits_list(n_conv(cfg)),
+            "weight_scale": qcfg.weight_scale}
 
 
 def run(args) -> int:
@@ -114,17 +126,17 @@ def run(args) -> int:
             raise LicError(f"--init {args.init} has another architecture than --student {args.student}")
         provenance.update({"init": str(args.init), "init_teacher_fingerprint": init_teacher.hex()})
         prepare = None
-        init_bits = qcfg.act_bits_list(n_relu(cfg))
-        new_bits = init_bits if args.act_bits is None else act_bits(args.act_bits, cfg)
-        if new_bits != init_bits:
-            provenance["init_act_bits"] = init_bits
-            model, carried = with_act_bits(model, new_bits)
+        new = quant_config(args, cfg, base=qcfg)
+        before, after = _quantisers(qcfg, cfg), _quantisers(new, cfg)
+        changed = {f"init_{k}": v for k, v in before.items() if v != after[k]}
+        if changed:
+            provenance.update(changed)
+            model, carried = with_quantisers(model, new)
             qcfg = model.qcfg
             prepare = _calibrator(args, qcfg, keep=carried)
         model.train()
     meta = {"config": cfg.to_dict(), "quant_config": qcfg.to_dict(), "teacher_fingerprint": fingerprint.hex()}
-    act = qcfg.act_bits if isinstance(qcfg.act_bits, int) else "/".join(map(str, qcfg.act_bits))
-    train_kd(args, teacher, model, kind=QUANT_KIND, meta=meta, desc=f"qat W{qcfg.weight_bits}A{act}",
+    train_kd(args, teacher, model, kind=QUANT_KIND, meta=meta, desc=f"qat {qcfg.label()}",
              prepare=prepare, provenance=provenance)
     return 0
 
@@ -137,6 +149,7 @@ def load_quant_student(path: Path) -> tuple[QuantStudentSynthesis, StudentConfig
     try:
         qcfg = QuantConfig(**obj["quant_config"])
         qcfg.act_bits_list(n_relu(cfg))
+        qcfg.weight_bits_list(n_conv(cfg))
     except (KeyError, TypeError, ValueError) as e:
         raise LicError(f"{path}: bad quant config ({e})") from None
     model = build_quant_student(cfg, qcfg)

@@ -1,6 +1,7 @@
 """`lic distill` and `lic qat` on a tiny random teacher (M=24) and an 8-channel student: a few steps each."""
 
 import json
+from dataclasses import replace
 import os
 import subprocess
 import sys
@@ -191,11 +192,11 @@ def test_qat_init_continues_a_quantised_student(tmp_path, common, float_export, 
     assert json.loads(out.with_suffix(".provenance.json").read_text())["init"] == str(quant_export)
 
 
-def test_with_act_bits_calibrates_the_changed_relu_and_holds_the_rest(quant_export):
-    from quantize.quant_student import calibrate_activations, with_act_bits
+def test_with_quantisers_calibrates_the_changed_relu_and_holds_the_rest(quant_export):
+    from quantize.quant_student import calibrate_activations, with_quantisers
 
     model, cfg, _, _ = load_quant_student(quant_export)
-    new, carried = with_act_bits(model, [4, 4, 4, 8])
+    new, carried = with_quantisers(model, replace(model.qcfg, act_bits=[4, 4, 4, 8]))
     torch.manual_seed(0)
     calibrate_activations(new, [4 * torch.randn(1, cfg.latent_channels, 4, 4) for _ in range(2)], keep=carried)
     state = new.state_dict()

@@ -86,6 +86,29 @@ def test_quant_forward_shape_and_output_bits(upsample):
     assert n_relu(q.cfg) == 4
 
 
+def test_per_conv_weight_bits_and_mse_scales_are_powers_of_two():
+    q = make_quant_student("nearest", QuantConfig(weight_bits=[8, 4, 4, 3, 8], weight_scale="mse"))
+    convs = [m for m in q.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert [int(m.quant_weight().bit_width) for m in convs] == [8, 4, 4, 3, 8]
+    for m in convs:
+        log2 = torch.log2(m.quant_weight().scale)
+        assert torch.equal(log2, torch.round(log2))  # what keeps the float emulation exact
+    with pytest.raises(ValueError, match="convs"):
+        QuantStudentSynthesis(StudentConfig(latent_channels=M, channels=C), QuantConfig(weight_bits=[4, 8]))
+
+
+@pytest.mark.parametrize("export", ["qonnx", "qcdq"])
+def test_mixed_weight_bits_with_mse_scales_export_bit_exact(export, x, tmp_path):
+    q = make_quant_student("nearest", QuantConfig(weight_bits=[8, 4, 4, 4, 8], act_bits=[4, 4, 4, 8],
+                                                  weight_scale="mse"))
+    ints, values, scale = brevitas_int(q, x)
+    if export == "qonnx":
+        out = run_qonnx(export_qonnx(q, (TILE, TILE), tmp_path / "m.onnx"), x)
+    else:
+        out = run_onnxruntime(export_qcdq_onnx(q, (TILE, TILE), tmp_path / "m_qcdq.onnx"), x)
+    assert np.array_equal(np.round(out / scale).astype(np.int64), ints.astype(np.int64))
+
+
 def test_act_bits_list_length_checked():
     with pytest.raises(ValueError, match="ReLUs"):
         QuantStudentSynthesis(StudentConfig(latent_channels=M, channels=C), QuantConfig(act_bits=[4, 4]))

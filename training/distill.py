@@ -81,7 +81,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                         "or q1..q4 (default: the shipped q3)")
     p.add_argument("--channels", default="64",
                    help="student width: one int, or one per stage comma-separated, e.g. 96,64,48,32 (default 64)")
-    p.add_argument("--convs-per-stage", type=int, default=1, help="convs per x2 stage (default 1)")
+    p.add_argument("--convs-per-stage", default="1",
+                   help="convs per x2 stage: one int, or one per stage comma-separated (default 1)")
     p.add_argument("--upsample", choices=UPSAMPLE_MODES, default="nearest",
                    help="x2 operator: nearest+conv3x3 (the one `lic hw` builds), deconv4, deconv5 (float/quality "
                         "references) (default nearest)")
@@ -177,7 +178,7 @@ def stage_outputs(student: nn.Module) -> list[tuple[nn.Module, int]]:
     last), for the float student and the Brevitas one alike: both are `layers` built from layer_plan."""
     cfg = student.cfg
     plan = layer_plan(cfg)
-    ends = {f"s{i}c{cfg.convs_per_stage - 1}" for i in range(cfg.stages - 1)}
+    ends = {f"s{i}c{cfg.convs_per_stage[i] - 1}" for i in range(cfg.stages - 1)}
     out, conv_i = [], 0
     layers = list(student.layers)
     for k, m in enumerate(layers):
@@ -416,7 +417,7 @@ def run(args) -> int:
     else:
         try:
             cfg = StudentConfig(latent_channels=teacher.model.M, channels=parse_int_list(args.channels, "--channels"),
-                                convs_per_stage=args.convs_per_stage, upsample=args.upsample,
+                                convs_per_stage=parse_int_list(args.convs_per_stage, "--convs-per-stage"), upsample=args.upsample,
                                 head_kernel=args.head_kernel)
         except ValueError as e:
             raise LicError(f"bad student architecture: {e}") from None

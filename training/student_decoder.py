@@ -18,7 +18,7 @@ Layout (channels[i] = feature width inside stage i, `stages` entries):
     -> head conv (head_kernel x head_kernel) M -> channels[0], ReLU      [skipped if head_kernel=0]
     -> stage i = 0..stages-1, each x2:
          up-conv  channels[i] -> (channels[i] if more convs follow else next width)
-         (convs_per_stage - 1) more 3x3 convs, ReLU after each conv
+         (convs_per_stage[i] - 1) more 3x3 convs, ReLU after each conv
        where next width = channels[i+1], or 3 for the last stage, whose final conv has no ReLU.
   -> image (3 ch, 2^stages H x 2^stages W), not clamped: the caller clamps to [0, 1].
 
@@ -45,7 +45,7 @@ DECONV_GEOMETRY = {"deconv4": (4, 1, 0), "deconv5": (5, 2, 1)}
 class StudentConfig:
     latent_channels: int = 192
     channels: int | Sequence[int] = 64
-    convs_per_stage: int = 1
+    convs_per_stage: int | Sequence[int] = 1  # one for all stages, or one per stage
     upsample: str = "nearest"
     activation: str = "relu"
     stages: int = 4
@@ -58,11 +58,17 @@ class StudentConfig:
         self.channels = tuple(int(c) for c in self.channels)
         if len(self.channels) != self.stages:
             raise ValueError(f"channels has {len(self.channels)} entries, expected one per stage ({self.stages})")
+        if isinstance(self.convs_per_stage, int):
+            self.convs_per_stage = (self.convs_per_stage,) * self.stages
+        self.convs_per_stage = tuple(int(c) for c in self.convs_per_stage)
+        if len(self.convs_per_stage) != self.stages:
+            raise ValueError(f"convs_per_stage has {len(self.convs_per_stage)} entries, expected one per stage "
+                             f"({self.stages})")
         if self.upsample not in UPSAMPLE_MODES:
             raise ValueError(f"upsample must be one of {UPSAMPLE_MODES}, got {self.upsample!r}")
         if self.activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {ACTIVATIONS}, got {self.activation!r}")
-        if self.convs_per_stage < 1:
+        if min(self.convs_per_stage) < 1:
             raise ValueError("convs_per_stage must be >= 1")
         if self.head_kernel not in (0, 1, 3):
             raise ValueError("head_kernel must be 0, 1 or 3")
@@ -74,6 +80,7 @@ class StudentConfig:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["channels"] = list(self.channels)
+        d["convs_per_stage"] = list(self.convs_per_stage)
         return d
 
     @classmethod
@@ -107,8 +114,8 @@ def layer_plan(cfg: StudentConfig) -> list[ConvSpec]:
     for i in range(cfg.stages):
         last_stage = i == cfg.stages - 1
         nxt = cfg.out_channels if last_stage else cfg.channels[i + 1]
-        for j in range(cfg.convs_per_stage):
-            last_conv = j == cfg.convs_per_stage - 1
+        for j in range(cfg.convs_per_stage[i]):
+            last_conv = j == cfg.convs_per_stage[i] - 1
             out = nxt if last_conv else cfg.channels[i]
             relu = not (last_stage and last_conv)
             name = f"s{i}c{j}"
