@@ -45,9 +45,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="one weight scale per layer instead of per output channel")
     p.add_argument("--init", type=Path, default=None,
                    help="start from this quantised student (`lic qat --export`) instead of calibrating --student's "
-                        "weights: its architecture and bit widths replace the flags above, e.g. to fine-tune a "
-                        "quantised student further or for the teacher of another rate point; --act-bits "
-                        "still applies")
+                        "weights: its architecture and quantisers replace the flags above, e.g. to fine-tune a "
+                        "quantised student further or for the teacher of another rate point; --act-bits, "
+                        "--weight-bits and --weight-scale still apply")
     p.add_argument("--calib-batches", type=int, default=8,
                    help="batches of teacher y_hat that set the activation scales before training (default 8)")
 
