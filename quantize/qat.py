@@ -39,8 +39,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "clipped (default 8)")
     p.add_argument("--output-bits", type=int, default=8, help="signed bit width of the output pixels (default 8)")
     p.add_argument("--weight-scale", choices=tuple(WEIGHT_QUANT), default=None,
-                   help="how each power-of-two weight scale is set: max (from the largest weight, every step) or "
-                        "mse (learned, initialised MSE-optimal) (default max; with --init, the init's)")
+                   help="how each power-of-two weight scale is set: mse (learned, initialised MSE-optimal) or max "
+                        "(from the largest weight, every step; students before Nov 2026) (default mse; with "
+                        "--init, the init's)")
     p.add_argument("--weight-per-tensor", action="store_true",
                    help="one weight scale per layer instead of per output channel")
     p.add_argument("--init", type=Path, default=None,
@@ -78,7 +79,7 @@ def quant_config(args, cfg: StudentConfig, base: QuantConfig | None = None) -> Q
         qcfg = QuantConfig(weight_bits=parse_int_list(args.weight_bits or "4", "--weight-bits"),
                            act_bits=parse_int_list(args.act_bits or "4", "--act-bits"),
                            input_bits=args.input_bits, output_bits=args.output_bits,
-                           weight_per_channel=not args.weight_per_tensor, weight_scale=args.weight_scale or "max")
+                           weight_per_channel=not args.weight_per_tensor, weight_scale=args.weight_scale or "mse")
     else:
         changes = {k: parse_int_list(text, f"--{k.replace('_', '-')}")
                    for k, text in (("act_bits", args.act_bits), ("weight_bits", args.weight_bits)) if text}

@@ -237,13 +237,13 @@ def test_qat_init_with_other_act_bits_recalibrates_only_the_changed_relu(tmp_pat
 def test_qat_init_with_other_weight_quantisers_carries_weights_and_exports(tmp_path, common, float_export,
                                                                             quant_export, tiny_teacher_path,
                                                                             integer_hs_path):
-    out = tmp_path / "w8mse.pt"
+    out = tmp_path / "w8max.pt"
     assert lic("qat", "--student", float_export, "--init", quant_export, *common, "--weight-bits", "8,3,3,3,8",
-               "--weight-scale", "mse", "--calib-batches", "2", "--steps", "1", "--lr", "0", "--lr-final", "0",
+               "--weight-scale", "max", "--calib-batches", "2", "--steps", "1", "--lr", "0", "--lr-final", "0",
                "--run-dir", tmp_path / "run", "--export", out) == 0
     a, _, qa, _ = load_quant_student(quant_export)
     b, _, qb, _ = load_quant_student(out)
-    assert qa.weight_scale == "max" and qb.weight_scale == "mse" and list(qb.weight_bits) == [8, 3, 3, 3, 8]
+    assert qa.weight_scale == "mse" and qb.weight_scale == "max" and list(qb.weight_bits) == [8, 3, 3, 3, 8]
     assert list(qb.act_bits) == list(qa.act_bits)  # not given: the init's
     sa, sb = a.state_dict(), b.state_dict()
     for k in sa:
@@ -252,7 +252,7 @@ def test_qat_init_with_other_weight_quantisers_carries_weights_and_exports(tmp_p
     convs = [m for m in b.modules() if isinstance(m, torch.nn.Conv2d)]
     assert [int(m.quant_weight().bit_width) for m in convs] == [8, 3, 3, 3, 8]
     prov = json.loads(out.with_suffix(".provenance.json").read_text())
-    assert prov["init_weight_bits"] == [3] * 5 and prov["init_weight_scale"] == "max"
+    assert prov["init_weight_bits"] == [3] * 5 and prov["init_weight_scale"] == "mse"
     # `lic export` refuses a package whose QONNX or onnxruntime output differs from Brevitas'
     assert lic("export", out, "--teacher", tiny_teacher_path, "--integer-hs", integer_hs_path, "-o", tmp_path / "pkg",
                "--tile", "8") == 0
