@@ -168,9 +168,27 @@ def summary_markdown(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def plot_students(results: dict, path: Path) -> None:
+    """The RD (PSNR and MS-SSIM) plot of an `lic eval-students` results.json."""
+    from quantize.quant_student import QuantConfig
+
+    points = results["points"]
+    curve = lambda key, metric="psnr": [(p["mean"][key]["bpp"], p["mean"][key][metric])
+                                        for p in points if key in p["mean"]]
+    labels = {"teacher": "teacher g_s (float)", "float_student": "float student",
+              "quant_student": f"quantised student ({QuantConfig(**points[0]['quant_config']).label()})"}
+    curves = {labels[k]: curve(k) for k in DECODERS}
+    if curve("deployable"):
+        curves["deployable: integer h_s + quantised student"] = curve("deployable")
+    if curve("tuned_deployable"):
+        curves["deployable, encoder tuned for the student"] = curve("tuned_deployable")
+    curves.update({c["label"]: rd_points(c) for c in results["baselines"].values()})
+    plot_rd(curves, path, title=f"Student decoders, {Path(results['data']).name}, {len(results['images'])} images",
+            ms_ssim_curves={labels[k]: curve(k, "ms_ssim") for k in DECODERS})
+
+
 def run(args) -> int:
     from host.image_io import write_atomic
-    from quantize.quant_student import QuantConfig
 
     entries = read_students(args.students)
     if args.quality != "all":
@@ -202,17 +220,7 @@ def run(args) -> int:
     results = {"data": str(args.data), "images": [n for n, _ in images], "points": points, "bd": bd,
                "baselines": baselines}
     args.out.mkdir(parents=True, exist_ok=True)
-    labels = {"teacher": "teacher g_s (float)", "float_student": "float student",
-              "quant_student": f"quantised student ({QuantConfig(**points[0]['quant_config']).label()})"}
-    curves = {labels[k]: curve(k) for k in DECODERS}
-    if curve("deployable"):
-        curves["deployable: integer h_s + quantised student"] = curve("deployable")
-    if curve("tuned_deployable"):
-        curves["deployable, encoder tuned for the student"] = curve("tuned_deployable")
-    curves.update({c["label"]: rd_points(c) for c in baselines.values()})
-    plot_rd(curves, args.out / "rd.png",
-            title=f"Student decoders, {Path(args.data).name}, {len(images)} images",
-            ms_ssim_curves={labels[k]: curve(k, "ms_ssim") for k in DECODERS})
+    plot_students(results, args.out / "rd.png")
     summary = summary_markdown(results)
     write_atomic(args.out / "summary.md", summary.encode())
     write_atomic(args.out / "results.json", (json.dumps(_finite(results), indent=1) + "\n").encode())

@@ -5,8 +5,8 @@ A frame of W x H pixels is decoded as the tiles host/tiling.py cuts it into, so 
 must finish one tile in  clock / (fps x tiles per frame)  cycles. FINN's SetFolding raises each
 layer's parallelism until it meets that cycle target; if the folded design then exceeds the budget
 (LUT, BRAM, DSP as FINN estimates them), the widest MVAUs move their multipliers from LUTs to DSPs
-while the DSP budget lasts, and only then is the target lowered step by step until it fits. The
-report says what limited the result: the budget (which resource) or a layer at full parallelism.
+while the DSP budget lasts, and only then is the target lowered in 10% steps until it fits, then
+raised again by bisection towards the last step that did not fit. The report says what limited the result: the budget (which resource) or a layer at full parallelism.
 
 SetFolding's two-pass relaxation is off: it relaxes every layer to the slowest one's cycles, and in
 finn-plus 1.6.1 the slowest is always an unfolded upsample (see hls/finn_workarounds.py), which is folded
@@ -24,6 +24,7 @@ from lic.errors import LicError
 RESOURCES = ("LUT", "BRAM_18K", "DSP")
 BACKOFF = 0.9
 MAX_TRIES = 60
+REFINE_STEPS = 4  # bisection steps between the last target over budget and the first that fits
 
 
 def tiles_per_frame(frame: tuple[int, int], tile: int, halo: int, upscale: int = 16, multiple: int = 64) -> int:
@@ -65,35 +66,63 @@ def move_multipliers_to_dsp(model, board, totals, perf):
 
 
 def fold(model, build) -> tuple[object, dict]:
+    board = build.board
+    n_tiles = tiles_per_frame(board.frame, build.tile, build.package.halo, build.package.upscale)
+    tried: list[dict] = []
+
+    def attempt(fps: float):
+        target_cycles = max(1, int(board.clock_hz / (fps * n_tiles)))
+        folded, totals, perf = _fold_at(model, board, target_cycles)
+        over = [r for r in RESOURCES if totals[r] > board.limit(r)]
+        tried.append({"target_fps": round(fps, 2), "target_cycles_per_tile": target_cycles,
+                      "max_cycles": int(perf["max_cycles"]), "fps": round(board.clock_hz / (perf["max_cycles"] * n_tiles), 2),
+                      **{r: round(totals[r]) for r in RESOURCES}, "over_budget": over})
+        return (folded, perf, target_cycles) if not over else None
+
+    fps, fit = float(build.target_fps), None
+    for _ in range(MAX_TRIES):
+        fit = attempt(fps)
+        if fit:
+            break
+        fps *= BACKOFF
+    if fit is None:
+        raise LicError(f"no folding of this student fits {board.name}'s budget even at {fps / BACKOFF:.3f} fps "
+                       f"(last try over budget in {', '.join(tried[-1]['over_budget'])}); choose a smaller student")
+    if fps < build.target_fps:
+        # The 10% steps skip whatever fits between the last target over budget and this one: bisect it.
+        lo, hi = fps, fps / BACKOFF
+        for _ in range(REFINE_STEPS):
+            mid = (lo + hi) / 2
+            better = attempt(mid)
+            if better and better[1]["max_cycles"] < fit[1]["max_cycles"]:
+                fit, lo = better, mid
+            elif better:
+                lo = mid
+            else:
+                hi = mid
+    folded, perf, target_cycles = fit
+    if perf["max_cycles"] > target_cycles:
+        limited_by = f"layer {perf['max_cycles_node_name']} at full parallelism"
+    elif tried[0]["over_budget"]:
+        limited_by = "resource budget: " + ", ".join(tried[0]["over_budget"])
+    else:
+        limited_by = "target fps reached"
+    return folded, {"tiles_per_frame": n_tiles, "target_fps": build.target_fps,
+                    "fps": board.clock_hz / (perf["max_cycles"] * n_tiles), "limited_by": limited_by,
+                    "bottleneck_layer": perf["max_cycles_node_name"], "cycles_per_tile": int(perf["max_cycles"]),
+                    "attempts": tried}
+
+
+def _fold_at(model, board, target_cycles: int):
+    """(folded model, resource totals, performance) for one cycle target, multipliers moved to DSPs
+    if the LUTs are over budget."""
     from finn.transformation.fpgadataflow.set_folding import SetFolding
     from qonnx.transformation.general import GiveUniqueNodeNames
 
-    board = build.board
-    n_tiles = tiles_per_frame(board.frame, build.tile, build.package.halo, build.package.upscale)
-    fps, tried = float(build.target_fps), []
-    for _ in range(MAX_TRIES):
-        target_cycles = max(1, int(board.clock_hz / (fps * n_tiles)))
-        folded = copy.deepcopy(model).transform(SetFolding(target_cycles, mvau_wwidth_max=board.mvau_wwidth_max,
-                                                           two_pass_relaxation=False))
-        folded = fold_upsample_layers(folded, target_cycles).transform(GiveUniqueNodeNames())
-        totals, perf = estimate(folded, board.part)
-        if totals["LUT"] > board.limit("LUT"):
-            totals, perf = move_multipliers_to_dsp(folded, board, totals, perf)
-        over = [r for r in RESOURCES if totals[r] > board.limit(r)]
-        achieved = board.clock_hz / (perf["max_cycles"] * n_tiles)
-        tried.append({"target_fps": round(fps, 2), "target_cycles_per_tile": target_cycles,
-                      "max_cycles": int(perf["max_cycles"]), "fps": round(achieved, 2),
-                      **{r: round(totals[r]) for r in RESOURCES}, "over_budget": over})
-        if not over:
-            if perf["max_cycles"] > target_cycles:
-                limited_by = f"layer {perf['max_cycles_node_name']} at full parallelism"
-            elif fps < build.target_fps:
-                limited_by = "resource budget: " + ", ".join(tried[0]["over_budget"])
-            else:
-                limited_by = "target fps reached"
-            return folded, {"tiles_per_frame": n_tiles, "target_fps": build.target_fps, "fps": achieved,
-                            "limited_by": limited_by, "bottleneck_layer": perf["max_cycles_node_name"],
-                            "cycles_per_tile": int(perf["max_cycles"]), "attempts": tried}
-        fps *= BACKOFF
-    raise LicError(f"no folding of this student fits {board.name}'s budget even at {fps:.3f} fps "
-                   f"(last try over budget in {', '.join(tried[-1]['over_budget'])}); choose a smaller student")
+    folded = copy.deepcopy(model).transform(SetFolding(target_cycles, mvau_wwidth_max=board.mvau_wwidth_max,
+                                                       two_pass_relaxation=False))
+    folded = fold_upsample_layers(folded, target_cycles).transform(GiveUniqueNodeNames())
+    totals, perf = estimate(folded, board.part)
+    if totals["LUT"] > board.limit("LUT"):
+        totals, perf = move_multipliers_to_dsp(folded, board, totals, perf)
+    return folded, totals, perf

@@ -80,9 +80,9 @@ class QuantConfig:
         return _per_layer(self.weight_bits, n_conv, "weight_bits", "convs")
 
     def label(self) -> str:
-        """e.g. "W4A4" or "W8/4/4/4/8 A4/4/4/8"."""
+        """e.g. "W4A4", "W4 A4/4/8/8" or "W8/4/4/4/8 A4/4/4/8"."""
         w, a = (b if isinstance(b, int) else "/".join(map(str, b)) for b in (self.weight_bits, self.act_bits))
-        return f"W{w}A{a}" if isinstance(self.weight_bits, int) else f"W{w} A{a}"
+        return f"W{w}A{a}" if isinstance(self.weight_bits, int) and isinstance(self.act_bits, int) else f"W{w} A{a}"
 
     def to_dict(self) -> dict:
         d = asdict(self)

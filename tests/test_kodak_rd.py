@@ -42,7 +42,7 @@ def test_integer_hs_costs_rate_not_quality(results, quality):
 
 
 # measured (`lic hs-rate --tuned`, Kodak): the integer h_s on the tuned encoders' own files (.lic v2 vs v1)
-TUNED_INTEGER_HS_RATE_COST = {1: 0.0177, 2: 0.0145, 3: -0.0019, 4: -0.0103}
+TUNED_INTEGER_HS_RATE_COST = {1: 0.0182, 2: 0.0192, 3: -0.0001, 4: 0.0022}
 
 
 @pytest.fixture(scope="module")
@@ -59,8 +59,8 @@ def test_integer_hs_costs_under_3_percent_on_the_tuned_encoders_files(tuned_hs_r
     assert r["overhead"] <= 0.03 and r["overhead"] == pytest.approx(TUNED_INTEGER_HS_RATE_COST[quality], abs=0.002)
 
 
-# measured (`lic eval-students`, Kodak 24): quantised A4/4/4/8 students, dB; float students, dB
-QUANT_PSNR = {1: 24.02, 2: 24.20, 3: 24.44, 4: 24.17}
+# measured (`lic eval-students`, Kodak 24): quantised W4 A4/4/8/8 students, dB; float students, dB
+QUANT_PSNR = {1: 24.35, 2: 24.67, 3: 24.83, 4: 24.99}
 FLOAT_PSNR = {1: 25.24, 2: 25.53, 3: 25.77, 4: 25.70}
 
 
@@ -82,7 +82,7 @@ def test_shipped_students_kodak_figures(students, quality):
 
 # measured (`lic eval-students`, Kodak 24): the shipped encoders tuned for the quantised students, their
 # own .lic v2 files decoded by those students: (bpp, PSNR dB)
-TUNED = {1: (0.1611, 23.99), 2: (0.2300, 24.29), 3: (0.2999, 24.60), 4: (0.4105, 24.45)}
+TUNED = {1: (0.1641, 24.32), 2: (0.2340, 24.74), 3: (0.3016, 24.95), 4: (0.3926, 25.15)}
 
 
 @pytest.mark.parametrize("quality", [1, 2, 3, 4])
@@ -91,3 +91,10 @@ def test_tuned_encoders_kodak_figures(students, quality):
     bpp, psnr = TUNED[quality]
     assert m["tuned_deployable"]["bpp"] == pytest.approx(bpp, rel=0.005)
     assert m["tuned_deployable"]["psnr"] == pytest.approx(psnr, abs=0.02)
+
+
+def test_deployable_curve_rises_at_every_rate_point(students):
+    """What makes a BD-rate against JPEG computable: more bits, better pictures, q1 to q4."""
+    for key in ("quant_student", "tuned_deployable"):
+        pts = [students[q]["mean"][key] for q in (1, 2, 3, 4)]
+        assert all(a["bpp"] < b["bpp"] and a["psnr"] < b["psnr"] for a, b in zip(pts, pts[1:])), key
