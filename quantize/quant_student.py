@@ -71,7 +71,8 @@ class QuantConfig:
     output_bits: int = 8
     weight_per_channel: bool = True
     int_bias: bool = True  # see the module docstring
-    weight_scale: str = "max"  # see WEIGHT_QUANT
+    weight_scale: str = "max"  # see WEIGHT_QUANT; "max" here so files from before the key load as trained
+                               # (`lic qat` defaults to "mse")
 
     def act_bits_list(self, n_relu: int) -> list[int]:
         return _per_layer(self.act_bits, n_relu, "act_bits", "ReLUs")
