@@ -168,13 +168,17 @@ def summary_markdown(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def decoder_curve(points: list[dict], key: str, metric: str = "psnr") -> list[tuple[float, float]]:
+    """(bpp, metric) of one decoder over the rate points that have it."""
+    return [(p["mean"][key]["bpp"], p["mean"][key][metric]) for p in points if key in p["mean"]]
+
+
 def plot_students(results: dict, path: Path) -> None:
     """The RD (PSNR and MS-SSIM) plot of an `lic eval-students` results.json."""
     from quantize.quant_student import QuantConfig
 
     points = results["points"]
-    curve = lambda key, metric="psnr": [(p["mean"][key]["bpp"], p["mean"][key][metric])
-                                        for p in points if key in p["mean"]]
+    curve = lambda key, metric="psnr": decoder_curve(points, key, metric)
     labels = {"teacher": "teacher g_s (float)", "float_student": "float student",
               "quant_student": f"quantised student ({QuantConfig(**points[0]['quant_config']).label()})"}
     curves = {labels[k]: curve(k) for k in DECODERS}
@@ -201,8 +205,7 @@ def run(args) -> int:
         raise LicError("no shipped student for the rate points asked for")
     images = load_images(first_images(args.data, args.limit))
     points = [evaluate_point(e, images) for e in sorted(entries, key=lambda e: e["quality"])]
-    curve = lambda key, metric="psnr": [(p["mean"][key]["bpp"], p["mean"][key][metric])
-                                        for p in points if key in p["mean"]]
+    curve = lambda key, metric="psnr": decoder_curve(points, key, metric)
     bd = [{"test": k, "anchor": "teacher", **compare(curve("teacher"), curve(k))}
           for k in ("float_student", "quant_student", "tuned_deployable") if len(curve(k)) >= 2]
     if len(curve("tuned_deployable")) >= 2:

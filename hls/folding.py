@@ -6,7 +6,8 @@ must finish one tile in  clock / (fps x tiles per frame)  cycles. FINN's SetFold
 layer's parallelism until it meets that cycle target; if the folded design then exceeds the budget
 (LUT, BRAM, DSP as FINN estimates them), the widest MVAUs move their multipliers from LUTs to DSPs
 while the DSP budget lasts, and only then is the target lowered in 10% steps until it fits, then
-raised again by bisection towards the last step that did not fit. The report says what limited the result: the budget (which resource) or a layer at full parallelism.
+raised again by bisection towards the last step that did not fit. The report says what limited the
+result: the budget (which resource) or a layer at full parallelism.
 
 SetFolding's two-pass relaxation is off: it relaxes every layer to the slowest one's cycles, and in
 finn-plus 1.6.1 the slowest is always an unfolded upsample (see hls/finn_workarounds.py), which is folded
@@ -74,8 +75,9 @@ def fold(model, build) -> tuple[object, dict]:
         target_cycles = max(1, int(board.clock_hz / (fps * n_tiles)))
         folded, totals, perf = _fold_at(model, board, target_cycles)
         over = [r for r in RESOURCES if totals[r] > board.limit(r)]
+        achieved = board.clock_hz / (perf["max_cycles"] * n_tiles)
         tried.append({"target_fps": round(fps, 2), "target_cycles_per_tile": target_cycles,
-                      "max_cycles": int(perf["max_cycles"]), "fps": round(board.clock_hz / (perf["max_cycles"] * n_tiles), 2),
+                      "max_cycles": int(perf["max_cycles"]), "fps": round(achieved, 2),
                       **{r: round(totals[r]) for r in RESOURCES}, "over_budget": over})
         return (folded, perf, target_cycles) if not over else None
 
@@ -94,12 +96,12 @@ def fold(model, build) -> tuple[object, dict]:
         for _ in range(REFINE_STEPS):
             mid = (lo + hi) / 2
             better = attempt(mid)
-            if better and better[1]["max_cycles"] < fit[1]["max_cycles"]:
-                fit, lo = better, mid
-            elif better:
-                lo = mid
-            else:
+            if not better:
                 hi = mid
+                continue
+            lo = mid
+            if better[1]["max_cycles"] < fit[1]["max_cycles"]:
+                fit = better
     folded, perf, target_cycles = fit
     if perf["max_cycles"] > target_cycles:
         limited_by = f"layer {perf['max_cycles_node_name']} at full parallelism"

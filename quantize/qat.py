@@ -74,7 +74,8 @@ def check_bit_widths(qcfg: QuantConfig, cfg: StudentConfig) -> None:
 
 
 def quant_config(args, cfg: StudentConfig, base: QuantConfig | None = None) -> QuantConfig:
-    """The flags' QuantConfig, or with `base` (an --init's), base with the bit widths the flags give."""
+    """The flags' QuantConfig, or with `base` (an --init's), base with the bit widths and weight scale
+    the flags give."""
     if base is None:
         qcfg = QuantConfig(weight_bits=parse_int_list(args.weight_bits or "4", "--weight-bits"),
                            act_bits=parse_int_list(args.act_bits or "4", "--act-bits"),
@@ -86,11 +87,13 @@ def quant_config(args, cfg: StudentConfig, base: QuantConfig | None = None) -> Q
         if args.weight_scale:
             changes["weight_scale"] = args.weight_scale
         qcfg = QuantConfig(**{**base.to_dict(), **changes})
-    try:
-        check_bit_widths(qcfg, cfg)
-    except ValueError as e:  # a per-layer list of the wrong length
-        flag = "--act-bits" if "act_bits" in str(e) else "--weight-bits"
-        raise LicError(f"{flag}: {e}") from None
+    for flag, layers, n in (("--act-bits", qcfg.act_bits_list, n_relu(cfg)),
+                            ("--weight-bits", qcfg.weight_bits_list, n_conv(cfg))):
+        try:
+            layers(n)
+        except ValueError as e:  # a per-layer list of the wrong length
+            raise LicError(f"{flag}: {e}") from None
+    check_bit_widths(qcfg, cfg)
     return qcfg
 
 

@@ -74,6 +74,10 @@ class QuantConfig:
     weight_scale: str = "max"  # see WEIGHT_QUANT; "max" here so files from before the key load as trained
                                # (`lic qat` defaults to "mse")
 
+    def __post_init__(self):
+        if self.weight_scale not in WEIGHT_QUANT:
+            raise ValueError(f"weight_scale must be one of {tuple(WEIGHT_QUANT)}, got {self.weight_scale!r}")
+
     def act_bits_list(self, n_relu: int) -> list[int]:
         return _per_layer(self.act_bits, n_relu, "act_bits", "ReLUs")
 
@@ -124,8 +128,6 @@ class QuantStudentSynthesis(nn.Module):
         act_bits = qcfg.act_bits_list(n_relu(cfg))
         weight_bits = qcfg.weight_bits_list(len(plan))
         bq = Int32Bias if qcfg.int_bias else None
-        if qcfg.weight_scale not in WEIGHT_QUANT:
-            raise ValueError(f"weight_scale must be one of {tuple(WEIGHT_QUANT)}, got {qcfg.weight_scale!r}")
         wq = WEIGHT_QUANT[qcfg.weight_scale][not qcfg.weight_per_channel]
 
         self.input_quant = QuantIdentity(act_quant=IntegerInputQuant, bit_width=qcfg.input_bits,

@@ -258,3 +258,11 @@ def test_qat_init_with_other_weight_quantisers_carries_weights_and_exports(tmp_p
                "--tile", "8") == 0
     assert lic("qat", "--student", float_export, "--init", quant_export, *common, "--weight-bits", "8,4",
                "--run-dir", tmp_path / "bad", "--steps", "1") == 1
+
+
+def test_quant_export_with_unknown_weight_scale_is_refused_in_one_line(tmp_path, quant_export):
+    obj = torch.load(quant_export, map_location="cpu", weights_only=False)
+    obj["quant_config"]["weight_scale"] = "percentile"
+    torch.save(obj, tmp_path / "bad.pt")
+    with pytest.raises(LicError, match="weight_scale must be one of"):
+        load_quant_student(tmp_path / "bad.pt")
