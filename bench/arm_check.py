@@ -176,9 +176,10 @@ def run(args) -> int:
     if proc.returncode:
         raise LicError(f"the {arch} run failed (exit {proc.returncode}); its output is above")
     report = compare(refs, arm_dir, names)
+    kernels = json.loads((arm_dir / "kernels.json").read_text())
     (args.out / f"report-{arch}.json").write_text(json.dumps({"libraries": {k: str(v) for k, v in libs.items()},
-                                                      "files": report}, indent=1) + "\n")
-    ok = True
+                                                      "files": report, "kernels": kernels}, indent=1) + "\n")
+    ok = not kernels["differ"]
     first = next(iter(report.values()))
     print(f"\narm-check: {len(names)} Kodak files, {arch} ({ARCHES[arch][2]}) = {first['platform']} under qemu-user; "
           f"x86 = this machine")
@@ -198,6 +199,8 @@ def run(args) -> int:
     for key, row in report[names[0]]["checks"].items():
         if not row["ran"]:
             print(f"skipped {row['stage']}: {row['why']}")
+    print(f"native integer h_s on {len(kernels['cases'])} hard cases (bench.board_stages.kernel_cases), against "
+          f"numpy on the same ARM: " + (f"**DIFFERS**: {kernels['differ']}" if kernels["differ"] else "all exact"))
     png_bytes = all(r["checks"]["png"]["same_bytes_as_x86"] for r in report.values())
     print(f"PNG files byte-identical to x86's: {png_bytes} (pixels are what must agree; zlib versions may differ)")
     print("Synthesis did not run on ARM (fabric / onnxruntime): stitching used x86's tile outputs.")

@@ -16,7 +16,8 @@ arm-check`: bit-exactness; `make board-rate`: instruction counts) and on a board
 Synthesis itself is the fabric's (or onnxruntime's, which has no armhf build): here its tile outputs
 come in from elsewhere, e.g. x86's onnx backend, so stitching is checked on given tiles.
 
-    python -m bench.board_stages check --package P --refs DIR --out DIR      (writes NAME.arm.npz)
+    python -m bench.board_stages check --package P --refs DIR --out DIR      (writes NAME.arm.npz and
+                                                                              kernels.json: kernel_cases)
     python -m bench.board_stages count --package P --refs DIR --stage S --repeat N NAME
 """
 
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import json
 import platform
 import sys
 import time
@@ -173,6 +175,41 @@ def stage_runner(package, stage: str, data: bytes, refs: dict):
     raise ValueError(f"unknown stage {stage}")
 
 
+def kernel_cases(seed: int = 4):
+    """(what, integer h_s, z) cases the native h_s kernel must count exactly as numpy does, beyond
+    what real files reach: threshold rows spaced every way a linear guess between their ends can
+    get wrong (repeats, clusters, one huge gap, int32 extremes), probed on and next to every
+    threshold, and random layers with odd channel counts and threshold rows of every length. On ARM
+    these run the NEON paths (`make arm-check`); tests/test_board_kernels.py runs them on x86."""
+    from host.integer_hyper import IntegerHyperSynthesis, IntegerLayer
+
+    rng = np.random.default_rng(seed)
+    n = 255
+    rows = [np.full(n, 7), np.r_[np.full(n - 1, -50), 10 ** 6], np.r_[-10 ** 6, np.full(n - 1, 50)],
+            np.sort(np.r_[rng.integers(-30, 30, n // 2), rng.integers(10 ** 5, 10 ** 5 + 40, n - n // 2)]),
+            np.r_[np.arange(n - 1) * 3, 2 ** 31 - 3], np.r_[-(2 ** 31) + 1, np.arange(n - 1)],
+            np.arange(n) * 1000, np.arange(n) * 1000 + rng.integers(-400, 400, n).cumsum() // 8,
+            np.sort(rng.integers(-5000, 5000, n))]
+    thresholds = np.stack([np.sort(r) for r in rows]).astype(np.int64)
+    # one input channel through a 1x1 layer of weight 1: each accumulator is its input value
+    weight = np.ones((len(rows), 1, 1, 1), np.int8)
+    t = thresholds.ravel()
+    probes = np.unique(np.clip(np.r_[t - 1, t, t + 1, rng.integers(-20000, 20000, 500)], -(2 ** 14), 2 ** 14 - 1))
+    yield ("threshold rows of every spacing", IntegerHyperSynthesis([IntegerLayer(weight, thresholds, False)], 15, {}),
+           probes.reshape(1, 1, -1))
+    for n_thr in (0, 1, 2, 9, 63, 64, 255, 300):
+        layers = [IntegerLayer(rng.integers(-127, 128, (5, 3, 3, 3)).astype(np.int8),
+                               np.sort(rng.integers(-4000, 4000, (5, 15)), axis=1), False),
+                  IntegerLayer(rng.integers(-127, 128, (37, 5, 1, 1)).astype(np.int8),
+                               np.sort(rng.integers(-900, 900, (37, n_thr)), axis=1), True)]
+        yield (f"odd widths, {n_thr} thresholds", IntegerHyperSynthesis(layers, 8, {}), rng.integers(-128, 128, (3, 4, 6)))
+
+
+def check_kernels() -> list[str]:
+    """The kernel_cases where the native h_s and numpy disagree (empty: all exact)."""
+    return [what for what, hs, z in kernel_cases() if not np.array_equal(hs.indexes(z, "native"), hs.indexes(z, "numpy"))]
+
+
 def load_refs(path: Path) -> dict:
     with np.load(path, allow_pickle=False) as z:
         return {k: z[k] for k in z.files}
@@ -204,6 +241,8 @@ def _main(argv=None) -> int:
             run()
         return 0
     args.out.mkdir(parents=True, exist_ok=True)
+    cases = [what for what, _, _ in kernel_cases()]
+    (args.out / "kernels.json").write_text(json.dumps({"cases": cases, "differ": check_kernels()}) + "\n")
     for name in names:
         t = time.perf_counter()
         out, skipped = run_all(package, (args.refs / f"{name}.lic").read_bytes(), None,

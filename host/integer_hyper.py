@@ -89,6 +89,15 @@ class IntegerLayer:
         padded[:o, :n] = np.clip(self.thresholds, -_INT32_LIMIT, _INT32_LIMIT - 1)
         return padded.astype(np.int32)
 
+    @cached_property
+    def guesses_c(self) -> np.ndarray:
+        """Per channel, where the native kernel starts counting thresholds_c and when it may trust
+        that start without reading the row (host/csrc/integer_hs.c, lic_hs_prepare)."""
+        t = self.thresholds_c
+        guesses = np.empty(6 * t.shape[0], np.int32)
+        library().lic_hs_prepare(t, t.shape[1], t.shape[0], guesses)
+        return guesses
+
 
 def _conv_exact(a: np.ndarray, weight: np.ndarray) -> np.ndarray:
     """'same' convolution (zero padding, stride 1) of integer maps, exact, as int64."""
@@ -148,10 +157,11 @@ def _layer_native(lib, a: np.ndarray, layer: "IntegerLayer", pool: ThreadPoolExe
     up = layer.native_upsample
     a = np.ascontiguousarray(a, dtype=np.int16)
     out = np.empty((o_pad, h * (1 + up), w * (1 + up)), dtype=np.int16)
+    guesses = layer.guesses_c
 
     def rows(y0: int, y1: int) -> int:
         return lib.lic_hs_layer(a, c, h, w, layer.weight_c, o_pad, k, int(up), layer.thresholds_c,
-                                layer.thresholds_c.shape[1], out, y0, y1)
+                                layer.thresholds_c.shape[1], guesses, out, y0, y1)
 
     # The pool's threads share the layer by input rows; each writes only its own output rows, and
     # ctypes lets go of the GIL during the call, so the board's cores all work.

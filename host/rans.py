@@ -48,8 +48,9 @@ def _lib() -> ctypes.CDLL:
                                         ctypes.POINTER(ctypes.c_void_p)]
     lib.lic_rans_tables_free.argtypes = [ctypes.c_void_p]
     lib.lic_rans_tables_free.restype = None
-    lib.lic_rans_decode.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t, _I32P, ctypes.c_size_t,
-                                    _I32P, ctypes.POINTER(ctypes.c_size_t)]
+    size, stride = ctypes.c_size_t, ctypes.c_ssize_t
+    lib.lic_rans_decode_region.argtypes = [ctypes.c_void_p, ctypes.c_char_p, size, _I32P, _I32P, size, size, size,
+                                           stride, stride, stride, stride, ctypes.POINTER(size)]
     lib.lic_rans_strerror.restype = ctypes.c_char_p
     return lib
 
@@ -141,17 +142,39 @@ class CdfTable:
         index = np.broadcast_to(np.arange(shape[0], dtype=np.int32)[:, None, None], shape)
         return self.decode(stream, index, what)
 
-    def decode(self, stream: bytes, indexes: np.ndarray, what: str = "rANS stream") -> np.ndarray:
-        """Decode len(indexes.ravel()) symbols from one stream, symbol i with table indexes[i];
-        returns int32 values shaped like `indexes`. A stream that does not decode to exactly
-        those symbols raises LicError naming `what`."""
+    def decode(self, stream: bytes, indexes: np.ndarray, what: str = "rANS stream",
+               out: np.ndarray | None = None) -> np.ndarray:
+        """Decode len(indexes.ravel()) symbols from one stream, symbol i with table indexes[i] (C
+        order); returns int32 values shaped like `indexes`, written into `out` when given (an int32
+        array or view of that shape: a tile's window of a whole frame's y). A stream that does not
+        decode to exactly those symbols raises LicError naming `what`.
+
+        The C decoder checks everything as it goes, so check_stream's whole-array passes run only
+        when it fails, to say why in the file's terms (too short for the header's image size, ...)."""
         indexes = np.asarray(indexes)
-        self.check_stream(stream, indexes, what)
-        flat = np.ascontiguousarray(indexes.ravel(), dtype=np.int32)
-        out = np.empty(flat.size, dtype=np.int32)
+        if out is None:
+            out = np.empty(indexes.shape, dtype=np.int32)
+        elif out.shape != indexes.shape or out.dtype != np.int32:
+            raise ValueError(f"out must be int32 of shape {indexes.shape}")
+        idx, dst = _region(indexes), _region(out)
+        if idx.dtype != np.int32 or idx.strides[2] != 4:
+            idx = np.ascontiguousarray(idx, dtype=np.int32)
+        if dst.strides[2] != 4 or not np.shares_memory(dst, out):
+            raise ValueError("out must be a view whose last axis is contiguous")
         where = ctypes.c_size_t()
-        status = _lib().lic_rans_decode(self._handle, bytes(stream), len(stream), _ptr(flat), flat.size,
-                                        _ptr(out), ctypes.byref(where))
+        status = _lib().lic_rans_decode_region(self._handle, bytes(stream), len(stream), _ptr(idx), _ptr(dst),
+                                               *idx.shape, *(s // 4 for s in idx.strides[:2]),
+                                               *(s // 4 for s in dst.strides[:2]), ctypes.byref(where))
         if status:
-            raise LicError(f"{what}: {_error(status)} (at symbol {where.value} of {flat.size})")
-        return out.reshape(indexes.shape)
+            self.check_stream(stream, indexes, what)
+            raise LicError(f"{what}: {_error(status)} (at symbol {where.value} of {indexes.size})")
+        return out
+
+
+def _region(a: np.ndarray) -> np.ndarray:
+    """a as a 3-D view (the C decoder's region), without copying where its axes allow."""
+    if a.ndim == 3:
+        return a
+    if a.ndim < 3:
+        return a.reshape((1,) * (3 - a.ndim) + a.shape)
+    return a.reshape((-1,) + a.shape[-2:])  # copies only if the leading axes do not merge

@@ -77,7 +77,7 @@ def decode_y(table, lic: LicFile, indexes: np.ndarray, name: str = "input", thre
 
     def one(k: int) -> None:
         rows, cols = regions[k]
-        y[:, rows, cols] = table.decode(lic.streams[1 + k], indexes[:, rows, cols], f"{name}: y substream {k}")
+        table.decode(lic.streams[1 + k], indexes[:, rows, cols], f"{name}: y substream {k}", out=y[:, rows, cols])
 
     if threads > 1:
         from concurrent.futures import ThreadPoolExecutor

@@ -39,18 +39,14 @@ def test_native_hs_on_the_shipped_model():
 
 
 @needs_library
-def test_native_hs_odd_widths_and_threshold_counts():
-    """Channel counts that are not multiples of the kernel's block, thresholds rows of every length
-    up to 300 (padded to 2^m - 1, and past the unrolled sizes)."""
-    rng = np.random.default_rng(2)
-    for n_thr in (0, 1, 2, 9, 63, 64, 255, 300):
-        layers = [IntegerLayer(rng.integers(-127, 128, (5, 3, 3, 3)).astype(np.int8),
-                               np.sort(rng.integers(-4000, 4000, (5, 15)), axis=1), False),
-                  IntegerLayer(rng.integers(-127, 128, (7, 5, 1, 1)).astype(np.int8),
-                               np.sort(rng.integers(-900, 900, (7, n_thr)), axis=1), True)]
-        hs = IntegerHyperSynthesis(layers, 8, {})
-        z = rng.integers(-128, 128, (3, 4, 6))
-        assert np.array_equal(hs.indexes(z, "native"), hs.indexes(z, "numpy")), n_thr
+def test_native_hs_hard_cases():
+    """bench.board_stages.kernel_cases (which `make arm-check` also runs on ARM, NEON paths): threshold
+    rows spaced every way the kernel's linear first guess can get wrong, channel counts that are not
+    multiples of the kernel's block, threshold rows of every length up to 300."""
+    from bench.board_stages import check_kernels, kernel_cases
+
+    assert len(list(kernel_cases())) == 9
+    assert check_kernels() == []
 
 
 @needs_library

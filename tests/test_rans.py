@@ -58,6 +58,30 @@ def test_kodak_files_bit_exact(package, kodak_lic):
             assert got.shape == idx.shape and np.array_equal(got.ravel(), compressai_decode(table, stream, idx))
 
 
+def test_decode_reads_and_writes_windows_in_place(package, kodak_lic):
+    """A tile substream's window of the frame's index and y arrays is decoded in place: the same
+    symbols as from contiguous copies, nothing outside the window written; a bad index in the
+    window is still a one-line error."""
+    _, _, ys, yi = kodak_lic[0]
+    table = package.y_table
+    m, h, w = yi.shape
+    rows, cols = slice(3, h - 2), slice(5, w - 1)
+    window = np.ascontiguousarray(yi[:, rows, cols])
+    stream = compressai_encode(table, table.decode(ys, yi)[:, rows, cols].ravel(), window.ravel())
+    frame = np.full(yi.shape, -7, np.int32)
+    table.decode(stream, yi[:, rows, cols], out=frame[:, rows, cols])
+    assert np.array_equal(frame[:, rows, cols], table.decode(stream, window))
+    outside = np.ones(yi.shape, bool)
+    outside[:, rows, cols] = False
+    assert (frame[outside] == -7).all()
+    bad = yi.copy()
+    bad[1, rows.start, cols.start + 4] = len(table)
+    with pytest.raises(LicError, match="CDF index out of range"):
+        table.decode(stream, bad[:, rows, cols], out=frame[:, rows, cols])
+    with pytest.raises(ValueError, match="out must be"):
+        table.decode(stream, window, out=np.empty(window.shape, np.int64))
+
+
 def test_corrupt_streams_are_clean_errors(package, kodak_lic):
     _, _, ys, yi = kodak_lic[0]
     table = package.y_table

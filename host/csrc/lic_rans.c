@@ -93,6 +93,7 @@ int lic_rans_tables_new(const int32_t *cdf, int32_t n, int32_t row_stride, const
     const int32_t *src = cdf + (size_t)i * (size_t)row_stride;
     int32_t len = cdf_length[i];
     if (src[0] != 0 || src[len - 1] != (int32_t)SLOTS) goto bad;
+    if ((int64_t)offset[i] + (len - 2) > INT32_MAX) goto bad;  /* every in-range value then fits int32 */
     for (int32_t j = 0; j + 1 < len; ++j)
       if (src[j + 1] <= src[j]) goto bad;
     for (int32_t j = 0; j < len; ++j) c[j] = (uint32_t)src[j];
@@ -132,11 +133,26 @@ static inline uint32_t read_le32(const uint8_t *p) {
     }                                                               \
   } while (0)
 
-int lic_rans_decode(const lic_rans_tables *t, const uint8_t *stream, size_t nbytes,
-                    const int32_t *indexes, size_t n, int32_t *out, size_t *where) {
-  size_t i = 0;
+/* Bisection for a wide bucket (a flat run of rare symbols): kept out of the symbol loop, which it
+ * would otherwise crowd out of the registers. Invariant: cdf[s] <= slot < cdf[hi + 1]. */
+static uint32_t narrow(const uint32_t *cdf, uint32_t s, uint32_t hi, uint32_t slot) {
+  while (hi - s > 4) {
+    const uint32_t mid = (s + hi + 1) >> 1;
+    if (cdf[mid] <= slot) s = mid; else hi = mid - 1;
+  }
+  return s;
+}
+
+int lic_rans_decode_region(const lic_rans_tables *t, const uint8_t *stream, size_t nbytes,
+                           const int32_t *indexes, int32_t *out, size_t n0, size_t n1, size_t n2,
+                           ptrdiff_t index_stride0, ptrdiff_t index_stride1,
+                           ptrdiff_t out_stride0, ptrdiff_t out_stride1, size_t *where) {
   int status = LIC_RANS_OK;
+  size_t a = 0, b = 0;
+  const int32_t *ip = indexes, *run = indexes;  /* the symbol and the start of its run, for `where` */
   if (where) *where = 0;
+  if (n1 && n2 && n0 > SIZE_MAX / n1 / n2) return LIC_RANS_ERR_ARGS;
+  const size_t n = n0 * n1 * n2;
   if (!t || (!stream && nbytes) || (n && (!indexes || !out))) return LIC_RANS_ERR_ARGS;
   const uint8_t *p = stream, *end = stream + nbytes;
   if (nbytes < 8) return n ? LIC_RANS_ERR_TRUNCATED : LIC_RANS_ERR_TRAILING;
@@ -144,48 +160,58 @@ int lic_rans_decode(const lic_rans_tables *t, const uint8_t *stream, size_t nbyt
   p += 8;
   if (x < RANS_L || (x >> 63)) return LIC_RANS_ERR_STATE;
   const uint32_t n_rows = (uint32_t)t->n;
+  const struct row *rows = t->rows;
 
-  for (; i < n; ++i) {
-    const uint32_t idx = (uint32_t)indexes[i];
-    if (idx >= n_rows) { status = LIC_RANS_ERR_INDEX; goto fail; }
-    const struct row *r = &t->rows[idx];
-    const uint32_t slot = (uint32_t)(x & (SLOTS - 1));
-    const uint32_t b = slot >> LUT_SHIFT;
-    uint32_t s = r->lut[b], hi = r->lut[b + 1];
-    while (hi - s > 4) {  /* invariant: cdf[s] <= slot < cdf[hi + 1] */
-      const uint32_t mid = (s + hi + 1) >> 1;
-      if (r->cdf[mid] <= slot) s = mid; else hi = mid - 1;
-    }
-    while (r->cdf[s + 1] <= slot) ++s;
-    const uint32_t start = r->cdf[s];
-    x = (uint64_t)(r->cdf[s + 1] - start) * (x >> PRECISION) + slot - start;
-    REFILL(x);
-
-    int64_t value = (int64_t)s;
-    if ((int32_t)s == r->max_value) {
-      /* digit count (a count of 15 would continue in the next digit; valid counts never reach it) */
-      const uint32_t n_digits = (uint32_t)(x & BYPASS_MAX);
-      x >>= BYPASS_BITS;
-      REFILL(x);
-      if (n_digits > MAX_BYPASS_DIGITS) { status = LIC_RANS_ERR_BYPASS; goto fail; }
-      uint64_t raw = 0;
-      for (uint32_t j = 0; j < n_digits; ++j) {
-        raw |= (x & BYPASS_MAX) << (j * BYPASS_BITS);
+  for (a = 0; a < n0; ++a)
+    for (b = 0; b < n1; ++b) {
+      /* pointers, not counters, in the symbol loop: on a 32-bit ARM every register counts */
+      run = ip = indexes + (ptrdiff_t)a * index_stride0 + (ptrdiff_t)b * index_stride1;
+      const int32_t *const run_end = ip + n2;
+      int32_t *op = out + (ptrdiff_t)a * out_stride0 + (ptrdiff_t)b * out_stride1;
+      for (; ip != run_end; ++ip, ++op) {
+        const uint32_t idx = (uint32_t)*ip;
+        if (idx >= n_rows) { status = LIC_RANS_ERR_INDEX; goto fail; }
+        const struct row *r = rows + idx;
+        const uint32_t *cdf = r->cdf;
+        const uint32_t slot = (uint32_t)x & (SLOTS - 1);
+        uint32_t s = r->lut[slot >> LUT_SHIFT];
+        const uint32_t hi = r->lut[(slot >> LUT_SHIFT) + 1];
+        if (hi - s > 4) s = narrow(cdf, s, hi, slot);
+        while (cdf[s + 1] <= slot) ++s;
+        const uint32_t start = cdf[s];
+        x = (uint64_t)(cdf[s + 1] - start) * (x >> PRECISION) + (slot - start);
+        REFILL(x);
+        if ((int32_t)s != r->max_value) {
+          *op = (int32_t)s + r->offset;  /* fits: the table's offset + max_value was checked */
+          continue;
+        }
+        /* digit count (a count of 15 would continue in the next digit; valid counts never reach it) */
+        const uint32_t n_digits = (uint32_t)(x & BYPASS_MAX);
         x >>= BYPASS_BITS;
         REFILL(x);
+        if (n_digits > MAX_BYPASS_DIGITS) { status = LIC_RANS_ERR_BYPASS; goto fail; }
+        uint64_t raw = 0;
+        for (uint32_t j = 0; j < n_digits; ++j) {
+          raw |= (x & BYPASS_MAX) << (j * BYPASS_BITS);
+          x >>= BYPASS_BITS;
+          REFILL(x);
+        }
+        const int64_t value = ((raw & 1) ? -(int64_t)(raw >> 1) - 1 : (int64_t)(raw >> 1) + r->max_value) + r->offset;
+        if (value < INT32_MIN || value > INT32_MAX) { status = LIC_RANS_ERR_VALUE; goto fail; }
+        *op = (int32_t)value;
       }
-      value = (raw & 1) ? -(int64_t)(raw >> 1) - 1 : (int64_t)(raw >> 1) + r->max_value;
     }
-    value += r->offset;
-    if (value < INT32_MIN || value > INT32_MAX) { status = LIC_RANS_ERR_VALUE; goto fail; }
-    out[i] = (int32_t)value;
-  }
   /* The encoder started from RANS_L and wrote every word the decoder reads: a complete stream
    * leaves exactly that state and no bytes. */
   if (x != RANS_L || p != end) { status = LIC_RANS_ERR_TRAILING; goto fail; }
   if (where) *where = n;
   return LIC_RANS_OK;
 fail:
-  if (where) *where = i;
+  if (where) *where = a < n0 ? (a * n1 + b) * n2 + (size_t)(ip - run) : n;
   return status;
+}
+
+int lic_rans_decode(const lic_rans_tables *t, const uint8_t *stream, size_t nbytes,
+                    const int32_t *indexes, size_t n, int32_t *out, size_t *where) {
+  return lic_rans_decode_region(t, stream, nbytes, indexes, out, 1, 1, n, 0, 0, 0, 0, where);
 }

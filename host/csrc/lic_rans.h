@@ -23,7 +23,7 @@ enum lic_rans_status {
   LIC_RANS_OK = 0,
   LIC_RANS_ERR_ARGS = 1,        /* null pointer or negative size */
   LIC_RANS_ERR_NOMEM = 2,
-  LIC_RANS_ERR_TABLE = 3,       /* a CDF row is not 0 .. 65536, strictly increasing */
+  LIC_RANS_ERR_TABLE = 3,       /* a CDF row is not 0 .. 65536, strictly increasing, or its values overflow int32 */
   LIC_RANS_ERR_INDEX = 4,       /* an index names no CDF row */
   LIC_RANS_ERR_TRUNCATED = 5,   /* the stream ran out before the last symbol */
   LIC_RANS_ERR_STATE = 6,       /* the initial state is outside the coder's interval */
@@ -44,6 +44,16 @@ void lic_rans_tables_free(lic_rans_tables *tables);
  * On failure returns a status and, when where != NULL, the number of symbols decoded before it. */
 int lic_rans_decode(const lic_rans_tables *tables, const uint8_t *stream, size_t nbytes,
                     const int32_t *indexes, size_t n, int32_t *out, size_t *where);
+
+/* The same for a 3-D region of symbols, decoded in C order (a, b, c) with 0 <= a < n0, b < n1,
+ * c < n2: symbol (a, b, c) takes its CDF row from indexes[a * index_stride0 + b * index_stride1 + c]
+ * and goes to out[a * out_stride0 + b * out_stride1 + c] (strides in elements). A tile's window of
+ * a whole frame's index and output arrays is decoded in place, without copies. `where` counts
+ * symbols in that order. */
+int lic_rans_decode_region(const lic_rans_tables *tables, const uint8_t *stream, size_t nbytes,
+                           const int32_t *indexes, int32_t *out, size_t n0, size_t n1, size_t n2,
+                           ptrdiff_t index_stride0, ptrdiff_t index_stride1,
+                           ptrdiff_t out_stride0, ptrdiff_t out_stride1, size_t *where);
 
 const char *lic_rans_strerror(int status);
 
