@@ -155,8 +155,8 @@ def _layer_native(lib, a: np.ndarray, layer: "IntegerLayer", pool: ThreadPoolExe
         raise LicError(f"integer h_s expects {i} input channels, got {c}")
     o_pad = layer.weight_c.shape[-1]
     up = layer.native_upsample
-    a = np.ascontiguousarray(a, dtype=np.int16)
-    out = np.empty((o_pad, h * (1 + up), w * (1 + up)), dtype=np.int16)
+    a = np.ascontiguousarray(a, dtype=np.int32)
+    out = np.empty((o_pad, h * (1 + up), w * (1 + up)), dtype=np.int32)
     guesses = layer.guesses_c
 
     def rows(y0: int, y1: int) -> int:
@@ -233,7 +233,7 @@ class IntegerHyperSynthesis:
                 raise LicError("the native integer h_s is not available for this model"
                                + ("" if self.native_ok else " (its accumulators could exceed int32)")
                                + f": build it with `make setup` or set {LIB_ENV}")
-            a = a.astype(np.int16)
+            a = a.astype(np.int32)
             # one pool for every layer of the call (threads are started once, not per layer)
             with (ThreadPoolExecutor(max_workers=threads) if threads > 1 else nullcontext()) as pool:
                 for layer in self.layers:
@@ -245,7 +245,7 @@ class IntegerHyperSynthesis:
                 if layer.upsample_before:
                     a = a.repeat(2, axis=1).repeat(2, axis=2)
                 a = _count_thresholds(_conv_exact(a, layer.weight), layer.thresholds)
-        return a.astype(np.int32)
+        return a.astype(np.int32, copy=False)
 
     # --- storage: one .npz, readable without torch ---------------------------------------------
     def to_bytes(self) -> bytes:

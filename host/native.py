@@ -41,8 +41,8 @@ def library() -> ctypes.CDLL | None:
     c_int, ptrdiff = ctypes.c_int, ctypes.c_ssize_t
     lib.lic_hs_prepare.argtypes = [_array(np.int32), c_int, c_int, _array(np.int32)]
     lib.lic_hs_prepare.restype = None
-    lib.lic_hs_layer.argtypes = [_array(np.int16), c_int, c_int, c_int, _array(np.int16), c_int, c_int, c_int,
-                                 _array(np.int32), c_int, _array(np.int32), _array(np.int16), c_int, c_int]
+    lib.lic_hs_layer.argtypes = [_array(np.int32), c_int, c_int, c_int, _array(np.int16), c_int, c_int, c_int,
+                                 _array(np.int32), c_int, _array(np.int32), _array(np.int32), c_int, c_int]
     lib.lic_hs_layer.restype = c_int
     lib.lic_rgb8.argtypes = [ctypes.c_void_p, c_int, c_int, ptrdiff, ptrdiff, _array(np.uint8), _array(np.uint8)]
     lib.lic_rgb8.restype = None

@@ -3,7 +3,8 @@
  *     acc[o, y, x] = sum_{c, ky, kx} w[o, c, ky, kx] * a[c, y + ky - k/2, x + kx - k/2]   (zero padding)
  *     out[o, y, x] = #{ j : thr[o, j] <= acc[o, y, x] }                                  (rows sorted)
  *
- * int8 weights (held as int16), int16 activations (int8 z symbols, uint8 ReLU levels), int32
+ * int8 weights (held as int16), activations as int16 inside (int8 z symbols, uint8 ReLU levels;
+ * int32 in and out, the rANS decoder's type, so no conversions between layers and stages), int32
  * accumulators. The caller (IntegerHyperSynthesis) checks once per model that sum|w| * max|a| < 2^31,
  * so no sum can overflow and the result is exact in any summation order: this equals the float64
  * reference bit for bit. The inner loop multiplies one activation into a contiguous row of output
@@ -22,13 +23,14 @@
 /* How to count the thresholds of one row fast. A row is a quantiser's decision levels, so its
  * entries are close to evenly spaced (ReLU levels exactly so, up to rounding; scale-table indexes
  * nearly so): a linear guess from the row's ends lands on the answer or next to it (kodim01, q3:
- * all but 685 of 423,936 counts exact, none off by more than 1), and two compares confirm it. The
- * guess only decides where to look first, never the answer: a row spaced any other way (an altered
- * file's) still gets its exact count, by bisection, in O(log n). This replaced an 8-step binary
- * search per count and took the h_s from 54 to 38 M ARM instructions per 768x512 frame. */
+ * wrong for 702 of the 280,521 counts between a row's ends), and for most accumulators the guess
+ * is provably the answer without reading the row (lic_hs_prepare). The rest are settled with two
+ * compares, or by bisection for a row spaced any other way (an altered file's), so a count costs
+ * O(log n) at worst. This replaced an 8-step binary search per count. */
+
 /* Per output channel, what count_passed needs besides the row: six int32 arrays of `rows` entries
  * each, back to back (lic_hs_prepare fills them once per model; NEON loads four channels at once). */
-enum { G_FIRST, G_LAST, G_MULT, G_N, G_BELOW, G_ABOVE, G_FIELDS };
+enum { G_FIRST, G_LAST, G_MULT, G_N, G_BELOW, G_ABOVE, G_FIELDS };  /* G_FIELDS = 6, as host/integer_hyper.py allocates */
 
 /* The guess for first <= v < last (first = row[0], last = row[n - 1]) is g = 1 + floor(f), at most
  * n - 1, with f = (v - first) * mult / 2^32 and mult ~ (n - 1) 2^32 / (last - first). It steps up at
@@ -108,7 +110,7 @@ static inline int settle(const int32_t *restrict row, int n, int32_t v, int coun
 /* out[j * stride] = #{ t : thr[j][t] <= acc[j] } for the LIC_HS_BLOCK channels o0 + j of one pixel;
  * g: lic_hs_prepare's arrays for all `rows` channels. */
 static void count_passed(const int32_t *restrict acc, const int32_t *restrict thr, int nthr,
-                         const int32_t *restrict g, int rows, int o0, int16_t *restrict out, size_t stride)
+                         const int32_t *restrict g, int rows, int o0, int32_t *restrict out, size_t stride)
 {
     const int32_t *first = g + (size_t)G_FIRST * rows + o0, *last = g + (size_t)G_LAST * rows + o0;
     const int32_t *n = g + (size_t)G_N * rows + o0;
@@ -146,7 +148,7 @@ static void count_passed(const int32_t *restrict acc, const int32_t *restrict th
                     cs[l] = settle(thr + (size_t)(j + l) * nthr, n[j + l], acc[j + l], cs[l]);
         }
         for (int l = 0; l < 4; l++)
-            out[(size_t)(j + l) * stride] = (int16_t)cs[l];
+            out[(size_t)(j + l) * stride] = cs[l];
     }
 #else
     for (int j = 0; j < LIC_HS_BLOCK; j++) {
@@ -162,7 +164,7 @@ static void count_passed(const int32_t *restrict acc, const int32_t *restrict th
                 c = n[j] - 1;
             c = settle(thr + (size_t)j * nthr, n[j], v, c);
         }
-        out[(size_t)j * stride] = (int16_t)c;
+        out[(size_t)j * stride] = c;
     }
 #endif
 }
@@ -231,51 +233,61 @@ static void window_dot(const int16_t *restrict value, const int32_t *restrict of
  *          weight: [py][px][2][2][cin][cout]; out: [cout][2h][2w].
  *
  * Output-stationary over channels: for each output pixel, acc[0..cout) += a * w[ky][kx][c][0..cout)
- * for every input value a under the window. Most z symbols and many ReLU levels are 0, and a zero
- * adds nothing, so each window's nonzero inputs are listed once and only those are multiplied,
- * for every block of output channels: exact, and most of the work on real inputs. */
-int lic_hs_layer(const int16_t *restrict a, int cin, int h, int w,
+ * for every input value a under the window. Most z symbols and many ReLU levels are 0 (kodim01, q3:
+ * 97.5% of z, about 40% of the ReLU levels), and a zero adds nothing, so only nonzero inputs are
+ * multiplied: exact, and most of the work on real inputs. */
+int lic_hs_layer(const int32_t *restrict a, int cin, int h, int w,
                  const int16_t *restrict weight, int cout, int k, int up,
                  const int32_t *restrict thr, int nthr, const int32_t *restrict guesses,
-                 int16_t *restrict out, int y0, int y1)
+                 int32_t *restrict out, int y0, int y1)
 {
     const int p = up ? 1 : k / 2, hp = y1 - y0 + 2 * p, wp = w + 2 * p;
     const int phases = up ? 2 : 1, kw = up ? 2 : k, ho = h * phases, wo = w * phases;
     const size_t phase_size = (size_t)kw * kw * cin * cout, window = (size_t)kw * kw * cin;
     if (y0 < 0 || y1 > h || y0 >= y1)
         return 0;
-    int16_t *padded = calloc((size_t)hp * wp * cin, sizeof *padded);   /* [hp][wp][cin], rows y0-p.. */
+    /* Each input pixel's nonzero values and their weight offsets c * cout, listed once: windows
+     * overlap (a 3x3 conv reads each pixel 9 times), so listing per window would repeat the work.
+     * Padding pixels have empty lists. Rows y0 - p .. y1 + p - 1 of a, as [hp][wp]. */
+    int *listed = calloc((size_t)hp * wp, sizeof *listed);
+    int16_t *list_value = malloc((size_t)hp * wp * cin * sizeof *list_value);
+    int32_t *list_offset = malloc((size_t)hp * wp * cin * sizeof *list_offset);
     int16_t *value = malloc(window * sizeof *value);
     int32_t *offset = malloc(window * sizeof *offset);
     int status = -1;
-    if (!padded || !value || !offset)
+    if (!listed || !list_value || !list_offset || !value || !offset)
         goto done;
     for (int c = 0; c < cin; c++)
         for (int r = 0; r < hp; r++) {
             const int y = y0 - p + r;
             if (y < 0 || y >= h)
                 continue;
+            const int32_t *row = a + ((size_t)c * h + y) * w;
             for (int x = 0; x < w; x++)
-                padded[((size_t)r * wp + x + p) * cin + c] = a[((size_t)c * h + y) * w + x];
+                if (row[x]) {
+                    const size_t at = (size_t)r * wp + x + p, i = at * cin + (size_t)listed[at]++;
+                    list_value[i] = (int16_t)row[x];
+                    list_offset[i] = (int32_t)c * cout;
+                }
         }
 
     for (int y = y0; y < y1; y++)
         for (int py = 0; py < phases; py++)
             for (int x = 0; x < w; x++)
                 for (int px = 0; px < phases; px++) {
-                    const int16_t *src = padded + ((size_t)(y - y0 + py) * wp + x + px) * cin;
                     const int16_t *wph = weight + (size_t)(py * phases + px) * phase_size;
                     const size_t at = (size_t)(y * phases + py) * wo + x * phases + px;
                     int nonzero = 0;
                     for (int ky = 0; ky < kw; ky++)
                         for (int kx = 0; kx < kw; kx++) {
-                            const int16_t *in = src + (size_t)ky * wp * cin + (size_t)kx * cin;
-                            const int32_t base = (int32_t)((ky * kw + kx) * cin);
-                            for (int c = 0; c < cin; c++)
-                                if (in[c]) {
-                                    value[nonzero] = in[c];
-                                    offset[nonzero++] = (base + c) * cout;
-                                }
+                            const size_t pixel = (size_t)(y - y0 + py + ky) * wp + x + px + kx;
+                            const int16_t *v = list_value + pixel * cin;
+                            const int32_t *o = list_offset + pixel * cin;
+                            const int32_t tap = (int32_t)((ky * kw + kx) * cin * cout);
+                            for (int i = 0; i < listed[pixel]; i++) {
+                                value[nonzero] = v[i];
+                                offset[nonzero++] = o[i] + tap;
+                            }
                         }
                     for (int o0 = 0; o0 < cout; o0 += LIC_HS_BLOCK) {
                         int32_t block[LIC_HS_BLOCK];
@@ -286,7 +298,9 @@ int lic_hs_layer(const int16_t *restrict a, int cin, int h, int w,
                 }
     status = 0;
 done:
-    free(padded);
+    free(listed);
+    free(list_value);
+    free(list_offset);
     free(value);
     free(offset);
     return status;

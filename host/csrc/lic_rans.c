@@ -176,8 +176,10 @@ int lic_rans_decode_region(const lic_rans_tables *t, const uint8_t *stream, size
         const uint32_t slot = (uint32_t)x & (SLOTS - 1);
         uint32_t s = r->lut[slot >> LUT_SHIFT];
         const uint32_t hi = r->lut[(slot >> LUT_SHIFT) + 1];
-        if (hi - s > 4) s = narrow(cdf, s, hi, slot);
-        while (cdf[s + 1] <= slot) ++s;
+        if (s != hi) {  /* else the whole bucket is symbol s: the usual case for a peaked CDF */
+          if (hi - s > 4) s = narrow(cdf, s, hi, slot);
+          while (cdf[s + 1] <= slot) ++s;
+        }
         const uint32_t start = cdf[s];
         x = (uint64_t)(cdf[s + 1] - start) * (x >> PRECISION) + (slot - start);
         REFILL(x);
