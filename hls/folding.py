@@ -4,7 +4,8 @@ the board's resource budget.
 A frame of W x H pixels is decoded as the tiles host/tiling.py cuts it into, so the accelerator
 must finish one tile in  clock / (fps x tiles per frame)  cycles. FINN's SetFolding raises each
 layer's parallelism until it meets that cycle target; if the folded design then exceeds the budget
-(LUT, BRAM, DSP as FINN estimates them), the widest MVAUs move their multipliers from LUTs to DSPs
+(LUT, BRAM, DSP as FINN estimates them), the sliding windows' line buffers move from LUTRAM to block
+RAM while the BRAM budget lasts, then the widest MVAUs move their multipliers from LUTs to DSPs
 while the DSP budget lasts, and only then is the target lowered in 10% steps until it fits, then
 raised again by bisection towards the last step that did not fit. The report says what limited the
 result: the budget (which resource) or a layer at full parallelism.
@@ -42,6 +43,34 @@ def estimate(model, part: str) -> tuple[dict[str, float], dict]:
     per_layer = model.analysis(lambda m: res_estimation(m, part))
     totals = {r: float(sum(layer.get(r, 0) for layer in per_layer.values())) for r in RESOURCES}
     perf = model.transform(AnnotateCycles()).analysis(dataflow_performance)
+    return totals, perf
+
+
+def move_line_buffers_to_bram(model, board, totals, perf):
+    """LUTs over budget: move the sliding-window generators' line buffers from LUTRAM (FINN's
+    default ram_style "distributed", which FINN estimates at one LUT per 38 bits of depth per bit of
+    width) to block RAM, which this design barely uses, the most LUTs saved per BRAM first, while
+    the BRAM budget lasts and the LUTs are over theirs."""
+    from qonnx.custom_op.registry import getCustomOp
+
+    candidates = [getCustomOp(n) for n in model.graph.node if n.op_type.startswith("ConvolutionInputGenerator")]
+    candidates = [c for c in candidates if c.get_nodeattr("ram_style") == "distributed"]
+    while totals["LUT"] > board.limit("LUT") and candidates:
+        best = None
+        for inst in candidates:
+            inst.set_nodeattr("ram_style", "block")
+            new_totals, new_perf = estimate(model, board.part)
+            inst.set_nodeattr("ram_style", "distributed")
+            saved, bram = totals["LUT"] - new_totals["LUT"], new_totals["BRAM_18K"] - totals["BRAM_18K"]
+            if new_totals["BRAM_18K"] > board.limit("BRAM_18K") or saved <= 0:
+                continue
+            if best is None or saved / max(bram, 0.5) > best[0]:
+                best = (saved / max(bram, 0.5), inst, new_totals, new_perf)
+        if best is None:
+            break
+        _, inst, totals, perf = best
+        inst.set_nodeattr("ram_style", "block")
+        candidates.remove(inst)
     return totals, perf
 
 
@@ -125,6 +154,8 @@ def _fold_at(model, board, target_cycles: int):
                                                        two_pass_relaxation=False))
     folded = fold_upsample_layers(folded, target_cycles).transform(GiveUniqueNodeNames())
     totals, perf = estimate(folded, board.part)
+    if totals["LUT"] > board.limit("LUT"):
+        totals, perf = move_line_buffers_to_bram(folded, board, totals, perf)
     if totals["LUT"] > board.limit("LUT"):
         totals, perf = move_multipliers_to_dsp(folded, board, totals, perf)
     return folded, totals, perf

@@ -362,3 +362,32 @@ def test_folding_bisects_past_the_backoff_step(monkeypatch):
     first_fit = next(a["target_fps"] for a in info["attempts"] if not a["over_budget"])
     assert first_fit == pytest.approx(20.25, abs=0.01)  # 25 -> 22.5 -> 20.25
     assert 20.5 < info["fps"] <= 21.0 and info["limited_by"] == "resource budget: LUT"
+
+
+def test_line_buffers_move_to_bram_within_its_budget(hw_build):
+    """Over the LUT budget, the sliding windows' line buffers leave LUTRAM for block RAM, as far as the
+    BRAM budget allows, and not at all when it allows nothing."""
+    from types import SimpleNamespace
+
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.custom_op.registry import getCustomOp
+
+    import hls.folding as folding
+
+    model = ModelWrapper(str(hw_build / "intermediate_models" / "step_fold_for_target_fps.onnx"))
+    windows = [getCustomOp(n) for n in model.graph.node if n.op_type.startswith("ConvolutionInputGenerator")]
+    assert windows
+    part = load_board("pynq-z2").part
+
+    def with_limits(lut, bram):
+        for w in windows:
+            w.set_nodeattr("ram_style", "distributed")
+        totals, perf = folding.estimate(model, part)
+        board = SimpleNamespace(part=part, limit=lambda r: {"LUT": lut, "BRAM_18K": bram(totals), "DSP": 0}[r])
+        return totals, folding.move_line_buffers_to_bram(model, board, totals, perf)[0]
+
+    before, after = with_limits(0, lambda totals: 10 ** 6)
+    assert all(w.get_nodeattr("ram_style") == "block" for w in windows)
+    assert after["LUT"] < before["LUT"] and after["BRAM_18K"] > before["BRAM_18K"]
+    before, after = with_limits(0, lambda totals: totals["BRAM_18K"] - 1)
+    assert after == before and all(w.get_nodeattr("ram_style") == "distributed" for w in windows)
