@@ -6,7 +6,9 @@ The h_s is not built through FINN here: this instantiates FINN's HW custom ops w
 shapes and data types (ConvolutionInputGenerator_rtl for each 3x3 window, MVAU_hls with its
 thresholds for each conv, UpsampleNearestNeighbour_hls) and calls their lut/bram/dsp_estimation,
 as FINN's generate_estimate_reports step does for a built graph. FIFOs and data-width converters
-are not counted (FINN's estimates leave them out for the g_s too), so these are lower bounds.
+are not counted (FINN's estimates leave them out for the g_s too), so these are lower bounds, and
+the two together are held to the same limit `make hw` holds the g_s to: the board's budget less the
+LUT margin kept for what FINN does not estimate (estimates.json's `limit_for_finn_layers`).
 
     python -m bench.hs_fabric [--estimates fpga_projects/pynq-z2/build/estimates.json]
 """
@@ -41,7 +43,8 @@ def _smallest_fold(total_cycles: float, budget_cycles: float, limit: int) -> int
 
 def hs_layers(hs, z_hw: tuple[int, int], cycles_budget: float) -> list[dict]:
     """FINN estimates for each h_s layer at input z size z_hw, folded to cycles_budget per frame.
-    Thresholds in block RAM (cheapest in LUTs); weights in LUTRAM when small, as FINN decides."""
+    Thresholds and the windows' line buffers in block RAM (cheapest in LUTs, as `make hw` puts the
+    g_s's line buffers when its LUTs run short); weights in LUTRAM when small, as FINN decides."""
     from host.integer_hyper import IntegerHyperSynthesis  # noqa: F401  (type of hs)
 
     part = "xc7z020clg400-1"
@@ -70,7 +73,7 @@ def hs_layers(hs, z_hw: tuple[int, int], cycles_budget: float) -> list[dict]:
         if k > 1:
             swg = _node("ConvolutionInputGenerator", "rtl", ConvKernelDim=[k, k], IFMChannels=i, IFMDim=[h, w],
                         OFMDim=[h, w], SIMD=min(simd, i), Stride=[1, 1], Dilation=[1, 1], inputDataType=in_type,
-                        outputDataType=in_type, M=1, parallel_window=0)
+                        outputDataType=in_type, M=1, parallel_window=0, ram_style="block")
             rows.append({"layer": f"swg{n}", "LUT": swg.lut_estimation(part), "BRAM_18K": swg.bram_estimation(part),
                          "DSP": 0, "cycles": None})
         mvau = _node("MVAU", "hls", MW=mw, MH=o, SIMD=simd, PE=pe, inputDataType=in_type, weightDataType="INT8",
@@ -104,8 +107,9 @@ def run(args) -> dict:
         g = gs["resources"].get(r, {})
         used = g.get("used", 0) + total[r]
         both[r] = {"g_s": g.get("used", 0), "h_s": total[r], "together": used, "available": g.get("available"),
-                   "fraction": used / g["available"] if g.get("available") else None, "budget": g.get("budget")}
-    fits = all(v["fraction"] is None or v["budget"] is None or v["fraction"] <= v["budget"] for v in both.values())
+                   "fraction": used / g["available"] if g.get("available") else None, "budget": g.get("budget"),
+                   "limit_for_finn_layers": g.get("limit_for_finn_layers")}
+    fits = all(v["limit_for_finn_layers"] is None or v["together"] <= v["limit_for_finn_layers"] for v in both.values())
     result = {"board": gs["board"], "frame": gs["frame"], "z": list(z_hw), "cycles_budget_per_frame": budget,
               "h_s_layers": rows, "h_s_total": total, "g_s_plus_h_s": both, "fits_budget": fits}
     print(f"h_s on {gs['board']} fabric, FINN analytical estimates, z {z_hw[0]}x{z_hw[1]} "
@@ -115,7 +119,7 @@ def run(args) -> dict:
     for r, v in both.items():
         pct = f"{100 * v['fraction']:.1f}%" if v["fraction"] is not None else "-"
         print(f"  {r:<9} g_s {v['g_s']:>7.0f} + h_s {v['h_s']:>6.0f} = {v['together']:>7.0f} of {v['available']} "
-              f"({pct}, budget {v['budget']})")
+              f"({pct}; FINN's layers may use {v['limit_for_finn_layers']:.0f})")
     print(f"fits the {gs['board']} budget beside the g_s: {fits}")
     if args.out:
         args.out.write_text(json.dumps(result, indent=1, default=float) + "\n")
