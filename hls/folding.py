@@ -64,8 +64,9 @@ def move_line_buffers_to_bram(model, board, totals, perf):
             saved, bram = totals["LUT"] - new_totals["LUT"], new_totals["BRAM_18K"] - totals["BRAM_18K"]
             if new_totals["BRAM_18K"] > board.limit("BRAM_18K") or saved <= 0:
                 continue
-            if best is None or saved / max(bram, 0.5) > best[0]:
-                best = (saved / max(bram, 0.5), inst, new_totals, new_perf)
+            per_bram = saved / max(bram, 0.5)  # a buffer FINN puts in no BRAM counts as half of one
+            if best is None or per_bram > best[0]:
+                best = (per_bram, inst, new_totals, new_perf)
         if best is None:
             break
         _, inst, totals, perf = best
@@ -145,8 +146,8 @@ def fold(model, build) -> tuple[object, dict]:
 
 
 def _fold_at(model, board, target_cycles: int):
-    """(folded model, resource totals, performance) for one cycle target, multipliers moved to DSPs
-    if the LUTs are over budget."""
+    """(folded model, resource totals, performance) for one cycle target; if the LUTs are over
+    budget, line buffers moved to block RAM and then multipliers to DSPs."""
     from finn.transformation.fpgadataflow.set_folding import SetFolding
     from qonnx.transformation.general import GiveUniqueNodeNames
 

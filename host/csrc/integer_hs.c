@@ -12,7 +12,6 @@
  */
 #include <stdint.h>
 #include <stdlib.h>
-#include <string.h>
 #ifdef __ARM_NEON
 #include <arm_neon.h>
 #endif
