@@ -5,11 +5,15 @@ decoder's steps as custom step functions, in FINN's order (default_build_dataflo
   step_qonnx_to_finn, step_tidy_up, step_streamline                       FINN
   step_decoder_layout       NHWC Resize, drop the identity input quant, layout/scale tail to the host
   step_resize_to_upsample   workaround: FINN's InferUpsample for torch's "Resize"
-  step_convert_to_hw                                                        FINN
+  step_convert_to_hw        FINN, with standalone thresholds (Thresholding layers, which the RTL
+                            MVU needs; the HLS MVU runs either way)
   step_exact_thresholds     workaround: MVAU thresholds rounded half to even, weights checked exact
   step_verify_hw_graph      Python execution of the HW-layer graph == QONNX on a tile, bit for bit;
                             saved as hw/student_hw.onnx for the finn-sim backend
-  step_minimize_bit_width_initial, step_create_dataflow_partition, step_specialize_layers   FINN
+  step_minimize_bit_width_initial, step_create_dataflow_partition                          FINN
+  step_mvaus_start_in_luts  MVAUs specialised as HLS (LUT multipliers); the folding moves the
+                            widest to FINN's RTL MVU (DSP48s) only when the LUTs run short
+  step_specialize_layers                                                    FINN
   step_fold_for_target_fps  in place of FINN's step_target_fps_parallelization: PE/SIMD for
                             TARGET_FPS at the board's frame, within the board's budget
   step_apply_folding_config, step_minimize_bit_width, step_transpose_decomposition,
@@ -100,6 +104,7 @@ class Build:
             output_dir=str(self.out), synth_clk_period_ns=self.board.clock_ns, fpga_part=self.board.part,
             board=self.board.finn_board, shell_flow_type=ShellFlowType(self.board.shell_flow),
             generate_outputs=list(outputs), mvau_wwidth_max=self.board.mvau_wwidth_max,
+            standalone_thresholds=True,
             save_intermediate_models=True, steps=[self._bind(s) for s in steps], start_step=start_step)
 
     def _bind(self, step):
@@ -190,6 +195,15 @@ def step_verify_hw_graph(model, cfg, b: Build):
     return model
 
 
+def step_mvaus_start_in_luts(model, cfg, b: Build):
+    from qonnx.custom_op.registry import getCustomOp
+
+    for node in model.graph.node:
+        if node.op_type == "MVAU":
+            getCustomOp(node).set_nodeattr("preferred_impl_style", "hls")
+    return model
+
+
 def step_fold_for_target_fps(model, cfg, b: Build):
     from hls.folding import fold
 
@@ -213,7 +227,8 @@ ESTIMATE_STEPS = [
     step_decoder_layout, step_resize_to_upsample,
     "step_convert_to_hw",
     step_exact_thresholds, step_verify_hw_graph,
-    "step_minimize_bit_width_initial", "step_create_dataflow_partition", "step_specialize_layers",
+    "step_minimize_bit_width_initial", "step_create_dataflow_partition", step_mvaus_start_in_luts,
+    "step_specialize_layers",
     step_fold_for_target_fps,
     "step_apply_folding_config", "step_minimize_bit_width", "step_transpose_decomposition",
     "step_generate_estimate_reports",

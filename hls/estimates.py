@@ -16,7 +16,8 @@ LUTs for what FINN does not estimate (FIFOs, width converters, DMA, interconnect
 
 Compute ceiling ("roofline"): the MACs per cycle the budget could buy, as LUT-multiplier MAC lanes
 (the LUTs left after every layer that is not a LUT-multiplier MVAU, at the LUTs per lane the
-folded MVAUs cost) plus one MAC lane per DSP; sliding-window and upsample LUTs are not counted as
+folded MVAUs cost) plus, per DSP, the MAC lanes FINN's RTL MVU packs into one (the fewest any of
+the student's MVAUs gets: 2 at W4 x A8); sliding-window and upsample LUTs are not counted as
 multiplier budget.
 """
 
@@ -85,7 +86,11 @@ def _read(path):
 def compute_ceiling(final_model, layers: dict, board, macs_per_tile: float, n_tiles: int) -> dict:
     from qonnx.custom_op.registry import getCustomOp
 
+    from hls.finn_workarounds import rtl_mvu_lanes
+
     lut_lanes = dsp_lanes = 0
+    lanes_per_dsp = min((rtl_mvu_lanes(getCustomOp(n), board.part) for n in final_model.graph.node
+                         if n.op_type.startswith("MVAU")), default=1)
     lut_mvau_luts, other_luts = 0.0, 0.0
     for node in final_model.graph.node:
         lut = layers.get(node.name, {}).get("LUT", 0)
@@ -102,10 +107,11 @@ def compute_ceiling(final_model, layers: dict, board, macs_per_tile: float, n_ti
             other_luts += lut
     lut_per_lane = lut_mvau_luts / lut_lanes if lut_lanes and lut_mvau_luts else None
     lut_lane_budget = max(0.0, board.limit("LUT") - other_luts) / lut_per_lane if lut_per_lane else 0.0
-    peak = lut_lane_budget + board.limit("DSP")
+    peak = lut_lane_budget + board.limit("DSP") * lanes_per_dsp
     return {"macs_per_tile": macs_per_tile, "lut_mac_lanes": lut_lanes, "dsp_mac_lanes": dsp_lanes,
             "lut_per_mac_lane": lut_per_lane, "luts_not_multipliers": other_luts,
-            "budget_lut_mac_lanes": lut_lane_budget, "budget_dsp_mac_lanes": board.limit("DSP"),
+            "budget_lut_mac_lanes": lut_lane_budget, "budget_dsp_mac_lanes": board.limit("DSP") * lanes_per_dsp,
+            "mac_lanes_per_dsp": lanes_per_dsp,
             "budget_macs_per_cycle": peak,
             "roofline_fps": peak * board.clock_hz / (macs_per_tile * n_tiles) if peak else None}
 

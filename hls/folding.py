@@ -4,9 +4,9 @@ the board's resource budget.
 A frame of W x H pixels is decoded as the tiles host/tiling.py cuts it into, so the accelerator
 must finish one tile in  clock / (fps x tiles per frame)  cycles. FINN's SetFolding raises each
 layer's parallelism until it meets that cycle target; if the folded design then exceeds the budget
-(LUT, BRAM, DSP as FINN estimates them), the sliding windows' line buffers move from LUTRAM to block
-RAM while the BRAM budget lasts, then the widest MVAUs move their multipliers from LUTs to DSPs
-while the DSP budget lasts, and only then is the target lowered in 10% steps until it fits, then
+(LUT, BRAM, DSP as FINN estimates them), the line buffers and thresholds move from LUTRAM to block
+RAM while the BRAM budget lasts, then the widest MVAUs move from HLS (LUT multipliers) to FINN's
+RTL MVU (DSP48s, several PEs per DSP) while the DSP budget lasts, and only then is the target lowered in 10% steps until it fits, then
 raised again by bisection towards the last step that did not fit. The report says what limited the
 result: the budget (which resource) or a layer at full parallelism.
 
@@ -46,51 +46,103 @@ def estimate(model, part: str) -> tuple[dict[str, float], dict]:
     return totals, perf
 
 
-def move_line_buffers_to_bram(model, board, totals, perf):
-    """LUTs over budget: move the sliding-window generators' line buffers from LUTRAM (FINN's
-    default ram_style "distributed", which FINN estimates at one LUT per 38 bits of depth per bit of
-    width) to block RAM, which this design barely uses, the most LUTs saved per BRAM first, while
-    the BRAM budget lasts and the LUTs are over theirs."""
+def _lut_memories(model) -> list[tuple[object, dict, dict]]:
+    """(layer, attributes in LUTRAM, attributes in block RAM) of every memory still in LUTRAM: the
+    sliding windows' line buffers (FINN's default ram_style "distributed", estimated at one LUT per
+    38 bits of depth per bit of width) and the thresholds of the standalone Thresholding layers
+    (depth_trigger_bram 0 leaves every search stage in LUTRAM; 1 puts all in block RAM)."""
     from qonnx.custom_op.registry import getCustomOp
 
-    candidates = [getCustomOp(n) for n in model.graph.node if n.op_type.startswith("ConvolutionInputGenerator")]
-    candidates = [c for c in candidates if c.get_nodeattr("ram_style") == "distributed"]
+    found = []
+    for node in model.graph.node:
+        inst = getCustomOp(node)
+        if node.op_type.startswith("ConvolutionInputGenerator") and inst.get_nodeattr("ram_style") == "distributed":
+            found.append((inst, {"ram_style": "distributed"}, {"ram_style": "block"}))
+        elif node.op_type == "Thresholding_rtl" and inst.get_nodeattr("depth_trigger_bram") == 0:
+            found.append((inst, {"depth_trigger_bram": 0, "depth_trigger_uram": 0},
+                          {"depth_trigger_bram": 1, "depth_trigger_uram": 2 ** 30}))  # 7-series: no URAM
+    return found
+
+
+def _set(inst, attrs: dict) -> None:
+    for name, value in attrs.items():
+        inst.set_nodeattr(name, value)
+
+
+def move_memories_to_bram(model, board, totals, perf):
+    """LUTs over budget: move LUTRAM memories (_lut_memories) to block RAM, which this design barely
+    uses, the most LUTs saved per BRAM first, while the BRAM budget lasts and the LUTs are over theirs."""
+    candidates = _lut_memories(model)
     while totals["LUT"] > board.limit("LUT") and candidates:
         best = None
-        for inst in candidates:
-            inst.set_nodeattr("ram_style", "block")
+        for cand in candidates:
+            inst, in_lut, in_bram = cand
+            _set(inst, in_bram)
             new_totals, new_perf = estimate(model, board.part)
-            inst.set_nodeattr("ram_style", "distributed")
+            _set(inst, in_lut)
             saved, bram = totals["LUT"] - new_totals["LUT"], new_totals["BRAM_18K"] - totals["BRAM_18K"]
             if new_totals["BRAM_18K"] > board.limit("BRAM_18K") or saved <= 0:
                 continue
-            per_bram = saved / max(bram, 0.5)  # a buffer FINN puts in no BRAM counts as half of one
+            per_bram = saved / max(bram, 0.5)  # a memory FINN puts in no BRAM counts as half of one
             if best is None or per_bram > best[0]:
-                best = (per_bram, inst, new_totals, new_perf)
+                best = (per_bram, cand, new_totals, new_perf)
         if best is None:
             break
-        _, inst, totals, perf = best
-        inst.set_nodeattr("ram_style", "block")
-        candidates.remove(inst)
+        _, cand, totals, perf = best
+        _set(cand[0], cand[2])
+        candidates.remove(cand)
     return totals, perf
 
 
+def _divisors(n: int) -> list[int]:
+    return [d for d in range(1, n + 1) if n % d == 0]
+
+
+def _dsp_fold(inst, part: str, wwidth_max: int) -> tuple[int, int]:
+    """(PE, SIMD) of an RTL MVU with the fewest DSPs at no more cycles than its present folding: the
+    RTL packs rtl_mvu_lanes PEs into each DSP, so PEs come in multiples of that where they can."""
+    from hls.finn_workarounds import rtl_mvu_lanes
+
+    mh, mw = inst.get_nodeattr("MH"), inst.get_nodeattr("MW")
+    fold = (mh // inst.get_nodeattr("PE")) * (mw // inst.get_nodeattr("SIMD"))
+    lanes, wbits = rtl_mvu_lanes(inst, part), inst.get_input_datatype(1).bitwidth()
+    options = [(-(-pe // lanes) * simd, pe * simd, pe, simd) for pe in _divisors(mh) for simd in _divisors(mw)
+               if (mh // pe) * (mw // simd) <= fold and simd * wbits <= wwidth_max]
+    _, _, pe, simd = min(options)
+    return pe, simd
+
+
+def _implement(node, style: str) -> None:
+    node.op_type = f"MVAU_{style}"
+    node.domain = f"finn.custom_op.fpgadataflow.{style}"
+
+
 def move_multipliers_to_dsp(model, board, totals, perf):
-    """LUTs over budget: give the widest MVAUs DSP multipliers (HLS resType "dsp", one DSP per MAC
-    lane at these bit widths) while the DSP budget lasts, widest first, until the LUTs fit."""
+    """LUTs over budget: re-implement the widest MVAUs as FINN's RTL MVU, whose multipliers are
+    DSP48s, each computing several PEs at once (W4 x A8: 2), refolded for the fewest DSPs at no more
+    cycles (_dsp_fold), widest first while the DSP budget lasts and the LUTs are over theirs. FINN
+    itself decides which MVAUs the RTL can run (narrow-range signed weights, standalone thresholds,
+    operand widths within the DSP's)."""
+    from finn.transformation.fpgadataflow.specialize_layers import _mvu_rtl_possible
     from qonnx.custom_op.registry import getCustomOp
 
-    mvaus = sorted((getCustomOp(n) for n in model.graph.node if n.op_type == "MVAU_hls"),
-                   key=lambda m: -m.get_nodeattr("PE") * m.get_nodeattr("SIMD"))
-    for inst in mvaus:
+    nodes = sorted((n for n in model.graph.node if n.op_type == "MVAU_hls"),
+                   key=lambda n: -getCustomOp(n).get_nodeattr("PE") * getCustomOp(n).get_nodeattr("SIMD"))
+    for node in nodes:
         if totals["LUT"] <= board.limit("LUT"):
             break
-        if inst.get_nodeattr("resType") == "dsp":
+        if not _mvu_rtl_possible(node, board.part, model):
             continue
-        inst.set_nodeattr("resType", "dsp")
+        hls = getCustomOp(node)
+        before = {a: hls.get_nodeattr(a) for a in ("PE", "SIMD", "resType")}
+        _implement(node, "rtl")
+        rtl = getCustomOp(node)
+        pe, simd = _dsp_fold(rtl, board.part, board.mvau_wwidth_max)
+        _set(rtl, {"PE": pe, "SIMD": simd, "resType": "dsp"})
         new_totals, new_perf = estimate(model, board.part)
         if new_totals["DSP"] > board.limit("DSP"):
-            inst.set_nodeattr("resType", "lut")
+            _implement(node, "hls")
+            _set(getCustomOp(node), before)
             continue
         totals, perf = new_totals, new_perf
     return totals, perf
@@ -147,7 +199,7 @@ def fold(model, build) -> tuple[object, dict]:
 
 def _fold_at(model, board, target_cycles: int):
     """(folded model, resource totals, performance) for one cycle target; if the LUTs are over
-    budget, line buffers moved to block RAM and then multipliers to DSPs."""
+    budget, memories moved to block RAM and then multipliers to DSPs."""
     from finn.transformation.fpgadataflow.set_folding import SetFolding
     from qonnx.transformation.general import GiveUniqueNodeNames
 
@@ -156,7 +208,7 @@ def _fold_at(model, board, target_cycles: int):
     folded = fold_upsample_layers(folded, target_cycles).transform(GiveUniqueNodeNames())
     totals, perf = estimate(folded, board.part)
     if totals["LUT"] > board.limit("LUT"):
-        totals, perf = move_line_buffers_to_bram(folded, board, totals, perf)
+        totals, perf = move_memories_to_bram(folded, board, totals, perf)
     if totals["LUT"] > board.limit("LUT"):
         totals, perf = move_multipliers_to_dsp(folded, board, totals, perf)
     return folded, totals, perf

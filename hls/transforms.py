@@ -88,7 +88,7 @@ class HostSideLayoutAndScale(Transformation):
             elif not (last.op_type == "Transpose" and list(_perm(last)) == [0, 3, 1, 2]):
                 break
             inner = last.input[0]
-            shape, dt = model.get_tensor_shape(inner), model.get_tensor_datatype(inner)
+            shape, dt, layout = model.get_tensor_shape(inner), model.get_tensor_datatype(inner), model.get_tensor_layout(inner)
             producer = model.find_producer(inner)
             g.node.remove(last)
             if producer is None:
@@ -97,6 +97,8 @@ class HostSideLayoutAndScale(Transformation):
             _drop_value_info(model, inner)
             model.set_tensor_shape(oname, shape)
             model.set_tensor_datatype(oname, dt)
+            if layout is not None:
+                model.set_tensor_layout(oname, layout)
         model.set_metadata_prop("output_scale", repr(scale))
         return model, False
 
