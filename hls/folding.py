@@ -118,34 +118,52 @@ def _implement(node, style: str) -> None:
 
 
 def move_multipliers_to_dsp(model, board, totals, perf):
-    """LUTs over budget: re-implement the widest MVAUs as FINN's RTL MVU, whose multipliers are
-    DSP48s, each computing several PEs at once (W4 x A8: 2), refolded for the fewest DSPs at no more
-    cycles (_dsp_fold), widest first while the DSP budget lasts and the LUTs are over theirs. FINN
-    itself decides which MVAUs the RTL can run (narrow-range signed weights, standalone thresholds,
-    operand widths within the DSP's)."""
+    """LUTs over budget: re-implement MVAUs as FINN's RTL MVU, whose multipliers are DSP48s, each
+    computing several PEs at once (W4 x A8: 2), refolded for the fewest DSPs at no more cycles
+    (_dsp_fold). Of the MVAUs FINN can run in RTL (narrow-range signed weights, standalone
+    thresholds, operand widths within the DSP's), the set that saves the most LUTs within the DSP
+    and BRAM budgets moves: DSPs left idle buy nothing, LUTs left free are margin for what FINN's
+    estimates leave out. Layer estimates add up, so each MVAU is priced once and the sets are
+    compared by arithmetic."""
+    from itertools import combinations
+
     from finn.transformation.fpgadataflow.specialize_layers import _mvu_rtl_possible
     from qonnx.custom_op.registry import getCustomOp
 
-    nodes = sorted((n for n in model.graph.node if n.op_type == "MVAU_hls"),
-                   key=lambda n: -getCustomOp(n).get_nodeattr("PE") * getCustomOp(n).get_nodeattr("SIMD"))
-    for node in nodes:
-        if totals["LUT"] <= board.limit("LUT"):
-            break
+    def cost(inst):
+        return (inst.lut_estimation(board.part), inst.dsp_estimation(board.part), inst.bram_estimation(board.part))
+
+    moves = []  # (node, RTL attributes, LUTs saved, DSPs, BRAMs added)
+    for node in [n for n in model.graph.node if n.op_type == "MVAU_hls"]:
         if not _mvu_rtl_possible(node, board.part, model):
             continue
         hls = getCustomOp(node)
-        before = {a: hls.get_nodeattr(a) for a in ("PE", "SIMD", "resType")}
+        before, as_hls = {a: hls.get_nodeattr(a) for a in ("PE", "SIMD", "resType")}, cost(hls)
         _implement(node, "rtl")
         rtl = getCustomOp(node)
         pe, simd = _dsp_fold(rtl, board.part, board.mvau_wwidth_max)
-        _set(rtl, {"PE": pe, "SIMD": simd, "resType": "dsp"})
-        new_totals, new_perf = estimate(model, board.part)
-        if new_totals["DSP"] > board.limit("DSP"):
-            _implement(node, "hls")
-            _set(getCustomOp(node), before)
-            continue
-        totals, perf = new_totals, new_perf
-    return totals, perf
+        after = {"PE": pe, "SIMD": simd, "resType": "dsp"}
+        _set(rtl, after)
+        as_rtl = cost(rtl)
+        _implement(node, "hls")
+        _set(getCustomOp(node), before)
+        moves.append((node, after, as_hls[0] - as_rtl[0], as_rtl[1] - as_hls[1], as_rtl[2] - as_hls[2]))
+    dsp_left, bram_left = board.limit("DSP") - totals["DSP"], board.limit("BRAM_18K") - totals["BRAM_18K"]
+    best, best_key = (), None
+    for k in range(1, len(moves) + 1):
+        for subset in combinations(moves, k):
+            saved, dsp, bram = (sum(m[i] for m in subset) for i in (2, 3, 4))
+            if dsp > dsp_left or bram > bram_left or saved <= 0:
+                continue
+            key = (-saved, dsp)
+            if best_key is None or key < best_key:
+                best, best_key = subset, key
+    if not best:
+        return totals, perf
+    for node, after, *_ in best:
+        _implement(node, "rtl")
+        _set(getCustomOp(node), after)
+    return estimate(model, board.part)
 
 
 def fold(model, build) -> tuple[object, dict]:
