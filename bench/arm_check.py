@@ -199,7 +199,8 @@ def run(args) -> int:
     for key, row in report[names[0]]["checks"].items():
         if not row["ran"]:
             print(f"skipped {row['stage']}: {row['why']}")
-    print(f"native integer h_s on {len(kernels['cases'])} hard cases (bench.board_stages.kernel_cases), against "
+    print(f"native kernels on {len(kernels['cases'])} hard cases (integer h_s: bench.board_stages.kernel_cases; "
+          f"to_rgb8: every int16 value), against "
           f"numpy on the same ARM: " + (f"**DIFFERS**: {kernels['differ']}" if kernels["differ"] else "all exact"))
     png_bytes = all(r["checks"]["png"]["same_bytes_as_x86"] for r in report.values())
     print(f"PNG files byte-identical to x86's: {png_bytes} (pixels are what must agree; zlib versions may differ)")

@@ -17,7 +17,8 @@ Synthesis itself is the fabric's (or onnxruntime's, which has no armhf build): h
 come in from elsewhere, e.g. x86's onnx backend, so stitching is checked on given tiles.
 
     python -m bench.board_stages check --package P --refs DIR --out DIR      (writes NAME.arm.npz and
-                                                                              kernels.json: kernel_cases)
+                                                                              kernels.json: kernel_cases,
+                                                                              to_rgb8 at RGB8_SCALES)
     python -m bench.board_stages count --package P --refs DIR --stage S --repeat N NAME
 """
 
@@ -211,6 +212,29 @@ def check_kernels(cases=None) -> list[str]:
             if not np.array_equal(hs.indexes(z, "native"), hs.indexes(z, "numpy"))]
 
 
+RGB8_SCALES = [2.0 ** -k for k in range(9)]  # 2^0 .. 2^-7: C's integer path (NEON on ARM); 2^-8: its table
+
+
+def check_rgb8() -> list[str]:
+    """The scales of RGB8_SCALES at which C's to_rgb8 and numpy's table differ on some int16 value."""
+    import host.runtime as runtime
+
+    every = np.arange(-2 ** 15, 2 ** 15, dtype=np.int16).reshape(1, 256, 256).repeat(3, axis=0)
+    every[1] = every[1, ::-1]
+    table = runtime.library
+    differ = []
+    for scale in RGB8_SCALES:
+        native = runtime.to_rgb8(every, scale)
+        runtime.library = lambda: None
+        try:
+            reference = runtime.to_rgb8(every, scale)
+        finally:
+            runtime.library = table
+        if not np.array_equal(native, reference):
+            differ.append(f"to_rgb8 of every int16 at scale {scale:g}")
+    return differ
+
+
 def load_refs(path: Path) -> dict:
     with np.load(path, allow_pickle=False) as z:
         return {k: z[k] for k in z.files}
@@ -243,8 +267,9 @@ def _main(argv=None) -> int:
         return 0
     args.out.mkdir(parents=True, exist_ok=True)
     cases = list(kernel_cases())
-    (args.out / "kernels.json").write_text(json.dumps({"cases": [what for what, _, _ in cases],
-                                                       "differ": check_kernels(cases)}) + "\n")
+    names_checked = [what for what, _, _ in cases] + [f"to_rgb8 of every int16 at scale {s:g}" for s in RGB8_SCALES]
+    (args.out / "kernels.json").write_text(json.dumps({"cases": names_checked,
+                                                       "differ": check_kernels(cases) + check_rgb8()}) + "\n")
     for name in names:
         t = time.perf_counter()
         out, skipped = run_all(package, (args.refs / f"{name}.lic").read_bytes(), None,

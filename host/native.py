@@ -46,4 +46,6 @@ def library() -> ctypes.CDLL | None:
     lib.lic_hs_layer.restype = c_int
     lib.lic_rgb8.argtypes = [ctypes.c_void_p, c_int, c_int, ptrdiff, ptrdiff, _array(np.uint8), _array(np.uint8)]
     lib.lic_rgb8.restype = None
+    lib.lic_rgb8_pow2.argtypes = [ctypes.c_void_p, c_int, c_int, ptrdiff, ptrdiff, c_int, _array(np.uint8)]
+    lib.lic_rgb8_pow2.restype = c_int
     return lib

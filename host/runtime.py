@@ -9,6 +9,7 @@ Each stage is timed (StageTimes), which is how the ARM-side cost is compared wit
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -128,20 +129,22 @@ def synthesise(y: np.ndarray, backend: Backend, upscale: int, tile: int | None, 
 
 def to_rgb8(pixels: np.ndarray, scale: float) -> np.ndarray:
     """Integer pixels [3, H, W] -> uint8 HxWx3, with the same float32 ops as the torch decoders:
-    x = int * scale, clamp to [0, 1], x 255, round half to even. Applied once to every int16 value
-    (a 64 Ki-entry table), so a frame costs one table lookup per value: what the board's ARM can
-    afford, and equal to the per-pixel float32 arithmetic by construction."""
+    x = int * scale, clamp to [0, 1], x 255, round half to even. In C, for the student's
+    power-of-two output scale in integer arithmetic proven equal to that (host/csrc/rgb8.c; NEON on
+    the board), else through a 64 Ki-entry table of it; in numpy through the table."""
     if pixels.dtype != np.int16:
         pixels = pixels.astype(np.int16)  # every backend returns int16; the student's outputs fit it
-    table = _rgb8_table(float(scale))
     lib = library()
     if lib is None:
-        return np.ascontiguousarray(table[pixels.view(np.uint16)].transpose(1, 2, 0))
+        return np.ascontiguousarray(_rgb8_table(float(scale))[pixels.view(np.uint16)].transpose(1, 2, 0))
     if pixels.strides[2] != 2:
         pixels = np.ascontiguousarray(pixels)
     _, h, w = pixels.shape
     out = np.empty((h, w, 3), np.uint8)
-    lib.lic_rgb8(pixels.ctypes.data, h, w, pixels.strides[0] // 2, pixels.strides[1] // 2, table, out)
+    strides = (pixels.strides[0] // 2, pixels.strides[1] // 2)
+    mantissa, exponent = math.frexp(float(scale))
+    if mantissa != 0.5 or lib.lic_rgb8_pow2(pixels.ctypes.data, h, w, *strides, 1 - exponent, out) != 0:
+        lib.lic_rgb8(pixels.ctypes.data, h, w, *strides, _rgb8_table(float(scale)), out)
     return out
 
 

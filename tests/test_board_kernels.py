@@ -43,10 +43,11 @@ def test_native_hs_hard_cases():
     """bench.board_stages.kernel_cases (which `make arm-check` also runs on ARM, NEON paths): threshold
     rows spaced every way the kernel's linear first guess can get wrong, channel counts that are not
     multiples of the kernel's block, threshold rows of every length up to 300."""
-    from bench.board_stages import check_kernels, kernel_cases
+    from bench.board_stages import check_kernels, check_rgb8, kernel_cases
 
     assert len(list(kernel_cases())) == 9
     assert check_kernels() == []
+    assert check_rgb8() == []
 
 
 @needs_library
@@ -103,7 +104,8 @@ def test_to_rgb8_equals_float32_definition_for_every_int16(monkeypatch, use_libr
         monkeypatch.setattr(runtime, "library", lambda: None)
     every = np.arange(-2 ** 15, 2 ** 15, dtype=np.int16).reshape(1, 256, 256).repeat(3, axis=0)
     every[1] = every[1, ::-1]
-    for scale in (1 / 64, 1 / 255, 0.0037):
+    # powers of two 2^0 .. 2^-7 take the integer path in C (2^-7: the students' int8 outputs), the rest the table
+    for scale in [2.0 ** -k for k in range(9)] + [1 / 255, 0.0037, 2.0]:
         for view in (every, every[:, 3:200, 5:77]):  # a cropped view: strided rows
             got = runtime.to_rgb8(view, scale)
             assert got.flags.c_contiguous and np.array_equal(got, _to_rgb8_float32(view, scale))

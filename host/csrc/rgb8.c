@@ -1,9 +1,23 @@
 /* The last ARM stage before display: the fabric's int16 pixels, planar [3][H][W] (any row and plane
- * stride, so a cropped view needs no copy), to interleaved uint8 RGB [H][W][3] through a table of
- * 65536 entries indexed by the int16 bit pattern (host/runtime.py builds it with the float32
- * arithmetic that defines the mapping, so the result is that arithmetic's, bit for bit). */
+ * stride, so a cropped view needs no copy), to interleaved uint8 RGB [H][W][3].
+ *
+ * The mapping is defined in float32 (host/runtime.py): x = v * scale, clamp to [0, 1], x 255, round
+ * half to even. lic_rgb8 applies it through a table of 65536 entries indexed by the int16 bit
+ * pattern, built with that arithmetic, so it is that arithmetic's result bit for bit, for any scale.
+ *
+ * lic_rgb8_pow2 is the same mapping for scale = 2^-k, 0 <= k <= 7 (the student's power-of-two output
+ * scale: 2^-7 for int8 outputs), in integers: u = clamp(v, 0, 2^k), out = (255 u + 2^(k-1)) >> k.
+ * Why that is exact: v * 2^-k and its clamp are exact in float32, and so is 255 u 2^-k (< 2^24), so
+ * the float32 result is 255 u / 2^k rounded half to even. Adding half and shifting rounds half up,
+ * which differs only at a tie, 255 u = 2^(k-1) (mod 2^k); 255 is odd, so a tie means
+ * u = 2^(k-1) (mod 2^k), i.e. u = 2^(k-1) in [0, 2^k], where 255 u / 2^k = 127.5 rounds to 128
+ * either way. 255 u <= 255 * 2^7 fits int16, so NEON does eight values per instruction with no
+ * table: about 2.5 instructions per pixel against about 12 for the table's loads. */
 #include <stddef.h>
 #include <stdint.h>
+#ifdef __ARM_NEON
+#include <arm_neon.h>
+#endif
 
 void lic_rgb8(const int16_t *pixels, int h, int w, ptrdiff_t plane_stride, ptrdiff_t row_stride,
               const uint8_t *table, uint8_t *out)
@@ -19,4 +33,50 @@ void lic_rgb8(const int16_t *pixels, int h, int w, ptrdiff_t plane_stride, ptrdi
             o[3 * x + 2] = table[b[x]];
         }
     }
+}
+
+static inline uint8_t pow2_rgb8(int v, int k)
+{
+    int u = v < 0 ? 0 : v > (1 << k) ? (1 << k) : v;
+    return (uint8_t)((255 * u + ((1 << k) >> 1)) >> k);
+}
+
+#ifdef __ARM_NEON
+static inline uint8x8_t pow2_rgb8_neon(int16x8_t v, int16x8_t top, int16x8_t minus_k)
+{
+    v = vminq_s16(vmaxq_s16(v, vdupq_n_s16(0)), top);
+    return vqmovun_s16(vrshlq_s16(vmulq_n_s16(v, 255), minus_k));  /* vrshl by -k: + 2^(k-1), >> k */
+}
+#endif
+
+/* Returns -1 (nothing written) unless 0 <= k <= 7. */
+int lic_rgb8_pow2(const int16_t *pixels, int h, int w, ptrdiff_t plane_stride, ptrdiff_t row_stride, int k,
+                  uint8_t *out)
+{
+    if (k < 0 || k > 7)
+        return -1;
+#ifdef __ARM_NEON
+    const int16x8_t top = vdupq_n_s16((int16_t)(1 << k)), minus_k = vdupq_n_s16((int16_t)-k);
+#endif
+    for (int y = 0; y < h; y++) {
+        const int16_t *r = pixels + y * row_stride;
+        const int16_t *g = r + plane_stride, *b = r + 2 * plane_stride;
+        uint8_t *o = out + (size_t)y * w * 3;
+        int x = 0;
+#ifdef __ARM_NEON
+        for (; x + 8 <= w; x += 8) {
+            uint8x8x3_t rgb;
+            rgb.val[0] = pow2_rgb8_neon(vld1q_s16(r + x), top, minus_k);
+            rgb.val[1] = pow2_rgb8_neon(vld1q_s16(g + x), top, minus_k);
+            rgb.val[2] = pow2_rgb8_neon(vld1q_s16(b + x), top, minus_k);
+            vst3_u8(o + 3 * x, rgb);
+        }
+#endif
+        for (; x < w; x++) {
+            o[3 * x] = pow2_rgb8(r[x], k);
+            o[3 * x + 1] = pow2_rgb8(g[x], k);
+            o[3 * x + 2] = pow2_rgb8(b[x], k);
+        }
+    }
+    return 0;
 }
