@@ -2,8 +2,8 @@ import pytest
 import torch
 from torch import nn
 
-from training.student_decoder import (StudentConfig, StudentSynthesis, count_macs, kmac_per_pixel, layer_plan,
-                                      macs_per_output_pixel, teacher_synthesis)
+from training.student_decoder import (StudentConfig, StudentSynthesis, count_macs, grow_latent_convs, kmac_per_pixel,
+                                      layer_plan, macs_per_output_pixel, receptive_halo, teacher_synthesis)
 
 TINY = dict(latent_channels=8, channels=8)
 
@@ -34,7 +34,8 @@ def test_no_head_reads_latent_directly():
 
 
 @pytest.mark.parametrize("bad", [dict(upsample="bilinear"), dict(activation="gdn"), dict(channels=(8, 8)),
-                                 dict(convs_per_stage=0), dict(head_kernel=5)])
+                                 dict(convs_per_stage=0), dict(head_kernel=5), dict(latent_convs=-1),
+                                 dict(head_kernel=0, latent_convs=1)])
 def test_config_rejects_bad_values(bad):
     with pytest.raises(ValueError):
         StudentConfig(**{**TINY, **bad})
@@ -105,3 +106,23 @@ def test_student_macs_per_pixel_formula():
     assert macs_per_output_pixel(model) == pytest.approx(per_latent_px / 256)
     # independent of tile size (no strided reductions)
     assert macs_per_output_pixel(model, (3, 5)) == pytest.approx(per_latent_px / 256)
+
+
+def test_grown_latent_convs_decode_the_same_until_trained():
+    """Convs added at the latents' resolution start as identities after a ReLU: the grown student's
+    output equals the trained one's exactly; they cost 1/256 of their MACs per output pixel and widen
+    the halo by one latent each."""
+    torch.manual_seed(0)
+    small = StudentSynthesis(StudentConfig(**TINY))
+    with torch.no_grad():
+        for p in small.parameters():
+            p.normal_(0, 0.3)
+    grown = grow_latent_convs(small, 2)
+    y = torch.randn(2, 8, 3, 5) * 3
+    with torch.no_grad():
+        assert torch.equal(grown(y), small(y))
+    assert [s.name for s in layer_plan(grown.cfg)][:3] == ["head", "latent0", "latent1"]
+    assert kmac_per_pixel(grown) - kmac_per_pixel(small) == pytest.approx(2 * 8 * 8 * 9 / 256 / 1000)
+    assert receptive_halo(grown.cfg) == receptive_halo(small.cfg) + 2
+    with pytest.raises(ValueError):
+        grow_latent_convs(grown, 1)

@@ -37,7 +37,7 @@ from lic.errors import LicError
 from training.data import RandomCrops
 from training.loop import (DEFAULT_DATA, add_run_arguments, atomic_save, data_provenance, read_torch_file, cosine_lr,
                            set_lr, setup_distributed, teardown_distributed, wrap_ddp, write_provenance)
-from training.student_decoder import UPSAMPLE_MODES, StudentConfig, StudentSynthesis, layer_plan
+from training.student_decoder import UPSAMPLE_MODES, StudentConfig, StudentSynthesis, grow_latent_convs, layer_plan
 
 FLOAT_KIND = "float-student"
 
@@ -88,9 +88,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "references) (default nearest)")
     p.add_argument("--head-kernel", type=int, choices=(0, 1, 3), default=3,
                    help="kernel of the conv before the first upsample, 0 = none (default 3)")
+    p.add_argument("--latent-convs", type=int, default=0,
+                   help="3x3 convs after the head at the latents' resolution, where a conv costs 1/256 of its "
+                        "MACs per output pixel; with --init, more than the init's grows it by identity convs "
+                        "(default 0)")
     p.add_argument("--init", type=Path, default=None,
-                   help="start from this float student (its architecture replaces --channels etc.), e.g. to "
-                        "fine-tune a student of one rate point for the teacher of another")
+                   help="start from this float student (its architecture replaces --channels etc.; "
+                        "--latent-convs may add convs), e.g. to fine-tune a student of one rate point for the "
+                        "teacher of another")
 
 
 def parse_int_list(text: str, flag: str) -> int | tuple[int, ...]:
@@ -414,11 +419,15 @@ def run(args) -> int:
             raise LicError(f"--init student reads {cfg.latent_channels} latent channels, {teacher.name} has "
                            f"{teacher.model.M}")
         provenance = {"init": str(args.init), "init_teacher_fingerprint": init_teacher.hex()}
+        if args.latent_convs > cfg.latent_convs:
+            init_student = grow_latent_convs(init_student, args.latent_convs)
+            cfg = init_student.cfg
+            provenance["grown_to_latent_convs"] = args.latent_convs
     else:
         try:
             cfg = StudentConfig(latent_channels=teacher.model.M, channels=parse_int_list(args.channels, "--channels"),
                                 convs_per_stage=parse_int_list(args.convs_per_stage, "--convs-per-stage"), upsample=args.upsample,
-                                head_kernel=args.head_kernel)
+                                head_kernel=args.head_kernel, latent_convs=args.latent_convs)
         except ValueError as e:
             raise LicError(f"bad student architecture: {e}") from None
     torch.manual_seed(args.seed)

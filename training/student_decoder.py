@@ -16,6 +16,8 @@ Layout (channels[i] = feature width inside stage i, `stages` entries):
 
   y_hat (M ch, H x W)
     -> head conv (head_kernel x head_kernel) M -> channels[0], ReLU      [skipped if head_kernel=0]
+    -> latent_convs more 3x3 convs channels[0] -> channels[0], ReLU, still at the latents'
+       resolution, where a conv costs 1/256 of its MACs per output pixel   [needs the head]
     -> stage i = 0..stages-1, each x2:
          up-conv  channels[i] -> (channels[i] if more convs follow else next width)
          (convs_per_stage[i] - 1) more 3x3 convs, ReLU after each conv
@@ -51,6 +53,7 @@ class StudentConfig:
     stages: int = 4
     head_kernel: int = 3  # 0: no head, the first up-conv reads y_hat directly
     out_channels: int = 3
+    latent_convs: int = 0  # 3x3 convs after the head, at the latents' resolution
 
     def __post_init__(self):
         if isinstance(self.channels, int):
@@ -72,6 +75,8 @@ class StudentConfig:
             raise ValueError("convs_per_stage must be >= 1")
         if self.head_kernel not in (0, 1, 3):
             raise ValueError("head_kernel must be 0, 1 or 3")
+        if self.latent_convs < 0 or (self.latent_convs and not self.head_kernel):
+            raise ValueError("latent_convs must be >= 0, and 0 without a head")
 
     @property
     def scale(self) -> int:
@@ -111,6 +116,8 @@ def layer_plan(cfg: StudentConfig) -> list[ConvSpec]:
         plan.append(ConvSpec("conv", width, cfg.channels[0], cfg.head_kernel,
                              padding=cfg.head_kernel // 2, name="head"))
         width = cfg.channels[0]
+        for j in range(cfg.latent_convs):
+            plan.append(ConvSpec("conv", width, width, 3, padding=1, name=f"latent{j}"))
     for i in range(cfg.stages):
         last_stage = i == cfg.stages - 1
         nxt = cfg.out_channels if last_stage else cfg.channels[i + 1]
@@ -155,6 +162,32 @@ class StudentSynthesis(nn.Module):
 
     def forward(self, y_hat: torch.Tensor) -> torch.Tensor:
         return self.layers(y_hat)
+
+
+def grow_latent_convs(student: StudentSynthesis, latent_convs: int) -> StudentSynthesis:
+    """The same function with more 3x3 convs at the latents' resolution: each new conv is the
+    identity (centre tap 1 from a channel to itself, bias 0) and reads a ReLU's output, so its ReLU
+    passes it unchanged; every other layer keeps its weights. Training then starts from what the
+    smaller student already decodes."""
+    cfg = student.cfg
+    if latent_convs < cfg.latent_convs:
+        raise ValueError(f"cannot grow {cfg.latent_convs} latent convs to {latent_convs}")
+    grown = StudentSynthesis(StudentConfig(**{**cfg.to_dict(), "latent_convs": latent_convs}))
+    old = {spec.name: conv for spec, conv in zip(layer_plan(cfg), _convs(student))}
+    with torch.no_grad():
+        for spec, conv in zip(layer_plan(grown.cfg), _convs(grown)):
+            if spec.name in old:
+                conv.load_state_dict(old[spec.name].state_dict())
+            else:
+                conv.weight.zero_()
+                conv.bias.zero_()
+                idx = torch.arange(spec.out_ch)
+                conv.weight[idx, idx, spec.kernel // 2, spec.kernel // 2] = 1.0
+    return grown
+
+
+def _convs(student: StudentSynthesis) -> list[nn.Module]:
+    return [m for m in student.layers if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
 
 
 # ---------------------------------------------------------------------------------------------
