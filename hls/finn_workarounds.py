@@ -255,11 +255,14 @@ def rtl_mvu_lanes(inst, fpgapart: str) -> int:
 
     w = inst.get_input_datatype(1).bitwidth()
     a = inst.get_input_datatype(0).bitwidth()
-    a_width = 25 if get_dsp_block(fpgapart) == "DSP48E1" else 27
+    dsp48e1 = get_dsp_block(fpgapart) == "DSP48E1"
+    a_width = 25 if dsp48e1 else 27
     if a_width == w:
         return 1
-    narrow = 1  # _mvu_rtl_possible admits only narrow-range weights on DSP48E1
-    return 1 + (a_width - (1 - narrow) - w) // (w + a - 1)
+    # FINN admits only narrow-range weights on a DSP48E1 (_mvu_rtl_possible); elsewhere full-range
+    # ones are assumed, which never gives more lanes than the weights really allow
+    full_range = 0 if dsp48e1 else 1
+    return 1 + (a_width - full_range - w) // (w + a - 1)
 
 
 def patch_rtl_mvu_estimates() -> None:

@@ -5,9 +5,10 @@ A frame of W x H pixels is decoded as the tiles host/tiling.py cuts it into, so 
 must finish one tile in  clock / (fps x tiles per frame)  cycles. FINN's SetFolding raises each
 layer's parallelism until it meets that cycle target; if the folded design then exceeds the budget
 (LUT, BRAM, DSP as FINN estimates them), the line buffers and thresholds move from LUTRAM to block
-RAM while the BRAM budget lasts, then the widest MVAUs move from HLS (LUT multipliers) to FINN's
-RTL MVU (DSP48s, several PEs per DSP) while the DSP budget lasts, and only then is the target lowered in 10% steps until it fits, then
-raised again by bisection towards the last step that did not fit. The report says what limited the
+RAM while the BRAM budget lasts, then the MVAUs that save the most LUTs within the DSP budget move
+from HLS (LUT multipliers) to FINN's RTL MVU (DSP48s, several PEs per DSP), and only then is the
+target lowered in 10% steps until it fits, then raised again by bisection towards the last step
+that did not fit. The report says what limited the
 result: the budget (which resource) or a layer at full parallelism.
 
 SetFolding's two-pass relaxation is off: it relaxes every layer to the slowest one's cycles, and in
