@@ -70,6 +70,25 @@ def test_init_from_another_student(tmp_path, common, float_export):
     assert json.loads(out.with_suffix(".provenance.json").read_text())["init"] == str(float_export)
 
 
+def test_init_grows_latent_convs(tmp_path, common, float_export, tiny_teacher, capsys):
+    """--init with more --latent-convs than the init has: the grown student (lr 0) decodes exactly as
+    the init does; fewer than the init has is refused in one line."""
+    out = tmp_path / "grown.pt"
+    assert lic("distill", *common, "--init", float_export, "--latent-convs", "2", "--run-dir", tmp_path / "run",
+               "--steps", "1", "--lr", "0", "--lr-final", "0", "--export", out) == 0
+    a, _, _ = load_float_student(float_export)
+    b, cfg_b, _ = load_float_student(out)
+    assert cfg_b.latent_convs == 2
+    y_hat = _y_hat(tiny_teacher)
+    with torch.no_grad():
+        assert torch.equal(a(y_hat), b(y_hat))
+    assert json.loads(out.with_suffix(".provenance.json").read_text())["grown_to_latent_convs"] == 2
+    capsys.readouterr()
+    assert lic("distill", *common, "--init", out, "--latent-convs", "1", "--run-dir", tmp_path / "run2",
+               "--steps", "1", "--export", tmp_path / "x.pt") == 1
+    assert "can only grow" in capsys.readouterr().err
+
+
 def test_resume_refuses_another_student(tmp_path, common):
     run = tmp_path / "run"
     assert lic("distill", *common, "--channels", "8", "--run-dir", run, "--steps", "1") == 0
