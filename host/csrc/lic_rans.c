@@ -149,7 +149,8 @@ int lic_rans_decode_region(const lic_rans_tables *t, const uint8_t *stream, size
                            ptrdiff_t out_stride0, ptrdiff_t out_stride1, size_t *where) {
   int status = LIC_RANS_OK;
   size_t a = 0, b = 0;
-  const int32_t *ip = indexes, *run = indexes;  /* the symbol and the start of its run, for `where` */
+  const int32_t *ip = indexes;
+  int32_t *op = out, *run = out;  /* the symbol's output and the start of its run, for `where` */
   if (where) *where = 0;
   if (n1 && n2 && n0 > SIZE_MAX / n1 / n2) return LIC_RANS_ERR_ARGS;
   const size_t n = n0 * n1 * n2;
@@ -165,9 +166,9 @@ int lic_rans_decode_region(const lic_rans_tables *t, const uint8_t *stream, size
   for (a = 0; a < n0; ++a)
     for (b = 0; b < n1; ++b) {
       /* pointers, not counters, in the symbol loop: on a 32-bit ARM every register counts */
-      run = ip = indexes + (ptrdiff_t)a * index_stride0 + (ptrdiff_t)b * index_stride1;
+      ip = indexes + (ptrdiff_t)a * index_stride0 + (ptrdiff_t)b * index_stride1;
       const int32_t *const run_end = ip + n2;
-      int32_t *op = out + (ptrdiff_t)a * out_stride0 + (ptrdiff_t)b * out_stride1;
+      run = op = out + (ptrdiff_t)a * out_stride0 + (ptrdiff_t)b * out_stride1;
       for (; ip != run_end; ++ip, ++op) {
         const uint32_t idx = (uint32_t)*ip;
         if (idx >= n_rows) { status = LIC_RANS_ERR_INDEX; goto fail; }
@@ -209,7 +210,7 @@ int lic_rans_decode_region(const lic_rans_tables *t, const uint8_t *stream, size
   if (where) *where = n;
   return LIC_RANS_OK;
 fail:
-  if (where) *where = a < n0 ? (a * n1 + b) * n2 + (size_t)(ip - run) : n;
+  if (where) *where = a < n0 ? (a * n1 + b) * n2 + (size_t)(op - run) : n;
   return status;
 }
 
