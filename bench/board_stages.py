@@ -215,13 +215,17 @@ def check_kernels(cases=None) -> list[str]:
 RGB8_SCALES = [2.0 ** -k for k in range(9)]  # 2^0 .. 2^-7: C's integer path (NEON on ARM); 2^-8: its table
 
 
+def rgb8_case(scale: float) -> str:
+    return f"to_rgb8 of every int16 at scale {scale:g}"
+
+
 def check_rgb8() -> list[str]:
     """The scales of RGB8_SCALES at which C's to_rgb8 and numpy's table differ on some int16 value."""
     from host.runtime import _rgb8_table, to_rgb8
 
     every = np.arange(-2 ** 15, 2 ** 15, dtype=np.int16).reshape(1, 256, 256).repeat(3, axis=0)
     every[1] = every[1, ::-1]
-    return [f"to_rgb8 of every int16 at scale {scale:g}" for scale in RGB8_SCALES
+    return [rgb8_case(scale) for scale in RGB8_SCALES
             if not np.array_equal(to_rgb8(every, scale), _rgb8_table(scale)[every.view(np.uint16)].transpose(1, 2, 0))]
 
 
@@ -257,7 +261,7 @@ def _main(argv=None) -> int:
         return 0
     args.out.mkdir(parents=True, exist_ok=True)
     cases = list(kernel_cases())
-    names_checked = [what for what, _, _ in cases] + [f"to_rgb8 of every int16 at scale {s:g}" for s in RGB8_SCALES]
+    names_checked = [what for what, _, _ in cases] + [rgb8_case(s) for s in RGB8_SCALES]
     (args.out / "kernels.json").write_text(json.dumps({"cases": names_checked,
                                                        "differ": check_kernels(cases) + check_rgb8()}) + "\n")
     for name in names:

@@ -45,6 +45,7 @@ def hs_layers(hs, z_hw: tuple[int, int], cycles_budget: float) -> list[dict]:
     """FINN estimates for each h_s layer at input z size z_hw, folded to cycles_budget per frame.
     Thresholds and the windows' line buffers in block RAM (cheapest in LUTs, as `make hw` puts the
     g_s's line buffers when its LUTs run short); weights in LUTRAM when small, as FINN decides."""
+    from finn.transformation.fpgadataflow.set_folding import divisors
     from host.integer_hyper import IntegerHyperSynthesis  # noqa: F401  (type of hs)
 
     part = "xc7z020clg400-1"
@@ -66,7 +67,7 @@ def hs_layers(hs, z_hw: tuple[int, int], cycles_budget: float) -> list[dict]:
         fold = _smallest_fold(h * w * mw * o, cycles_budget, mw * o)
         # split the fold over SIMD (a divisor of the input channels, as the window generator needs)
         # and PE (a divisor of the output channels)
-        simd = max(d for d in range(1, i + 1) if i % d == 0 and d <= fold)
+        simd = max(d for d in divisors(i) if d <= fold)
         pe = max(1, math.ceil(fold / simd))
         while o % pe:
             pe += 1

@@ -139,13 +139,14 @@ def fold_upsample_layers(model, target_cycles: int):
     know how to handle op_type UpsampleNearestNeighbour_hls") and leaves SIMD at 1, i.e. one channel
     per cycle: at the last x2 stage of a 32-latent tile that alone is 512 x 512 x channels cycles per
     tile. Its HLS template (upsample_nn<..., CF, CF>) and get_exp_cycles do support SIMD."""
+    from finn.transformation.fpgadataflow.set_folding import divisors
     from qonnx.custom_op.registry import getCustomOp
 
     for node in model.graph.node:
         if node.op_type.startswith("UpsampleNearestNeighbour"):
             inst = getCustomOp(node)
             channels = inst.get_nodeattr("NumChannels")
-            for simd in [d for d in range(1, channels + 1) if channels % d == 0]:
+            for simd in divisors(channels):
                 inst.set_nodeattr("SIMD", simd)
                 if inst.get_exp_cycles() <= target_cycles:
                     break

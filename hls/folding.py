@@ -95,19 +95,17 @@ def move_memories_to_bram(model, board, totals, perf):
     return totals, perf
 
 
-def _divisors(n: int) -> list[int]:
-    return [d for d in range(1, n + 1) if n % d == 0]
-
-
 def _dsp_fold(inst, part: str, wwidth_max: int) -> tuple[int, int]:
     """(PE, SIMD) of an RTL MVU with the fewest DSPs at no more cycles than its present folding: the
     RTL packs rtl_mvu_lanes PEs into each DSP, so PEs come in multiples of that where they can."""
+    from finn.transformation.fpgadataflow.set_folding import divisors
+
     from hls.finn_workarounds import rtl_mvu_lanes
 
     mh, mw = inst.get_nodeattr("MH"), inst.get_nodeattr("MW")
     fold = (mh // inst.get_nodeattr("PE")) * (mw // inst.get_nodeattr("SIMD"))
     lanes, wbits = rtl_mvu_lanes(inst, part), inst.get_input_datatype(1).bitwidth()
-    options = [(-(-pe // lanes) * simd, pe * simd, pe, simd) for pe in _divisors(mh) for simd in _divisors(mw)
+    options = [(-(-pe // lanes) * simd, pe * simd, pe, simd) for pe in divisors(mh) for simd in divisors(mw)
                if (mh // pe) * (mw // simd) <= fold and simd * wbits <= wwidth_max]
     _, _, pe, simd = min(options)
     return pe, simd

@@ -419,7 +419,7 @@ def run(args) -> int:
             raise LicError(f"--init student reads {cfg.latent_channels} latent channels, {teacher.name} has "
                            f"{teacher.model.M}")
         provenance = {"init": str(args.init), "init_teacher_fingerprint": init_teacher.hex()}
-        if 0 < args.latent_convs < cfg.latent_convs or args.latent_convs < 0:
+        if args.latent_convs and args.latent_convs < cfg.latent_convs:
             raise LicError(f"--latent-convs {args.latent_convs}: the --init student has {cfg.latent_convs}, "
                            "and a student can only grow")
         if args.latent_convs > cfg.latent_convs:
