@@ -6,10 +6,11 @@ Per ARM stage (bench/board_stages.py) on one 768x512 Kodak file:
               "arm": PYNQ-Z2's Cortex-A9 = armhf, ZCU104's / KV260's Cortex-A53 = arm64). Instructions
               are counted exactly by running Debian's Python + numpy + Pillow for that architecture
               and our cross-compiled C under qemu-arm / qemu-aarch64 with a TCG plugin
-              (bench/armhf/insn_count.c), each stage run 1 and 1 + K times and differenced, so
-              start-up and input loading cancel. CPI is an assumption, given as a range (--cpi):
-              qemu counts instructions, not cycles, and the core's cache misses, branch
-              mispredictions and NEON pipeline stalls are not modelled.
+              (bench/armhf/block_profile.c), each stage run 1 and 1 + K times and differenced, so
+              start-up and input loading cancel. CPI is an assumption, given as a range (--cpi).
+  modelled    (default, beside it) the same runs' basic blocks priced by LLVM's scheduling model of
+              the core, and their memory accesses through a simulated L1 / L2 (bench/arm_cycles.py):
+              core cycles at the low end, plus every cache miss at an assumed latency at the high end.
   measured    --on-board: wall time of the same stage functions on the machine running the command
               (a PYNQ board once one is available; on x86 it measures x86, and says so).
 
@@ -27,12 +28,11 @@ import itertools
 import json
 import platform
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
+from bench.arm_cycles import check_llvm_mca, model, profile_stage, stall_cycles
 from lic.errors import LicError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -46,13 +46,14 @@ COUNTED = ("parse", "rans_z", "integer_hs", "integer_hs_numpy", "entropy", "tile
 
 
 def arm_cpu(board: str) -> dict:
-    """board.json's "arm": core, arch, cores, clock_mhz, clock_source, cpi_assumed."""
+    """board.json's "arm": core, arch, cores, clock_mhz, clock_source, cpi_assumed, llvm_mcpu, caches,
+    miss_cycles."""
     from hls.boards import load_board
 
     arm = load_board(board).arm
     if not arm:
         raise LicError(f"fpga_projects/{board}/board.json has no \"arm\" entry (core, arch, cores, clock_mhz, "
-                       f"clock_source, cpi_assumed): add the board's ARM to estimate its stages")
+                       f"clock_source, cpi_assumed, llvm_mcpu, caches, miss_cycles): add the board's ARM to estimate its stages")
     return arm
 
 
@@ -60,36 +61,6 @@ def result_path(board: str) -> Path:
     """build/board-rate.json for PYNQ-Z2 (the first board; its readers predate the others), else
     build/board-rate-<board>.json."""
     return DEFAULT_OUT if board == "pynq-z2" else REPO / "build" / f"board-rate-{board}.json"
-
-
-def _plugin(out_dir: Path) -> Path:
-    so = out_dir / "insn_count.so"
-    src = REPO / "bench" / "armhf" / "insn_count.c"
-    if not so.is_file() or so.stat().st_mtime < src.stat().st_mtime:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        subprocess.run(["cc", "-O2", "-shared", "-fPIC", "-fvisibility=hidden", "-o", str(so), str(src)], check=True)
-    return so
-
-
-def count_instructions(root: Path, libs: dict, package: Path, refs: Path, name: str, stage: str,
-                       repeat: int, arch: str = "armhf") -> int | str:
-    """ARM instructions one run of `stage` executes, or the reason it cannot run on that ARM."""
-    from bench.arm_check import qemu_command, qemu_env
-
-    plugin = _plugin(REPO / "build" / "qemu-plugin")
-    counts = []
-    for n in (1, 1 + repeat):
-        with tempfile.NamedTemporaryFile("r", suffix=".insns") as f:
-            cmd = qemu_command(root, f"{plugin},out={f.name}", arch) + [
-                "-m", "bench.board_stages", "count", "--package", str(package), "--refs", str(refs),
-                "--stage", stage, "--repeat", str(n), name]
-            proc = subprocess.run(cmd, env=qemu_env(libs), cwd=REPO, capture_output=True, text=True)
-            if proc.returncode == 3:
-                return proc.stdout.strip().removeprefix("unavailable: ")
-            if proc.returncode:
-                raise LicError(f"counting {stage} under qemu failed: {proc.stderr.strip().splitlines()[-1:]}")
-            counts.append(int(f.read()))
-    return max(0, (counts[1] - counts[0]) // repeat)
 
 
 def time_stages(package, refs: Path, name: str, repeat: int) -> dict[str, float | str]:
@@ -195,6 +166,7 @@ def ensure_refs(refs: Path, package) -> str:
 
 
 DEFAULT_OUT = REPO / "build" / "board-rate.json"
+MS = "{:.1f}"
 
 # How the host's C code is built for each architecture (host/csrc/Makefile), for the method line.
 C_FLAGS = {"armhf": "-mcpu=cortex-a9 -mfpu=neon", "arm64": "-mcpu=cortex-a53"}
@@ -211,6 +183,15 @@ def estimate_method(cpu: dict, lo: float, hi: float, clock_mhz: float) -> str:
     return (f"estimated: {arch} instructions ({QEMU[arch]} TCG plugin, Debian {arch} userland, C built with "
             f"{C_FLAGS[arch]}) x CPI {lo}..{hi} (assumed) / {clock_mhz:.0f} MHz {cpu['core']} "
             f"(clock: {cpu['clock_source']}), stages over {cpu['cores']} cores")
+
+
+def model_method(cpu: dict, clock_mhz: float) -> str:
+    c, m = cpu["caches"], cpu["miss_cycles"]
+    return (f"modelled: {cpu['arch']} basic blocks (qemu TCG plugin) x LLVM's {cpu['llvm_mcpu']} model (llvm-mca: "
+            f"every load an L1 hit, every branch predicted) / {clock_mhz:.0f} MHz, up to + simulated misses "
+            f"(L1 {c['l1d_bytes'] >> 10}+{c['l1i_bytes'] >> 10} KiB, L2 {c['l2_bytes'] >> 10} KiB, {c['line']}-byte lines: "
+            f"{c['source']}): {m['l2_hit']} cycles per L2 hit and {m['dram']} per DRAM access, sequential ones "
+            f"free from L2 and at {m['dram_mb_s']} MB/s from DRAM ({m['source']}), none overlapped")
 
 
 def report_lines(fabric_fps: float | None, board: str = "pynq-z2") -> list[str]:
@@ -277,6 +258,7 @@ def run(args) -> int:
         from bench.arm_check import cross_compile, qemu_command
 
         qemu_command(root, "plugin", arch)  # a missing root or emulator: say so before encoding anything
+        check_llvm_mca()
         libs = cross_compile(REPO / "build" / arch, arch)
     package = DecoderPackage.load(args.package or default_package())
     if args.on_board and not any(args.refs.glob("*.x86.npz")):
@@ -306,39 +288,61 @@ def run(args) -> int:
                            **board_rate(measured, fabric_fps, shared, cores)}
         columns = []
     else:
-        insns = {}
+        insns, models = {}, {}
         for stage in COUNTED:
-            print(f"counting {arch} instructions: {stage}", file=sys.stderr)
-            insns[stage] = count_instructions(root, libs, package.root, args.refs, name, stage, args.repeat, arch)
+            modelled = stage not in NOT_IN_RATE
+            print(f"profiling {arch} blocks{' and caches' if modelled else ''}: {stage}", file=sys.stderr)
+            prof = profile_stage(root, libs, package.root, args.refs, name, stage, args.repeat, arch,
+                                 cpu["caches"] if modelled else None)
+            insns[stage] = prof if isinstance(prof, str) else round(prof.instructions)
+            if modelled:
+                models[stage] = prof if isinstance(prof, str) else model(prof, arch, cpu["llvm_mcpu"])
         insns = with_rans_y(insns)
+        core_cycles = with_rans_y({k: m if isinstance(m, str) else m["core_cycles"] for k, m in models.items()})
+        stalls = with_rans_y({k: m if isinstance(m, str) else stall_cycles(m, {**cpu, "clock_mhz": clock_mhz})
+                              for k, m in models.items()})
         est = {c: estimated_seconds(insns, c, clock_mhz) for c in (lo, hi)}
+        fast = estimated_seconds(core_cycles, 1, clock_mhz)
+        slow = {k: (v + stalls[k] / (clock_mhz * 1e6) if isinstance(v, float) else v) for k, v in fast.items()}
         result["arm_instructions"] = insns
+        result["arm_model"] = models
         result["board"] = {
             "method": estimate_method(cpu, lo, hi, clock_mhz),
+            "model_method": model_method(cpu, clock_mhz),
             "cpi_low": board_rate(est[lo], fabric_fps, shared, cores),
             "cpi_high": board_rate(est[hi], fabric_fps, shared, cores),
-            "seconds_cpi_low": est[lo], "seconds_cpi_high": est[hi]}
+            "seconds_cpi_low": est[lo], "seconds_cpi_high": est[hi],
+            "model_low": board_rate(fast, fabric_fps, shared, cores),
+            "model_high": board_rate(slow, fabric_fps, shared, cores),
+            "seconds_model_low": fast, "seconds_model_high": slow}
         core = cpu["core"].removeprefix("Cortex-")
-        columns = [(f"{arch} Minsn", {k: (v / 1e6 if isinstance(v, (int, float)) else v) for k, v in insns.items()}),
-                   (f"{core} ms (CPI {lo})", est[lo]), (f"{core} ms (CPI {hi})", est[hi])]
-        lines.append(result["board"]["method"])
-    columns.append((f"{'board' if args.on_board else 'x86'} ms (measured, {platform.machine()})", measured))
+        cpi = {k: (core_cycles[k] / v if isinstance(v, (int, float)) and isinstance(core_cycles.get(k), float) and v
+                   else "not modelled") for k, v in insns.items()}
+        misses = with_rans_y({k: m if isinstance(m, str) else m["l1d_misses"] + m["l1i_misses"] for k, m in models.items()})
+        columns = [(f"{arch} Minsn", insns, "{:.1f}", 1e-6), (f"{core} ms (CPI {lo})", est[lo], MS, 1e3),
+                   (f"{core} ms (CPI {hi})", est[hi], MS, 1e3), ("core CPI (llvm-mca)", cpi, "{:.2f}", 1),
+                   ("L1 misses (k)", misses, "{:.0f}", 1e-3), (f"{core} ms (model: core)", fast, MS, 1e3),
+                   (f"{core} ms (model: + misses)", slow, MS, 1e3)]
+        lines += [result["board"]["method"], result["board"]["model_method"]]
+    columns.append((f"{'board' if args.on_board else 'x86'} ms (measured, {platform.machine()})", measured, MS, 1e3))
 
-    def cell(v, scale):
-        return f"{v * scale:.1f}" if isinstance(v, (int, float)) else "n/a"
+    def cell(v, fmt, scale):
+        return fmt.format(v * scale) if isinstance(v, (int, float)) else "n/a"
 
-    lines += ["", f"| stage ({name}, {package.name}) | " + " | ".join(c for c, _ in columns) + " |",
+    lines += ["", f"| stage ({name}, {package.name}) | " + " | ".join(c[0] for c in columns) + " |",
               "|---|" + "---:|" * len(columns)]
     for stage in ARM_STAGES + tuple(NOT_IN_RATE):
         label = NOT_IN_RATE.get(stage, stage)
-        lines.append(f"| {label} | " + " | ".join(cell(vals.get(stage), 1 if "Minsn" in c else 1000)
-                                                   for c, vals in columns) + " |")
+        lines.append(f"| {label} | " + " | ".join(cell(vals.get(stage), fmt, scale)
+                                                   for _, vals, fmt, scale in columns) + " |")
     unavailable = {k: v for k, v in (result.get("arm_instructions") or measured).items() if isinstance(v, str)}
     for k, v in unavailable.items():
         lines.append(f"not counted: {k}: {v}")
     lines.append("")
     boards = ([("estimated, CPI %g" % lo, result["board"]["cpi_low"]),
-               ("estimated, CPI %g" % hi, result["board"]["cpi_high"])] if not args.on_board
+               ("estimated, CPI %g" % hi, result["board"]["cpi_high"]),
+               ("modelled, core only", result["board"]["model_low"]),
+               ("modelled, + every miss's latency", result["board"]["model_high"])] if not args.on_board
               else [("measured", result["board"])])
     fab = f"{fabric_fps:.1f} fps ({fabric['board']}, FINN estimate)" if fabric else \
         f"unknown ({estimates} missing: run `make hw BOARD={args.board}`)"

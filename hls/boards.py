@@ -34,7 +34,8 @@ class Board:
     lut_margin: float = 0.10
     description: str = ""
     # the board's ARM processing system, for `lic board-rate`: core, arch (Debian's: armhf, arm64), cores,
-    # clock_mhz with its clock_source, cpi_assumed [low, high]
+    # clock_mhz with its clock_source, cpi_assumed [low, high]; for the cycle model (bench/arm_cycles.py)
+    # llvm_mcpu, caches (line, L1 D / I and L2 bytes and ways, with their source) and miss_cycles
     arm: dict | None = None
 
     @property

@@ -212,26 +212,66 @@ def test_board_rate_without_its_arm_root_or_tools_is_a_one_line_error(tmp_path, 
         arm_check.qemu_command(tmp_path, "plugin.so", "arm64")
 
 
-@pytest.mark.parametrize("cc, qemu", [("arm-linux-gnueabihf-gcc", "qemu-arm"), ("aarch64-linux-gnu-gcc", "qemu-aarch64")])
-def test_instruction_counter_is_exact_and_linear(tmp_path, cc, qemu):
+@pytest.mark.parametrize("cc, qemu, caches", [
+    ("arm-linux-gnueabihf-gcc", "qemu-arm", "pynq-z2"), ("aarch64-linux-gnu-gcc", "qemu-aarch64", "zcu104")])
+def test_block_profiler_is_exact_linear_and_sees_the_caches(tmp_path, cc, qemu, caches):
     if not (shutil.which(qemu) and shutil.which(cc)):
         pytest.skip(f"{qemu} or {cc} not installed (bench/armhf/setup_root.sh installs them)")
-    from bench.board_rate import _plugin
+    from bench.arm_cycles import Profile, cache_argument, plugin
+    from hls.boards import load_board
 
-    plugin = _plugin(tmp_path)
+    plugin_so = plugin(tmp_path)
     src = tmp_path / "loop.c"
-    src.write_text("#include <stdlib.h>\nint main(int c, char **v) { volatile int s = 0;"
-                   " for (int i = atoi(v[1]); i > 0; i--) s += i; return 0; }\n")
+    # n passes of a sum over 64 KiB: twice the L1 D, a quarter of the L2 (PYNQ-Z2 and ZCU104 alike)
+    src.write_text("#include <stdlib.h>\nstatic volatile char buf[65536];\n"
+                   "int main(int c, char **v) { int s = 0; for (int i = atoi(v[1]); i > 0; i--)"
+                   " for (int j = 0; j < 65536; j += 16) s += buf[j]; return s & 1; }\n")
     exe = tmp_path / "loop"
     subprocess.run([cc, "-O1", "-static", "-o", str(exe), str(src)], check=True)
+    line = load_board(caches).arm["caches"]["line"]
 
-    def count(n):
-        out = tmp_path / f"{n}.insns"
-        subprocess.run([qemu, "-plugin", f"{plugin},out={out}", str(exe), str(n)], check=True)
-        return int(out.read_text())
+    def profile(n):
+        out = tmp_path / f"{n}.blocks"
+        arg = f"{plugin_so},out={out},caches={cache_argument(load_board(caches).arm['caches'])}"
+        subprocess.run([qemu, "-plugin", arg, str(exe), str(n)], check=True)
+        return Profile.read(out)
 
-    a, b, c = count(1000), count(2000), count(3000)
-    assert b - a == c - b >= 3 * 1000  # the loop body, exactly, every 1000 iterations
+    one, two, three = profile(1), profile(2), profile(3)
+    step, again = two.minus(one, 1), three.minus(two, 1)
+    assert step.blocks == again.blocks and step.instructions >= 3 * 65536 // 16  # the inner loop, exactly
+    assert max(step.blocks.values()) >= 65536 // 16 - 1  # its block ran once per element read (the first in another)
+    # every pass misses L1 on each line of the 64 KiB (LRU, twice the L1; a few more for the stack) and hits
+    # L2, in order: sequential misses, which a prefetcher would have fetched
+    assert step.cache == again.cache and 65536 // line <= step.cache["l1d_misses"] <= 65536 // line + 8
+    assert step.cache["l2_hits_random"] <= 8
+    assert step.cache["l2_misses"] == 0
+
+
+def test_llvm_mca_source_from_qemus_disassembly():
+    from bench.arm_cycles import mca_source
+
+    # conditions inside a Thumb IT block move into the mnemonics, branches go to a label, alignment in bits
+    assert mca_source(["ite lt", "ldr r3, [r5, #4]", "ldr.w r3, [r5, #8]", "cmp r3, #1", "bls #0x3fee0048"]) == [
+        "ite lt", "ldrlt r3, [r5, #4]", "ldrge.w r3, [r5, #8]", "cmp r3, #1", "bls 2f"]
+    assert mca_source(["vld1.16 {d6}, [lr:0x40]!", "cbz r3, #0x3fff1f7e", "b.ne #0x4000a0"]) == [
+        "vld1.16 {d6}, [lr:64]!", "cbz r3, 2f", "b.ne 2f"]
+    # register lists (LLVM's Cortex-A9 model cannot price them) as LDRD/STRD pairs
+    assert mca_source(["push.w {r4, r5, r6, r7, r8, lr}", "pop {r4, r5, r6, pc}"]) == [
+        "strd r4, r5, [sp, #0]", "strd r6, r7, [sp, #8]", "strd r8, lr, [sp, #16]",
+        "ldrd r4, r5, [sp, #0]", "ldrd r6, lr, [sp, #8]", "bx lr"]
+
+
+def test_llvm_mca_prices_a_neon_block():
+    from bench.arm_cycles import block_cycles
+
+    if shutil.which("llvm-mca") is None:
+        pytest.skip("llvm-mca not installed (bench/armhf/setup_root.sh installs llvm)")
+    one = block_cycles("vmlal.s16 q8, d0, d6[0]", "armhf", "cortex-a9")
+    # eight independent accumulators issue back to back; eight into one wait for each other
+    spread = block_cycles(";".join(f"vmlal.s16 q{8 + i}, d0, d6[0]" for i in range(8)), "armhf", "cortex-a9")
+    chained = block_cycles(";".join("vmlal.s16 q8, d0, d6[0]" for _ in range(8)), "armhf", "cortex-a9")
+    assert one and 0 < spread < chained
+    assert block_cycles("not an instruction", "armhf", "cortex-a9") is None
 
 
 @pytest.mark.slow

@@ -17,8 +17,9 @@ esac
 STAMP=$ROOT/.complete
 [[ -f $STAMP ]] && exit 0
 
-# qemu-user: the dynamic qemu-ARCH loads TCG plugins (instruction counts); qemu-user-static does not.
-HOST_PKGS="qemu-user qemu-user-static gcc-$TRIPLET"
+# qemu-user: the dynamic qemu-ARCH loads TCG plugins (block profiles); qemu-user-static does not.
+# llvm: llvm-mca, the core model of `lic board-rate` (bench/arm_cycles.py).
+HOST_PKGS="qemu-user qemu-user-static gcc-$TRIPLET llvm"
 # What the board's half imports: python3.11 + stdlib, numpy (OpenBLAS), Pillow (PNG), and their libraries.
 ARM_PKGS="libc6 libgcc-s1 libstdc++6 zlib1g libexpat1 libffi8 libssl3 libbz2-1.0 liblzma5 libzstd1
  libncursesw6 libtinfo6 libreadline8 libuuid1 libsqlite3-0 libcrypt1 libnsl2 libtirpc3 libgssapi-krb5-2 libkrb5-3
