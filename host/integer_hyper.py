@@ -56,11 +56,22 @@ class IntegerLayer:
     # accumulators stay within +-(2^31 - 2) (checked per model), so a threshold clipped to int32 is
     # passed exactly when the original is, and padding each row to 2^m - 1 entries with INT32_MAX
     # (never passed) lets it search without bounds checks. Output channels are padded with zero
-    # weights to the kernel's block of 32.
+    # weights to the kernel's block of 32, and each block's weights are contiguous (it reads one
+    # block at a time, which then fits the board's L1 cache).
+    @property
+    def out_padded(self) -> int:
+        return -(-self.weight.shape[0] // NATIVE_BLOCK) * NATIVE_BLOCK
+
     @cached_property
     def weight_c(self) -> np.ndarray:
+        taps = self._taps_c  # [..][in][out_padded]
+        blocks = taps.reshape(taps.shape[:-1] + (-1, NATIVE_BLOCK))
+        return np.ascontiguousarray(np.moveaxis(blocks, -2, 0))  # [out_padded / 32][..][in][32]
+
+    @property
+    def _taps_c(self) -> np.ndarray:
         o, i, k, _ = self.weight.shape
-        weight = np.zeros((k, k, i, -(-o // NATIVE_BLOCK) * NATIVE_BLOCK), np.int16)
+        weight = np.zeros((k, k, i, self.out_padded), np.int16)
         weight[..., :o] = self.weight.transpose(2, 3, 1, 0)
         if not self.native_upsample:
             return weight  # [k][k][in][out]
@@ -85,7 +96,7 @@ class IntegerLayer:
     @cached_property
     def thresholds_c(self) -> np.ndarray:
         o, n = self.thresholds.shape
-        padded = np.full((self.weight_c.shape[-1], (1 << n.bit_length()) - 1), _INT32_LIMIT - 1, np.int64)
+        padded = np.full((self.out_padded, (1 << n.bit_length()) - 1), _INT32_LIMIT - 1, np.int64)
         padded[:o, :n] = np.clip(self.thresholds, -_INT32_LIMIT, _INT32_LIMIT - 1)
         return padded.astype(np.int32)
 
@@ -153,7 +164,7 @@ def _layer_native(lib, a: np.ndarray, layer: "IntegerLayer", pool: ThreadPoolExe
     c, h, w = a.shape
     if c != i:
         raise LicError(f"integer h_s expects {i} input channels, got {c}")
-    o_pad = layer.weight_c.shape[-1]
+    o_pad = layer.out_padded
     up = layer.native_upsample
     a = np.ascontiguousarray(a, dtype=np.int32)
     out = np.empty((o_pad, h * (1 + up), w * (1 + up)), dtype=np.int32)

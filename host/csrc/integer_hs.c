@@ -168,9 +168,11 @@ static void count_passed(const int32_t *restrict acc, const int32_t *restrict th
 #endif
 }
 
-/* block[j] = sum over the window's nonzero inputs i of value[i] * weight[offset[i] + j], for the
- * LIC_HS_BLOCK output channels weight points at. */
-static void window_dot(const int16_t *restrict value, const int32_t *restrict offset, int nonzero,
+/* block[j] = sum over the window's taps t and the nonzero inputs i listed at that tap of
+ * value[t][i] * weight[tap[t] + offset[t][i] + j], for the LIC_HS_BLOCK output channels weight points at.
+ * The lists are read where they are (each input pixel's, made once per layer), not copied per window. */
+static void window_dot(const int16_t *const *restrict value, const int32_t *const *restrict offset,
+                       const int *restrict nonzero, const int32_t *restrict tap, int taps,
                        const int16_t *restrict weight, int32_t *restrict block)
 {
 #ifdef __ARM_NEON
@@ -190,17 +192,22 @@ static void window_dot(const int16_t *restrict value, const int32_t *restrict of
         s6 = vmlal_lane_s16(s6, hi.val[2], VV, LANE);                                       \
         s7 = vmlal_lane_s16(s7, hi.val[3], VV, LANE);                                       \
     } while (0)
-    int i = 0;
-    for (; i + 4 <= nonzero; i += 4) {  /* four values in one register, one lane each */
-        const int16x4_t vv = vld1_s16(value + i);
-        LIC_HS_MAC(weight + offset[i], vv, 0);
-        LIC_HS_MAC(weight + offset[i + 1], vv, 1);
-        LIC_HS_MAC(weight + offset[i + 2], vv, 2);
-        LIC_HS_MAC(weight + offset[i + 3], vv, 3);
-    }
-    for (; i < nonzero; i++) {
-        const int16x4_t vv = vdup_n_s16(value[i]);
-        LIC_HS_MAC(weight + offset[i], vv, 0);
+    for (int t = 0; t < taps; t++) {
+        const int16_t *v = value[t], *w = weight + tap[t];
+        const int32_t *o = offset[t];
+        const int n = nonzero[t];
+        int i = 0;
+        for (; i + 4 <= n; i += 4) {  /* four values in one register, one lane each */
+            const int16x4_t vv = vld1_s16(v + i);
+            LIC_HS_MAC(w + o[i], vv, 0);
+            LIC_HS_MAC(w + o[i + 1], vv, 1);
+            LIC_HS_MAC(w + o[i + 2], vv, 2);
+            LIC_HS_MAC(w + o[i + 3], vv, 3);
+        }
+        for (; i < n; i++) {
+            const int16x4_t vv = vdup_n_s16(v[i]);
+            LIC_HS_MAC(w + o[i], vv, 0);
+        }
     }
 #undef LIC_HS_MAC
     const int32x4x4_t first = {{s0, s1, s2, s3}}, second = {{s4, s5, s6, s7}};
@@ -209,11 +216,12 @@ static void window_dot(const int16_t *restrict value, const int32_t *restrict of
 #else
     for (int j = 0; j < LIC_HS_BLOCK; j++)
         block[j] = 0;
-    for (int i = 0; i < nonzero; i++) {
-        const int16_t *wr = weight + offset[i], v = value[i];
-        for (int j = 0; j < LIC_HS_BLOCK; j++)
-            block[j] += (int32_t)v * wr[j];
-    }
+    for (int t = 0; t < taps; t++)
+        for (int i = 0; i < nonzero[t]; i++) {
+            const int16_t *wr = weight + tap[t] + offset[t][i], v = value[t][i];
+            for (int j = 0; j < LIC_HS_BLOCK; j++)
+                block[j] += (int32_t)v * wr[j];
+        }
 #endif
 }
 
@@ -223,13 +231,13 @@ static void window_dot(const int16_t *restrict value, const int32_t *restrict of
  * plus the kernel's halo of a and writes only its own rows of out). Returns 0, or -1 when scratch
  * memory cannot be allocated (nothing is written then).
  *
- * up == 0: a 'same' k x k conv. weight: [k][k][cin][cout] (transposed so the channel loop is
- *          contiguous); out: [cout][h][w].
+ * up == 0: a 'same' k x k conv. weight: [cout / 32][k][k][cin][32] (blocks of 32 output channels,
+ *          each contiguous, the channel loop innermost); out: [cout][h][w].
  * up == 1: nearest x2 upsampling, then a 'same' 3x3 conv, computed on the low-resolution map: each
  *          of the four output phases (py, px) sees a 2x2 window of a, whose weights are sums of the
  *          3x3 taps that land on the same input (host/integer_hyper.py makes them). 4 instead of 9
  *          products per output and no upsampled copy; the sums are integers, so still exact.
- *          weight: [py][px][2][2][cin][cout]; out: [cout][2h][2w].
+ *          weight: [cout / 32][py][px][2][2][cin][32]; out: [cout][2h][2w].
  *
  * Output-stationary over channels: for each output pixel, acc[0..cout) += a * w[ky][kx][c][0..cout)
  * for every input value a under the window. Most z symbols and many ReLU levels are 0 (kodim01, q3:
@@ -241,23 +249,27 @@ int lic_hs_layer(const int32_t *restrict a, int cin, int h, int w,
                  int32_t *restrict out, int y0, int y1)
 {
     const int p = up ? 1 : k / 2, hp = y1 - y0 + 2 * p, wp = w + 2 * p;
-    const int phases = up ? 2 : 1, kw = up ? 2 : k, ho = h * phases, wo = w * phases;
-    const size_t phase_size = (size_t)kw * kw * cin * cout, window = (size_t)kw * kw * cin;
+    const int phases = up ? 2 : 1, kw = up ? 2 : k, ho = h * phases, wo = w * phases, taps = kw * kw;
+    const size_t phase_size = (size_t)taps * cin * LIC_HS_BLOCK;
     if (y0 < 0 || y1 > h || y0 >= y1)
         return 0;
-    /* Each input pixel's nonzero values and their weight offsets c * cout, listed once: windows
+    /* Each input pixel's nonzero values and their weight offsets c * LIC_HS_BLOCK, listed once: windows
      * overlap (a 3x3 conv reads each pixel 9 times), so listing per window would repeat the work.
      * Padding pixels have empty lists. Rows y0 - p .. y1 + p - 1 of a, as [hp][wp]. */
     int *listed = calloc((size_t)hp * wp, sizeof *listed);
     int16_t *list_value = malloc((size_t)hp * wp * cin * sizeof *list_value);
     int32_t *list_offset = malloc((size_t)hp * wp * cin * sizeof *list_offset);
-    int16_t *value = malloc(window * sizeof *value);
-    int32_t *offset = malloc(window * sizeof *offset);
+    const int16_t **value = malloc((size_t)taps * sizeof *value);
+    const int32_t **offset = malloc((size_t)taps * sizeof *offset);
+    int *nonzero = malloc((size_t)taps * sizeof *nonzero);
+    int32_t *tap = malloc((size_t)taps * sizeof *tap);
+    int32_t *counts = malloc((size_t)w * LIC_HS_BLOCK * sizeof *counts);
     int status = -1;
-    if (!listed || !list_value || !list_offset || !value || !offset)
+    if (!listed || !list_value || !list_offset || !value || !offset || !nonzero || !tap || !counts)
         goto done;
-    for (int c = 0; c < cin; c++)
-        for (int r = 0; r < hp; r++) {
+    /* Row by row, so that the row's lists (w x cin entries) stay in L1 while every channel adds to them. */
+    for (int r = 0; r < hp; r++)
+        for (int c = 0; c < cin; c++) {
             const int y = y0 - p + r;
             if (y < 0 || y >= h)
                 continue;
@@ -266,35 +278,47 @@ int lic_hs_layer(const int32_t *restrict a, int cin, int h, int w,
                 if (row[x]) {
                     const size_t at = (size_t)r * wp + x + p, i = at * cin + (size_t)listed[at]++;
                     list_value[i] = (int16_t)row[x];
-                    list_offset[i] = (int32_t)c * cout;
+                    list_offset[i] = (int32_t)c * LIC_HS_BLOCK;
                 }
         }
+    for (int t = 0; t < taps; t++)
+        tap[t] = (int32_t)t * cin * LIC_HS_BLOCK;
 
-    for (int y = y0; y < y1; y++)
+    /* One block of output channels and one phase at a time over the whole rows: the weights these
+     * read (taps x cin x 32 int16, contiguous: 16 KiB for 2x2 taps of 64 channels) stay in a 32 KiB
+     * L1 data cache, where visiting every phase and block per pixel (128 KiB) missed it on nearly
+     * every weight row. */
+    for (int o0 = 0; o0 < cout; o0 += LIC_HS_BLOCK)
         for (int py = 0; py < phases; py++)
-            for (int x = 0; x < w; x++)
-                for (int px = 0; px < phases; px++) {
-                    const int16_t *wph = weight + (size_t)(py * phases + px) * phase_size;
-                    const size_t at = (size_t)(y * phases + py) * wo + x * phases + px;
-                    int nonzero = 0;
-                    for (int ky = 0; ky < kw; ky++)
-                        for (int kx = 0; kx < kw; kx++) {
-                            const size_t pixel = (size_t)(y - y0 + py + ky) * wp + x + px + kx;
-                            const int16_t *v = list_value + pixel * cin;
-                            const int32_t *o = list_offset + pixel * cin;
-                            const int32_t tap = (int32_t)((ky * kw + kx) * cin * cout);
-                            for (int i = 0; i < listed[pixel]; i++) {
-                                value[nonzero] = v[i];
-                                offset[nonzero++] = o[i] + tap;
+            for (int px = 0; px < phases; px++) {
+                const int16_t *wph = weight + ((size_t)o0 / LIC_HS_BLOCK * phases * phases + py * phases + px) * phase_size;
+                for (int y = y0; y < y1; y++) {
+                    for (int x = 0; x < w; x++) {
+                        for (int ky = 0; ky < kw; ky++)
+                            for (int kx = 0; kx < kw; kx++) {
+                                const size_t pixel = (size_t)(y - y0 + py + ky) * wp + x + px + kx;
+                                const int t = ky * kw + kx;
+                                value[t] = list_value + pixel * cin;
+                                offset[t] = list_offset + pixel * cin;
+                                nonzero[t] = listed[pixel];
                             }
-                        }
-                    for (int o0 = 0; o0 < cout; o0 += LIC_HS_BLOCK) {
                         int32_t block[LIC_HS_BLOCK];
-                        window_dot(value, offset, nonzero, wph + o0, block);
+                        window_dot(value, offset, nonzero, tap, taps, wph, block);
                         count_passed(block, thr + (size_t)o0 * nthr, nthr, guesses, cout, o0,
-                                     out + (size_t)o0 * ho * wo + at, (size_t)ho * wo);
+                                     counts + (size_t)x * LIC_HS_BLOCK, 1);
+                    }
+                    /* Then into the output planes one channel at a time: written straight from
+                     * count_passed, the 32 channels' stores would land 32 planes apart, planes whose
+                     * size (a multiple of 2 KiB here) maps them onto a few cache sets. */
+                    for (int j = 0; j < LIC_HS_BLOCK; j++) {
+                        int32_t *dst = out + (size_t)(o0 + j) * ho * wo + (size_t)(y * phases + py) * wo + px;
+                        const int32_t *src = counts + j;
+#pragma GCC unroll 4
+                        for (int x = 0; x < w; x++, dst += phases, src += LIC_HS_BLOCK)
+                            *dst = *src;
                     }
                 }
+            }
     status = 0;
 done:
     free(listed);
@@ -302,5 +326,8 @@ done:
     free(list_offset);
     free(value);
     free(offset);
+    free(nonzero);
+    free(tap);
+    free(counts);
     return status;
 }
