@@ -215,8 +215,14 @@ def report_lines(fabric_fps: float | None, board: str = "pynq-z2") -> list[str]:
         arm = f"ARM stages {b['arm_fps_all_cores']:.1f} fps ({b['method']})"
         board = f"{b['board_fps']:.1f} fps, limited by {b['limited_by']}"
     missing = (b.get("cpi_high") or b).get("stages_missing")
+    model = ""
+    if "model_low" in b:
+        fast, slow = b["model_low"], b["model_high"]
+        model = (f" Modelled instead of an assumed CPI (core: llvm-mca's {r['arm'].get('llvm_mcpu')} model; cache "
+                 f"misses simulated, from none to every one stalling): ARM stages {slow['arm_fps_all_cores']:.1f}-"
+                 f"{fast['arm_fps_all_cores']:.1f} fps, board {slow['board_fps']:.1f}-{fast['board_fps']:.1f} fps.")
     return [f"Fabric alone: {fab}. {arm}. **Board rate: {board}**"
-            + (f" (stages not counted: {', '.join(missing)})" if missing else "") + f". Source: {path}."]
+            + (f" (stages not counted: {', '.join(missing)})" if missing else "") + f".{model} Source: {path}."]
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

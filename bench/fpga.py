@@ -45,15 +45,23 @@ def load_estimates(board: str, package) -> dict | None:
 # --- ARM stages: the interface to the ARM estimate / board measurement (issue 10) -------------------
 
 def from_board_rate(path: Path, board: str) -> dict | None:
-    """`lic board-rate`'s result (issue 10: ARM instructions under qemu x an assumed CPI range, or
-    --on-board wall times) as an ARM stage file, when it is for this board. Of its CPI range the high
-    (slower) end is taken; the method says so and gives the other end."""
+    """`lic board-rate`'s result (issue 10: the ARM stages modelled under qemu, core by llvm-mca plus
+    simulated cache misses, or --on-board wall times) as an ARM stage file, when it is for this board.
+    Of the modelled range the slow end (every miss stalling) is taken; the method says so and gives
+    the other end. Files from before the model hold only instructions x an assumed CPI range, whose
+    slow end (CPI 2.0) is taken instead."""
     try:
         d = json.loads(path.read_text())
         if (d.get("arm") or d.get("fabric") or {}).get("board") != board:
             return None
         b = d["board"]
-        if "seconds_cpi_high" in b:
+        if "seconds_model_high" in b:
+            seconds, rate, other = b["seconds_model_high"], b["model_high"], b["model_low"]
+            source = "estimated"
+            method = (f"{b['model_method']}; the slow end taken, every miss stalling (ARM "
+                      f"{rate['arm_fps_all_cores']:.1f} fps on {rate['cores']} cores; {other['arm_fps_all_cores']:.1f} "
+                      f"fps with no miss stalling); {path.name}")
+        elif "seconds_cpi_high" in b:
             seconds, rate, other = b["seconds_cpi_high"], b["cpi_high"], b["cpi_low"]
             source = "estimated"
             method = (f"{b['method']}; CPI-high end taken (ARM {rate['arm_fps_all_cores']:.1f} fps on "

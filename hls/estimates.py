@@ -62,12 +62,18 @@ def read_host_times(path: Path) -> tuple[dict[str, float], str]:
         raise LicError(f"{path}: cannot read host stage times ({e})") from None
     if "ms_per_frame" in d and "source" in d:
         return {k: float(v) for k, v in d["ms_per_frame"].items()}, str(d["source"])
-    if "seconds_cpi_high" in d.get("board", {}):
-        # `lic board-rate`'s ARM estimate: its ARM cores are the host pipeline stages, at the slow
-        # end of the CPI range, as `lic bench`'s board rows take it (bench/fpga.py: from_board_rate)
-        if "cores_s" not in d["board"]["cpi_high"]:
+    board = d.get("board", {})
+    if "model_high" in board:
+        # `lic board-rate`'s ARM model: its ARM cores are the host pipeline stages, at the slow end
+        # (every simulated cache miss stalling), as `lic bench`'s board rows take it (bench/fpga.py)
+        ms = {core: 1000.0 * s for core, s in board["model_high"]["cores_s"].items()}
+        return ms, (f"{d['arm']['core']}-modelled (llvm-mca {d['arm']['llvm_mcpu']} + simulated cache misses, every one "
+                    f"stalling: the slow end of `lic board-rate`'s model) ({path})")
+    if "seconds_cpi_high" in board:
+        # an older `lic board-rate`'s estimate, instructions x CPI: the slow end of the CPI range
+        if "cores_s" not in board["cpi_high"]:
             raise LicError(f"{path} was written by an older `lic board-rate`: run `make board-rate` again")
-        ms = {core: 1000.0 * s for core, s in d["board"]["cpi_high"]["cores_s"].items()}
+        ms = {core: 1000.0 * s for core, s in board["cpi_high"]["cores_s"].items()}
         # files without "arm" predate the A53 boards: PYNQ-Z2's A9 at CPI 1.0-2.0
         arm = d.get("arm") or {"core": "Cortex-A9", "cpi_assumed": [1.0, 2.0]}
         return ms, (f"{arm['core']}-estimated at CPI {arm['cpi_assumed'][1]:g}, the slow end of `lic board-rate`'s "

@@ -308,3 +308,10 @@ def test_board_rate_json_gives_the_host_stages(tmp_path):
     host_ms, source = read_host_times(path)
     assert len(host_ms) == 4 and "Cortex-A53-estimated at CPI 2" in source
     assert max(host_ms.values()) == pytest.approx(5.0 + 130.0 / 4)
+    # with the cycle model: its slow end, every simulated miss stalling
+    arm = {"board": "pynq-z2", "core": "Cortex-A9", "llvm_mcpu": "cortex-a9"}
+    slow = {k: 2 * v for k, v in secs.items()}
+    path.write_text(json.dumps({"arm": arm, "board": {"seconds_cpi_high": secs, "cpi_high": arm_rate(secs, 23.5),
+                                                      "model_high": arm_rate(slow, 23.5)}}))
+    host_ms, source = read_host_times(path)
+    assert sorted(host_ms.values()) == pytest.approx([140.0, 146.0]) and "Cortex-A9-modelled" in source

@@ -360,7 +360,8 @@ def test_track_writes_tensorboard_events(tmp_path, capsys):
 
 
 def test_arm_stages_from_board_rate_result(estimates, tmp_path, monkeypatch):
-    """`lic board-rate`'s JSON (issue 10) feeds the board row for its board only, CPI-high end."""
+    """`lic board-rate`'s JSON (issue 10) feeds the board row for its board only, at the slow end of
+    its model (older files: of its CPI range)."""
     from bench import fpga
 
     seconds = lambda k: {"parse": 1e-4, "rans_z": 2e-3, "integer_hs": 0.03, "rans_y": 0.05, "tiles": 1e-3,
@@ -390,6 +391,15 @@ def test_arm_stages_from_board_rate_result(estimates, tmp_path, monkeypatch):
     arm = fpga.arm_stages("zcu104")
     assert arm["board"] == "zcu104" and arm["arm_fps"] == 30.0 and "4 cores" in arm["method"]
     assert fpga.arm_stages("kv260") is None
+    # a result with the cycle model: its slow end (every simulated miss stalling) is the board row's
+    modelled = doc("pynq-z2", 20.0, 12.5, 2)
+    modelled["board"].update({"model_method": "modelled: llvm-mca + simulated misses",
+                              "seconds_model_low": seconds(1), "seconds_model_high": seconds(1.5),
+                              "model_low": {"arm_fps_all_cores": 30.0, "cores": 2},
+                              "model_high": {"arm_fps_all_cores": 18.0, "cores": 2}})
+    files["pynq-z2"].write_text(json.dumps(modelled))
+    arm = fpga.arm_stages("pynq-z2")
+    assert arm["arm_fps"] == 18.0 and "every miss stalling" in arm["method"] and "30.0 fps" in arm["method"]
 
 
 def test_nvml_counter_without_a_gpu_is_a_clear_error():
