@@ -285,6 +285,23 @@ def test_arm_check_passes(tmp_path, arch):
     assert "bit-exact" in proc.stdout and "DIFFERS" not in proc.stdout
 
 
+def test_demo_reports_both_estimates_of_the_board_rate(tmp_path, monkeypatch):
+    from bench import board_rate
+
+    secs = {"parse": 0.001, "rans_z": 0.002, "integer_hs": 0.06, "rans_y": 0.02, "tiles": 0.002, "stitch": 0.003,
+            "to_rgb8": 0.005}
+    path = tmp_path / "board-rate.json"
+    monkeypatch.setattr(board_rate, "result_path", lambda board: path)
+    rate = lambda scale: board_rate.board_rate({k: v * scale for k, v in secs.items()}, 28.0)
+    path.write_text(json.dumps({"arm": {"board": "pynq-z2", "llvm_mcpu": "cortex-a9"},
+                                "board": {"method": "instructions x CPI", "cpi_low": rate(0.5), "cpi_high": rate(1.0),
+                                          "model_low": rate(0.4), "model_high": rate(0.8)}}))
+    line, = board_rate.report_lines(28.0)
+    # two cores: 1/2 of h_s + y (40 ms) + the larger serial group (8 ms) at scale 1, the board capped by the fabric
+    assert "ARM stages 20.8-41.7 fps" in line and "Board rate: 20.8-28.0 fps" in line
+    assert "llvm-mca's cortex-a9" in line and "ARM stages 26.0-52.1 fps, board 26.0-28.0 fps" in line
+
+
 def test_board_rate_json_gives_the_host_stages(tmp_path):
     """`lic board-rate`'s A9 estimate feeds hls.estimates.board_rate: its two ARM cores are the host stages."""
     from hls.estimates import board_rate, read_host_times
