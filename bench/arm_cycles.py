@@ -200,8 +200,12 @@ def model(profile: Profile, arch: str, mcpu: str) -> dict:
             cycles += c * runs
             priced_insns += insns
     cpi = cycles / priced_insns if priced_insns else None
+    # where the misses are: the code blocks that miss L1 most (how the h_s kernel's were found)
+    worst = sorted(profile.misses.items(), key=lambda kv: -kv[1])[:3]
     return {"instructions": total, "core_cycles": cpi * total if cpi else None, "core_cpi": cpi,
-            "unmodelled_share": 1 - priced_insns / total if total else None, **profile.cache}
+            "unmodelled_share": 1 - priced_insns / total if total else None, **profile.cache,
+            "most_l1_misses": [{"misses": m, "runs": profile.blocks.get(k, 0), "address": k[0], "block": k[1][:200]}
+                               for k, m in worst if m > 0]}
 
 
 def stall_cycles(m: dict, cpu: dict) -> float:
