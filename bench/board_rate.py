@@ -110,9 +110,10 @@ def core_split(seconds: list[float], cores: int) -> tuple[list[int], float]:
     return list(best), slowest(best)
 
 
-# Stages the runtime runs on both cores at once (host/runtime.py, `threads`): the integer h_s by
-# rows, and a version-3 file's y substreams. Each counts half on each core (an even split: a bound).
-SHARED_STAGES = ("integer_hs", "rans_y")
+# Stages the runtime runs on all cores at once (host/runtime.py, `threads`): the integer h_s by
+# rows, a version-3 file's y substreams, the tile copies in and out, and the RGB conversion by rows.
+# Each counts 1/N on each of N cores (an even split: a bound).
+SHARED_STAGES = ("integer_hs", "rans_y", "tiles", "stitch", "to_rgb8")
 
 
 def board_rate(arm_seconds: dict, fabric_fps: float | None, shared: tuple[str, ...] = SHARED_STAGES,
@@ -244,7 +245,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--estimates", type=Path, default=None,
                    help="the fabric's estimates.json (default fpga_projects/<board>/build/estimates.json, `make hw`)")
     p.add_argument("--cpi", type=float, nargs=2, default=None, metavar=("LOW", "HIGH"),
-                   help="assumed cycles per instruction (default the board's cpi_assumed: 1.0 2.0)")
+                   help="assumed cycles per instruction of the instructions x CPI estimate (default the board's "
+                        "cpi_assumed: 1.0 2.0); the cycle model (llvm-mca + simulated caches) is reported beside it")
     p.add_argument("--clock-mhz", type=float, default=None,
                    help="ARM clock (default the board's: PYNQ-Z2 650, ZCU104 1200, KV260 1333)")
     p.add_argument("--repeat", type=int, default=2, help="extra runs per stage for the count difference / timing")
@@ -278,7 +280,8 @@ def run(args) -> int:
     from host.container import FORMAT_V3, parse
 
     # the runtime shares y between the cores only where the file has one substream per tile
-    shared = SHARED_STAGES if parse((args.refs / f"{name}.lic").read_bytes()).version >= FORMAT_V3 else ("integer_hs",)
+    shared = SHARED_STAGES if parse((args.refs / f"{name}.lic").read_bytes()).version >= FORMAT_V3 else \
+        tuple(k for k in SHARED_STAGES if k != "rans_y")
     fabric = json.loads(estimates.read_text()) if estimates.is_file() else None
     if fabric and fabric.get("board") != args.board:
         raise LicError(f"{estimates} is the fabric estimate of {fabric.get('board')}, not {args.board}")

@@ -90,20 +90,17 @@ def tile_plan(package, y: np.ndarray):
 
 def tiles(package, y: np.ndarray) -> np.ndarray:
     """The windows the fabric is fed, stacked [n, M, tile, tile], in run_tiled's order."""
-    plan, t = tile_plan(package, y), package.tile
-    eh, ew = plan.extended
-    if (eh, ew) != y.shape[1:]:
-        y = np.pad(y, ((0, 0), (0, eh - y.shape[1]), (0, ew - y.shape[2])))
-    return np.stack([y[:, r.start:r.start + t, c.start:c.start + t] for r, c in plan.windows()])
+    from host.tiling import tile_windows
+
+    return tile_windows(y[None], tile_plan(package, y))
 
 
 def stitch(package, y_shape: tuple[int, int, int], fabric_tiles: np.ndarray) -> np.ndarray:
     """The frame from the fabric's outputs for each window [n, 3, T, T] -> [3, H, W]."""
-    from host.tiling import run_tiled
+    from host.tiling import stitch_tiles
 
     plan = tile_plan(package, np.empty(y_shape, np.int8))
-    shell = np.empty((1,) + y_shape, np.int8)  # run_tiled only slices y; the windows are not used
-    return run_tiled(shell, plan, package.upscale, lambda _windows: fabric_tiles)[0]
+    return stitch_tiles(fabric_tiles, plan, package.upscale, y_shape[1], y_shape[2])[0]
 
 
 def to_rgb8(package, lic, pixels: np.ndarray) -> np.ndarray:

@@ -24,7 +24,7 @@ from host.container import FORMAT_V1, FORMAT_V2, FORMAT_V3, LicFile, parse, read
 from host.decoder_package import DecoderPackage
 from host.geometry import DEFAULT_MAX_PIXELS, hyperprior_geometry
 from host.native import library
-from host.tiling import TilePlan, axis_windows, run_tiled
+from host.tiling import TilePlan, axis_windows, each, run_tiled
 from lic.errors import LicError
 
 
@@ -80,14 +80,7 @@ def decode_y(table, lic: LicFile, indexes: np.ndarray, name: str = "input", thre
         rows, cols = regions[k]
         table.decode(lic.streams[1 + k], indexes[:, rows, cols], f"{name}: y substream {k}", out=y[:, rows, cols])
 
-    if threads > 1:
-        from concurrent.futures import ThreadPoolExecutor
-
-        with ThreadPoolExecutor(max_workers=threads) as pool:
-            list(pool.map(one, range(len(regions))))
-    else:
-        for k in range(len(regions)):
-            one(k)
+    each(one, range(len(regions)), threads)
     return y
 
 
@@ -117,21 +110,23 @@ def decode_latents(lic: LicFile, package: DecoderPackage, times: StageTimes, nam
     return y
 
 
-def synthesise(y: np.ndarray, backend: Backend, upscale: int, tile: int | None, halo: int) -> np.ndarray:
+def synthesise(y: np.ndarray, backend: Backend, upscale: int, tile: int | None, halo: int,
+               threads: int = 1) -> np.ndarray:
     """Integer latents [M, h, w] -> integer pixels [3, 16h, 16w] on `backend`, whole frame when
-    tile is None, else in tile x tile windows with `halo`."""
+    tile is None, else in tile x tile windows with `halo` (`threads` share the copies in and out)."""
     y = y[None]
     if tile is None:
         return backend.run(y)[0]
     plan = TilePlan(y.shape[2], y.shape[3], tile, halo)
-    return run_tiled(y, plan, upscale, backend.run_tiles)[0]
+    return run_tiled(y, plan, upscale, backend.run_tiles, threads)[0]
 
 
-def to_rgb8(pixels: np.ndarray, scale: float) -> np.ndarray:
+def to_rgb8(pixels: np.ndarray, scale: float, threads: int = 1) -> np.ndarray:
     """Integer pixels [3, H, W] -> uint8 HxWx3, with the same float32 ops as the torch decoders:
     x = int * scale, clamp to [0, 1], x 255, round half to even. In C, for the student's
     power-of-two output scale in integer arithmetic proven equal to that (host/csrc/rgb8.c; NEON on
-    the board), else through a 64 Ki-entry table of it; in numpy through the table."""
+    the board), else through a 64 Ki-entry table of it, `threads` taking a band of rows each; in
+    numpy through the table."""
     if pixels.dtype != np.int16:
         pixels = pixels.astype(np.int16)  # every backend returns int16; the student's outputs fit it
     lib = library()
@@ -143,8 +138,22 @@ def to_rgb8(pixels: np.ndarray, scale: float) -> np.ndarray:
     out = np.empty((h, w, 3), np.uint8)
     strides = (pixels.strides[0] // 2, pixels.strides[1] // 2)
     mantissa, exponent = math.frexp(float(scale))
-    if mantissa != 0.5 or lib.lic_rgb8_pow2(pixels.ctypes.data, h, w, *strides, 1 - exponent, out) != 0:
-        lib.lic_rgb8(pixels.ctypes.data, h, w, *strides, _rgb8_table(float(scale)), out)
+    bounds = np.linspace(0, h, max(1, min(threads, h)) + 1).astype(int)
+    bands = list(zip(bounds[:-1], bounds[1:]))
+    failed = []
+
+    def band(rows, table=None):
+        y0, y1 = rows
+        src = pixels.ctypes.data + int(y0) * pixels.strides[1]
+        if table is not None:
+            lib.lic_rgb8(src, y1 - y0, w, *strides, table, out[y0:y1])
+        elif mantissa != 0.5 or lib.lic_rgb8_pow2(src, y1 - y0, w, *strides, 1 - exponent, out[y0:y1]) != 0:
+            failed.append(rows)  # a scale the integer path does not take: every band is left to the table
+
+    each(band, bands, threads)
+    if failed:
+        table = _rgb8_table(float(scale))
+        each(lambda rows: band(rows, table), bands, threads)
     return out
 
 
@@ -193,9 +202,9 @@ class HostDecoder:
     def synthesise(self, lic: LicFile, y: np.ndarray, times: StageTimes) -> np.ndarray:
         """The fabric's share (or its stand-in): y_hat -> uint8 image."""
         t = time.perf_counter()
-        pixels = synthesise(y, self.backend, self.package.upscale, self.tile, self.package.halo)
+        pixels = synthesise(y, self.backend, self.package.upscale, self.tile, self.package.halo, self.threads)
         t = times.add("synthesis", t)
-        rgb = to_rgb8(pixels[:, :lic.height, :lic.width], self.package.output_scale)
+        rgb = to_rgb8(pixels[:, :lic.height, :lic.width], self.package.output_scale, self.threads)
         times.add("dequantise", t)
         return rgb
 

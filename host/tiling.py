@@ -14,6 +14,7 @@ the network as latents, not as zeros between layers), and `plan` says so.
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -69,21 +70,57 @@ class TilePlan:
                 for r, c in self.windows()]
 
 
-def run_tiled(y: np.ndarray, plan: TilePlan, upscale: int, run_tiles, out_channels: int = 3) -> np.ndarray:
-    """y [1, M, h, w] -> stitched output [1, out_channels, h*upscale, w*upscale], with one call
-    run_tiles(windows [n, M, tile, tile]) -> [n, out_channels, tile*upscale, tile*upscale] for all
-    n windows of the frame (a fabric backend sends them to the accelerator as one batch)."""
+def each(fn, items, threads: int = 1) -> None:
+    """fn(item) for every item, on up to `threads` threads: the board's cores share the tile copies
+    and the RGB conversion (numpy's copies and our C kernels release the GIL)."""
+    items = list(items)
+    if threads > 1 and len(items) > 1:
+        with ThreadPoolExecutor(max_workers=min(threads, len(items))) as pool:
+            list(pool.map(fn, items))
+    else:
+        for item in items:
+            fn(item)
+
+
+def tile_windows(y: np.ndarray, plan: TilePlan, threads: int = 1) -> np.ndarray:
+    """y [1, M, h, w] -> the windows the fabric is fed, [n, M, tile, tile] in plan.windows() order."""
     _, m, h, w = y.shape
     eh, ew = plan.extended
     if (eh, ew) != (h, w):
         y = np.pad(y, ((0, 0), (0, 0), (0, eh - h), (0, ew - w)))
-    t, s = plan.tile, upscale
-    windows = plan.windows()
-    tiles = np.stack([y[0, :, r.start:r.start + t, c.start:c.start + t] for r, c in windows])
-    tiles_out = run_tiles(tiles)
-    out = np.empty((1, out_channels, eh * s, ew * s), dtype=tiles_out.dtype)
-    for (r, c), tile_out in zip(windows, tiles_out):
+    t, windows = plan.tile, plan.windows()
+    tiles = np.empty((len(windows), m, t, t), y.dtype)
+
+    def copy(k: int) -> None:
+        r, c = windows[k]
+        tiles[k] = y[0, :, r.start:r.start + t, c.start:c.start + t]
+
+    each(copy, range(len(windows)), threads)
+    return tiles
+
+
+def stitch_tiles(tiles_out: np.ndarray, plan: TilePlan, upscale: int, h: int, w: int,
+                 threads: int = 1) -> np.ndarray:
+    """The fabric's outputs for each window [n, C, T, T] -> the frame [1, C, h*upscale, w*upscale]:
+    each window's part outside the halo."""
+    eh, ew = plan.extended
+    s, windows = upscale, plan.windows()
+    out = np.empty((1, tiles_out.shape[1], eh * s, ew * s), dtype=tiles_out.dtype)
+
+    def copy(k: int) -> None:
+        r, c = windows[k]
         out[0, :, r.keep_from * s:r.keep_to * s, c.keep_from * s:c.keep_to * s] = \
-            tile_out[:, (r.keep_from - r.start) * s:(r.keep_to - r.start) * s,
-                     (c.keep_from - c.start) * s:(c.keep_to - c.start) * s]
+            tiles_out[k, :, (r.keep_from - r.start) * s:(r.keep_to - r.start) * s,
+                      (c.keep_from - c.start) * s:(c.keep_to - c.start) * s]
+
+    each(copy, range(len(windows)), threads)
     return out[:, :, :h * s, :w * s]
+
+
+def run_tiled(y: np.ndarray, plan: TilePlan, upscale: int, run_tiles, threads: int = 1) -> np.ndarray:
+    """y [1, M, h, w] -> stitched output [1, C, h*upscale, w*upscale], with one call
+    run_tiles(windows [n, M, tile, tile]) -> [n, C, tile*upscale, tile*upscale] for all n windows
+    of the frame (a fabric backend sends them to the accelerator as one batch). `threads` share
+    the copies in and out."""
+    _, _, h, w = y.shape
+    return stitch_tiles(run_tiles(tile_windows(y, plan, threads)), plan, upscale, h, w, threads)

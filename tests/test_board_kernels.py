@@ -107,8 +107,10 @@ def test_to_rgb8_equals_float32_definition_for_every_int16(monkeypatch, use_libr
     # powers of two 2^0 .. 2^-7 take the integer path in C (2^-7: the students' int8 outputs), the rest the table
     for scale in [2.0 ** -k for k in range(9)] + [1 / 255, 0.0037, 2.0]:
         for view in (every, every[:, 3:200, 5:77]):  # a cropped view: strided rows
-            got = runtime.to_rgb8(view, scale)
-            assert got.flags.c_contiguous and np.array_equal(got, _to_rgb8_float32(view, scale))
+            want = _to_rgb8_float32(view, scale)
+            for threads in (1, 3):  # bands of rows on three threads (197 rows: uneven bands)
+                got = runtime.to_rgb8(view, scale, threads)
+                assert got.flags.c_contiguous and np.array_equal(got, want)
 
 
 def test_board_stages_equal_the_runtime(tiny_package, tiny_teacher, integer_hs):
@@ -124,7 +126,8 @@ def test_board_stages_equal_the_runtime(tiny_package, tiny_teacher, integer_hs):
     backend = make_backend("onnx", package)
     out, skipped = run_all(package, data, backend.run)
     assert not skipped
-    ref, _ = HostDecoder(package, backend, package.tile).decode(data)
+    # the runtime on three threads (tile copies and RGB rows shared) equals the stages one by one
+    ref, _ = HostDecoder(package, backend, package.tile, threads=3).decode(data)
     assert np.array_equal(out["rgb"], ref)
     assert np.array_equal(out["indexes"], out["indexes_numpy"])
     assert out["tiles"].shape[1:] == (package.latent_channels, package.tile, package.tile)
@@ -155,8 +158,8 @@ def test_board_rate_is_the_slowest_stage():
 
 
 def test_four_cores_split_the_serial_stages_in_order_and_share_the_rest():
-    """ZCU104 / KV260: four A53 cores; integer_hs and rans_y count 1/4 on each, the other stages
-    go to the cores as four consecutive groups with the smallest maximum."""
+    """ZCU104 / KV260: four A53 cores; the shared stages count 1/4 on each, the other stages go to
+    the cores as four consecutive groups with the smallest maximum."""
     from bench.board_rate import ARM_STAGES, board_rate, core_split
 
     assert core_split([1, 2, 3, 4], 4)[1] == 4
@@ -164,13 +167,17 @@ def test_four_cores_split_the_serial_stages_in_order_and_share_the_rest():
     assert core_split([2.0], 4)[1] == 2.0  # more cores than stages: the rest stay idle
     seconds = {"parse": 0.001, "rans_z": 0.002, "integer_hs": 0.080, "rans_y": 0.040, "tiles": 0.003,
                "stitch": 0.004, "to_rgb8": 0.006}
-    r = board_rate(seconds, fabric_fps=40.0, cores=4)
+    shared = ("integer_hs", "rans_y")
+    r = board_rate(seconds, fabric_fps=40.0, shared=shared, cores=4)
     assert r["cores"] == 4 and len(r["core_stages"]) == 4 and len(r["cores_s"]) == 4
-    assert sum(r["core_stages"], []) == [k for k in ARM_STAGES if k not in ("integer_hs", "rans_y")]
+    assert sum(r["core_stages"], []) == [k for k in ARM_STAGES if k not in shared]
     assert r["core_stages"][-1] == ["to_rgb8"]  # the largest serial stage alone
     assert r["arm_all_cores_s"] == pytest.approx(0.006 + 0.120 / 4)
     assert r["arm_one_core_s"] == pytest.approx(0.136) and r["limited_by"] == "ARM"
     assert all("1/4 of integer_hs, 1/4 of rans_y" in core for core in r["cores_s"])
+    # the runtime shares the tile copies and the RGB conversion too: all but parse and rans_z
+    every = board_rate(seconds, fabric_fps=40.0, cores=4)
+    assert every["arm_all_cores_s"] == pytest.approx(0.002 + 0.133 / 4)
     two = board_rate(seconds, fabric_fps=40.0, cores=2)
     assert two["arm_fps_all_cores"] < r["arm_fps_all_cores"]
 
@@ -292,7 +299,7 @@ def test_demo_reports_both_estimates_of_the_board_rate(tmp_path, monkeypatch):
             "to_rgb8": 0.005}
     path = tmp_path / "board-rate.json"
     monkeypatch.setattr(board_rate, "result_path", lambda board: path)
-    rate = lambda scale: board_rate.board_rate({k: v * scale for k, v in secs.items()}, 28.0)
+    rate = lambda scale: board_rate.board_rate({k: v * scale for k, v in secs.items()}, 28.0, ("integer_hs", "rans_y"))
     path.write_text(json.dumps({"arm": {"board": "pynq-z2", "llvm_mcpu": "cortex-a9"},
                                 "board": {"method": "instructions x CPI", "cpi_low": rate(0.5), "cpi_high": rate(1.0),
                                           "model_low": rate(0.4), "model_high": rate(0.8)}}))
@@ -311,9 +318,11 @@ def test_board_rate_json_gives_the_host_stages(tmp_path):
             "to_rgb8": 0.005, "png": 1.0}
     from bench.board_rate import board_rate as arm_rate
 
+    TWO = ("integer_hs", "rans_y")  # the stages the cores share, as the hand-made sums below assume
+
     path = tmp_path / "board-rate.json"
     arm = {"board": "pynq-z2", "core": "Cortex-A9", "cpi_assumed": [1.0, 2.0]}
-    path.write_text(json.dumps({"arm": arm, "board": {"seconds_cpi_high": secs, "cpi_high": arm_rate(secs, 23.5)}}))
+    path.write_text(json.dumps({"arm": arm, "board": {"seconds_cpi_high": secs, "cpi_high": arm_rate(secs, 23.5, TWO)}}))
     host_ms, source = read_host_times(path)
     # integer_hs and rans_y half on each core: [parse, rans_z, tiles] + 65 | [stitch, to_rgb8] + 65
     assert sorted(host_ms.values()) == pytest.approx([70.0, 73.0])
@@ -322,14 +331,14 @@ def test_board_rate_json_gives_the_host_stages(tmp_path):
     assert r["fps"] == pytest.approx(1000 / 73.0) and r["limited_by"].startswith("ARM core 1")
     # a ZCU104 / KV260 estimate: four A53 cores are four host stages
     arm = {"board": "zcu104", "core": "Cortex-A53", "cpi_assumed": [1.0, 2.0]}
-    path.write_text(json.dumps({"arm": arm, "board": {"seconds_cpi_high": secs, "cpi_high": arm_rate(secs, 40, cores=4)}}))
+    path.write_text(json.dumps({"arm": arm, "board": {"seconds_cpi_high": secs, "cpi_high": arm_rate(secs, 40, TWO, cores=4)}}))
     host_ms, source = read_host_times(path)
     assert len(host_ms) == 4 and "Cortex-A53-estimated at CPI 2" in source
     assert max(host_ms.values()) == pytest.approx(5.0 + 130.0 / 4)
     # with the cycle model: its slow end, every simulated miss stalling
     arm = {"board": "pynq-z2", "core": "Cortex-A9", "llvm_mcpu": "cortex-a9"}
     slow = {k: 2 * v for k, v in secs.items()}
-    path.write_text(json.dumps({"arm": arm, "board": {"seconds_cpi_high": secs, "cpi_high": arm_rate(secs, 23.5),
-                                                      "model_high": arm_rate(slow, 23.5)}}))
+    path.write_text(json.dumps({"arm": arm, "board": {"seconds_cpi_high": secs, "cpi_high": arm_rate(secs, 23.5, TWO),
+                                                      "model_high": arm_rate(slow, 23.5, TWO)}}))
     host_ms, source = read_host_times(path)
     assert sorted(host_ms.values()) == pytest.approx([140.0, 146.0]) and "Cortex-A9-modelled" in source
