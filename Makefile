@@ -28,7 +28,7 @@ help:
 	@echo "make asan-rans  fuzz the C rANS decoder under AddressSanitizer + UBSan (SEED=1 COUNT=20000)"
 	@echo "make fuzz SEED=1 COUNT=20000        coverage-guided fuzzing (Atheris) of the .lic parser and the C rANS decoder"
 	@echo "make arm-check [BOARD=zcu104]   the board's half of decoding on Debian armhf/arm64 (qemu-user), bit-exact against x86 (installs qemu, cross gcc; needs root once)"
-	@echo "make board-rate [BOARD=zcu104]  estimated ARM time per stage (instruction counts under qemu; A9 or A53) beside the fabric's fps"
+	@echo "make board-rate [BOARD=zcu104]  ARM time per stage, modelled (qemu block profile + llvm-mca + simulated caches; A9 or A53) and by instructions x CPI, beside the fabric's fps"
 	@echo "make packages   decoder packages of every shipped rate point -> build/decoders/qN (q3 ships in host/decoders)"
 	@echo "make teachers   retrain the shipped default teachers (CPU recipe, ~1.5 h on 2 cores)"
 
