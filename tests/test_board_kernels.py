@@ -268,6 +268,17 @@ def test_llvm_mca_source_from_qemus_disassembly():
         "ldrd r4, r5, [sp, #0]", "ldrd r6, lr, [sp, #8]", "bx lr"]
 
 
+def test_board_rate_without_llvm_mca_says_how_to_get_it(monkeypatch):
+    from bench import arm_cycles
+
+    def missing(*args, **kwargs):
+        raise FileNotFoundError("llvm-mca")
+
+    monkeypatch.setattr(arm_cycles.subprocess, "run", missing)
+    with pytest.raises(LicError, match=r"llvm-mca not found: `apt-get install llvm`"):
+        arm_cycles.check_llvm_mca()
+
+
 def test_llvm_mca_prices_a_neon_block():
     from bench.arm_cycles import block_cycles
 
