@@ -25,8 +25,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import nullcontext
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -34,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from host.native import LIB_ENV, library
+from host.parallel import each, row_bands
 from lic.errors import LicError
 
 FORMAT = "lic-integer-hyper-v1"
@@ -158,8 +157,7 @@ def _check_layers(layers: list[IntegerLayer], input_bits: int) -> None:
         channels = w.shape[0]
 
 
-def _layer_native(lib, a: np.ndarray, layer: "IntegerLayer", pool: ThreadPoolExecutor | None,
-                  threads: int) -> np.ndarray:
+def _layer_native(lib, a: np.ndarray, layer: "IntegerLayer", threads: int) -> np.ndarray:
     o, i, k, _ = layer.weight.shape
     c, h, w = a.shape
     if c != i:
@@ -170,16 +168,13 @@ def _layer_native(lib, a: np.ndarray, layer: "IntegerLayer", pool: ThreadPoolExe
     out = np.empty((o_pad, h * (1 + up), w * (1 + up)), dtype=np.int32)
     guesses = layer.guesses_c
 
-    def rows(y0: int, y1: int) -> int:
+    def rows(band: tuple[int, int]) -> int:
         return lib.lic_hs_layer(a, c, h, w, layer.weight_c, o_pad, k, int(up), layer.thresholds_c,
-                                layer.thresholds_c.shape[1], guesses, out, y0, y1)
+                                layer.thresholds_c.shape[1], guesses, out, *band)
 
-    # The pool's threads share the layer by input rows; each writes only its own output rows, and
-    # ctypes lets go of the GIL during the call, so the board's cores all work.
-    parts = min(threads, h) if pool else 1
-    bounds = np.linspace(0, h, parts + 1).astype(int)
-    status = list(pool.map(rows, bounds[:-1], bounds[1:])) if parts > 1 else [rows(0, h)]
-    if any(status):
+    # The threads share the layer by input rows; each writes only its own output rows, and ctypes
+    # lets go of the GIL during the call, so the board's cores all work.
+    if any(each(rows, row_bands(h, threads), threads)):
         raise MemoryError("integer h_s: out of memory")
     return out[:o]
 
@@ -245,12 +240,10 @@ class IntegerHyperSynthesis:
                                + ("" if self.native_ok else " (its accumulators could exceed int32)")
                                + f": build it with `make setup` or set {LIB_ENV}")
             a = a.astype(np.int32)
-            # one pool for every layer of the call (threads are started once, not per layer)
-            with (ThreadPoolExecutor(max_workers=threads) if threads > 1 else nullcontext()) as pool:
-                for layer in self.layers:
-                    if layer.upsample_before and not layer.native_upsample:
-                        a = a.repeat(2, axis=1).repeat(2, axis=2)
-                    a = _layer_native(lib, a, layer, pool, threads)
+            for layer in self.layers:
+                if layer.upsample_before and not layer.native_upsample:
+                    a = a.repeat(2, axis=1).repeat(2, axis=2)
+                a = _layer_native(lib, a, layer, threads)
         else:
             for layer in self.layers:
                 if layer.upsample_before:

@@ -24,7 +24,8 @@ from host.container import FORMAT_V1, FORMAT_V2, FORMAT_V3, LicFile, parse, read
 from host.decoder_package import DecoderPackage
 from host.geometry import DEFAULT_MAX_PIXELS, hyperprior_geometry
 from host.native import library
-from host.tiling import TilePlan, axis_windows, each, run_tiled
+from host.parallel import each, row_bands
+from host.tiling import TilePlan, axis_windows, run_tiled
 from lic.errors import LicError
 
 
@@ -138,22 +139,19 @@ def to_rgb8(pixels: np.ndarray, scale: float, threads: int = 1) -> np.ndarray:
     out = np.empty((h, w, 3), np.uint8)
     strides = (pixels.strides[0] // 2, pixels.strides[1] // 2)
     mantissa, exponent = math.frexp(float(scale))
-    bounds = np.linspace(0, h, max(1, min(threads, h)) + 1).astype(int)
-    bands = list(zip(bounds[:-1], bounds[1:]))
-    failed = []
+    # the integer path takes scale = 2^-k for the k its C function accepts (asked with zero rows)
+    pow2 = mantissa == 0.5 and lib.lic_rgb8_pow2(pixels.ctypes.data, 0, w, *strides, 1 - exponent, out) == 0
+    table = None if pow2 else _rgb8_table(float(scale))
 
-    def band(rows, table=None):
+    def band(rows: tuple[int, int]) -> None:
         y0, y1 = rows
-        src = pixels.ctypes.data + int(y0) * pixels.strides[1]
-        if table is not None:
+        src = pixels.ctypes.data + y0 * pixels.strides[1]
+        if pow2:
+            lib.lic_rgb8_pow2(src, y1 - y0, w, *strides, 1 - exponent, out[y0:y1])
+        else:
             lib.lic_rgb8(src, y1 - y0, w, *strides, table, out[y0:y1])
-        elif mantissa != 0.5 or lib.lic_rgb8_pow2(src, y1 - y0, w, *strides, 1 - exponent, out[y0:y1]) != 0:
-            failed.append(rows)  # a scale the integer path does not take: every band is left to the table
 
-    each(band, bands, threads)
-    if failed:
-        table = _rgb8_table(float(scale))
-        each(lambda rows: band(rows, table), bands, threads)
+    each(band, row_bands(h, threads), threads)
     return out
 
 

@@ -14,10 +14,11 @@ the network as latents, not as zeros between layers), and `plan` says so.
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
+
+from host.parallel import each
 
 
 @dataclass(frozen=True)
@@ -68,18 +69,6 @@ class TilePlan:
         frame, the regions that format v3 codes as separate substreams."""
         return [(slice(r.keep_from, min(r.keep_to, self.height)), slice(c.keep_from, min(c.keep_to, self.width)))
                 for r, c in self.windows()]
-
-
-def each(fn, items, threads: int = 1) -> None:
-    """fn(item) for every item, on up to `threads` threads: the board's cores share the tile copies
-    and the RGB conversion (numpy's copies and our C kernels release the GIL)."""
-    items = list(items)
-    if threads > 1 and len(items) > 1:
-        with ThreadPoolExecutor(max_workers=min(threads, len(items))) as pool:
-            list(pool.map(fn, items))
-    else:
-        for item in items:
-            fn(item)
 
 
 def tile_windows(y: np.ndarray, plan: TilePlan, threads: int = 1) -> np.ndarray:
