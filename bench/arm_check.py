@@ -5,9 +5,10 @@ What it stands for: the PYNQ v3 image is Ubuntu 22.04 armhf with Python 3.10; De
 packages (python 3.11, numpy 1.24, Pillow 9.4) are the same ABI, word size, alignment and float
 behaviour, so code that agrees here agrees on the board's userland. What it does not: emulated
 timing means nothing, and synthesis (the fabric, or onnxruntime, which has no armhf build) does not
-run: its tile outputs come from x86, so the check covers container parsing, rANS decoding (once
-the C decoder is cross-compiled: host/csrc), the integer h_s (native kernel and numpy), tiling,
-stitching given tiles, dequantising and PNG writing.
+run: its window outputs come from x86, so the check covers container parsing, rANS decoding (once
+the C decoder is cross-compiled: host/csrc), the integer h_s (native kernel and numpy), the
+fabric's input windows, the image from given output windows (stitching and dequantising) and PNG
+writing.
 
 Setup (bench/armhf/setup_root.sh, run by make) is cached in build/armhf-root; the cross-compiled
 libraries go to build/armhf/. `--arch arm64` does the same for ZCU104's / KV260's Cortex-A53 with
@@ -45,9 +46,8 @@ CHECKS = {
     "indexes": ("integer_hs", "scale indexes, native int32 kernel"),
     "indexes_numpy": ("integer_hs", "scale indexes, numpy float64 reference"),
     "y": ("rans_y", "y_hat"),
-    "tiles": ("tiles", "fabric input windows"),
-    "pixels": ("stitch", "frame stitched from x86's tile outputs"),
-    "rgb": ("to_rgb8", "uint8 image"),
+    "tiles": ("tiles", "fabric input windows (int8 NHWC)"),
+    "rgb": ("to_rgb8", "uint8 image from x86's fabric output windows"),
 }
 
 
@@ -107,13 +107,13 @@ def make_lic_files(folder: Path, data: Path, limit: int, package) -> list[str]:
 
 
 def x86_references(folder: Path, names: list[str], package) -> None:
-    """NAME.x86.npz: every stage's output on this machine, the fabric's tiles from onnxruntime."""
+    """NAME.x86.npz: every stage's output on this machine, the fabric's windows from onnxruntime."""
     from bench.board_stages import run_all
     from host.backends import make_backend
 
     backend = make_backend("onnx", package)
     for name in names:
-        out, skipped = run_all(package, (folder / f"{name}.lic").read_bytes(), backend.run)
+        out, skipped = run_all(package, (folder / f"{name}.lic").read_bytes(), backend.run_windows)
         if skipped:
             raise LicError(f"x86 reference for {name} is incomplete: {skipped}")
         out["indexes_native"] = out["indexes"]
@@ -200,11 +200,12 @@ def run(args) -> int:
         if not row["ran"]:
             print(f"skipped {row['stage']}: {row['why']}")
     print(f"native kernels on {len(kernels['cases'])} hard cases (integer h_s: bench.board_stages.kernel_cases; "
-          f"to_rgb8: every int16 value), against "
+          f"to_rgb8: every int16 value; the image from every int8 window value; fabric windows: "
+          f"bench.board_stages.window_cases), against "
           f"numpy on the same ARM: " + (f"**DIFFERS**: {kernels['differ']}" if kernels["differ"] else "all exact"))
     png_bytes = all(r["checks"]["png"]["same_bytes_as_x86"] for r in report.values())
     print(f"PNG files byte-identical to x86's: {png_bytes} (pixels are what must agree; zlib versions may differ)")
-    print("Synthesis did not run on ARM (fabric / onnxruntime): stitching used x86's tile outputs.")
+    print("Synthesis did not run on ARM (fabric / onnxruntime): the image used x86's output windows.")
     print("Emulated run times say nothing about a board.")
     if not ok:
         raise LicError(f"{arch} and x86 disagree: see {args.out / f'report-{arch}.json'}")

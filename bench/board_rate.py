@@ -39,10 +39,10 @@ REPO = Path(__file__).resolve().parent.parent
 # Stages the ARM runs per frame, .lic bytes to an RGB frame in memory, in pipeline order (rans_y is
 # entropy - rans_z - integer_hs). Writing a PNG file is listed but not part of the frame rate, as
 # for every other decoder this project times (GPU, CPU): a frame goes to a display or a consumer.
-ARM_STAGES = ("parse", "rans_z", "integer_hs", "rans_y", "tiles", "stitch", "to_rgb8")
+ARM_STAGES = ("parse", "rans_z", "integer_hs", "rans_y", "tiles", "to_rgb8")
 NOT_IN_RATE = {"png": "(png: file write, not in the frame rate)",
                "integer_hs_numpy": "(integer_hs in numpy float64: the fallback, not used)"}
-COUNTED = ("parse", "rans_z", "integer_hs", "integer_hs_numpy", "entropy", "tiles", "stitch", "to_rgb8", "png")
+COUNTED = ("parse", "rans_z", "integer_hs", "integer_hs_numpy", "entropy", "tiles", "to_rgb8", "png")
 
 
 def arm_cpu(board: str) -> dict:
@@ -111,34 +111,38 @@ def core_split(seconds: list[float], cores: int) -> tuple[list[int], float]:
 
 
 # Stages the runtime runs on all cores at once (host/runtime.py, `threads`): the integer h_s by
-# rows, a version-3 file's y substreams, the tile copies in and out, and the RGB conversion by rows.
-# Each counts 1/N on each of N cores (an even split: a bound).
-SHARED_STAGES = ("integer_hs", "rans_y", "tiles", "stitch", "to_rgb8")
+# rows, a version-3 file's y substreams, the windows in and the image out by bands of rows. Each
+# splits evenly over min(N, its pieces) of the N cores (a bound: no scheduling loss) and counts that
+# share on every core (the busiest core's). Only y is short of pieces: one substream per window,
+# two for 768x512 with 32-latent windows, so on the A53 boards' four cores it is halves, not quarters.
+SHARED_STAGES = ("integer_hs", "rans_y", "tiles", "to_rgb8")
 
 
 def board_rate(arm_seconds: dict, fabric_fps: float | None, shared: tuple[str, ...] = SHARED_STAGES,
-               cores: int = 2) -> dict:
-    """Frame rate of the ARM + fabric pipeline from per-stage ARM seconds (None where unknown): the
-    `shared` stages 1/cores on each core, the others split over the cores in pipeline order."""
+               cores: int = 2, pieces: dict[str, int] | None = None) -> dict:
+    """Frame rate of the ARM + fabric pipeline from per-stage ARM seconds (None where unknown): each
+    `shared` stage 1/min(cores, pieces[stage]) on every core (pieces: how many independent parts the
+    runtime splits it into, unlimited if not given), the others split over the cores in pipeline order."""
     known = {k: v for k, v in arm_seconds.items() if isinstance(v, (int, float))}
     missing = [k for k in ARM_STAGES if k not in known]
     serial = [k for k in ARM_STAGES if k not in shared]
     seconds = [known.get(k, 0.0) for k in serial]
-    every = sum(known.get(k, 0.0) for k in ARM_STAGES if k in shared)
+    ways = {k: max(1, min(cores, (pieces or {}).get(k, cores))) for k in shared}
+    every = sum(known.get(k, 0.0) / ways[k] for k in ARM_STAGES if k in shared)
     cuts, slowest_serial = core_split(seconds, cores)
-    slowest_core = slowest_serial + every / cores
-    total = sum(seconds) + every
+    slowest_core = slowest_serial + every
+    total = sum(seconds) + sum(known.get(k, 0.0) for k in ARM_STAGES if k in shared)
     arm_fps_one_core = 1 / total if total else None
     arm_fps = 1 / slowest_core if slowest_core else None
     rates = [r for r in (arm_fps, fabric_fps) if r]
-    parts = [f"1/{cores} of {h}" for h in shared if h in known]
+    parts = [f"1/{ways[h]} of {h}" for h in shared if h in known]
     edges = (0, *cuts, len(serial))
     groups = [serial[a:b] for a, b in zip(edges, edges[1:])]
-    cores_s = {f"ARM core {i} ({', '.join(group + parts)})": sum(seconds[a:b]) + every / cores
+    cores_s = {f"ARM core {i} ({', '.join(group + parts)})": sum(seconds[a:b]) + every
                for i, (group, a, b) in enumerate(zip(groups, edges, edges[1:]))}
     return {"arm_one_core_s": total, "arm_fps_one_core": arm_fps_one_core, "cores": cores,
-            "on_every_core": [s for s in shared if s in known], "core_stages": groups, "cores_s": cores_s,
-            "arm_all_cores_s": slowest_core, "arm_fps_all_cores": arm_fps,
+            "on_every_core": [s for s in shared if s in known], "shared_ways": ways, "core_stages": groups,
+            "cores_s": cores_s, "arm_all_cores_s": slowest_core, "arm_fps_all_cores": arm_fps,
             "fabric_fps": fabric_fps, "board_fps": min(rates) if rates else None,
             "limited_by": None if not rates else ("fabric" if fabric_fps and fabric_fps <= (arm_fps or 1e9) else "ARM"),
             "stages_missing": missing}
@@ -156,7 +160,11 @@ def ensure_refs(refs: Path, package) -> str:
         name = existing[0].name.removesuffix(".x86.npz")
         lic = refs / f"{name}.lic"
         # references made for another package (an older student or integer h_s) are made again
-        if lic.is_file() and parse(lic.read_bytes()).fingerprint == package.file_fingerprint:
+        import numpy as np
+
+        with np.load(existing[0]) as ref:
+            current = "fabric_windows" in ref.files  # older references stitched NCHW tiles
+        if current and lic.is_file() and parse(lic.read_bytes()).fingerprint == package.file_fingerprint:
             return name
         for f in refs.iterdir():
             f.unlink()
@@ -280,8 +288,9 @@ def run(args) -> int:
     from host.container import FORMAT_V3, parse
 
     # the runtime shares y between the cores only where the file has one substream per tile
-    shared = SHARED_STAGES if parse((args.refs / f"{name}.lic").read_bytes()).version >= FORMAT_V3 else \
-        tuple(k for k in SHARED_STAGES if k != "rans_y")
+    lic = parse((args.refs / f"{name}.lic").read_bytes())
+    shared = SHARED_STAGES if lic.version >= FORMAT_V3 else tuple(k for k in SHARED_STAGES if k != "rans_y")
+    pieces = {"rans_y": len(lic.streams) - 1}
     fabric = json.loads(estimates.read_text()) if estimates.is_file() else None
     if fabric and fabric.get("board") != args.board:
         raise LicError(f"{estimates} is the fabric estimate of {fabric.get('board')}, not {args.board}")
@@ -298,7 +307,7 @@ def run(args) -> int:
     lines = []
     if args.on_board:
         result["board"] = {"method": f"measured: wall time on {here}",
-                           **board_rate(measured, fabric_fps, shared, cores)}
+                           **board_rate(measured, fabric_fps, shared, cores, pieces)}
         columns = []
     else:
         insns, models = {}, {}
@@ -322,11 +331,11 @@ def run(args) -> int:
         result["board"] = {
             "method": estimate_method(cpu, lo, hi, clock_mhz),
             "model_method": model_method(cpu, clock_mhz),
-            "cpi_low": board_rate(est[lo], fabric_fps, shared, cores),
-            "cpi_high": board_rate(est[hi], fabric_fps, shared, cores),
+            "cpi_low": board_rate(est[lo], fabric_fps, shared, cores, pieces),
+            "cpi_high": board_rate(est[hi], fabric_fps, shared, cores, pieces),
             "seconds_cpi_low": est[lo], "seconds_cpi_high": est[hi],
-            "model_low": board_rate(fast, fabric_fps, shared, cores),
-            "model_high": board_rate(slow, fabric_fps, shared, cores),
+            "model_low": board_rate(fast, fabric_fps, shared, cores, pieces),
+            "model_high": board_rate(slow, fabric_fps, shared, cores, pieces),
             "seconds_model_low": fast, "seconds_model_high": slow}
         core = cpu["core"].removeprefix("Cortex-")
         cpi = {k: (core_cycles[k] / v if isinstance(v, (int, float)) and isinstance(core_cycles.get(k), float) and v
@@ -365,7 +374,8 @@ def run(args) -> int:
             continue
         lines.append(f"ARM ({label}): one core {1000 * b['arm_one_core_s']:.1f} ms/frame = {b['arm_fps_one_core']:.1f} fps; "
                      f"{cores} cores " + " | ".join(f"[{', '.join(g)}]" for g in b["core_stages"])
-                     + (f" + {', '.join(b['on_every_core'])} shared by rows/substreams " if b["on_every_core"] else " ")
+                     + (" + " + ", ".join(f"1/{b['shared_ways'][k]} of {k}" for k in b["on_every_core"])
+                        + " on every core (shared by rows / substreams) " if b["on_every_core"] else " ")
                      + f"{1000 * b['arm_all_cores_s']:.1f} ms = {b['arm_fps_all_cores']:.1f} fps"
                      + (f"; board rate {b['board_fps']:.1f} fps, limited by {b['limited_by']}" if fabric else "")
                      + (f" (without {', '.join(b['stages_missing'])})" if b["stages_missing"] else ""))

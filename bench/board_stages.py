@@ -8,17 +8,20 @@ arm-check`: bit-exactness; `make board-rate`: instruction counts) and on a board
   rans_z      rANS decode of z                                 host/rans.py
   integer_hs  z -> scale-table indexes (native int32 kernel)   host/integer_hyper.py
   rans_y      rANS decode of y with those indexes              host/rans.py (via host/runtime.py)
-  tiles       y_hat -> the fabric's input windows (with halo)  host/tiling.py
-  stitch      the fabric's tile outputs -> one frame           host/tiling.py
-  to_rgb8     x output scale, clamp, round -> uint8            host/runtime.py
+  tiles       y_hat -> the fabric's input windows (with halo,  host/tiling.py
+              int8 NHWC: what the input DMA reads)
+  to_rgb8     the fabric's output windows -> the uint8 image   host/runtime.py
+              (each core x output scale, clamp, round, in place)
   png         PNG encoding (Pillow, zlib)                      host/image_io.py
 
-Synthesis itself is the fabric's (or onnxruntime's, which has no armhf build): here its tile outputs
-come in from elsewhere, e.g. x86's onnx backend, so stitching is checked on given tiles.
+Synthesis itself is the fabric's (or onnxruntime's, which has no armhf build): here its window
+outputs come in from elsewhere, e.g. x86's onnx backend, so the image is checked on given windows.
+These are all the ARM does for a frame with the pynq backend: its DMA buffers are the windows'
+arrays (host/fabric.py), so there is no packing or copy beside them.
 
     python -m bench.board_stages check --package P --refs DIR --out DIR      (writes NAME.arm.npz and
                                                                               kernels.json: kernel_cases,
-                                                                              to_rgb8 at RGB8_SCALES)
+                                                                              RGB8_SCALES, window_cases)
     python -m bench.board_stages count --package P --refs DIR --stage S --repeat N NAME
 """
 
@@ -34,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-STAGES = ("parse", "rans_z", "integer_hs", "rans_y", "tiles", "stitch", "to_rgb8", "png")
+STAGES = ("parse", "rans_z", "integer_hs", "rans_y", "tiles", "to_rgb8", "png")
 ENTROPY = "entropy"  # rans_z + integer_hs + rans_y as the runtime runs them (any format version)
 
 
@@ -89,24 +92,20 @@ def tile_plan(package, y: np.ndarray):
 
 
 def tiles(package, y: np.ndarray) -> np.ndarray:
-    """The windows the fabric is fed, stacked [n, M, tile, tile], in run_tiled's order."""
-    from host.tiling import tile_windows
+    """The windows the fabric is fed, [n, tile, tile, M] in the accelerator's stream layout."""
+    from host.tiling import fill_windows, window_dtype
 
-    return tile_windows(y[None], tile_plan(package, y))
+    plan = tile_plan(package, y)
+    out = np.empty((len(plan.windows()), package.tile, package.tile, y.shape[0]), window_dtype(package.input_bits))
+    return fill_windows(y, plan, out, package.input_bits)
 
 
-def stitch(package, y_shape: tuple[int, int, int], fabric_tiles: np.ndarray) -> np.ndarray:
-    """The frame from the fabric's outputs for each window [n, 3, T, T] -> [3, H, W]."""
-    from host.tiling import stitch_tiles
+def to_rgb8(package, lic, y_shape: tuple[int, int, int], fabric_windows: np.ndarray) -> np.ndarray:
+    """The image from the fabric's outputs for each window [n, T, T, 3]: uint8 [height, width, 3]."""
+    from host.runtime import windows_to_rgb8
 
     plan = tile_plan(package, np.empty(y_shape, np.int8))
-    return stitch_tiles(fabric_tiles, plan, package.upscale, y_shape[1], y_shape[2])[0]
-
-
-def to_rgb8(package, lic, pixels: np.ndarray) -> np.ndarray:
-    from host.runtime import to_rgb8 as dequantise
-
-    return dequantise(pixels[:, :lic.height, :lic.width], package.output_scale)
+    return windows_to_rgb8(fabric_windows, plan, package.upscale, lic.height, lic.width, package.output_scale)
 
 
 def png(rgb: np.ndarray) -> bytes:
@@ -119,8 +118,8 @@ def png(rgb: np.ndarray) -> bytes:
 
 def run_all(package, data: bytes, fabric, refs: dict | None = None) -> tuple[dict, dict]:
     """Every stage once, each fed by this platform's previous stage where that ran, else by
-    `refs` (x86's outputs). fabric(window [1, M, t, t]) -> [1, 3, T, T], or None to stitch refs'
-    tiles. Returns (outputs, skipped: stage -> reason)."""
+    `refs` (x86's outputs). fabric(windows [n, t, t, M]) -> [n, T, T, 3] (a backend's run_windows),
+    or None to take refs' fabric outputs. Returns (outputs, skipped: stage -> reason)."""
     out, skipped = {}, {}
 
     def here_or_refs(key: str, stage: str, run):
@@ -138,11 +137,11 @@ def run_all(package, data: bytes, fabric, refs: dict | None = None) -> tuple[dic
     out["indexes_numpy"] = integer_hs(package, z, "numpy")
     y = here_or_refs("y", "rans_y", lambda: entropy(package, lic))
     out["tiles"] = tiles(package, y)
-    fabric_tiles = refs["fabric_tiles"] if fabric is None else np.concatenate([fabric(t[None]) for t in out["tiles"]])
     if fabric is not None:
-        out["fabric_tiles"] = fabric_tiles
-    out["pixels"] = stitch(package, y.shape, fabric_tiles)
-    out["rgb"] = to_rgb8(package, lic, out["pixels"])
+        from host.tiling import window_dtype
+
+        out["fabric_windows"] = np.ascontiguousarray(fabric(out["tiles"]), dtype=window_dtype(package.output_bits))
+    out["rgb"] = to_rgb8(package, lic, y.shape, out["fabric_windows"] if fabric is not None else refs["fabric_windows"])
     out["png"] = np.frombuffer(png(out["rgb"]), np.uint8)
     return out, skipped
 
@@ -164,10 +163,8 @@ def stage_runner(package, stage: str, data: bytes, refs: dict):
         return lambda: entropy(package, lic)
     if stage == "tiles":
         return lambda: tiles(package, refs["y"])
-    if stage == "stitch":
-        return lambda: stitch(package, refs["y"].shape, refs["fabric_tiles"])
     if stage == "to_rgb8":
-        return lambda: to_rgb8(package, lic, refs["pixels"])
+        return lambda: to_rgb8(package, lic, refs["y"].shape, refs["fabric_windows"])
     if stage == "png":
         return lambda: png(refs["rgb"])
     raise ValueError(f"unknown stage {stage}")
@@ -226,6 +223,53 @@ def check_rgb8() -> list[str]:
             if not np.array_equal(to_rgb8(every, scale), _rgb8_table(scale)[every.view(np.uint16)].transpose(1, 2, 0))]
 
 
+def check_rgb8_windows() -> list[str]:
+    """The scales of RGB8_SCALES at which the image from int8 windows (C, NEON on ARM) and numpy's
+    table differ on some int8 value."""
+    from host.runtime import _rgb8_table, windows_to_rgb8
+    from host.tiling import TilePlan
+
+    plan = TilePlan(8, 8, 8, 0)  # one window, all core: every value lands in the image
+    every = np.tile(np.arange(-128, 128, dtype=np.int8), 192).reshape(1, 128, 128, 3)
+    table = lambda scale, h, w: _rgb8_table(scale)[every[0, :h, :w].astype(np.int16).view(np.uint16)]
+    return [f"image from int8 windows at scale {scale:g}" for scale in RGB8_SCALES
+            if not all(np.array_equal(windows_to_rgb8(every, plan, 16, h, w, scale, threads), table(scale, h, w))
+                       for h, w, threads in ((128, 128, 1), (127, 123, 3)))]  # 123: rows not a multiple of 16
+
+
+def window_cases(seed: int = 5):
+    """(what, y int32 [M, h, w], plan, bits) cases for fill_windows: int32 extremes and values on
+    and next to the clip bounds, channel counts and tile widths that are not multiples of the NEON
+    blocks (8), windows that overlap and frames smaller than the tile."""
+    from host.tiling import TilePlan
+
+    rng = np.random.default_rng(seed)
+    edges = np.array([-2 ** 31, 2 ** 31 - 1, -129, -128, -127, -1, 0, 1, 126, 127, 128, 1000], np.int32)
+    for m, h, w, tile, halo, bits in ((16, 20, 30, 16, 2, 8), (24, 13, 9, 8, 2, 8), (13, 9, 21, 9, 3, 8),
+                                      (8, 5, 5, 8, 2, 8), (16, 17, 17, 16, 2, 6), (8, 16, 16, 8, 2, 12)):
+        y = np.where(rng.random((m, h, w)) < 0.3, rng.choice(edges, (m, h, w)),
+                     rng.integers(-300, 300, (m, h, w))).astype(np.int32)
+        yield f"windows of {m}x{h}x{w} in {tile}-tiles, {bits} bits", y, TilePlan(h, w, tile, halo), bits
+
+
+def check_windows(cases=None) -> list[str]:
+    """The window_cases where fill_windows (C for int8, NEON on ARM) differs from its definition."""
+    from host.tiling import fill_windows, window_dtype
+
+    differ = []
+    for what, y, plan, bits in (window_cases() if cases is None else cases):
+        eh, ew = plan.extended
+        padded = np.pad(y, ((0, 0), (0, eh - y.shape[1]), (0, ew - y.shape[2])))
+        lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+        want = np.stack([np.clip(padded[:, r.start:r.start + plan.tile, c.start:c.start + plan.tile], lo, hi)
+                         .transpose(1, 2, 0) for r, c in plan.windows()])
+        for threads in (1, 3):
+            got = np.empty(want.shape, window_dtype(bits))
+            if not np.array_equal(fill_windows(y, plan, got, bits, threads), want):
+                differ.append(f"{what}, {threads} threads")
+    return differ
+
+
 def load_refs(path: Path) -> dict:
     with np.load(path, allow_pickle=False) as z:
         return {k: z[k] for k in z.files}
@@ -258,9 +302,11 @@ def _main(argv=None) -> int:
         return 0
     args.out.mkdir(parents=True, exist_ok=True)
     cases = list(kernel_cases())
-    names_checked = [what for what, _, _ in cases] + [rgb8_case(s) for s in RGB8_SCALES]
-    (args.out / "kernels.json").write_text(json.dumps({"cases": names_checked,
-                                                       "differ": check_kernels(cases) + check_rgb8()}) + "\n")
+    windows = list(window_cases())
+    names_checked = ([what for what, _, _ in cases] + [rgb8_case(s) for s in RGB8_SCALES]
+                     + [f"image from int8 windows at scale {s:g}" for s in RGB8_SCALES] + [w[0] for w in windows])
+    differ = check_kernels(cases) + check_rgb8() + check_rgb8_windows() + check_windows(windows)
+    (args.out / "kernels.json").write_text(json.dumps({"cases": names_checked, "differ": differ}) + "\n")
     for name in names:
         t = time.perf_counter()
         out, skipped = run_all(package, (args.refs / f"{name}.lic").read_bytes(), None,

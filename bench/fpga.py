@@ -73,7 +73,7 @@ def from_board_rate(path: Path, board: str) -> dict | None:
                             if all(isinstance(seconds.get(k), (int, float)) for k in keys) else None)
         return {"board": board, "frame": [768, 512], "source": source, "method": method,
                 "stages_ms": {"parse": ms("parse"), "rans_z": ms("rans_z"), "h_s": ms("integer_hs"),
-                              "rans_y": ms("rans_y"), "stitch": ms("tiles", "stitch", "to_rgb8")},
+                              "rans_y": ms("rans_y"), "stitch": ms("tiles", "to_rgb8")},
                 "arm_fps": rate.get("arm_fps_all_cores")}
     except (OSError, ValueError, KeyError, TypeError):
         return None

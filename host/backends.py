@@ -11,7 +11,8 @@ tests/test_host_runtime.py compares them.
   pynq      the bitstream on a PYNQ board's fabric, through finn-plus-driver, fixed tile, tiles batched
 
 `tile` is None for backends that take any size and the square latent tile size for those built for
-one shape; the runtime (host/runtime.py) tiles the frame for the latter.
+one shape; the runtime (host/runtime.py) tiles the frame for the latter, and any backend can run
+tiled: windows in the accelerator's stream layout (NHWC integers, host/tiling.py) through run_windows.
 """
 
 from __future__ import annotations
@@ -42,10 +43,16 @@ class Backend:
     def run(self, y: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
-    def run_tiles(self, tiles: np.ndarray) -> np.ndarray:
-        """A frame's tiles [n, M, t, t] -> [n, 3, 16t, 16t]: one run per tile, unless the backend
-        takes a batch (pynq sends all tiles to the accelerator in one DMA transfer)."""
-        return np.concatenate([self.run(tiles[i:i + 1]) for i in range(len(tiles))])
+    def input_windows(self, n: int, tile: int, channels: int, dtype) -> np.ndarray:
+        """Where the runtime writes a frame's n windows [n, tile, tile, channels] for run_windows: a
+        new array here; on a board, the accelerator's input DMA buffer itself."""
+        return np.empty((n, tile, tile, channels), dtype)
+
+    def run_windows(self, x: np.ndarray) -> np.ndarray:
+        """A frame's windows in the accelerator's stream layout, integers [n, t, t, M] -> [n, 16t,
+        16t, 3]: one run per window here; the fabric backends take them as the accelerator does
+        (pynq: all windows in one DMA batch)."""
+        return np.concatenate([self.run(x[i:i + 1].transpose(0, 3, 1, 2)) for i in range(len(x))]).transpose(0, 2, 3, 1)
 
 
 def to_int_pixels(values: np.ndarray, scale: float) -> np.ndarray:

@@ -84,6 +84,16 @@ class DecoderPackage:
         return int(self.manifest["tile"])
 
     @property
+    def input_bits(self) -> int:
+        """Width of the student's integer input (y_hat is clipped to it) and of the accelerator's input stream."""
+        return int(self.manifest["input_bits"])
+
+    @property
+    def output_bits(self) -> int:
+        """Width of the student's integer output pixels and of the accelerator's output stream."""
+        return int(self.manifest["output_bits"])
+
+    @property
     def output_scale(self) -> float:
         return float(self.manifest["output_scale"])
 

@@ -10,8 +10,12 @@ the layout of its input and output streams.
              from the driver/settings.json that finn-plus 1.6.1's step_make_driver writes; a frame's
              tiles go to the IODMAs as one batch.
 
-Both clip y_hat to the accelerator's input type first: the build removes the student's input
-quantiser (hls/transforms.py: RemoveIntegerInputQuant), which clips; the host does it instead.
+Both take a frame's windows in the accelerator's stream layout, already clipped to its input type
+(host/tiling.py fill_windows: the build removes the student's input quantiser, hls/transforms.py
+RemoveIntegerInputQuant, which clips; the host does it instead). For INT8 streams, which FINN packs
+as the plain values, the pynq backend hands the runtime its DMA buffers themselves: the windows are
+written into the input buffer and the image is read out of the output buffer, with no packing,
+layout or type conversion on the ARM (what `lic board-rate` counts is then all the ARM does).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import numpy as np
 
 from host.backends import Backend
 from host.decoder_package import DecoderPackage
+from host.tiling import window_dtype
 from lic.errors import LicError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -44,17 +49,13 @@ def read_tile_spec(hw_dir: Path, package: DecoderPackage, need: str) -> dict:
     return spec
 
 
-def _nchw_to_stream(y: np.ndarray, layout: str) -> np.ndarray:
-    return y.transpose(0, 2, 3, 1) if layout == "NHWC" else y
+def _to_model_layout(x: np.ndarray, layout: str) -> np.ndarray:
+    """Windows [n, t, t, M] -> the layout the model's stream has."""
+    return x if layout == "NHWC" else x.transpose(0, 3, 1, 2)
 
 
-def _stream_to_nchw(x: np.ndarray, layout: str) -> np.ndarray:
-    return x.transpose(0, 3, 1, 2) if layout == "NHWC" else x
-
-
-def clip_to_input(y: np.ndarray, bits: int) -> np.ndarray:
-    """y_hat clipped to INT<bits>, what the student's input quantiser does (removed from the build)."""
-    return np.clip(y, -(2 ** (bits - 1)), 2 ** (bits - 1) - 1)
+def _from_model_layout(x: np.ndarray, layout: str) -> np.ndarray:
+    return x if layout == "NHWC" else x.transpose(0, 2, 3, 1)
 
 
 def _packing():
@@ -84,6 +85,16 @@ class StreamFormat:
             tuple(io_shape_dict[k][0]) for k in ("ishape_normal", "ishape_folded", "ishape_packed"))
         self.oshape_normal, self.oshape_folded, self.oshape_packed = (
             tuple(io_shape_dict[k][0]) for k in ("oshape_normal", "oshape_folded", "oshape_packed"))
+
+    @property
+    def plain_input(self) -> bool:
+        """The packed input bytes are the INT8 values themselves (FINN packs a byte-aligned type with
+        both reversals as a plain view; tests check it against FINN's packing)."""
+        return self.idt.name == "INT8" and np.prod(self.ishape_packed) == np.prod(self.ishape_normal)
+
+    @property
+    def plain_output(self) -> bool:
+        return self.odt.name == "INT8" and np.prod(self.oshape_packed) == np.prod(self.oshape_normal)
 
     @staticmethod
     def _batch(shape, n):
@@ -121,13 +132,15 @@ class FinnSimBackend(Backend):
 
         self.model = ModelWrapper(str(hw_dir / spec["sim_model"]))
 
-    def run(self, y: np.ndarray) -> np.ndarray:
+    def run_windows(self, x: np.ndarray) -> np.ndarray:
+        """One execution of the HW graph per window (its input shape is one tile)."""
         from finn.core.onnx_exec import execute_onnx
 
         iname, oname = self.model.graph.input[0].name, self.model.graph.output[0].name
-        x = _nchw_to_stream(clip_to_input(y, self.spec["input_bits"]), self.spec["input_layout"])
-        out = execute_onnx(self.model, {iname: x.astype(np.float32)})[oname]
-        return np.rint(_stream_to_nchw(out, self.spec["output_layout"])).astype(np.int16)
+        outs = [_from_model_layout(execute_onnx(self.model, {iname: _to_model_layout(
+            x[i:i + 1], self.spec["input_layout"]).astype(np.float32)})[oname], self.spec["output_layout"])
+            for i in range(len(x))]
+        return np.rint(np.concatenate(outs)).astype(window_dtype(self.spec["output_bits"]))
 
 
 class PynqBackend(Backend):
@@ -156,20 +169,38 @@ class PynqBackend(Backend):
         kwargs.setdefault("mlo_weight_dir", str(settings.parent / "mlo_weights"))
         self.overlay = get_driver_class(info["driver_type"])(str(bitfile), **kwargs)
 
-    def run(self, y: np.ndarray) -> np.ndarray:
-        """All tiles of y [n, M, t, t] in one DMA batch."""
-        n = y.shape[0]
+    def _batch(self, n: int) -> None:
         if self.overlay.batch_size != n:
-            self.overlay.batch_size = n  # reallocates the DMA buffers for n tiles
-        x = _nchw_to_stream(clip_to_input(y, self.spec["input_bits"]), self.spec["input_layout"])
-        self.overlay.copy_input_data_to_device(self.streams.pack(x))
+            self.overlay.batch_size = n  # reallocates the DMA buffers for n windows
+
+    def _plain(self, which: str) -> bool:
+        return getattr(self.streams, f"plain_{which}") and self.spec[f"{which}_layout"] == "NHWC"
+
+    def input_windows(self, n: int, tile: int, channels: int, dtype) -> np.ndarray:
+        """The input DMA buffer as int8 windows, when FINN's packing of the stream is the values."""
+        self._batch(n)
+        if self._plain("input") and np.dtype(dtype) == np.int8:
+            return self.overlay.ibuf_packed_device[0].view(np.int8).reshape(n, tile, tile, channels)
+        return super().input_windows(n, tile, channels, dtype)
+
+    def run_windows(self, x: np.ndarray) -> np.ndarray:
+        """All windows in one DMA batch. With plain INT8 streams the result is a view of the output
+        DMA buffer, valid until the next run (the runtime converts it into the image at once)."""
+        n = x.shape[0]
+        self._batch(n)
+        ibuf, obuf = self.overlay.ibuf_packed_device[0], self.overlay.obuf_packed_device[0]
+        if np.may_share_memory(x, ibuf):
+            ibuf.flush()  # written in place by the ARM: out of its caches into DDR for the DMA
+        else:
+            self.overlay.copy_input_data_to_device(self.streams.pack(_to_model_layout(x, self.spec["input_layout"])))
         self.overlay.execute_on_buffers()
+        if self._plain("output"):
+            obuf.invalidate()  # the DMA wrote DDR behind the ARM's caches
+            return obuf.view(np.int8).reshape(n, *self.streams.oshape_normal[1:])
         packed = self.overlay.obuf_packed[0]
         self.overlay.copy_output_data_from_device(packed)
-        out = self.streams.unpack(packed)
-        return np.rint(_stream_to_nchw(out, self.spec["output_layout"])).astype(np.int16)
-
-    run_tiles = run
+        out = _from_model_layout(self.streams.unpack(packed), self.spec["output_layout"])
+        return np.rint(out).astype(window_dtype(self.spec["output_bits"]))
 
 
 def make_fabric_backend(name: str, package: DecoderPackage, hw_dir: Path | None) -> Backend:

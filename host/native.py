@@ -1,4 +1,4 @@
-"""The board-side C kernels other than rANS (host/csrc/integer_hs.c, host/csrc/rgb8.c), via ctypes.
+"""The board-side C kernels other than rANS (host/csrc/integer_hs.c, rgb8.c, windows.c), via ctypes.
 
 `make setup` builds them into build/host/liblic_host.so, host/install_board.sh does on a board, and
 LIC_HOST_LIB may name a library built elsewhere (`make arm-check` cross-compiles one). Without the
@@ -48,4 +48,9 @@ def library() -> ctypes.CDLL | None:
     lib.lic_rgb8.restype = None
     lib.lic_rgb8_pow2.argtypes = [ctypes.c_void_p, c_int, c_int, ptrdiff, ptrdiff, c_int, _array(np.uint8)]
     lib.lic_rgb8_pow2.restype = c_int
+    lib.lic_rgb8_pow2_hwc8.argtypes = [ctypes.c_void_p, c_int, c_int, ptrdiff, c_int, ctypes.c_void_p, ptrdiff]
+    lib.lic_rgb8_pow2_hwc8.restype = c_int
+    lib.lic_window_hwc8.argtypes = [ctypes.c_void_p, c_int, ptrdiff, ptrdiff, c_int, c_int, c_int, c_int,
+                                    ctypes.c_void_p]
+    lib.lic_window_hwc8.restype = None
     return lib

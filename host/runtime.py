@@ -25,7 +25,7 @@ from host.decoder_package import DecoderPackage
 from host.geometry import DEFAULT_MAX_PIXELS, hyperprior_geometry
 from host.native import library
 from host.parallel import each, row_bands
-from host.tiling import TilePlan, axis_windows, run_tiled
+from host.tiling import TilePlan, axis_windows, fill_windows, window_bands, window_dtype
 from lic.errors import LicError
 
 
@@ -111,15 +111,10 @@ def decode_latents(lic: LicFile, package: DecoderPackage, times: StageTimes, nam
     return y
 
 
-def synthesise(y: np.ndarray, backend: Backend, upscale: int, tile: int | None, halo: int,
-               threads: int = 1) -> np.ndarray:
-    """Integer latents [M, h, w] -> integer pixels [3, 16h, 16w] on `backend`, whole frame when
-    tile is None, else in tile x tile windows with `halo` (`threads` share the copies in and out)."""
-    y = y[None]
-    if tile is None:
-        return backend.run(y)[0]
-    plan = TilePlan(y.shape[2], y.shape[3], tile, halo)
-    return run_tiled(y, plan, upscale, backend.run_tiles, threads)[0]
+def _pow2_exponent(scale: float, accepts) -> int | None:
+    """k where scale = 2^-k and the C function `accepts(k)` (asked with zero rows) takes it."""
+    mantissa, exponent = math.frexp(float(scale))
+    return 1 - exponent if mantissa == 0.5 and accepts(1 - exponent) == 0 else None
 
 
 def to_rgb8(pixels: np.ndarray, scale: float, threads: int = 1) -> np.ndarray:
@@ -138,20 +133,52 @@ def to_rgb8(pixels: np.ndarray, scale: float, threads: int = 1) -> np.ndarray:
     _, h, w = pixels.shape
     out = np.empty((h, w, 3), np.uint8)
     strides = (pixels.strides[0] // 2, pixels.strides[1] // 2)
-    mantissa, exponent = math.frexp(float(scale))
-    # the integer path takes scale = 2^-k for the k its C function accepts (asked with zero rows)
-    pow2 = mantissa == 0.5 and lib.lic_rgb8_pow2(pixels.ctypes.data, 0, w, *strides, 1 - exponent, out) == 0
-    table = None if pow2 else _rgb8_table(float(scale))
+    k = _pow2_exponent(scale, lambda k: lib.lic_rgb8_pow2(pixels.ctypes.data, 0, w, *strides, k, out))
+    table = None if k is not None else _rgb8_table(float(scale))
 
     def band(rows: tuple[int, int]) -> None:
         y0, y1 = rows
         src = pixels.ctypes.data + y0 * pixels.strides[1]
-        if pow2:
-            lib.lic_rgb8_pow2(src, y1 - y0, w, *strides, 1 - exponent, out[y0:y1])
+        if k is not None:
+            lib.lic_rgb8_pow2(src, y1 - y0, w, *strides, k, out[y0:y1])
         else:
             lib.lic_rgb8(src, y1 - y0, w, *strides, table, out[y0:y1])
 
     each(band, row_bands(h, threads), threads)
+    return out
+
+
+def windows_to_rgb8(windows_out: np.ndarray, plan: TilePlan, upscale: int, height: int, width: int, scale: float,
+                    threads: int = 1) -> np.ndarray:
+    """The fabric's outputs for a frame's windows [n, T, T, 3] (stream layout, integers) -> the image,
+    uint8 [height, width, 3]: each window's core, cropped to the image, through to_rgb8's mapping,
+    in one pass (stitching and conversion together, no int16 frame between them). In C for int8
+    outputs and the power-of-two scale (host/csrc/rgb8.c), through the table otherwise."""
+    s, windows = upscale, plan.windows()
+    out = np.empty((height, width, 3), np.uint8)
+    lib = library() if windows_out.dtype == np.int8 and windows_out.strides[2:] == (3, 1) else None
+    k = None if lib is None else _pow2_exponent(
+        scale, lambda k: lib.lic_rgb8_pow2_hwc8(windows_out.ctypes.data, 0, 3, 0, k, out.ctypes.data, 0))
+    table = None if k is not None else _rgb8_table(float(scale))
+    cores = [(r.keep_from * s, min(r.keep_to * s, height), c.keep_from * s, min(c.keep_to * s, width))
+             for r, c in windows]
+
+    def one(item: tuple[int, int, int]) -> None:
+        n, a, b = item
+        (r, c), (y0, y1, x0, x1) = windows[n], cores[n]
+        rows = slice(max(y0 + a, y0), min(y0 + b, y1))
+        if rows.stop <= rows.start or x1 <= x0:
+            return
+        src = windows_out[n, rows.start - r.start * s:rows.stop - r.start * s, x0 - c.start * s:x1 - c.start * s]
+        dst = out[rows, x0:x1]
+        if k is not None:
+            lib.lic_rgb8_pow2_hwc8(src.ctypes.data, src.shape[0], 3 * (x1 - x0), src.strides[0], k,
+                                   dst.ctypes.data, dst.strides[0])
+        else:
+            dst[...] = table[src.astype(np.int16).view(np.uint16)]
+
+    core_rows = max(y1 - y0 for y0, y1, _, _ in cores)
+    each(one, window_bands(len(windows), core_rows, threads), threads)
     return out
 
 
@@ -198,11 +225,22 @@ class HostDecoder:
         return lic, decode_latents(lic, self.package, times, name, self.threads, self.max_pixels), times
 
     def synthesise(self, lic: LicFile, y: np.ndarray, times: StageTimes) -> np.ndarray:
-        """The fabric's share (or its stand-in): y_hat -> uint8 image."""
-        t = time.perf_counter()
-        pixels = synthesise(y, self.backend, self.package.upscale, self.tile, self.package.halo, self.threads)
-        t = times.add("synthesis", t)
-        rgb = to_rgb8(pixels[:, :lic.height, :lic.width], self.package.output_scale, self.threads)
+        """The fabric's share (or its stand-in): y_hat -> uint8 image, whole frame when tile is None,
+        else in tile x tile windows with the package's halo."""
+        package, t = self.package, time.perf_counter()
+        if self.tile is None:
+            pixels = self.backend.run(y[None])[0]
+            t = times.add("synthesis", t)
+            rgb = to_rgb8(pixels[:, :lic.height, :lic.width], package.output_scale, self.threads)
+        else:
+            # the windows in the accelerator's stream layout, written where it reads them; its outputs
+            # go straight into their place in the image (`threads` share the copies in and out)
+            plan = TilePlan(y.shape[1], y.shape[2], self.tile, package.halo)
+            x = self.backend.input_windows(len(plan.windows()), self.tile, y.shape[0], window_dtype(package.input_bits))
+            fill_windows(y, plan, x, package.input_bits, self.threads)
+            out = np.ascontiguousarray(self.backend.run_windows(x), dtype=window_dtype(package.output_bits))
+            t = times.add("synthesis", t)
+            rgb = windows_to_rgb8(out, plan, package.upscale, lic.height, lic.width, package.output_scale, self.threads)
         times.add("dequantise", t)
         return rgb
 

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from host.parallel import each
+from host.native import library
+from host.parallel import each, row_bands
 
 
 @dataclass(frozen=True)
@@ -71,45 +72,43 @@ class TilePlan:
                 for r, c in self.windows()]
 
 
-def tile_windows(y: np.ndarray, plan: TilePlan, threads: int = 1) -> np.ndarray:
-    """y [1, M, h, w] -> the windows the fabric is fed, [n, M, tile, tile] in plan.windows() order."""
-    _, m, h, w = y.shape
+def window_dtype(bits: int) -> type:
+    """The integer type of the accelerator's streams for `bits`-bit values: FINN packs a byte-aligned
+    INT8 stream as the plain values, so 8-bit windows are int8 arrays the DMA moves as they are."""
+    return np.int8 if bits <= 8 else np.int16
+
+
+def window_bands(n: int, rows: int, threads: int) -> list[tuple[int, int, int]]:
+    """(window, first row, stop row) items that give `threads` threads work even when a frame has
+    fewer windows than threads (768x512 has two 32-latent windows; ZCU104 and KV260 have four cores)."""
+    return [(k, a, b) for k in range(n) for a, b in row_bands(rows, -(-threads // n))]
+
+
+def fill_windows(y: np.ndarray, plan: TilePlan, out: np.ndarray, bits: int, threads: int = 1) -> np.ndarray:
+    """y_hat [M, h, w] -> out [n, tile, tile, M], the windows the fabric is fed in plan.windows()
+    order, in the accelerator's stream layout (NHWC) and clipped to INT<bits>: the student's input
+    quantiser, which the FINN build removes (hls/transforms.py). `out` is where the fabric reads
+    (on a board, the input DMA buffer); in C (host/csrc/windows.c) for int8, numpy otherwise."""
+    m, h, w = y.shape
     eh, ew = plan.extended
     if (eh, ew) != (h, w):
-        y = np.pad(y, ((0, 0), (0, 0), (0, eh - h), (0, ew - w)))
+        y = np.pad(y, ((0, 0), (0, eh - h), (0, ew - w)))
+    y = np.ascontiguousarray(y, dtype=np.int32)
+    lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
     t, windows = plan.tile, plan.windows()
-    tiles = np.empty((len(windows), m, t, t), y.dtype)
+    if out.shape != (len(windows), t, t, m) or not out.flags.c_contiguous:
+        raise ValueError(f"windows buffer {out.shape} is not a C-contiguous {(len(windows), t, t, m)}")
+    lib = library() if out.dtype == np.int8 else None
 
-    def copy(k: int) -> None:
+    def one(item: tuple[int, int, int]) -> None:
+        k, a, b = item
         r, c = windows[k]
-        tiles[k] = y[0, :, r.start:r.start + t, c.start:c.start + t]
+        src = y[:, r.start + a:r.start + b, c.start:c.start + t]
+        if lib is not None:
+            lib.lic_window_hwc8(src.ctypes.data, m, y.strides[0] // 4, y.strides[1] // 4, b - a, t, lo, hi,
+                                out[k, a:b].ctypes.data)
+        else:
+            out[k, a:b] = np.clip(src, lo, hi).transpose(1, 2, 0)
 
-    each(copy, range(len(windows)), threads)
-    return tiles
-
-
-def stitch_tiles(tiles_out: np.ndarray, plan: TilePlan, upscale: int, h: int, w: int,
-                 threads: int = 1) -> np.ndarray:
-    """The fabric's outputs for each window [n, C, T, T] -> the frame [1, C, h*upscale, w*upscale]:
-    each window's part outside the halo."""
-    eh, ew = plan.extended
-    s, windows = upscale, plan.windows()
-    out = np.empty((1, tiles_out.shape[1], eh * s, ew * s), dtype=tiles_out.dtype)
-
-    def copy(k: int) -> None:
-        r, c = windows[k]
-        out[0, :, r.keep_from * s:r.keep_to * s, c.keep_from * s:c.keep_to * s] = \
-            tiles_out[k, :, (r.keep_from - r.start) * s:(r.keep_to - r.start) * s,
-                      (c.keep_from - c.start) * s:(c.keep_to - c.start) * s]
-
-    each(copy, range(len(windows)), threads)
-    return out[:, :, :h * s, :w * s]
-
-
-def run_tiled(y: np.ndarray, plan: TilePlan, upscale: int, run_tiles, threads: int = 1) -> np.ndarray:
-    """y [1, M, h, w] -> stitched output [1, C, h*upscale, w*upscale], with one call
-    run_tiles(windows [n, M, tile, tile]) -> [n, C, tile*upscale, tile*upscale] for all n windows
-    of the frame (a fabric backend sends them to the accelerator as one batch). `threads` share
-    the copies in and out."""
-    _, _, h, w = y.shape
-    return stitch_tiles(run_tiles(tile_windows(y, plan, threads)), plan, upscale, h, w, threads)
+    each(one, window_bands(len(windows), t, threads), threads)
+    return out

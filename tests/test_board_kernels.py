@@ -124,17 +124,45 @@ def test_board_stages_equal_the_runtime(tiny_package, tiny_teacher, integer_hs):
     rgb = np.random.default_rng(3).integers(0, 256, (200, 330, 3), dtype=np.uint8)
     data = encode(EntropyModels(tiny_teacher, integer_hs), rgb)
     backend = make_backend("onnx", package)
-    out, skipped = run_all(package, data, backend.run)
+    out, skipped = run_all(package, data, backend.run_windows)
     assert not skipped
-    # the runtime on three threads (tile copies and RGB rows shared) equals the stages one by one
+    # the runtime on three threads (windows in and the image out shared) equals the stages one by one
     ref, _ = HostDecoder(package, backend, package.tile, threads=3).decode(data)
     assert np.array_equal(out["rgb"], ref)
     assert np.array_equal(out["indexes"], out["indexes_numpy"])
-    assert out["tiles"].shape[1:] == (package.latent_channels, package.tile, package.tile)
+    assert out["tiles"].shape[1:] == (package.tile, package.tile, package.latent_channels)
+    assert out["tiles"].dtype == out["fabric_windows"].dtype == np.int8  # the accelerator's INT8 streams
     # each stage alone, from the previous stage's outputs, gives the same result
-    stitched = stage_runner(package, "stitch", data, out)()
-    assert np.array_equal(stitched, out["pixels"])
+    assert np.array_equal(stage_runner(package, "to_rgb8", data, out)(), out["rgb"])
     assert np.array_equal(stage_runner(package, "tiles", data, out)(), out["tiles"])
+
+
+@pytest.mark.parametrize("use_library", [True, False])
+def test_fabric_windows_in_and_image_out_equal_their_definitions(monkeypatch, use_library):
+    """bench.board_stages.window_cases / check_windows and check_rgb8_windows, which `make arm-check`
+    also runs on ARM (NEON paths): the windows clipped and laid out NHWC, and the image from int8
+    windows, equal their numpy definitions, in C and in the numpy fallback, on 1 and 3 threads."""
+    import host.runtime as runtime
+    import host.tiling as tiling
+    from bench.board_stages import check_rgb8_windows, check_windows
+
+    if use_library and native.library() is None:
+        pytest.skip("build/host/liblic_host.so not built: make setup")
+    if not use_library:
+        monkeypatch.setattr(runtime, "library", lambda: None)
+        monkeypatch.setattr(tiling, "library", lambda: None)
+    assert check_windows() == []
+    assert check_rgb8_windows() == []
+
+
+def test_fill_windows_refuses_a_buffer_of_another_shape():
+    from host.tiling import TilePlan, fill_windows
+
+    plan = TilePlan(8, 16, 8, 2)
+    with pytest.raises(ValueError, match="not a C-contiguous"):
+        fill_windows(np.zeros((4, 8, 16), np.int32), plan, np.empty((2, 8, 8, 4), np.int8), 8)
+    with pytest.raises(ValueError, match="not a C-contiguous"):
+        fill_windows(np.zeros((4, 8, 16), np.int32), plan, np.empty((3, 8, 8, 8), np.int8)[..., ::2], 8)
 
 
 def test_board_rate_is_the_slowest_stage():
@@ -150,7 +178,7 @@ def test_board_rate_is_the_slowest_stage():
     # shared by rows over both cores, the h_s counts half on each; the rest splits in pipeline order
     r = board_rate(seconds, fabric_fps=28.0, shared=("integer_hs",))
     assert r["arm_all_cores_s"] == pytest.approx(0.025 + 0.003) and r["limited_by"] == "fabric"
-    assert sorted(r["cores_s"].values()) == pytest.approx([0.028, 0.028])
+    assert sorted(r["cores_s"].values()) == pytest.approx([0.027, 0.028])
     assert all("1/2 of integer_hs" in core for core in r["cores_s"])
     assert board_rate(dict.fromkeys(ARM_STAGES, 0.001), 28.0)["limited_by"] == "fabric"
     assert with_rans_y({"entropy": 10, "rans_z": 1, "integer_hs": 4})["rans_y"] == 5
@@ -166,18 +194,23 @@ def test_four_cores_split_the_serial_stages_in_order_and_share_the_rest():
     assert core_split([4, 4, 1, 1, 4], 3) == ([1, 3], 5)
     assert core_split([2.0], 4)[1] == 2.0  # more cores than stages: the rest stay idle
     seconds = {"parse": 0.001, "rans_z": 0.002, "integer_hs": 0.080, "rans_y": 0.040, "tiles": 0.003,
-               "stitch": 0.004, "to_rgb8": 0.006}
+               "to_rgb8": 0.006}
     shared = ("integer_hs", "rans_y")
     r = board_rate(seconds, fabric_fps=40.0, shared=shared, cores=4)
     assert r["cores"] == 4 and len(r["core_stages"]) == 4 and len(r["cores_s"]) == 4
     assert sum(r["core_stages"], []) == [k for k in ARM_STAGES if k not in shared]
     assert r["core_stages"][-1] == ["to_rgb8"]  # the largest serial stage alone
     assert r["arm_all_cores_s"] == pytest.approx(0.006 + 0.120 / 4)
-    assert r["arm_one_core_s"] == pytest.approx(0.136) and r["limited_by"] == "ARM"
+    assert r["arm_one_core_s"] == pytest.approx(0.132) and r["limited_by"] == "ARM"
     assert all("1/4 of integer_hs, 1/4 of rans_y" in core for core in r["cores_s"])
-    # the runtime shares the tile copies and the RGB conversion too: all but parse and rans_z
+    # the runtime shares the windows in and the image out too: all but parse and rans_z
     every = board_rate(seconds, fabric_fps=40.0, cores=4)
-    assert every["arm_all_cores_s"] == pytest.approx(0.002 + 0.133 / 4)
+    assert every["arm_all_cores_s"] == pytest.approx(0.002 + 0.129 / 4)
+    # y comes in one substream per window: two for 768x512, so four cores take it in halves
+    halves = board_rate(seconds, fabric_fps=40.0, cores=4, pieces={"rans_y": 2})
+    assert halves["arm_all_cores_s"] == pytest.approx(0.002 + 0.089 / 4 + 0.040 / 2)
+    assert all("1/4 of integer_hs, 1/2 of rans_y, 1/4 of tiles" in core for core in halves["cores_s"])
+    assert halves["arm_one_core_s"] == pytest.approx(0.132)
     two = board_rate(seconds, fabric_fps=40.0, cores=2)
     assert two["arm_fps_all_cores"] < r["arm_fps_all_cores"]
 
@@ -306,8 +339,7 @@ def test_arm_check_passes(tmp_path, arch):
 def test_demo_reports_both_estimates_of_the_board_rate(tmp_path, monkeypatch):
     from bench import board_rate
 
-    secs = {"parse": 0.001, "rans_z": 0.002, "integer_hs": 0.06, "rans_y": 0.02, "tiles": 0.002, "stitch": 0.003,
-            "to_rgb8": 0.005}
+    secs = {"parse": 0.001, "rans_z": 0.002, "integer_hs": 0.06, "rans_y": 0.02, "tiles": 0.002, "to_rgb8": 0.008}
     path = tmp_path / "board-rate.json"
     monkeypatch.setattr(board_rate, "result_path", lambda board: path)
     rate = lambda scale: board_rate.board_rate({k: v * scale for k, v in secs.items()}, 28.0, ("integer_hs", "rans_y"))
@@ -325,8 +357,8 @@ def test_board_rate_json_gives_the_host_stages(tmp_path):
     """`lic board-rate`'s A9 estimate feeds hls.estimates.board_rate: its two ARM cores are the host stages."""
     from hls.estimates import board_rate, read_host_times
 
-    secs = {"parse": 0.001, "rans_z": 0.002, "integer_hs": 0.100, "rans_y": 0.030, "tiles": 0.002, "stitch": 0.003,
-            "to_rgb8": 0.005, "png": 1.0}
+    secs = {"parse": 0.001, "rans_z": 0.002, "integer_hs": 0.100, "rans_y": 0.030, "tiles": 0.002, "to_rgb8": 0.008,
+            "png": 1.0}
     from bench.board_rate import board_rate as arm_rate
 
     TWO = ("integer_hs", "rans_y")  # the stages the cores share, as the hand-made sums below assume
@@ -335,7 +367,7 @@ def test_board_rate_json_gives_the_host_stages(tmp_path):
     arm = {"board": "pynq-z2", "core": "Cortex-A9", "cpi_assumed": [1.0, 2.0]}
     path.write_text(json.dumps({"arm": arm, "board": {"seconds_cpi_high": secs, "cpi_high": arm_rate(secs, 23.5, TWO)}}))
     host_ms, source = read_host_times(path)
-    # integer_hs and rans_y half on each core: [parse, rans_z, tiles] + 65 | [stitch, to_rgb8] + 65
+    # integer_hs and rans_y half on each core: [parse, rans_z, tiles] + 65 | [to_rgb8] + 65
     assert sorted(host_ms.values()) == pytest.approx([70.0, 73.0])
     assert "Cortex-A9-estimated" in source
     r = board_rate(23.5, host_ms, source)
@@ -345,7 +377,7 @@ def test_board_rate_json_gives_the_host_stages(tmp_path):
     path.write_text(json.dumps({"arm": arm, "board": {"seconds_cpi_high": secs, "cpi_high": arm_rate(secs, 40, TWO, cores=4)}}))
     host_ms, source = read_host_times(path)
     assert len(host_ms) == 4 and "Cortex-A53-estimated at CPI 2" in source
-    assert max(host_ms.values()) == pytest.approx(5.0 + 130.0 / 4)
+    assert max(host_ms.values()) == pytest.approx(8.0 + 130.0 / 4)
     # with the cycle model: its slow end, every simulated miss stalling
     arm = {"board": "pynq-z2", "core": "Cortex-A9", "llvm_mcpu": "cortex-a9"}
     slow = {k: 2 * v for k, v in secs.items()}

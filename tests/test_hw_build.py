@@ -219,35 +219,100 @@ def test_make_driver_refuses_a_model_without_partitions(hw_build, tiny_package, 
         finn_steps.step_make_driver(ModelWrapper(str(hw_build / "intermediate_models" / "step_hw_codegen.onnx")), cfg)
 
 
-def test_pynq_stream_packing_matches_finn_sim(driver_settings, hw_build, tiny_package):
-    """The pynq backend's DMA buffers, packed and unpacked with FINN's functions as FINNDMAOverlay
-    does, carry a frame's tiles and the finn-sim model's output integers unchanged; y_hat is
-    clipped to INT8 on the host first."""
-    from finn.util.data_packing import finnpy_to_packed_bytearray
+def test_int8_streams_pack_as_plain_values(driver_settings):
+    """Why the pynq backend may write windows straight into its input DMA buffer and read the image
+    straight out of its output buffer: FINN's packing of these INT8 streams (as FINNDMAOverlay's
+    pack_input / unpack_output call it) is the plain int8 values in stream order."""
+    from finn.util.data_packing import finnpy_to_packed_bytearray, packed_bytearray_to_finnpy
 
-    from host.backends import make_backend
-    from host.decoder_package import DecoderPackage
-    from host.fabric import StreamFormat, clip_to_input
+    from host.fabric import StreamFormat
 
     streams = StreamFormat(driver_settings["driver_information"]["io_shape_dict"])
-    y = np.random.default_rng(3).integers(-40, 41, (2, 24, 8, 8))
-    y[0, 0, 0, 0], y[1, 5, 2, 3] = 300, -300
-    x = clip_to_input(y, 8).transpose(0, 2, 3, 1)
-    assert x.min() == -128 and x.max() == 127
-    packed = streams.pack(x)
-    assert packed.dtype == np.uint8 and packed.shape == (2, *driver_settings["driver_information"]["io_shape_dict"]
-                                                         ["ishape_packed"][0][1:])
-    # the input bytes are the tiles' INT8 values, in stream order
-    assert np.array_equal(packed.reshape(2, -1).view(np.int8), x.reshape(2, -1).astype(np.int8))
+    assert streams.plain_input and streams.plain_output
+    rng = np.random.default_rng(3)
+    x = rng.integers(-128, 128, (2, *streams.ishape_normal[1:])).astype(np.int8)
+    for values in (x, x.astype(np.float32)):  # FINN's fast path and its general one agree
+        packed = finnpy_to_packed_bytearray(values.reshape(2, *streams.ishape_folded[1:]), streams.idt,
+                                            reverse_endian=True, reverse_inner=True)
+        assert np.array_equal(np.ascontiguousarray(packed).reshape(2, -1).view(np.int8), x.reshape(2, -1))
+    out = rng.integers(-128, 128, (2, *streams.oshape_normal[1:])).astype(np.int8)
+    written = np.ascontiguousarray(out).view(np.uint8).reshape(2, *streams.oshape_packed[1:])
+    unpacked = packed_bytearray_to_finnpy(written, streams.odt, (2, *streams.oshape_folded[1:]),
+                                          reverse_endian=True, reverse_inner=True)
+    assert np.array_equal(unpacked.reshape(out.shape), out)
 
-    sim = make_backend("finn-sim", DecoderPackage.load(tiny_package), hw_dir=hw_build)
-    ints = sim.run_tiles(y)  # [2, 3, 128, 128], clipped like the pynq backend
-    assert np.array_equal(sim.run(y[:1]), sim.run(clip_to_input(y[:1], 8)))
-    stream_out = ints.transpose(0, 2, 3, 1).astype(np.float32)
-    # what the output IODMA writes: FINN's packing of the folded output stream
-    written = finnpy_to_packed_bytearray(stream_out.reshape(2, *streams.oshape_folded[1:]), streams.odt,
-                                         reverse_endian=True, reverse_inner=True)
-    assert np.array_equal(streams.unpack(np.ascontiguousarray(written)), stream_out)
+
+class _DmaBuffer(np.ndarray):
+    """A pynq.allocate'd buffer's cache calls, counted."""
+    flushes = invalidates = 0
+
+    def flush(self):
+        type(self).flushes += 1
+
+    def invalidate(self):
+        type(self).invalidates += 1
+
+
+class _OverlayOnFinnSim:
+    """FINNDMAOverlay's buffer interface (finn-plus-driver 1.6.1, overlays/dma.py: batch_size
+    allocates ibuf/obuf_packed_device, execute_on_buffers runs the IODMAs) over the accelerator's HW
+    graph executed by FINN in Python, reading and writing the DMA buffers through FINN's packing: what
+    the bitstream computes, without a board. No copy_input_data_to_device: plain streams must not
+    need one."""
+
+    def __init__(self, sim, streams):
+        self.sim, self.streams, self._n = sim, streams, None
+
+    @property
+    def batch_size(self):
+        return self._n
+
+    @batch_size.setter
+    def batch_size(self, n):
+        from host.fabric import StreamFormat
+
+        self._n = n
+        shape = lambda s: StreamFormat._batch(s, n)
+        self.ibuf_packed_device = [np.zeros(shape(self.streams.ishape_packed), np.uint8).view(_DmaBuffer)]
+        self.obuf_packed_device = [np.zeros(shape(self.streams.oshape_packed), np.uint8).view(_DmaBuffer)]
+
+    def execute_on_buffers(self):
+        from finn.util.data_packing import finnpy_to_packed_bytearray, packed_bytearray_to_finnpy
+
+        s, n = self.streams, self._n
+        x = packed_bytearray_to_finnpy(np.asarray(self.ibuf_packed_device[0]), s.idt, s._batch(s.ishape_folded, n),
+                                       reverse_endian=True, reverse_inner=True)
+        y = self.sim.run_windows(x.reshape(s._batch(s.ishape_normal, n)).astype(np.int8))
+        self.obuf_packed_device[0][...] = finnpy_to_packed_bytearray(
+            y.astype(np.float32).reshape(s._batch(s.oshape_folded, n)), s.odt, reverse_endian=True, reverse_inner=True)
+
+
+def test_pynq_backend_decodes_through_its_dma_buffers(driver_settings, hw_build, tiny_package, tiny_teacher,
+                                                      integer_hs):
+    """The pynq backend's host side on the DMA buffers of an overlay whose accelerator is FINN's
+    HW graph: the runtime writes the windows into the input buffer (flushed, never copied), reads
+    the image out of the output buffer (invalidated first), and decodes what the onnx backend does,
+    bit for bit."""
+    from host.backends import make_backend
+    from host.decoder_package import DecoderPackage
+    from host.fabric import PynqBackend, StreamFormat
+    from host.runtime import HostDecoder
+    from training.teacher_codec import EntropyModels, encode
+
+    package = DecoderPackage.load(tiny_package)
+    sim = make_backend("finn-sim", package, hw_dir=hw_build)
+    pynq = PynqBackend.__new__(PynqBackend)  # its __init__ needs a board; the rest is the host's code
+    pynq.tile, pynq.spec = sim.tile, sim.spec
+    pynq.streams = StreamFormat(driver_settings["driver_information"]["io_shape_dict"])
+    pynq.overlay = _OverlayOnFinnSim(sim, pynq.streams)
+    rgb = np.random.default_rng(5).integers(0, 256, (130, 150, 3), dtype=np.uint8)
+    data = encode(EntropyModels(tiny_teacher, integer_hs), rgb)
+    for threads in (1, 3):
+        _DmaBuffer.flushes = _DmaBuffer.invalidates = 0
+        a, _ = HostDecoder(package, pynq, threads=threads).decode(data)
+        b, _ = HostDecoder(package, make_backend("onnx", package), threads=threads).decode(data)
+        assert np.array_equal(a, b) and _DmaBuffer.flushes == _DmaBuffer.invalidates == 1
+
 
 
 def test_pynq_backend_without_pynq_says_what_is_missing(hw_build, tiny_package):

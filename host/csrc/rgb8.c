@@ -80,3 +80,33 @@ int lic_rgb8_pow2(const int16_t *pixels, int h, int w, ptrdiff_t plane_stride, p
     }
     return 0;
 }
+
+/* The same mapping from the accelerator's own output stream: int8 values, interleaved [rows][cols][3]
+ * as FINN's output DMA writes a tile (byte-aligned INT8 packs as the plain values), any row stride,
+ * so each tile's core goes straight into its place in the frame: no planar int16 frame in between.
+ * `n` is values per row (3 x pixels); row strides in bytes. Returns -1 (nothing written) unless
+ * 0 <= k <= 7. */
+int lic_rgb8_pow2_hwc8(const int8_t *src, int rows, int n, ptrdiff_t src_row_stride, int k, uint8_t *out,
+                       ptrdiff_t out_row_stride)
+{
+    if (k < 0 || k > 7)
+        return -1;
+#ifdef __ARM_NEON
+    const int16x8_t top = vdupq_n_s16((int16_t)(1 << k)), minus_k = vdupq_n_s16((int16_t)-k);
+#endif
+    for (int y = 0; y < rows; y++) {
+        const int8_t *s = src + y * src_row_stride;
+        uint8_t *o = out + y * out_row_stride;
+        int x = 0;
+#ifdef __ARM_NEON
+        for (; x + 16 <= n; x += 16) {
+            int8x16_t v = vld1q_s8(s + x);
+            vst1q_u8(o + x, vcombine_u8(pow2_rgb8_neon(vmovl_s8(vget_low_s8(v)), top, minus_k),
+                                        pow2_rgb8_neon(vmovl_s8(vget_high_s8(v)), top, minus_k)));
+        }
+#endif
+        for (; x < n; x++)
+            o[x] = pow2_rgb8(s[x], k);
+    }
+    return 0;
+}
