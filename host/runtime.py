@@ -166,7 +166,7 @@ def windows_to_rgb8(windows_out: np.ndarray, plan: TilePlan, upscale: int, heigh
     def one(item: tuple[int, int, int]) -> None:
         n, a, b = item
         (r, c), (y0, y1, x0, x1) = windows[n], cores[n]
-        rows = slice(max(y0 + a, y0), min(y0 + b, y1))
+        rows = slice(y0 + a, min(y0 + b, y1))
         if rows.stop <= rows.start or x1 <= x0:
             return
         src = windows_out[n, rows.start - r.start * s:rows.stop - r.start * s, x0 - c.start * s:x1 - c.start * s]

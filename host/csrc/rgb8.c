@@ -85,14 +85,17 @@ int lic_rgb8_pow2(const int16_t *pixels, int h, int w, ptrdiff_t plane_stride, p
  * as FINN's output DMA writes a tile (byte-aligned INT8 packs as the plain values), any row stride,
  * so each tile's core goes straight into its place in the frame: no planar int16 frame in between.
  * `n` is values per row (3 x pixels); row strides in bytes. Returns -1 (nothing written) unless
- * 0 <= k <= 7. */
+ * 0 <= k <= 7. NEON: u = clamp(v, 0, 2^k) fits a byte, 255 u fits 16 bits unsigned, and the
+ * rounding shift narrows back: 16 values in 8 instructions besides the load and store. */
 int lic_rgb8_pow2_hwc8(const int8_t *src, int rows, int n, ptrdiff_t src_row_stride, int k, uint8_t *out,
                        ptrdiff_t out_row_stride)
 {
     if (k < 0 || k > 7)
         return -1;
 #ifdef __ARM_NEON
-    const int16x8_t top = vdupq_n_s16((int16_t)(1 << k)), minus_k = vdupq_n_s16((int16_t)-k);
+    const uint8x16_t top = vdupq_n_u8((uint8_t)(1 << k));
+    const uint8x8_t c255 = vdup_n_u8(255);
+    const int16x8_t minus_k = vdupq_n_s16((int16_t)-k);
 #endif
     for (int y = 0; y < rows; y++) {
         const int8_t *s = src + y * src_row_stride;
@@ -100,9 +103,10 @@ int lic_rgb8_pow2_hwc8(const int8_t *src, int rows, int n, ptrdiff_t src_row_str
         int x = 0;
 #ifdef __ARM_NEON
         for (; x + 16 <= n; x += 16) {
-            int8x16_t v = vld1q_s8(s + x);
-            vst1q_u8(o + x, vcombine_u8(pow2_rgb8_neon(vmovl_s8(vget_low_s8(v)), top, minus_k),
-                                        pow2_rgb8_neon(vmovl_s8(vget_high_s8(v)), top, minus_k)));
+            uint8x16_t u = vminq_u8(vreinterpretq_u8_s8(vmaxq_s8(vld1q_s8(s + x), vdupq_n_s8(0))), top);
+            uint16x8_t lo = vrshlq_u16(vmull_u8(vget_low_u8(u), c255), minus_k);   /* + 2^(k-1), >> k */
+            uint16x8_t hi = vrshlq_u16(vmull_u8(vget_high_u8(u), c255), minus_k);
+            vst1q_u8(o + x, vcombine_u8(vmovn_u16(lo), vmovn_u16(hi)));
         }
 #endif
         for (; x < n; x++)
