@@ -1,6 +1,6 @@
-"""Work the board's cores share: the integer h_s and the RGB conversion by bands of rows, y by
-substreams, the tile copies by tile. Our C kernels (through ctypes) and numpy's copies release the
-GIL, so threads of one process keep every core busy. The worker threads are started once per
+"""Work the board's cores share: the integer h_s by bands of rows, y by substreams, the fabric's
+windows in and the image out by window and bands of rows. Our C kernels (through ctypes) release
+the GIL, so threads of one process keep every core busy. The worker threads are started once per
 process, not per call: a frame makes several such calls, and on the board's ARM cores starting
 threads is not free."""
 

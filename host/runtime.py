@@ -193,8 +193,9 @@ def _rgb8_table(scale: float) -> np.ndarray:
 class HostDecoder:
     """One decoder package on one backend. tile=None: whole frame if the backend takes any shape,
     else the backend's tile; an int forces that tile size (it must equal a fixed backend's).
-    threads: threads for the integer h_s and a version-3 file's y substreams; by default one per CPU core
-    (PYNQ-Z2's A9: two; ZCU104's and KV260's A53: four), as `lic board-rate` assumes."""
+    threads: threads for the integer h_s, a version-3 file's y substreams and the windows in and
+    out; by default one per CPU core (PYNQ-Z2's A9: two; ZCU104's and KV260's A53: four), as `lic
+    board-rate` assumes."""
 
     def __init__(self, package: DecoderPackage, backend: Backend, tile: int | None = None, threads: int | None = None,
                  max_pixels: int = DEFAULT_MAX_PIXELS):
