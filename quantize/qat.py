@@ -18,6 +18,7 @@ from quantize.quant_student import (QuantConfig, QuantStudentSynthesis, build_qu
                                     WEIGHT_QUANT, n_conv, n_relu, with_quantisers)
 from training.distill import (add_training_arguments, load_float_student, load_state, parse_int_list,
                               read_student_export, resolve_teacher, student_config, train_kd)
+from training.loop import init_provenance
 from training.student_decoder import StudentConfig
 
 QUANT_KIND = "quant-student"
@@ -128,7 +129,7 @@ def run(args) -> int:
         model, init_cfg, qcfg, init_teacher = load_quant_student(args.init)
         if init_cfg != cfg:
             raise LicError(f"--init {args.init} has another architecture than --student {args.student}")
-        provenance.update({"init": str(args.init), "init_teacher_fingerprint": init_teacher.hex()})
+        provenance.update({**init_provenance(args.init), "init_teacher_fingerprint": init_teacher.hex()})
         prepare = None
         new = quant_config(args, cfg, base=qcfg)
         before, after = _quantisers(qcfg, cfg), _quantisers(new, cfg)

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from host.decoder_package import sha256_file
 from host.image_io import save_png
 from lic.cli import main
 from lic.errors import LicError
@@ -67,7 +68,10 @@ def test_init_from_another_student(tmp_path, common, float_export):
     b, cfg_b, _ = load_float_student(out)
     assert cfg_a == cfg_b  # the init's architecture, not --channels
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))  # lr 0
-    assert json.loads(out.with_suffix(".provenance.json").read_text())["init"] == str(float_export)
+    prov = json.loads(out.with_suffix(".provenance.json").read_text())
+    assert prov["init"] == str(float_export) and prov["init_sha256"] == sha256_file(float_export)
+    # the init's own record, nested whole: a continued run's history needs no hand-written summary
+    assert prov["init_provenance"] == json.loads(float_export.with_suffix(".provenance.json").read_text())
 
 
 def test_init_grows_latent_convs(tmp_path, common, float_export, tiny_teacher, capsys):
@@ -208,7 +212,9 @@ def test_qat_init_continues_a_quantised_student(tmp_path, common, float_export, 
     b, _, qb, _ = load_quant_student(out)
     assert qa == qb  # the init's bit widths, not the flags' defaults
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))  # lr 0
-    assert json.loads(out.with_suffix(".provenance.json").read_text())["init"] == str(quant_export)
+    prov = json.loads(out.with_suffix(".provenance.json").read_text())
+    assert prov["init"] == str(quant_export)
+    assert prov["init_provenance"] == json.loads(quant_export.with_suffix(".provenance.json").read_text())
 
 
 def test_with_quantisers_calibrates_the_changed_relu_and_holds_the_rest(quant_export):

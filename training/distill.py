@@ -35,8 +35,9 @@ from tqdm import tqdm
 
 from lic.errors import LicError
 from training.data import RandomCrops
-from training.loop import (DEFAULT_DATA, add_run_arguments, atomic_save, data_provenance, read_torch_file, cosine_lr,
-                           set_lr, setup_distributed, teardown_distributed, wrap_ddp, write_provenance)
+from training.loop import (DEFAULT_DATA, add_run_arguments, atomic_save, cosine_lr, data_provenance, init_provenance,
+                           read_torch_file, set_lr, setup_distributed, teardown_distributed, wrap_ddp,
+                           write_provenance)
 from training.student_decoder import UPSAMPLE_MODES, StudentConfig, StudentSynthesis, grow_latent_convs, layer_plan
 
 FLOAT_KIND = "float-student"
@@ -418,7 +419,7 @@ def run(args) -> int:
         if cfg.latent_channels != teacher.model.M:
             raise LicError(f"--init student reads {cfg.latent_channels} latent channels, {teacher.name} has "
                            f"{teacher.model.M}")
-        provenance = {"init": str(args.init), "init_teacher_fingerprint": init_teacher.hex()}
+        provenance = {**init_provenance(args.init), "init_teacher_fingerprint": init_teacher.hex()}
         if args.latent_convs and args.latent_convs < cfg.latent_convs:
             raise LicError(f"--latent-convs {args.latent_convs}: the --init student has {cfg.latent_convs}, "
                            "and a student can only grow")

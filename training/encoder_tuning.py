@@ -34,8 +34,8 @@ from tqdm import tqdm
 from host.decoder_package import sha256_file
 from lic.errors import LicError
 from training.teacher import TUNED_ENCODER_KIND as ENCODER_KIND
-from training.loop import (DEFAULT_DATA, add_run_arguments, atomic_save, cosine_lr, data_provenance, set_lr,
-                           setup_distributed, write_provenance)
+from training.loop import (DEFAULT_DATA, add_run_arguments, atomic_save, cosine_lr, data_provenance, init_provenance,
+                           set_lr, setup_distributed, write_provenance)
 
 
 
@@ -165,7 +165,7 @@ def run(args) -> int:
         write_provenance(args.export, {
             "kind": ENCODER_KIND, "teacher": teacher.name, "teacher_fingerprint": teacher.fingerprint.hex(),
             "student": str(args.student), "student_sha256": setup["student_sha256"], "lambda": lmbda,
-            "init": str(args.init) if args.init else None,
+            **(init_provenance(args.init) if args.init else {"init": None}),
             "steps": step, "batch_size": args.batch_size, "crop": args.crop, "lr": args.lr, "lr_final": args.lr_final,
             "data": data_provenance(args), "seed": args.seed}, t0=t0, world=1, device=device)
         print(f"{args.export}: g_a tuned for {args.student} ({step} steps)", file=sys.stderr)

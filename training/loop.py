@@ -15,6 +15,8 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
+from host.decoder_package import sha256_file
+
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "bsds500"
 
@@ -120,3 +122,15 @@ def write_provenance(export_path: Path, fields: dict, *, t0: float, world: int, 
     path = export_path.with_suffix(".provenance.json")
     path.write_text(json.dumps(prov, indent=2) + "\n")
     return path
+
+
+def init_provenance(init: Path) -> dict:
+    """Provenance fields for a run that continues from `init`: its path, its sha256 (which names the
+    weights even after the file at that path is replaced) and, where the init has its own
+    .provenance.json beside it, that record nested whole, so a shipped file's record reaches back
+    through every run it continues, with no hand-written history."""
+    fields = {"init": str(init), "init_sha256": sha256_file(init)}
+    prov = init.with_suffix(".provenance.json")
+    if prov.is_file():
+        fields["init_provenance"] = json.loads(prov.read_text())
+    return fields
