@@ -112,40 +112,54 @@ def core_split(seconds: list[float], cores: int) -> tuple[list[int], float]:
 
 # Stages the runtime runs on all cores at once (host/runtime.py, `threads`): the integer h_s by
 # rows, a version-3 file's y substreams, the windows in and the image out by bands of rows. Each
-# splits evenly over min(N, its pieces) of the N cores (a bound: no scheduling loss) and counts that
-# share on every core (the busiest core's). Only y is short of pieces: one substream per window,
-# two for 768x512 with 32-latent windows, so on the A53 boards' four cores it is halves, not quarters.
+# counts the busiest core's share on every core. Where a stage's parts are known (y: the substreams'
+# sizes), that share is what host/parallel.py's pool gives them, handed out in order to whichever core
+# is free first; otherwise the stage splits evenly (a bound: no scheduling loss).
 SHARED_STAGES = ("integer_hs", "rans_y", "tiles", "to_rgb8")
 
 
+def busiest_share(parts: list[float], cores: int) -> float:
+    """The share of a stage's work on its busiest core when its parts (their sizes, in the order the
+    runtime lists them) go one by one to the core with least work so far."""
+    loads = [0.0] * cores
+    for size in parts:
+        loads[loads.index(min(loads))] += size
+    return max(loads) / sum(parts)
+
+
 def board_rate(arm_seconds: dict, fabric_fps: float | None, shared: tuple[str, ...] = SHARED_STAGES,
-               cores: int = 2, pieces: dict[str, int] | None = None) -> dict:
+               cores: int = 2, pieces: dict[str, list[float]] | None = None) -> dict:
     """Frame rate of the ARM + fabric pipeline from per-stage ARM seconds (None where unknown): each
-    `shared` stage 1/min(cores, pieces[stage]) on every core (pieces: how many independent parts the
-    runtime splits it into, unlimited if not given), the others split over the cores in pipeline order."""
+    `shared` stage's busiest-core share on every core (pieces: the sizes of the independent parts the
+    runtime splits a stage into; 1/cores where not given), the others split over the cores in pipeline order."""
     known = {k: v for k, v in arm_seconds.items() if isinstance(v, (int, float))}
     missing = [k for k in ARM_STAGES if k not in known]
     serial = [k for k in ARM_STAGES if k not in shared]
     seconds = [known.get(k, 0.0) for k in serial]
-    ways = {k: max(1, min(cores, (pieces or {}).get(k, cores))) for k in shared}
-    every = sum(known.get(k, 0.0) / ways[k] for k in ARM_STAGES if k in shared)
+    share = {k: busiest_share((pieces or {}).get(k, [1.0] * cores), cores) for k in shared}
+    every = sum(known.get(k, 0.0) * share[k] for k in ARM_STAGES if k in shared)
     cuts, slowest_serial = core_split(seconds, cores)
     slowest_core = slowest_serial + every
     total = sum(seconds) + sum(known.get(k, 0.0) for k in ARM_STAGES if k in shared)
     arm_fps_one_core = 1 / total if total else None
     arm_fps = 1 / slowest_core if slowest_core else None
     rates = [r for r in (arm_fps, fabric_fps) if r]
-    parts = [f"1/{ways[h]} of {h}" for h in shared if h in known]
+    parts = [f"{share_text(share[h])} of {h}" for h in shared if h in known]
     edges = (0, *cuts, len(serial))
     groups = [serial[a:b] for a, b in zip(edges, edges[1:])]
     cores_s = {f"ARM core {i} ({', '.join(group + parts)})": sum(seconds[a:b]) + every
                for i, (group, a, b) in enumerate(zip(groups, edges, edges[1:]))}
     return {"arm_one_core_s": total, "arm_fps_one_core": arm_fps_one_core, "cores": cores,
-            "on_every_core": [s for s in shared if s in known], "shared_ways": ways, "core_stages": groups,
+            "on_every_core": [s for s in shared if s in known], "shared_share": share, "core_stages": groups,
             "cores_s": cores_s, "arm_all_cores_s": slowest_core, "arm_fps_all_cores": arm_fps,
             "fabric_fps": fabric_fps, "board_fps": min(rates) if rates else None,
             "limited_by": None if not rates else ("fabric" if fabric_fps and fabric_fps <= (arm_fps or 1e9) else "ARM"),
             "stages_missing": missing}
+
+
+def share_text(share: float) -> str:
+    n = round(1 / share)
+    return f"1/{n}" if abs(share * n - 1) < 1e-9 else f"{share:.0%}"
 
 
 def ensure_refs(refs: Path, package) -> str:
@@ -287,10 +301,17 @@ def run(args) -> int:
     name = ensure_refs(args.refs, package)
     from host.container import FORMAT_V3, parse
 
-    # the runtime shares y between the cores only where the file has one substream per tile
+    # the runtime shares y between the cores only where the file has substreams (version 3), each
+    # substream's work about its number of symbols
     lic = parse((args.refs / f"{name}.lic").read_bytes())
     shared = SHARED_STAGES if lic.version >= FORMAT_V3 else tuple(k for k in SHARED_STAGES if k != "rans_y")
-    pieces = {"rans_y": len(lic.streams) - 1}
+    if lic.version >= FORMAT_V3:
+        from host.runtime import latent_shape, y_regions
+
+        regions = y_regions(lic, *latent_shape(package, lic.height, lic.width), name)
+        pieces = {"rans_y": [(r.stop - r.start) * (c.stop - c.start) for r, c in regions]}
+    else:
+        pieces = {}
     fabric = json.loads(estimates.read_text()) if estimates.is_file() else None
     if fabric and fabric.get("board") != args.board:
         raise LicError(f"{estimates} is the fabric estimate of {fabric.get('board')}, not {args.board}")
@@ -374,7 +395,7 @@ def run(args) -> int:
             continue
         lines.append(f"ARM ({label}): one core {1000 * b['arm_one_core_s']:.1f} ms/frame = {b['arm_fps_one_core']:.1f} fps; "
                      f"{cores} cores " + " | ".join(f"[{', '.join(g)}]" for g in b["core_stages"])
-                     + (" + " + ", ".join(f"1/{b['shared_ways'][k]} of {k}" for k in b["on_every_core"])
+                     + (" + " + ", ".join(f"{share_text(b['shared_share'][k])} of {k}" for k in b["on_every_core"])
                         + " on every core (shared by rows / substreams) " if b["on_every_core"] else " ")
                      + f"{1000 * b['arm_all_cores_s']:.1f} ms = {b['arm_fps_all_cores']:.1f} fps"
                      + (f"; board rate {b['board_fps']:.1f} fps, limited by {b['limited_by']}" if fabric else "")

@@ -31,7 +31,7 @@ from lic.errors import LicError
 MAGIC = b"\x89LIC\r\n\x1a\n"
 FORMAT_V1 = 1  # float-teacher hyperprior: streams [z, y], indexes from the teacher's float h_s
 FORMAT_V2 = 2  # streams [z, y], indexes from an integer h_s (host/integer_hyper.py)
-FORMAT_V3 = 3  # as v2, with y in one substream per tile of the header's tile geometry
+FORMAT_V3 = 3  # as v2, with y in substreams: bands of rows of each tile of the header's tile geometry
 SUPPORTED_VERSIONS = {FORMAT_V1, FORMAT_V2, FORMAT_V3}
 FINGERPRINT_BYTES = 16
 _HEADER = struct.Struct(">8sBB16sHHB")

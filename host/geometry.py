@@ -19,7 +19,7 @@ from lic.errors import LicError
 # 4096 x 4096: a 16-megapixel photo. Whole-frame decoding takes ~220 bytes a pixel with the student
 # on onnxruntime and ~800 with the teacher (measured on Kodak, README), so ~3.5 / ~13 GB here.
 DEFAULT_MAX_PIXELS = 4096 * 4096
-# [z, y]; version 3 has z and one y substream per tile, counted from its tile geometry
+# [z, y]; version 3 has z and y substreams, as many as its tile geometry allows
 # (host/runtime.py, y_regions) once the pixel limit here has passed.
 HYPERPRIOR_STREAMS = {FORMAT_V1: 2, FORMAT_V2: 2, FORMAT_V3: None}
 Z_PER_Y = 4  # y has 4x z's resolution per axis (two x2 upsamplings in h_s)

@@ -60,13 +60,21 @@ def check_file(lic: LicFile, package: DecoderPackage, name: str) -> None:
 
 def y_regions(lic: LicFile, h: int, w: int, name: str = "input") -> list[tuple[slice, slice]]:
     """The latent regions [rows, cols] that streams 1.. code, in stream order: the whole frame in
-    versions 1 and 2, the core of each tile of the header's geometry in version 3."""
-    plan = TilePlan(h, w, *lic.tiles) if lic.version >= FORMAT_V3 else None
-    n = 1 if plan is None else (len(axis_windows(plan.extended[0], plan.tile, plan.halo))
-                                * len(axis_windows(plan.extended[1], plan.tile, plan.halo)))
-    if len(lic.streams) != 1 + n:  # checked before listing the regions: a crafted header may claim millions
-        raise LicError(f"{name}: expected {1 + n} streams for its tile geometry, found {len(lic.streams)}")
-    return [(slice(0, h), slice(0, w))] if plan is None else plan.cores()
+    versions 1 and 2; in version 3, each core of the header's tile geometry in bands of rows, as many
+    bands per core as the stream count says (one in files written before Nov 2026)."""
+    if lic.version < FORMAT_V3:
+        if len(lic.streams) != 2:
+            raise LicError(f"{name}: expected 2 streams, found {len(lic.streams)}")
+        return [(slice(0, h), slice(0, w))]
+    plan = TilePlan(h, w, *lic.tiles)
+    # counted before listing anything: a crafted header may claim millions of windows
+    n = len(axis_windows(plan.extended[0], plan.tile, plan.halo)) * len(axis_windows(plan.extended[1], plan.tile,
+                                                                                     plan.halo))
+    bands, left = divmod(len(lic.streams) - 1, n)
+    if bands < 1 or left or bands > plan.max_bands():
+        raise LicError(f"{name}: {len(lic.streams)} streams do not fit its tile geometry ({n} tiles: 1 + {n} "
+                       f"streams, or 1 + {n} x the bands of rows per tile, at most {plan.max_bands()})")
+    return plan.substreams(bands)
 
 
 def decode_y(table, lic: LicFile, indexes: np.ndarray, name: str = "input", threads: int = 1) -> np.ndarray:

@@ -22,6 +22,14 @@ from host.native import library
 from host.parallel import each, row_bands
 
 
+# Format v3 splits y into substreams the board's cores decode at once: at least one per core of the
+# boards with most (ZCU104's and KV260's four Cortex-A53s), so that y, like every other ARM stage, is
+# shared by all of them; and balanced, where one per window is not (768x512's two 32-latent windows have
+# cores 30 and 18 latents wide: one core would decode 62% of y).
+MIN_Y_SUBSTREAMS = 4
+MAX_Y_SUBSTREAMS = 254  # the header's stream count is one byte, and z takes one
+
+
 @dataclass(frozen=True)
 class Window:
     start: int      # first latent of the window in the (extended) frame
@@ -66,10 +74,32 @@ class TilePlan:
         return [(r, c) for r in axis_windows(eh, self.tile, self.halo) for c in axis_windows(ew, self.tile, self.halo)]
 
     def cores(self) -> list[tuple[slice, slice]]:
-        """Each window's core within the frame (rows, cols), in window order: a partition of the
-        frame, the regions that format v3 codes as separate substreams."""
+        """Each window's core within the frame (rows, cols), in window order: a partition of the frame."""
         return [(slice(r.keep_from, min(r.keep_to, self.height)), slice(c.keep_from, min(c.keep_to, self.width)))
                 for r, c in self.windows()]
+
+    def max_bands(self) -> int:
+        """The most bands of rows every core can be split into (each band at least one row)."""
+        return min(rows.stop - rows.start for rows, _ in self.cores())
+
+    def substreams(self, bands: int) -> list[tuple[slice, slice]]:
+        """The regions format v3 codes as separate y substreams, in stream order: each core in window
+        order, split into `bands` bands of rows, top to bottom (band j of a core of r rows holds its
+        rows [r*j//bands, r*(j+1)//bands)). A partition of the frame."""
+        if not 1 <= bands <= self.max_bands():
+            raise ValueError(f"{bands} bands of rows: the cores have {self.max_bands()} rows at least")
+        out = []
+        for rows, cols in self.cores():
+            r = rows.stop - rows.start
+            out += [(slice(rows.start + r * j // bands, rows.start + r * (j + 1) // bands), cols) for j in range(bands)]
+        return out
+
+    def encoder_bands(self) -> int:
+        """How many bands of rows an encoder splits each core into: the fewest that give every core
+        of the most-core board (MIN_Y_SUBSTREAMS) a substream, within the format's 254."""
+        n = len(self.cores())
+        want = -(-MIN_Y_SUBSTREAMS // n)
+        return max(1, min(want, self.max_bands(), MAX_Y_SUBSTREAMS // n))
 
 
 def window_dtype(bits: int) -> type:

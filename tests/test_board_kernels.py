@@ -188,7 +188,7 @@ def test_board_rate_is_the_slowest_stage():
 def test_four_cores_split_the_serial_stages_in_order_and_share_the_rest():
     """ZCU104 / KV260: four A53 cores; the shared stages count 1/4 on each, the other stages go to
     the cores as four consecutive groups with the smallest maximum."""
-    from bench.board_rate import ARM_STAGES, board_rate, core_split
+    from bench.board_rate import ARM_STAGES, board_rate, busiest_share, core_split
 
     assert core_split([1, 2, 3, 4], 4)[1] == 4
     assert core_split([4, 4, 1, 1, 4], 3) == ([1, 3], 5)
@@ -206,11 +206,19 @@ def test_four_cores_split_the_serial_stages_in_order_and_share_the_rest():
     # the runtime shares the windows in and the image out too: all but parse and rans_z
     every = board_rate(seconds, fabric_fps=40.0, cores=4)
     assert every["arm_all_cores_s"] == pytest.approx(0.002 + 0.129 / 4)
-    # y comes in one substream per window: two for 768x512, so four cores take it in halves
-    halves = board_rate(seconds, fabric_fps=40.0, cores=4, pieces={"rans_y": 2})
+    # y in two equal substreams: four cores take it in halves
+    halves = board_rate(seconds, fabric_fps=40.0, cores=4, pieces={"rans_y": [1, 1]})
     assert halves["arm_all_cores_s"] == pytest.approx(0.002 + 0.089 / 4 + 0.040 / 2)
     assert all("1/4 of integer_hs, 1/2 of rans_y, 1/4 of tiles" in core for core in halves["cores_s"])
     assert halves["arm_one_core_s"] == pytest.approx(0.132)
+    # 768x512 in 32-latent windows: cores of 32x30 and 32x18 latents. One substream per core puts 62.5%
+    # of y on one core; two bands of rows per core (the encoder's choice since Nov 2026) 50% on two
+    # cores and 31.25% on four, as the runtime's pool hands them out in stream order
+    assert busiest_share([960, 576], 2) == 0.625 and busiest_share([960, 576], 4) == 0.625
+    assert busiest_share([480, 480, 288, 288], 2) == 0.5 and busiest_share([480, 480, 288, 288], 4) == 0.3125
+    bands = board_rate(seconds, fabric_fps=40.0, cores=4, pieces={"rans_y": [480, 480, 288, 288]})
+    assert bands["arm_all_cores_s"] == pytest.approx(0.002 + 0.089 / 4 + 0.040 * 0.3125)
+    assert all("31% of rans_y" in core for core in bands["cores_s"])
     two = board_rate(seconds, fabric_fps=40.0, cores=2)
     assert two["arm_fps_all_cores"] < r["arm_fps_all_cores"]
 

@@ -1,5 +1,6 @@
-"""Format v3: y as one rANS substream per tile core. Same latents, same pixels as v2; older versions
-still decode; a header whose tile geometry does not fit its streams is a one-line error."""
+"""Format v3: y as rANS substreams, one per tile core or per band of rows of each core. Same latents,
+same pixels as v2; older versions and v3 files of one substream per core still decode; a header whose
+tile geometry does not fit its streams is a one-line error."""
 
 import numpy as np
 import pytest
@@ -15,6 +16,7 @@ from lic.errors import LicError
 from training.teacher_codec import EntropyModels, decode, decode_y_hat, encode
 
 TILES = (8, 2)  # the tiny package's 8-latent tiles: a 16x24 latent frame gives 3 x 5 substreams
+WIDE = (16, 2)  # 16-latent tiles: the same frame has 1 x 2 windows, so each core is coded in 2 bands of rows
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +27,7 @@ def package(tiny_package):
 @pytest.fixture(scope="module")
 def files(tiny_teacher, integer_hs):
     rgb = np.random.default_rng(3).integers(0, 256, (200, 330, 3), dtype=np.uint8)
-    return {v: encode(EntropyModels(tiny_teacher, integer_hs, t), rgb) for v, t in ((2, None), (3, TILES))}
+    return {v: encode(EntropyModels(tiny_teacher, integer_hs, t), rgb) for v, t in ((2, None), (3, TILES), ("3b", WIDE))}
 
 
 def test_v3_layout(files):
@@ -39,10 +41,35 @@ def test_v3_layout(files):
     assert (covered == 1).all()
 
 
+def test_v3_bands_of_rows_when_windows_are_fewer_than_the_cores_of_a_board(files):
+    """Two windows, four substreams: each core in two bands of rows, top band first, so the A53 boards'
+    four cores share y and the PYNQ-Z2's two get equal shares (the cores are 14 and 10 latents wide)."""
+    plan = TilePlan(16, 24, *WIDE)
+    assert len(plan.cores()) == 2 and plan.encoder_bands() == 2
+    v3 = parse(files["3b"])
+    assert v3.tiles == WIDE and len(v3.streams) == 1 + 4
+    assert plan.substreams(2) == [(slice(0, 8), slice(0, 14)), (slice(8, 16), slice(0, 14)),
+                                  (slice(0, 8), slice(14, 24)), (slice(8, 16), slice(14, 24))]
+    assert TilePlan(16, 24, *TILES).encoder_bands() == 1  # 15 windows: one substream each, as before
+    with pytest.raises(ValueError, match="17 bands"):
+        plan.substreams(17)
+
+
+def test_v3_one_substream_per_core_still_decodes(files, package, tiny_teacher, integer_hs, monkeypatch):
+    """v3 files as written before bands of rows (one substream per core) decode to the same latents."""
+    monkeypatch.setattr(TilePlan, "encoder_bands", lambda self: 1)
+    rgb = np.random.default_rng(3).integers(0, 256, (200, 330, 3), dtype=np.uint8)
+    old = parse(encode(EntropyModels(tiny_teacher, integer_hs, WIDE), rgb))
+    assert len(old.streams) == 1 + 2
+    y = decode_latents(parse(files["3b"]), package, StageTimes())
+    assert np.array_equal(decode_latents(old, package, StageTimes(), threads=2), y)
+
+
 def test_v3_same_latents_and_pixels_as_v2(files, package, tiny_teacher, integer_hs):
     y2 = decode_latents(parse(files[2]), package, StageTimes())
     for threads in (1, 2):
-        assert np.array_equal(decode_latents(parse(files[3]), package, StageTimes(), threads=threads), y2)
+        for v3 in (files[3], files["3b"]):
+            assert np.array_equal(decode_latents(parse(v3), package, StageTimes(), threads=threads), y2)
     em = EntropyModels(tiny_teacher, integer_hs)
     assert torch.equal(decode_y_hat(em, parse(files[3])), decode_y_hat(em, parse(files[2])))
     assert np.array_equal(decode(em, files[3]), decode(em, files[2]))
@@ -65,9 +92,11 @@ def test_v1_still_decodes_through_the_c_decoder(tiny_teacher, rgb_image):
 
 def test_header_geometry_must_fit_the_streams(files, package):
     v3 = parse(files[3])
-    for tiles, streams, message in [((16, 2), v3.streams, "expected 3 streams"),
-                                    ((1, 0), v3.streams, "expected 385 streams"),
-                                    (TILES, v3.streams[:-1], "expected 16 streams")]:
+    fit = "streams do not fit its tile geometry"
+    for tiles, streams, message in [(WIDE, v3.streams, f"16 {fit} \\(2 tiles: 1 \\+ 2 streams, or 1 \\+ 2 x"),
+                                    ((1, 0), v3.streams, f"16 {fit} \\(384 tiles"),
+                                    (TILES, v3.streams[:-1], f"15 {fit} \\(15 tiles"),
+                                    (WIDE, v3.streams[:1] + (v3.streams[1:] * 3)[:34], f"35 {fit} .* at most 16\\)")]:  # 17 bands
         bad = LicFile(3, v3.fingerprint, v3.height, v3.width, list(streams), tiles=tiles).to_bytes()
         with pytest.raises(LicError, match=message):
             decode_latents(parse(bad, "bad.lic"), package, StageTimes(), "bad.lic")

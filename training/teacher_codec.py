@@ -24,7 +24,7 @@ from host.geometry import DEFAULT_MAX_PIXELS, hyperprior_geometry
 from host.integer_hyper import IntegerHyperSynthesis
 from host.rans import CdfTable
 from host.runtime import decode_y, y_regions
-from host.tiling import TilePlan
+from host.tiling import MAX_Y_SUBSTREAMS, TilePlan
 from lic.errors import LicError
 from training.teacher import SPATIAL_MULTIPLE, Teacher
 
@@ -126,14 +126,16 @@ def scale_indexes(em: EntropyModels, z_hat: torch.Tensor) -> torch.Tensor:
 
 
 def y_substream_regions(tiles: tuple[int, int] | None, h: int, w: int) -> list[tuple[slice, slice]]:
-    """The latent regions of y that get a stream each: the frame, or each tile's core (format v3)."""
+    """The latent regions of y that get a stream each: the frame, or (format v3) bands of rows of each
+    tile's core, as many bands as TilePlan.encoder_bands says."""
     if tiles is None:
         return [(slice(0, h), slice(0, w))]
-    cores = TilePlan(h, w, *tiles).cores()
-    if len(cores) > 254:
-        raise LicError(f"this image needs {len(cores)} tile substreams at tile {tiles[0]}; a .lic file holds "
-                       f"at most 254: encode it as format v2 (no tiles)")
-    return cores
+    plan = TilePlan(h, w, *tiles)
+    n = len(plan.cores())
+    if n > MAX_Y_SUBSTREAMS:
+        raise LicError(f"this image needs {n} tile substreams at tile {tiles[0]}; a .lic file holds "
+                       f"at most {MAX_Y_SUBSTREAMS}: encode it as format v2 (no tiles)")
+    return plan.substreams(plan.encoder_bands())
 
 
 @torch.inference_mode()
