@@ -71,9 +71,9 @@ def y_regions(lic: LicFile, h: int, w: int, name: str = "input") -> list[tuple[s
     n = len(axis_windows(plan.extended[0], plan.tile, plan.halo)) * len(axis_windows(plan.extended[1], plan.tile,
                                                                                      plan.halo))
     bands, left = divmod(len(lic.streams) - 1, n)
-    if bands < 1 or left or bands > plan.max_bands():
+    if bands < 1 or left or bands > plan.max_bands():  # max_bands lists the windows: only once n <= 254
         raise LicError(f"{name}: {len(lic.streams)} streams do not fit its tile geometry ({n} tiles: 1 + {n} "
-                       f"streams, or 1 + {n} x the bands of rows per tile, at most {plan.max_bands()})")
+                       f"streams, or 1 + {n} x the bands of rows per tile, each band at least one row)")
     return plan.substreams(bands)
 
 
