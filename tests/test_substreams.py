@@ -24,10 +24,14 @@ def package(tiny_package):
     return DecoderPackage.load(tiny_package)
 
 
+def _image() -> np.ndarray:
+    return np.random.default_rng(3).integers(0, 256, (200, 330, 3), dtype=np.uint8)
+
+
 @pytest.fixture(scope="module")
 def files(tiny_teacher, integer_hs):
-    rgb = np.random.default_rng(3).integers(0, 256, (200, 330, 3), dtype=np.uint8)
-    return {v: encode(EntropyModels(tiny_teacher, integer_hs, t), rgb) for v, t in ((2, None), (3, TILES), ("3b", WIDE))}
+    return {v: encode(EntropyModels(tiny_teacher, integer_hs, t), _image())
+            for v, t in ((2, None), (3, TILES), ("3b", WIDE))}
 
 
 def test_v3_layout(files):
@@ -58,8 +62,7 @@ def test_v3_bands_of_rows_when_windows_are_fewer_than_the_cores_of_a_board(files
 def test_v3_one_substream_per_core_still_decodes(files, package, tiny_teacher, integer_hs, monkeypatch):
     """v3 files as written before bands of rows (one substream per core) decode to the same latents."""
     monkeypatch.setattr(TilePlan, "encoder_bands", lambda self: 1)
-    rgb = np.random.default_rng(3).integers(0, 256, (200, 330, 3), dtype=np.uint8)
-    old = parse(encode(EntropyModels(tiny_teacher, integer_hs, WIDE), rgb))
+    old = parse(encode(EntropyModels(tiny_teacher, integer_hs, WIDE), _image()))
     assert len(old.streams) == 1 + 2
     y = decode_latents(parse(files["3b"]), package, StageTimes())
     assert np.array_equal(decode_latents(old, package, StageTimes(), threads=2), y)
