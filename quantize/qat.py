@@ -50,9 +50,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "weights: its architecture and quantisers replace the flags above, e.g. to fine-tune a "
                         "quantised student further or for the teacher of another rate point; --act-bits, "
                         "--weight-bits and --weight-scale still apply")
-    p.add_argument("--w-float", type=float, default=0.0,
-                   help="weight of following the float student (--student) layer by layer: MSE to its output plus "
-                        "the relative MSE of each stage's activations (default 0 = off)")
     p.add_argument("--calib-batches", type=int, default=8,
                    help="batches of teacher y_hat that set the activation scales before training (default 8)")
 
@@ -145,7 +142,7 @@ def run(args) -> int:
         model.train()
     meta = {"config": cfg.to_dict(), "quant_config": qcfg.to_dict(), "teacher_fingerprint": fingerprint.hex()}
     train_kd(args, teacher, model, kind=QUANT_KIND, meta=meta, desc=f"qat {qcfg.label()}",
-             prepare=prepare, provenance=provenance, float_student=float_student)
+             prepare=prepare, provenance=provenance)
     return 0
 
 

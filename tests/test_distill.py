@@ -142,34 +142,6 @@ def test_qat_from_float_export(quant_export, tiny_teacher):
     assert prov["kind"] == "quant-student" and prov["quant_config"]["weight_bits"] == 3
 
 
-def test_qat_follows_the_float_student_layer_by_layer(tmp_path, common, float_export, tiny_teacher):
-    run, out = tmp_path / "run", tmp_path / "q.pt"
-    before = sha256_file(float_export)
-    assert lic("qat", "--student", float_export, *common, "--calib-batches", "1", "--w-float", "0.5",
-               "--run-dir", run, "--steps", "2", "--log-every", "1", "--export", out) == 0
-    log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
-    assert all(r["float"] > 0 for r in log)
-    assert all(abs(r["loss"] - (r["mse_image"] + r["mse_teacher"] + 0.5 * r["float"])) < 1e-6 for r in log)
-    assert sha256_file(float_export) == before
-    assert json.loads(out.with_suffix(".provenance.json").read_text())["loss_weights"]["float"] == 0.5
-
-
-def test_float_match_loss_is_zero_only_on_the_float_students_own_activations(float_export, tiny_teacher):
-    from training.distill import StageTaps, float_match_loss
-
-    student, _, _ = load_float_student(float_export)
-    taps = StageTaps(student)
-    y_hat = _y_hat(tiny_teacher)
-    with torch.no_grad():
-        x = student(y_hat)
-        feats = taps.take()
-        assert feats and float_match_loss(x, feats, x, feats) == 0
-        assert float_match_loss(x + 0.1, [f * 1.1 for f in feats], x, feats) > 0
-    taps.close()
-    student(y_hat)
-    assert taps.take() == []
-
-
 def test_qat_resumes(tmp_path, common, float_export):
     run = tmp_path / "run"
     args = ["qat", "--student", float_export, *common, "--run-dir", run, "--calib-batches", "1"]

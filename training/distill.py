@@ -9,10 +9,6 @@ The teacher (a ScaleHyperprior) is frozen. Per batch of random crops x:
   loss      = w_image * MSE(x_student, x) + w_teacher * MSE(x_student, x_teacher)
               + w_feature * mean over stages of MSE(adapter_i(student stage i), teacher IGDN i)
 
-`lic qat --w-float W` adds W * (MSE(x_student, x_float) + mean over stages of the relative MSE between the
-quantised student's stage activations and its float student's): the float student has the same layers, so
-each quantised activation has an exact float counterpart to follow.
-
 Feature matching pairs the output activation of student stage i with the output of the teacher's
 i-th inverse GDN, both at 2^(i+1) x the latent resolution; a trainable 1x1 conv adapter maps the
 student's width to the teacher's. Adapters train with the student and are never exported.
@@ -141,7 +137,6 @@ class KDWeights:
     image: float = 1.0
     teacher: float = 1.0
     feature: float = 0.0
-    float_: float = 0.0
 
 
 def _value(t):
@@ -199,31 +194,6 @@ def stage_outputs(student: nn.Module) -> list[tuple[nn.Module, int]]:
             if spec.name in ends:
                 out.append((layers[k + 1], spec.out_ch))
     return out
-
-
-class StageTaps:
-    """Collects a student's stage activations (stage_outputs) on every forward pass."""
-
-    def __init__(self, student: nn.Module):
-        self._feats: list[torch.Tensor] = []
-        self._hooks = [m.register_forward_hook(lambda m, i, o: self._feats.append(_value(o)))
-                       for m, _ in stage_outputs(student)]
-
-    def take(self) -> list[torch.Tensor]:
-        feats, self._feats = self._feats, []
-        return feats
-
-    def close(self) -> None:
-        for h in self._hooks:
-            h.remove()
-        self._hooks = []
-
-
-def float_match_loss(x_student, student_stages, x_float, float_stages) -> torch.Tensor:
-    # Each stage's MSE is relative to its float activations' mean square: the stages' scales differ
-    # by orders of magnitude, and the output's MSE is already on the image loss's scale.
-    stages = [F.mse_loss(s, f) / f.pow(2).mean().clamp_min(1e-8) for s, f in zip(student_stages, float_stages)]
-    return F.mse_loss(x_student, x_float) + (torch.stack(stages).mean() if stages else 0.0)
 
 
 class TeacherOnTheFly:
@@ -298,30 +268,21 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def train_kd(args, teacher, student: nn.Module, *, kind: str, meta: dict, desc: str,
-             prepare: Callable | None = None, provenance: dict | None = None,
-             float_student: nn.Module | None = None) -> Path | None:
+             prepare: Callable | None = None, provenance: dict | None = None) -> Path | None:
     """Distil `student` from `teacher` under the KD loss for args.steps, resuming args.run_dir.
 
     `meta` (config, teacher fingerprint, ...) goes into the checkpoint, where a resume must find it
     unchanged, and into the export {"kind": kind, **meta, "state_dict": ...}. `prepare(student,
     batches)` runs once on a fresh start, before DDP (e.g. QAT calibration; DDP then
-    broadcasts rank 0's result). With `float_student` and args.w_float > 0, the student also follows
-    that float student's output and stage activations (float_match_loss). Returns the export path on
-    rank 0, else None."""
+    broadcasts rank 0's result). Returns the export path on rank 0, else None."""
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.crop % 16:
         raise LicError(f"--crop must be a multiple of 16 (the teacher's and student's scale), got {args.crop}")
     rank, world, device = setup_distributed()
-    weights = KDWeights(args.w_image, args.w_teacher, args.w_feature, getattr(args, "w_float", 0.0))
+    weights = KDWeights(args.w_image, args.w_teacher, args.w_feature)
     targets = TeacherTargets(teacher.model.to(device), features=weights.feature > 0)
     net = DistillNet(student, targets.feature_channels).to(device)
-    float_taps = student_taps = None
-    if weights.float_ > 0:
-        float_student = float_student.to(device).eval()
-        for p in float_student.parameters():
-            p.requires_grad_(False)
-        float_taps, student_taps = StageTaps(float_student), StageTaps(student)
     setup = {"kind": kind, **meta, "feature_adapters": len(net.adapters)}
 
     ckpt_path = args.run_dir / "checkpoint.pt"
@@ -357,11 +318,6 @@ def train_kd(args, teacher, student: nn.Module, *, kind: str, meta: dict, desc: 
         x, y_hat, x_teacher, t_feats = batches(args.batch_size)
         x_student, s_feats = ddp(y_hat)
         losses = kd_loss(x, x_student, x_teacher, s_feats, t_feats, weights)
-        if float_taps is not None:
-            with torch.no_grad():
-                x_float = float_student(y_hat)
-            losses["float"] = float_match_loss(x_student, student_taps.take(), x_float, float_taps.take())
-            losses["loss"] = losses["loss"] + weights.float_ * losses["float"]
         opt.zero_grad(set_to_none=True)
         losses["loss"].backward()
         if args.clip > 0:
@@ -384,9 +340,6 @@ def train_kd(args, teacher, student: nn.Module, *, kind: str, meta: dict, desc: 
     bar.close()
     targets.close()
     net.close()
-    for taps in (float_taps, student_taps):
-        if taps is not None:
-            taps.close()
     if log is not None:
         log.close()
     out_path = None
@@ -398,8 +351,7 @@ def train_kd(args, teacher, student: nn.Module, *, kind: str, meta: dict, desc: 
             "kind": kind, "teacher": teacher.name, **meta, **(provenance or {}),
             "steps": step, "batch_size": args.batch_size * world, "crop": args.crop,
             "lr": args.lr, "lr_final": args.lr_final,
-            "loss_weights": {"image": weights.image, "teacher": weights.teacher, "feature": weights.feature,
-                             **({"float": weights.float_} if weights.float_ else {})},
+            "loss_weights": {"image": weights.image, "teacher": weights.teacher, "feature": weights.feature},
             "data": data_provenance(args),
             "seed": args.seed,
         }, t0=t0, world=world, device=device)
