@@ -61,7 +61,7 @@ def test_integer_hs_costs_under_3_percent_on_the_tuned_encoders_files(tuned_hs_r
 
 # measured (`lic eval-students`, Kodak 24): quantised W4 A8/8/8/8 students, dB; float students, dB
 QUANT_PSNR = {1: 24.98, 2: 25.28, 3: 25.34, 4: 25.35}
-FLOAT_PSNR = {1: 25.24, 2: 25.53, 3: 26.19, 4: 25.70}
+FLOAT_PSNR = {1: 25.24, 2: 25.53, 3: 26.19, 4: 26.19}
 
 
 @pytest.fixture(scope="module")
