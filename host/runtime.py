@@ -25,7 +25,7 @@ from host.decoder_package import DecoderPackage
 from host.geometry import DEFAULT_MAX_PIXELS, hyperprior_geometry
 from host.native import library
 from host.parallel import each, row_bands
-from host.tiling import TilePlan, axis_windows, fill_windows, window_bands, window_dtype
+from host.tiling import TilePlan, fill_windows, window_bands, window_dtype
 from lic.errors import LicError
 
 
@@ -67,11 +67,10 @@ def y_regions(lic: LicFile, h: int, w: int, name: str = "input") -> list[tuple[s
             raise LicError(f"{name}: expected 2 streams, found {len(lic.streams)}")
         return [(slice(0, h), slice(0, w))]
     plan = TilePlan(h, w, *lic.tiles)
-    # counted before listing anything: a crafted header may claim millions of windows
-    n = len(axis_windows(plan.extended[0], plan.tile, plan.halo)) * len(axis_windows(plan.extended[1], plan.tile,
-                                                                                     plan.halo))
+    n = plan.window_count()
     bands, left = divmod(len(lic.streams) - 1, n)
-    if bands < 1 or left or bands > plan.max_bands():  # max_bands lists the windows: only once n <= 254
+    # max_bands lists the windows, so it comes last: reached only when n divides the stream count (<= 254)
+    if bands < 1 or left or bands > plan.max_bands():
         raise LicError(f"{name}: {len(lic.streams)} streams do not fit its tile geometry ({n} tiles: 1 + {n} "
                        f"streams, or 1 + {n} x the bands of rows per tile, each band at least one row)")
     return plan.substreams(bands)

@@ -73,6 +73,11 @@ class TilePlan:
         eh, ew = self.extended
         return [(r, c) for r in axis_windows(eh, self.tile, self.halo) for c in axis_windows(ew, self.tile, self.halo)]
 
+    def window_count(self) -> int:
+        """len(self.windows()) without listing them: a crafted header may claim millions."""
+        eh, ew = self.extended
+        return len(axis_windows(eh, self.tile, self.halo)) * len(axis_windows(ew, self.tile, self.halo))
+
     def cores(self) -> list[tuple[slice, slice]]:
         """Each window's core within the frame (rows, cols), in window order: a partition of the frame."""
         return [(slice(r.keep_from, min(r.keep_to, self.height)), slice(c.keep_from, min(c.keep_to, self.width)))

@@ -57,6 +57,12 @@ def test_axis_windows_partition_and_keep_the_halo(n, tile, halo):
         assert w.start + tile - w.keep_to >= halo or w.start + tile == n
 
 
+@pytest.mark.parametrize("h,w,tile,halo", [(8, 8, 8, 2), (24, 50, 8, 2), (32, 48, 16, 2), (30, 70, 7, 3)])
+def test_window_count_counts_the_windows(h, w, tile, halo):
+    plan = TilePlan(h, w, tile, halo)
+    assert plan.window_count() == len(plan.windows()) > 0
+
+
 def test_tile_plan_rejects_tiles_without_core():
     with pytest.raises(ValueError):
         axis_windows(20, 4, 2)
