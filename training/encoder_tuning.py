@@ -115,6 +115,8 @@ def run(args) -> int:
         if init.decoder_fingerprint != teacher.fingerprint:
             raise LicError(f"--init {args.init} was tuned from another teacher than {args.student}'s")
         model.g_a.load_state_dict(init.model.g_a.state_dict())
+    # read now: the file a run starts from may be replaced (shipped over) before the run exports
+    init_fields = init_provenance(args.init) if args.init else {"init": None}
     setup = {"kind": ENCODER_KIND, "teacher_fingerprint": teacher.fingerprint.hex(),
              "student_sha256": sha256_file(args.student), "lambda": lmbda,
              "init_sha256": sha256_file(args.init) if args.init else None}
@@ -165,7 +167,7 @@ def run(args) -> int:
         write_provenance(args.export, {
             "kind": ENCODER_KIND, "teacher": teacher.name, "teacher_fingerprint": teacher.fingerprint.hex(),
             "student": str(args.student), "student_sha256": setup["student_sha256"], "lambda": lmbda,
-            **(init_provenance(args.init) if args.init else {"init": None}),
+            **init_fields,
             "steps": step, "batch_size": args.batch_size, "crop": args.crop, "lr": args.lr, "lr_final": args.lr_final,
             "data": data_provenance(args), "seed": args.seed}, t0=t0, world=1, device=device)
         print(f"{args.export}: g_a tuned for {args.student} ({step} steps)", file=sys.stderr)
