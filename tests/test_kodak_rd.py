@@ -42,7 +42,7 @@ def test_integer_hs_costs_rate_not_quality(results, quality):
 
 
 # measured (`lic hs-rate --tuned`, Kodak): the integer h_s on the tuned encoders' own files (.lic v2 vs v1)
-TUNED_INTEGER_HS_RATE_COST = {1: 0.0170, 2: 0.0171, 3: -0.0014, 4: -0.0017}
+TUNED_INTEGER_HS_RATE_COST = {1: 0.0160, 2: 0.0167, 3: 0.0001, 4: 0.0017}
 
 
 @pytest.fixture(scope="module")
@@ -59,8 +59,8 @@ def test_integer_hs_costs_under_3_percent_on_the_tuned_encoders_files(tuned_hs_r
     assert r["overhead"] <= 0.03 and r["overhead"] == pytest.approx(TUNED_INTEGER_HS_RATE_COST[quality], abs=0.002)
 
 
-# measured (`lic eval-students`, Kodak 24): quantised W4 A8/8/8/8 students, dB; float students, dB
-QUANT_PSNR = {1: 24.98, 2: 25.28, 3: 25.34, 4: 25.35}
+# measured (`lic eval-students`, Kodak 24): quantised W8/4/4/8/8 A8/8/8/8 students, dB; float students, dB
+QUANT_PSNR = {1: 25.14, 2: 25.42, 3: 25.57, 4: 25.63}
 FLOAT_PSNR = {1: 25.24, 2: 25.53, 3: 26.19, 4: 26.19}
 
 
@@ -82,7 +82,7 @@ def test_shipped_students_kodak_figures(students, quality):
 
 # measured (`lic eval-students`, Kodak 24): the shipped encoders tuned for the quantised students, their
 # own .lic v2 files decoded by those students: (bpp, PSNR dB)
-TUNED = {1: (0.1665, 24.95), 2: (0.2313, 25.27), 3: (0.3018, 25.45), 4: (0.3941, 25.57)}
+TUNED = {1: (0.1676, 25.04), 2: (0.2318, 25.39), 3: (0.3006, 25.62), 4: (0.3838, 25.76)}
 
 
 @pytest.mark.parametrize("quality", [1, 2, 3, 4])
@@ -95,8 +95,6 @@ def test_tuned_encoders_kodak_figures(students, quality):
 
 def test_deployable_curve_rises_at_every_rate_point(students):
     """What makes a BD-rate against JPEG computable: the board's codec (tuned encoder, integer h_s,
-    quantised student) gives more bits and better pictures from q1 to q4. (On the teachers' files the
-    A8/8/8/8 q4 student, 25.35 dB, is 0.01 dB above q3's, 25.34, within the pins' tolerance: not pinned
-    as a curve.)"""
+    quantised student) gives more bits and better pictures from q1 to q4."""
     pts = [students[q]["mean"]["tuned_deployable"] for q in (1, 2, 3, 4)]
     assert all(a["bpp"] < b["bpp"] and a["psnr"] < b["psnr"] for a, b in zip(pts, pts[1:]))
