@@ -61,7 +61,7 @@ def test_integer_hs_costs_under_3_percent_on_the_tuned_encoders_files(tuned_hs_r
 
 # measured (`lic eval-students`, Kodak 24): quantised W8/4/4/8/8 A8/8/8/8 students, dB; float students, dB
 QUANT_PSNR = {1: 25.14, 2: 25.42, 3: 25.57, 4: 25.63}
-FLOAT_PSNR = {1: 25.24, 2: 25.53, 3: 26.19, 4: 26.19}
+FLOAT_PSNR = {1: 25.55, 2: 25.53, 3: 26.19, 4: 26.19}
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@
 #      2000 more QAT steps;
 #   3d. A4/8/8/8 (the second ReLU at 8 bits too), 1500 more QAT steps;
 #   3e. A8/8/8/8 (every ReLU at 8 bits), 1500 more QAT steps (2500 for q4);
-#   3f. the q3 and q4 float students continued 12,000 / 10,000 steps at a slow cosine;
+#   3f. the q3, q4 and q1 float students continued 12,000 / 10,000 / 10,000 steps at a slow cosine;
 #   3g. 8-bit weights in convs 0 and 3 (2500 QAT steps), then in the 16->3 head too (1000 steps);
 #   4. the integer h_s of every rate point, from the caches (64 channels, rate + log-scale matching);
 #   5. encoders tuned for the quantised students (`lic tune-encoder`: g_a only, rate-distortion loss
@@ -103,12 +103,12 @@ for q in 3 4 1 2; do
     cp "$RUNS/student_q$q.a8888.provenance.json" "$OUT/student_q$q.provenance.json"
 done
 
-# 3f. the q3 and q4 float students continued at a slow cosine (lr 2e-4 -> 1e-6): 12,000 steps for q3, 10,000 for q4.
+# 3f. the q3, q4 and q1 float students continued at a slow cosine (lr 2e-4 -> 1e-6): 12,000 steps for q3, 10,000 for q4, q1.
 #     The earlier runs had decayed over 600-8000 steps, before the students converged: on Kodak (teacher's
-#     files) q3 25.77 -> 26.19 dB, q4 25.70 -> 26.19. The quantised students stay those of 3e: QAT of the
+#     files) q3 25.77 -> 26.19 dB, q4 25.70 -> 26.19, q1 25.24 -> 25.55. The quantised students go on from 3e (3g), not from these: QAT of the
 #     better float students, fresh or staged as in 3-3e, ended below them (README, "What was tried").
-for q in 3 4; do
-    steps=12000; [ "$q" = 4 ] && steps=10000
+for q in 3 4 1; do
+    steps=12000; [ "$q" != 3 ] && steps=10000
     "$LIC" distill --init "$OUT/student_q$q.float.pt" --quality "$q" --cache "$CACHE/q$q" "${WHOLE[@]}" --steps "$steps" \
         --lr 2e-4 --lr-final 1e-6 --run-dir "$RUNS/q$q-float-long" --export "$RUNS/student_q$q.float.long.pt"
     cp "$RUNS/student_q$q.float.long.pt" "$OUT/student_q$q.float.pt"
