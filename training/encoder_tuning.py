@@ -119,7 +119,7 @@ def run(args) -> int:
     init_fields = init_provenance(args.init) if args.init else {"init": None}
     setup = {"kind": ENCODER_KIND, "teacher_fingerprint": teacher.fingerprint.hex(),
              "student_sha256": sha256_file(args.student), "lambda": lmbda,
-             "init_sha256": sha256_file(args.init) if args.init else None}
+             "init_sha256": init_fields.get("init_sha256")}
 
     ckpt_path = args.run_dir / "checkpoint.pt"
     step, elapsed = 0, 0.0

@@ -105,7 +105,7 @@ done
 
 # 3f. the q3, q4 and q1 float students continued at a slow cosine (lr 2e-4 -> 1e-6): 12,000 steps for q3, 10,000 for q4, q1.
 #     The earlier runs had decayed over 600-8000 steps, before the students converged: on Kodak (teacher's
-#     files) q3 25.77 -> 26.19 dB, q4 25.70 -> 26.19, q1 25.24 -> 25.55. The quantised students go on from 3e (3g), not from these: QAT of the
+#     files) q3 25.77 -> 26.19 dB, q4 25.70 -> 26.19, q1 25.24 -> 25.55. The quantised students go on from 3e (3g), not from these: W4 QAT of the
 #     better float students, fresh or staged as in 3-3e, ended below them (README, "What was tried").
 for q in 3 4 1; do
     steps=12000; [ "$q" != 3 ] && steps=10000
