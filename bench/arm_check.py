@@ -156,7 +156,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from hls.build import default_package
+    from host.decode_cli import default_package
     from host.decoder_package import DecoderPackage
 
     package = DecoderPackage.load(args.package or default_package())

@@ -278,7 +278,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from hls.build import default_package
+    from host.decode_cli import default_package
     from host.decoder_package import DecoderPackage
 
     cpu = arm_cpu(args.board)

@@ -40,7 +40,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from hls.build import default_package
+    from host.decode_cli import default_package
     from host.backends import make_backend
     from host.decoder_package import DecoderPackage
     from host.image_io import save_png, write_atomic

@@ -46,16 +46,16 @@ class GpuSession:
                            f"{self.idle_watts:.1f} W measured separately over {idle_seconds:.0f} s, not subtracted)")
 
 
-def _configs(decoder: str):
+def _configs(decoder: str, quant_label: str):
     """(precision label, torch dtype or None for onnxruntime) pairs measured for a decoder."""
     if decoder != "quant_student":
         return [(name, dt) for name, dt in PRECISIONS.items()]
-    out = [("W4A4 emulated in fp32 (Brevitas)", torch.float32)]
+    out = [(f"{quant_label} emulated in fp32 (Brevitas)", torch.float32)]
     try:
         import onnxruntime as ort
 
         if "CUDAExecutionProvider" in ort.get_available_providers():
-            out.append(("W4A4 QCDQ (onnxruntime CUDA EP)", None))
+            out.append((f"{quant_label} QCDQ (onnxruntime CUDA EP)", None))
     except ImportError:
         pass
     return out
@@ -88,7 +88,7 @@ def gpu_rows(models, fs, files, entropy, window: float, session, device: str = "
     host_ms = {k: sum(e.ms.get(k, 0.0) for e in entropy) / n for k in ("parse", "rans_z", "h_s", "rans_y")}
     rows = []
     for decoder in DECODERS:
-        for label, dtype in _configs(decoder):
+        for label, dtype in _configs(decoder, models.quant_label):
             if dtype is None:
                 run, host = _ort_cuda_synthesiser(models)
             else:

@@ -128,7 +128,7 @@ def run(args) -> dict:
 
 
 def main() -> None:
-    from hls.build import default_package
+    from host.decode_cli import default_package
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--estimates", type=Path, default=Path("fpga_projects/pynq-z2/build/estimates.json"))

@@ -6,7 +6,7 @@ once per file and shared by all decoders; then each decoder's synthesis turns th
 pixels:
   teacher        the teacher's float g_s (torch; GDN), fp32 on the CPU; fp32/fp16/bf16 on a GPU
   float_student  the distilled student before quantisation (torch)
-  quant_student  the W4A4 student: onnxruntime on the package's QCDQ ONNX (the host runtime's own
+  quant_student  the quantised student: onnxruntime on the package's QCDQ ONNX (the host runtime's own
                  backend, integer-exact; float32 arithmetic on CPU) and, on a GPU, Brevitas in torch
 "stitch" is the step from the network's output to the cropped 8-bit image (for the quantised
 student, the host's dequantising multiply; with tiles, also their stitching).
@@ -91,7 +91,7 @@ def _activation_bytes_per_latent(module: torch.nn.Module, channels: int, probe: 
 
 
 def load_models() -> BenchModels:
-    from hls.build import default_package
+    from host.decode_cli import default_package
     from host.backends import OnnxBackend
     from host.decoder_package import DecoderPackage
     from host.runtime import HostDecoder

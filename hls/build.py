@@ -45,6 +45,7 @@ from finn.util.exception import FINNUserError
 
 from hls.boards import BOARDS_DIR, Board, load_board
 from hls.finn_workarounds import prepare_finn_import, vivado_available
+from host.decode_cli import default_package
 from lic.errors import LicError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -69,19 +70,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         f"{DEMO_JSON.relative_to(REPO)} when `make demo` has written it")
     p.add_argument("--bitstream", action="store_true",
                    help="continue through IP generation, FIFO sizing, stitched IP and bitfile (needs Vivado)")
-
-
-def default_package() -> Path:
-    """The shipped package of the default rate point (training.teacher.DEFAULT_QUALITY)."""
-    from host.decode_cli import SHIPPED_PACKAGES
-    from training.teacher import DEFAULT_QUALITY
-
-    found = {}
-    for manifest in sorted(SHIPPED_PACKAGES.glob("*/manifest.json")):
-        found[json.loads(manifest.read_text()).get("quality")] = manifest.parent
-    if not found:
-        raise LicError(f"no shipped decoder package in {SHIPPED_PACKAGES}; pass --package DIR from `lic export`")
-    return found.get(DEFAULT_QUALITY) or next(iter(found.values()))
 
 
 class Build:

@@ -25,6 +25,18 @@ SHIPPED_PACKAGES = Path(__file__).resolve().parent / "decoders"
 BUILT_PACKAGES = Path(__file__).resolve().parents[1] / "build" / "decoders"
 
 
+def default_package() -> Path:
+    """The shipped package of the default rate point (training.teacher.DEFAULT_QUALITY)."""
+    from training.teacher import DEFAULT_QUALITY
+
+    found = {}
+    for manifest in sorted(SHIPPED_PACKAGES.glob("*/manifest.json")):
+        found[json.loads(manifest.read_text()).get("quality")] = manifest.parent
+    if not found:
+        raise LicError(f"no shipped decoder package in {SHIPPED_PACKAGES}; pass --package DIR from `lic export`")
+    return found.get(DEFAULT_QUALITY) or next(iter(found.values()))
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("inputs", type=Path, nargs="+", metavar="INPUT",
                    help=".lic files, or folders searched recursively for *.lic")

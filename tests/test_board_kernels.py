@@ -31,7 +31,7 @@ def test_native_hs_equals_numpy_reference(integer_hs):
 
 @needs_library
 def test_native_hs_on_the_shipped_model():
-    from hls.build import default_package
+    from host.decode_cli import default_package
 
     hs = IntegerHyperSynthesis.load(default_package() / "integer_hs.npz")
     z = np.random.default_rng(1).integers(-6, 7, (hs.in_channels, 3, 5))

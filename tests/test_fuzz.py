@@ -48,7 +48,7 @@ def photo(h: int, w: int, seed: int) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def models():
-    from hls.build import default_package
+    from host.decode_cli import default_package
     from host.decoder_package import DecoderPackage
     from training.teacher import load_default
     from training.teacher_codec import EntropyModels, find_shipped

@@ -35,7 +35,7 @@ def kodim23(kodak, package):
 
 
 def test_package_is_the_default_and_verified(package):
-    from hls.build import default_package
+    from host.decode_cli import default_package
     from training.teacher_codec import find_shipped
 
     assert default_package() == PACKAGE

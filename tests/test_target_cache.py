@@ -53,6 +53,33 @@ def test_cached_batches_are_aligned_windows(cache, tiny_teacher):
     assert z.shape[2:] == (1, 2) and y.shape[2:] == (4, 8)
 
 
+def test_cache_device_is_checked_and_recorded(cache, tmp_path, tiny_teacher_path, capsys):
+    m = json.loads((cache / "manifest.json").read_text())
+    assert m["hardware"].endswith("threads")  # the CPU it ran on
+    for device, why in (("meta", "cpu or cuda only"), ("nonsense", "not a torch device")) + (
+            () if torch.cuda.is_available() else (("cuda", "no CUDA device"),)):
+        assert lic("cache-targets", "--teacher", tiny_teacher_path, "--data", tmp_path, "--device", device,
+                   "-o", tmp_path / "c") == 1
+        assert why in capsys.readouterr().err
+        assert not (tmp_path / "c").exists()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cache_on_the_gpu_matches_the_cpu_one(cache, tmp_path, tiny_teacher_path):
+    src = tmp_path / "images"
+    src.mkdir()
+    x = np.load(cache / "x.npy")
+    save_png(src / "a.png", x[0])
+    cpu, gpu = tmp_path / "cpu", tmp_path / "gpu"
+    for out, device in ((cpu, "cpu"), (gpu, "cuda")):
+        assert lic("cache-targets", "--teacher", tiny_teacher_path, "--data", src, "--size", "64x128",
+                   "--device", device, "-o", out) == 0
+    assert np.array_equal(np.load(cpu / "x.npy"), np.load(gpu / "x.npy"))
+    y_c, y_g = np.load(cpu / "y_hat.npy"), np.load(gpu / "y_hat.npy")
+    assert np.mean(y_c != y_g) < 1e-3  # float rounding may flip a handful, TF32 would flip many
+    assert np.abs(np.load(cpu / "x_teacher.npy").astype(int) - np.load(gpu / "x_teacher.npy")).max() <= 1
+
+
 def _cache_copy(cache, folder, **manifest_fields):
     folder.mkdir()
     for f in ("x.npy", "x_teacher.npy", "y_hat.npy", "z.npy"):

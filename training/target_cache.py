@@ -52,6 +52,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="HxW every entry is cropped to, multiples of 64 (default 320x448, from BSDS500's 321x481)")
     p.add_argument("-o", "--out", type=Path, required=True, help="cache folder to write (replaced atomically)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--device", default="cpu",
+                   help="where the teacher runs: cpu (default) or cuda. A GPU computes the same targets to within "
+                        "float rounding (TF32 off), so a handful of y_hat values may round the other way")
 
 
 def _parse_size(text: str) -> tuple[int, int]:
@@ -74,11 +77,12 @@ def _landscape_crop(a: np.ndarray, h: int, w: int) -> np.ndarray | None:
 
 
 @torch.no_grad()
-def build_cache(teacher, images: list[Path], out: Path, size: tuple[int, int]) -> dict:
+def build_cache(teacher, images: list[Path], out: Path, size: tuple[int, int],
+                device: torch.device = torch.device("cpu")) -> dict:
     from PIL import Image
 
     h, w = size
-    model = teacher.model.eval()
+    model = teacher.model.eval().to(device)
     entries = []
     for p in images:
         with Image.open(p) as im:
@@ -98,16 +102,16 @@ def build_cache(teacher, images: list[Path], out: Path, size: tuple[int, int]) -
     clipped = 0
     t0 = time.time()
     for i, (_, _, a) in enumerate(tqdm(entries, desc=f"teacher targets {teacher.name}", unit="img")):
-        x = torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1)[None].float().div_(255)
+        x = torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1)[None].to(device).float().div_(255)
         y = model.g_a(x)
         y_hat = torch.round(y)
         z = model.entropy_bottleneck.quantize(model.h_a(torch.abs(y)), "symbols", medians)
         x_t = model.g_s(y_hat).clamp_(0, 1)
         xs[i] = a
-        xts[i] = (x_t[0].permute(1, 2, 0) * 255).round_().to(torch.uint8).numpy()
+        xts[i] = (x_t[0].permute(1, 2, 0) * 255).round_().to(torch.uint8).cpu().numpy()
         clipped += int((y_hat.abs() > 127).sum()) + int((z.abs() > 127).sum())
-        ys[i] = y_hat[0].clamp_(-128, 127).to(torch.int8).numpy()
-        zs[i] = z[0].clamp_(-128, 127).to(torch.int8).numpy()
+        ys[i] = y_hat[0].clamp_(-128, 127).to(torch.int8).cpu().numpy()
+        zs[i] = z[0].clamp_(-128, 127).to(torch.int8).cpu().numpy()
     for arr in (xs, xts, ys, zs):
         arr.flush()
     manifest = {
@@ -115,7 +119,7 @@ def build_cache(teacher, images: list[Path], out: Path, size: tuple[int, int]) -
         "decoder_fingerprint": teacher.decoder_fingerprint.hex(),
         "entries": [{"image": str(p), "mirrored": f} for p, f, _ in entries],
         "height": h, "width": w, "latent_channels": m, "values_clipped_to_int8": clipped,
-        "command": command_line(), "seconds": round(time.time() - t0, 1), "hardware": hardware(torch.device("cpu")),
+        "command": command_line(), "seconds": round(time.time() - t0, 1), "hardware": hardware(device),
     }
     (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
     if out.exists():
@@ -183,15 +187,32 @@ class CachedTargets:
         return image(x), torch.from_numpy(y.astype(np.float32)), image(xt), []
 
 
+def _device(name: str) -> torch.device:
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise LicError(f"--device: not a torch device: {name!r} (cpu or cuda)") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise LicError(f"--device {name}: no CUDA device visible to torch {torch.__version__}")
+        # TF32 would move the teacher's outputs by ~1e-3 and flip far more roundings than fp32 does.
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
+    elif device.type != "cpu":
+        raise LicError(f"--device {name}: cpu or cuda only")
+    return device
+
+
 def run(args) -> int:
     from training.teacher import load_teacher
 
     if args.threads:
         torch.set_num_threads(args.threads)
     size = _parse_size(args.size)
+    device = _device(args.device)
     teacher = load_teacher(args.teacher, quality=args.quality)
     images = training_images(args.data)
-    m = build_cache(teacher, images, args.out, size)
+    m = build_cache(teacher, images, args.out, size, device)
     print(f"{len(m['entries'])} entries of {size[0]}x{size[1]} from {len(images)} images in {m['seconds']} s "
           f"-> {args.out} ({m['values_clipped_to_int8']} y_hat/z values clipped to int8)", file=sys.stderr)
     return 0
