@@ -211,12 +211,9 @@ def rd_curves(args) -> dict:
 
 
 def run_gpu(args, sizes: list[str]) -> int:
-    import torch
+    from training.loop import require_cuda
 
-    if not torch.cuda.is_available():
-        raise LicError(f"--device cuda: no CUDA device visible to torch {torch.__version__}"
-                       + (" (a CPU-only build)" if torch.version.cuda is None else "")
-                       + "; run it on a machine with an NVIDIA GPU, a CUDA build of torch and nvidia-ml-py")
+    require_cuda("--device cuda", "; run it on a machine with an NVIDIA GPU, a CUDA build of torch and nvidia-ml-py")
     from bench import bench_report
     from bench.gpu import GpuSession, gpu_rows
     from bench.measure import encode_frames, entropy_half, load_models

@@ -16,6 +16,7 @@ import torch
 import torch.distributed as dist
 
 from host.decoder_package import sha256_file
+from lic.errors import LicError
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "bsds500"
@@ -81,8 +82,6 @@ def atomic_save(obj, path: Path) -> None:
 
 def read_torch_file(path: Path, what: str):
     """torch.load(weights_only) of a file the user named, with one-line errors for the usual failures."""
-    from lic.errors import LicError
-
     path = Path(path)
     if not path.is_file():
         raise LicError(f"{what} not found: {path}")
@@ -104,6 +103,13 @@ def command_line() -> str:
     # `python -m lic.cli X` and the `lic X` entry point are the same command
     prog = "lic" if Path(sys.argv[0]).parts[-2:] == ("lic", "cli.py") else Path(sys.argv[0]).name
     return " ".join(shlex.quote(a) for a in [prog, *sys.argv[1:]])
+
+
+def require_cuda(flag: str, hint: str = "") -> None:
+    """One line saying why a command asked for the GPU cannot have it."""
+    if not torch.cuda.is_available():
+        raise LicError(f"{flag}: no CUDA device visible to torch {torch.__version__}"
+                       + (" (a CPU-only build)" if torch.version.cuda is None else "") + hint)
 
 
 def hardware(device: torch.device) -> str:
