@@ -143,6 +143,20 @@ def test_compare_reports_reason_instead_of_raising():
     assert bad["bd_rate_percent"] is None and bad["bd_psnr_db"] is None and "at least 4" in bad["reason"]
 
 
+def test_compare_flags_a_bd_rate_that_moves_with_the_interpolator():
+    # measured (`lic eval-students`, Kodak, Nov 27): the deployable codec's tuned pairs, whose q2 and q3
+    # points sat 0.02 dB apart, against Pillow JPEG quality 5..50; akima gave -5.2%, PCHIP -15.5%
+    deployable = [(0.17488267686631942, 25.22189632683322), (0.24652777777777776, 25.593881158877526),
+                  (0.3005574544270833, 25.61630075906969), (0.38378228081597227, 25.75555728433049)]
+    jpeg = [(0.1408021714952257, 23.85221750663386), (0.210113525390625, 25.848560403643205),
+            (0.2561, 26.67), (0.359, 28.14), (0.449, 29.14), (0.61, 30.49)]
+    out = compare(deployable, jpeg)
+    assert out["bd_rate_percent"] < 0 and "unstable: pchip interpolation gives" in out["reason"]
+    spaced = deployable[:2] + [(0.3161892361111111, 25.771527278915908), (0.3987257215711805, 25.919383098490712)]
+    stable = compare(spaced, jpeg)
+    assert stable["reason"] is None and stable["bd_rate_percent"] == pytest.approx(-20.4, abs=0.5)
+
+
 def test_plot_rd_writes_png(tmp_path):
     ref = list(zip(REF_BPP, REF_PSNR))
     path = tmp_path / "sub" / "rd.png"

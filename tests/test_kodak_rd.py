@@ -42,7 +42,7 @@ def test_integer_hs_costs_rate_not_quality(results, quality):
 
 
 # measured (`lic hs-rate --tuned`, Kodak): the integer h_s on the tuned encoders' own files (.lic v2 vs v1)
-TUNED_INTEGER_HS_RATE_COST = {1: 0.0143, 2: 0.0110, 3: 0.0001, 4: 0.0017}
+TUNED_INTEGER_HS_RATE_COST = {1: 0.0143, 2: 0.0110, 3: -0.0019, 4: -0.0012}
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +60,7 @@ def test_integer_hs_costs_under_3_percent_on_the_tuned_encoders_files(tuned_hs_r
 
 
 # measured (`lic eval-students`, Kodak 24): quantised W8/4/4/8/8 A8/8/8/8 students, dB; float students, dB
-QUANT_PSNR = {1: 25.26, 2: 25.60, 3: 25.57, 4: 25.63}
+QUANT_PSNR = {1: 25.26, 2: 25.60, 3: 25.70, 4: 25.79}
 FLOAT_PSNR = {1: 25.55, 2: 25.92, 3: 26.19, 4: 26.19}
 
 
@@ -82,7 +82,7 @@ def test_shipped_students_kodak_figures(students, quality):
 
 # measured (`lic eval-students`, Kodak 24): the shipped encoders tuned for the quantised students, their
 # own .lic v2 files decoded by those students: (bpp, PSNR dB)
-TUNED = {1: (0.1749, 25.22), 2: (0.2465, 25.59), 3: (0.3006, 25.62), 4: (0.3838, 25.76)}
+TUNED = {1: (0.1749, 25.22), 2: (0.2465, 25.59), 3: (0.3162, 25.77), 4: (0.3987, 25.92)}
 
 
 @pytest.mark.parametrize("quality", [1, 2, 3, 4])
