@@ -125,11 +125,11 @@ def compare(anchor: Sequence[tuple[float, float]], test: Sequence[tuple[float, f
     if out["bd_rate_percent"] is not None:
         try:
             check = _delta("rate", ab, ap, tb, tp, method=CROSS_CHECK_METHOD)
+            if abs(check - out["bd_rate_percent"]) > UNSTABLE_SPREAD_POINTS:
+                reasons.append(f"unstable: {CROSS_CHECK_METHOD} interpolation gives {check:+.1f}% "
+                               "(points too close in PSNR for one figure; read the points)")
         except LicError as e:
-            check, reasons = math.nan, reasons + [f"{CROSS_CHECK_METHOD} cross-check failed: {e}"]
-        if abs(check - out["bd_rate_percent"]) > UNSTABLE_SPREAD_POINTS:
-            reasons.append(f"unstable: {CROSS_CHECK_METHOD} interpolation gives {check:+.1f}% "
-                           "(points too close in PSNR for one figure; read the points)")
+            reasons.append(f"{CROSS_CHECK_METHOD} cross-check failed: {e}")
     if ap and tp:
         out["psnr_overlap"] = psnr_overlap(ap, tp)
     out["reason"] = "; ".join(reasons) or None

@@ -145,7 +145,7 @@ def test_compare_reports_reason_instead_of_raising():
 
 def test_compare_flags_a_bd_rate_that_moves_with_the_interpolator():
     # measured (`lic eval-students`, Kodak, Nov 27): the deployable codec's tuned pairs, whose q2 and q3
-    # points sat 0.02 dB apart, against Pillow JPEG quality 5..50; akima gave -5.2%, PCHIP -15.5%
+    # points sat 0.02 dB apart, against Pillow JPEG's six lowest settings; akima gave -5.2%, PCHIP -15.5%
     deployable = [(0.17488267686631942, 25.22189632683322), (0.24652777777777776, 25.593881158877526),
                   (0.3005574544270833, 25.61630075906969), (0.38378228081597227, 25.75555728433049)]
     jpeg = [(0.1408021714952257, 23.85221750663386), (0.210113525390625, 25.848560403643205),
