@@ -86,10 +86,13 @@ def read_gpu_results(path: Path) -> tuple[dict, list[dict]]:
     bad = [r for r in rows if r["platform"] != "gpu" or r["source"] != "measured"]
     if bad:
         raise LicError(f"{path}: {len(bad)} rows are not measured GPU rows")
-    return d.get("machine", {}), rows
+    return {**d.get("machine", {}), **{k: d.get(k) for k in ("created", "models", "command", "note")}}, rows
 
 
-def write_gpu_results(path: Path, rows: list[dict], machine: dict) -> None:
+def write_gpu_results(path: Path, rows: list[dict], machine: dict, models: dict | None = None,
+                      command: str | None = None) -> None:
+    """`models` (quality, teacher, package) and `command` say which files were decoded and how, so a
+    report that merges the rows later can say whether they still describe the shipped files."""
     from bench.evaluate import _finite
     from host.image_io import write_atomic
 
@@ -97,7 +100,8 @@ def write_gpu_results(path: Path, rows: list[dict], machine: dict) -> None:
     check_rows(rows)
     path.parent.mkdir(parents=True, exist_ok=True)
     doc = {"format": GPU_FORMAT, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-           "machine": {**machine, "machine": f"{machine.get('gpu')} + {machine.get('host_cpu')}"}, "rows": rows}
+           "machine": {**machine, "machine": f"{machine.get('gpu')} + {machine.get('host_cpu')}"},
+           "models": models, "command": command, "rows": rows}
     doc["machine"].setdefault("machine", machine.get("gpu"))
     write_atomic(path, (json.dumps(_finite(doc), indent=1) + "\n").encode())
 

@@ -129,7 +129,7 @@ def gpu_rows(models, fs, files, entropy, window: float, session, device: str = "
                     "joules_per_frame": w["joules_per_frame"], "joules_per_frame_above_idle": above,
                     "idle_watts": session.idle_watts,
                     "stages_ms": {**host_ms, "synthesis": 1e3 / w["fps"], "stitch": synth["stitch"] / n},
-                    "gpu_peak_memory_bytes": peak, "source": "measured",
+                    "gpu_peak_memory_bytes": peak, "quality_frames": n, "source": "measured",
                     "method": f"GPU synthesis only, batch {batch}, {w['seconds']:.1f} s window of repeated work "
                               f"synchronised per call; energy: {session.energy_how}; entropy stages on the host "
                               f"CPU ({session.machine['host_cpu']})",

@@ -18,6 +18,7 @@ import platform
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -97,6 +98,7 @@ def load_models() -> BenchModels:
     from host.runtime import HostDecoder
     from quantize.qat import load_quant_student
     from training.distill import load_float_student
+    from host.decoder_package import sha256_file
     from training.student_decoder import count_parameters, kmac_per_pixel
     from training.teacher_codec import find_shipped
     from bench.students import read_students, STUDENTS_MANIFEST
@@ -128,7 +130,11 @@ def load_models() -> BenchModels:
     backend = OnnxBackend(package)  # threads: onnxruntime's default, or LIC_ORT_THREADS
     return BenchModels(package, encoder, modules, complexity,
                        qcfg.label(), HostDecoder(package, backend),
-                       {"quality": quality, "teacher": encoder.teacher.name, "package": package.name})
+                       {"quality": quality, "teacher": encoder.teacher.name, "package": package.name,
+                        # which weights were decoded: a later report compares these before quoting quality
+                        "file_fingerprint": package.manifest["file_fingerprint"],
+                        "quant_student_sha256": package.manifest["files"]["quant_student.pt"],
+                        "float_student_sha256": sha256_file(Path(entry["float"]))})
 
 
 def encode_frames(models: BenchModels, fs: FrameSet) -> list[bytes]:

@@ -28,6 +28,9 @@ from lic.errors import LicError
 
 DEFAULT_BOARDS = "pynq-z2,zcu104,kv260"
 GPU_RESULTS = "gpu.json"
+# The GPU rows measured on a lent H100 (see its "command", "models" and "note"): what `lic bench`
+# merges when OUT holds no gpu.json of its own, so a report made without a GPU still has GPU rows.
+SHIPPED_GPU_RESULTS = Path(__file__).resolve().parent / "data" / "gpu_h100.json"
 # Other `lic bench` benchmarks: name -> (module with add_arguments/run, help). Listed only when the
 # module exists, so each can land on its own.
 BENCH_SUBCOMMANDS = {
@@ -127,6 +130,8 @@ def run_report(args, sizes: list[str]) -> int:
     board_watts = _pairs(args.board_watts, "--board-watts")
     arm_files = {b: Path(f) for b, f in _pairs(args.arm_stages, "--arm-stages").items()}
     gpu_file = args.gpu_results or args.out / GPU_RESULTS
+    if not args.gpu_results and not gpu_file.is_file():
+        gpu_file = SHIPPED_GPU_RESULTS
     if args.gpu_results and not gpu_file.is_file():
         raise LicError(f"--gpu-results: no such file {gpu_file}")
     t_start = time.time()
@@ -151,7 +156,7 @@ def run_report(args, sizes: list[str]) -> int:
     if gpu_file.is_file():
         gpu_meta, gpu_rows = bench_report.read_gpu_results(gpu_file)
         rows += gpu_rows
-        notes.append(f"GPU rows merged from {gpu_file} ({len(gpu_rows)} rows, measured on {gpu_meta['machine']})")
+        notes.append(gpu_note(gpu_file, gpu_meta, len(gpu_rows), models.info))
     else:
         line = (f"GPU: no rows: no GPU results at {gpu_file}. Run `lic bench --device cuda` on a machine with an "
                 f"NVIDIA GPU and copy its {GPU_RESULTS} here (or pass --gpu-results FILE).")
@@ -210,6 +215,24 @@ def rd_curves(args) -> dict:
                                                    for k in p["mean"]}} for p in points]}
 
 
+def gpu_note(path: Path, meta: dict, n: int, models: dict) -> str:
+    """Where the merged GPU rows come from, and whether they decoded the files this report decodes."""
+    line = f"GPU rows merged from {path} ({n} rows, measured on {meta['machine']}"
+    line += f", {meta['created']})" if meta.get("created") else ")"
+    if meta.get("command"):
+        line += f" by `{meta['command']}`"
+    theirs = meta.get("models")
+    if theirs and theirs != models:
+        def which(m):
+            return (f"{m.get('teacher')} files, quant student {str(m.get('quant_student_sha256'))[:12]}, "
+                    f"float student {str(m.get('float_student_sha256'))[:12]}")
+        line += (f"; they decoded other weights ({which(theirs)}) than this report ({which(models)}): their fps "
+                 f"and joules hold for the same architectures, their quality columns are the older files'")
+    if meta.get("note"):
+        line += f". {meta['note']}"
+    return line
+
+
 def run_gpu(args, sizes: list[str]) -> int:
     from training.loop import require_cuda
 
@@ -228,7 +251,7 @@ def run_gpu(args, sizes: list[str]) -> int:
         entropy, _ = entropy_half(models, fs, files)
         rows += gpu_rows(models, fs, files, entropy, args.window, session)
     out = args.out / GPU_RESULTS
-    bench_report.write_gpu_results(out, rows, session.machine)
+    bench_report.write_gpu_results(out, rows, session.machine, models.info, "lic " + " ".join(sys.argv[1:]))
     print(f"lic bench: {len(rows)} GPU rows -> {out} ({time.time() - t_start:.0f} s); "
           f"run `lic bench` with that file in {args.out}/ to merge them into the report", file=sys.stderr)
     return 0

@@ -3,12 +3,13 @@ results merge and the no-GPU path. The CPU measurement itself runs on one Kodak 
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from bench import bench_report, metrics
+from bench import bench_report, metrics, platform_bench
 from bench.energy import RaplCounter, rapl_counter, run_window
 from bench.frames import HD_SIZES, frame_sets, hd_set, mosaic
 from lic.cli import main
@@ -159,6 +160,31 @@ def test_gpu_results_round_trip_and_refusals(tmp_path):
     path.write_text('{"rows": []}')
     with pytest.raises(LicError, match="not a GPU results file"):
         bench_report.read_gpu_results(path)
+
+
+def test_shipped_gpu_rows_are_measured_h100_rows_with_their_files():
+    """The H100 rows `lic bench` merges when it has no gpu.json of its own: measured, every decoder,
+    energy read, and they name the weights they decoded and the command that measured them."""
+    machine, rows = bench_report.read_gpu_results(platform_bench.SHIPPED_GPU_RESULTS)
+    assert "H100" in machine["gpu"] and machine["idle_watts"] > 0
+    assert machine["command"].startswith("lic bench --device cuda") and len(machine["models"]["quant_student_sha256"]) == 64
+    assert {r["decoder"] for r in rows} == {"teacher", "float_student", "quant_student"}
+    for r in rows:
+        assert r["source"] == "measured" and r["fps"] > 0 and r["joules_per_frame"] > r["joules_per_frame_above_idle"] > 0
+        assert r["quality_frames"] == 6 and 20 < r["psnr"] < 35
+    best = {d: max(r["fps"] for r in rows if r["decoder"] == d and r["precision"] == "fp32")
+            for d in ("teacher", "float_student")}
+    assert best["float_student"] > best["teacher"]  # the student's MAC budget shows on a GPU too
+
+
+def test_gpu_note_says_when_the_rows_decoded_other_weights():
+    ours = {"teacher": "q3-tuned", "quant_student_sha256": "a" * 64, "float_student_sha256": "b" * 64}
+    meta = {"machine": "GPU X + CPU Y", "created": "2026-11-28", "command": "lic bench --device cuda",
+            "models": {**ours, "quant_student_sha256": "c" * 64}}
+    line = platform_bench.gpu_note(Path("gpu.json"), meta, 3, ours)
+    assert "measured on GPU X + CPU Y, 2026-11-28" in line and "`lic bench --device cuda`" in line
+    assert "other weights" in line and "cccccccccccc" in line and "aaaaaaaaaaaa" in line
+    assert "other weights" not in platform_bench.gpu_note(Path("gpu.json"), {**meta, "models": ours}, 3, ours)
 
 
 # --- FPGA rows ----------------------------------------------------------------------------------------
