@@ -157,3 +157,18 @@ def test_distill_hyper_init_starts_from_an_earlier_run(cache, tmp_path, tiny_tea
     assert lic("distill-hyper", *common, "--channels", "8", "--init", tmp_path / "junk.pt", "--steps", "1",
                "--run-dir", tmp_path / "d") == 1
     assert "not a `lic distill-hyper` checkpoint" in capsys.readouterr().err
+
+
+def test_training_and_caching_run_without_tf32(monkeypatch):
+    """Every training process and the GPU cache take convs in full fp32: TF32 would train a quantised
+    student on other quantiser steps than the decoders it ships to (the flags exist on CPU builds too)."""
+    from training.loop import setup_distributed
+
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True
+    try:
+        setup_distributed()
+        assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32
+    finally:
+        torch.backends.cudnn.allow_tf32 = True  # torch's defaults, for the tests after this one
+        torch.backends.cuda.matmul.allow_tf32 = False

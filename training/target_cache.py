@@ -37,7 +37,7 @@ from tqdm import tqdm
 
 from lic.errors import LicError
 from training.data import training_images
-from training.loop import DEFAULT_DATA, command_line, hardware, require_cuda
+from training.loop import DEFAULT_DATA, command_line, full_fp32_on_gpu, hardware, require_cuda
 
 CACHE_VERSION = 1
 
@@ -194,9 +194,7 @@ def _device(name: str) -> torch.device:
         raise LicError(f"--device: not a torch device: {name!r} (cpu or cuda)") from None
     if device.type == "cuda":
         require_cuda(f"--device {name}")
-        # TF32 would move the teacher's outputs by ~1e-3 and flip far more roundings than fp32 does.
-        torch.backends.cudnn.allow_tf32 = False
-        torch.backends.cuda.matmul.allow_tf32 = False
+        full_fp32_on_gpu()
     elif device.type != "cpu":
         raise LicError(f"--device {name}: cpu or cuda only")
     return device
