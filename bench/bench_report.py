@@ -91,8 +91,9 @@ def read_gpu_results(path: Path) -> tuple[dict, list[dict]]:
 
 def write_gpu_results(path: Path, rows: list[dict], machine: dict, models: dict | None = None,
                       command: str | None = None) -> None:
-    """`models` (quality, teacher, package) and `command` say which files were decoded and how, so a
-    report that merges the rows later can say whether they still describe the shipped files."""
+    """`models` (quality, teacher, package, the students' sha256) and `command` say which files were
+    decoded and how, so a report that merges the rows later can say whether they still describe the
+    shipped files."""
     from bench.evaluate import _finite
     from host.image_io import write_atomic
 

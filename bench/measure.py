@@ -94,11 +94,10 @@ def _activation_bytes_per_latent(module: torch.nn.Module, channels: int, probe: 
 def load_models() -> BenchModels:
     from host.decode_cli import default_package
     from host.backends import OnnxBackend
-    from host.decoder_package import DecoderPackage
+    from host.decoder_package import DecoderPackage, sha256_file
     from host.runtime import HostDecoder
     from quantize.qat import load_quant_student
     from training.distill import load_float_student
-    from host.decoder_package import sha256_file
     from training.student_decoder import count_parameters, kmac_per_pixel
     from training.teacher_codec import find_shipped
     from bench.students import read_students, STUDENTS_MANIFEST
