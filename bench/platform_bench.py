@@ -129,11 +129,13 @@ def run_report(args, sizes: list[str]) -> int:
     boards = _boards(args.boards)
     board_watts = _pairs(args.board_watts, "--board-watts")
     arm_files = {b: Path(f) for b, f in _pairs(args.arm_stages, "--arm-stages").items()}
-    gpu_file = args.gpu_results or args.out / GPU_RESULTS
-    if not args.gpu_results and not gpu_file.is_file():
-        gpu_file = SHIPPED_GPU_RESULTS
-    if args.gpu_results and not gpu_file.is_file():
-        raise LicError(f"--gpu-results: no such file {gpu_file}")
+    if args.gpu_results:
+        if not args.gpu_results.is_file():
+            raise LicError(f"--gpu-results: no such file {args.gpu_results}")
+        gpu_file = args.gpu_results
+    else:
+        gpu_file = next((f for f in (args.out / GPU_RESULTS, SHIPPED_GPU_RESULTS) if f.is_file()),
+                        args.out / GPU_RESULTS)
     t_start = time.time()
     models = load_models()
     sets = _frames(args, sizes)
