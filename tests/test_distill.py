@@ -291,3 +291,43 @@ def test_quant_export_with_unknown_weight_scale_is_refused_in_one_line(tmp_path,
     torch.save(obj, tmp_path / "bad.pt")
     with pytest.raises(LicError, match="weight_scale must be one of"):
         load_quant_student(tmp_path / "bad.pt")
+
+
+def test_weight_average_math():
+    from training.loop import WeightAverage
+    model = torch.nn.Linear(2, 1)
+    model.register_buffer("count", torch.tensor(0))
+    w0 = model.weight.detach().clone()
+    avg = WeightAverage(model, 0.5)
+    with torch.no_grad():
+        model.weight.add_(1.0)
+        model.count.fill_(7)
+    avg.update(model)  # ramp: min(0.5, 2/11)
+    d = 2 / 11
+    assert torch.allclose(avg.average["weight"], d * w0 + (1 - d) * (w0 + 1))
+    assert int(avg.average["count"]) == 7  # integer buffers are copied, not averaged
+    again = WeightAverage(model, 0.5, avg.state())
+    assert again.updates == 1 and again.average is avg.average
+    for bad in (0.0, 1.0, 1.5):
+        with pytest.raises(LicError):
+            WeightAverage(model, bad)
+
+
+def test_qat_exports_the_weight_average(tmp_path, common, float_export):
+    """--ema exports the average the checkpoint holds, not the last step's weights; the same finished run
+    re-exported without --ema gives the last step's weights (a control from the same batches)."""
+    run = tmp_path / "run"
+    args = ["qat", "--student", float_export, *common, "--run-dir", run, "--calib-batches", "1", "--steps", "3",
+            "--lr", "1e-2", "--lr-final", "1e-2"]
+    assert lic(*args, "--ema", "0.9", "--export", tmp_path / "avg.pt") == 0
+    ck = torch.load(run / "checkpoint.pt", weights_only=False)
+    assert ck["ema"]["updates"] == 3
+    avg = torch.load(tmp_path / "avg.pt", weights_only=True)["state_dict"]
+    assert all(torch.equal(avg[k], v) for k, v in ck["ema"]["average"].items())
+    assert json.loads((tmp_path / "avg.provenance.json").read_text())["ema"] == 0.9
+    assert lic(*args, "--export", tmp_path / "last.pt") == 0
+    last = torch.load(tmp_path / "last.pt", weights_only=True)["state_dict"]
+    raw = {k.removeprefix("student."): v for k, v in ck["net"].items() if k.startswith("student.")}
+    assert all(torch.equal(last[k], raw[k]) for k in last)
+    assert any(not torch.equal(last[k], avg[k]) for k in last if last[k].is_floating_point())
+    assert "ema" not in json.loads((tmp_path / "last.provenance.json").read_text())

@@ -35,9 +35,9 @@ from tqdm import tqdm
 
 from lic.errors import LicError
 from training.data import RandomCrops
-from training.loop import (DEFAULT_DATA, add_run_arguments, atomic_save, cosine_lr, data_provenance, init_provenance,
-                           read_torch_file, set_lr, setup_distributed, teardown_distributed, wrap_ddp,
-                           write_provenance)
+from training.loop import (DEFAULT_DATA, WeightAverage, add_run_arguments, atomic_save, cosine_lr, data_provenance,
+                           init_provenance, read_torch_file, set_lr, setup_distributed, teardown_distributed,
+                           wrap_ddp, write_provenance)
 from training.student_decoder import UPSAMPLE_MODES, StudentConfig, StudentSynthesis, grow_latent_convs, layer_plan
 
 FLOAT_KIND = "float-student"
@@ -72,6 +72,9 @@ def add_training_arguments(p: argparse.ArgumentParser, *, steps: int, lr: float,
                    help="weight of MSE(student, teacher reconstruction) (default 1)")
     p.add_argument("--w-feature", type=float, default=0.0,
                    help="weight of feature matching against the teacher's IGDN outputs (default 0 = off)")
+    p.add_argument("--ema", type=float, default=0.0,
+                   help="export an exponential moving average of the weights with this decay, e.g. 0.999 "
+                        "(the average is checkpointed too; default 0 = export the last step's weights)")
     add_run_arguments(p, save_every=500, log_every=50, export_what="the student",
                       threads_help="torch CPU threads per process")
 
@@ -304,6 +307,8 @@ def train_kd(args, teacher, student: nn.Module, *, kind: str, meta: dict, desc: 
     opt = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=args.lr)
     if ck is not None:
         opt.load_state_dict(ck["opt"])
+    # A run resumed with --ema that had none starts its average at the resumed weights.
+    average = WeightAverage(student, args.ema, ck.get("ema") if ck else None) if args.ema else None
     ddp = wrap_ddp(net, world, device)
 
     log = None
@@ -323,6 +328,8 @@ def train_kd(args, teacher, student: nn.Module, *, kind: str, meta: dict, desc: 
         if args.clip > 0:
             torch.nn.utils.clip_grad_norm_(net.parameters(), args.clip)
         opt.step()
+        if average is not None:
+            average.update(student)
         step += 1
         if rank == 0:
             rec = {"step": step, **{k: v.item() for k, v in losses.items()},
@@ -336,6 +343,7 @@ def train_kd(args, teacher, student: nn.Module, *, kind: str, meta: dict, desc: 
             if step % args.save_every == 0 or step == args.steps:
                 atomic_save({"net": net.state_dict(), "opt": opt.state_dict(), "step": step,
                              "elapsed_s": time.time() - t0, "setup": setup,
+                             "ema": average.state() if average is not None else None,
                              "args": {k: str(v) for k, v in vars(args).items()}}, ckpt_path)
     bar.close()
     targets.close()
@@ -346,11 +354,12 @@ def train_kd(args, teacher, student: nn.Module, *, kind: str, meta: dict, desc: 
     if rank == 0 and args.export:
         student.eval().cpu()
         args.export.parent.mkdir(parents=True, exist_ok=True)
-        atomic_save({"kind": kind, **meta, "state_dict": student.state_dict()}, args.export)
+        state = student.state_dict() if average is None else {k: v.cpu() for k, v in average.average.items()}
+        atomic_save({"kind": kind, **meta, "state_dict": state}, args.export)
         write_provenance(args.export, {
             "kind": kind, "teacher": teacher.name, **meta, **(provenance or {}),
             "steps": step, "batch_size": args.batch_size * world, "crop": args.crop,
-            "lr": args.lr, "lr_final": args.lr_final,
+            "lr": args.lr, "lr_final": args.lr_final, **({"ema": args.ema} if average is not None else {}),
             "loss_weights": {"image": weights.image, "teacher": weights.teacher, "feature": weights.feature},
             "data": data_provenance(args),
             "seed": args.seed,

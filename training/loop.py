@@ -83,6 +83,41 @@ def set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
         g["lr"] = lr
 
 
+class WeightAverage:
+    """An exponential moving average of a model's weights, the model that gets exported.
+
+    Late in a cosine schedule the weights still hop between nearby minima from batch to batch (four
+    crops a step); the average sits between them. For a quantised student the average is taken of
+    the latent float weights and the learned log2 scales, so the export is still a valid
+    quantised model. The decay ramps up from 0 ((1 + n) / (10 + n) until it reaches `decay`), so
+    the average is not dominated by the weights it started from."""
+
+    def __init__(self, model: torch.nn.Module, decay: float, state: dict | None = None):
+        if not 0 < decay < 1:
+            raise LicError(f"--ema must lie in (0, 1), got {decay}")
+        self.decay = decay
+        if state is None:
+            self.updates = 0
+            self.average = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        else:
+            self.updates, self.average = state["updates"], state["average"]
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module) -> None:
+        self.updates += 1
+        d = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        for k, v in model.state_dict().items():
+            if k not in self.average:  # Brevitas creates learned weight scales at the first training step
+                self.average[k] = v.detach().clone()
+            elif v.is_floating_point():
+                self.average[k].mul_(d).add_(v.detach(), alpha=1 - d)
+            else:
+                self.average[k].copy_(v)
+
+    def state(self) -> dict:
+        return {"updates": self.updates, "average": self.average}
+
+
 def atomic_save(obj, path: Path) -> None:
     """torch.save through a temporary file, so a run killed mid-write keeps its previous checkpoint."""
     tmp = path.with_suffix(".tmp")
