@@ -12,7 +12,7 @@
 #      continued at a slow cosine (lr 2e-4 -> 1e-6) for 12,000 (q3) or 10,000 steps, q3 and q4 then for
 #      a second slow cosine of 10,000 / 8,000 steps, q4 for a third of 10,000;
 #   3. quantised students: fresh QAT of those float students straight to the shipped quantisers,
-#      W8/4/4/8/8 A8/8/8/8 with MSE-initialised power-of-two weight scales (4000 / 5500 / 8000 / 11000 steps
+#      W8/4/4/8/8 A8/8/8/8 with MSE-initialised power-of-two weight scales (4000 / 5500 / 8000 / 8000 steps
 #      for q1..q4, the longer ones in runs of 2500-5000 then 3000, each continuing the last with --init),
 #      then 3000 steps more with --init that export an exponential moving average of the weights (q4: two such);
 #   4. the integer h_s of every rate point, from the caches (64 channels, rate + log-scale matching);
