@@ -14,7 +14,7 @@
 #   3. quantised students: fresh QAT of those float students straight to the shipped quantisers,
 #      W8/4/4/8/8 A8/8/8/8 with MSE-initialised power-of-two weight scales (4000 / 5500 / 8000 / 8000 steps
 #      for q1..q4, the longer ones in runs of 2500-5000 then 3000, each continuing the last with --init),
-#      then 3000 steps more with --init that export an exponential moving average of the weights (q4: two such);
+#      then 3000 steps more with --init that export an exponential moving average of the weights (q2, q4: two such);
 #   4. the integer h_s of every rate point, from the caches (64 channels, rate + log-scale matching);
 #   5. encoders tuned for the quantised students (`lic tune-encoder`: g_a only, rate-distortion loss
 #      through the frozen student; 1500 steps for q3, 1000 for the others, ~16 min per 1000
@@ -76,17 +76,18 @@ done
 # 3. fresh QAT straight to W8/4/4/8/8 A8/8/8/8: convs 0 and 3 and the 16->3 head at 8 bits are the MVAUs that
 #    `make hw` puts on FINN's RTL MVU on PYNQ-Z2's DSPs, two W4..W8 x A8 products per DSP48E1 either way
 #    (28.0 fps, estimated); 5 bits in conv 1 or 2 would need 42-45 K LUTs of the 39,900 FINN's layers may use.
-#    Kodak (teachers' files), before the averaged pass: q1 25.26, q2 25.60 (25.44 after its first 2500 steps), q3 25.87 (25.60 after 5000),
-#    after it q1 25.33, q2 25.61, q3 25.95; q4, from the third float cosine: 25.85 after 8000, 26.01 after one
-#    averaged pass, 26.06 after a second.
+#    Kodak (teachers' files), before the averaged passes: q1 25.26, q2 25.60 (25.44 after its first 2500 steps),
+#    q3 25.87 (25.60 after 5000); after one q1 25.33, q2 25.61, q3 25.95, after a second q2 25.67; q4, from the
+#    third float cosine: 25.85 after 8000, 26.01 after one averaged pass, 26.06 after a second.
 QUANT=(--weight-bits 8,4,4,8,8 --act-bits 8,8,8,8 --weight-scale mse --lr 1e-4 --lr-final 1e-6)
 for q in 1 2 3 4; do
-    case $q in 1) steps=4000; more=ema ;; 2) steps=2500; more="3000 ema" ;; 3) steps=5000; more="3000 ema" ;; 4) steps=5000; more="3000 ema ema" ;; esac
+    case $q in 1) steps=4000; more=ema ;; 2) steps=2500; more="3000 ema ema" ;; 3) steps=5000; more="3000 ema" ;; 4) steps=5000; more="3000 ema ema" ;; esac
     "$LIC" qat --student "$OUT/student_q$q.float.pt" --quality "$q" "${QUANT[@]}" --cache "$CACHE/q$q" "${WHOLE[@]}" \
         --steps "$steps" --run-dir "$RUNS/q$q-fresh-w8" --export "$RUNS/student_q$q.fresh-w8.pt"
     last=$RUNS/student_q$q.fresh-w8.pt; pass=1
-    # an "ema" pass is 3000 steps exporting the weights' moving average (--ema 0.999): at q3 +0.08 dB, where the
-    # same run's last-step weights lost 0.08; at q4 a second one added +0.05
+    # an "ema" pass is 3000 steps exporting the weights' moving average (--ema 0.999): -0.14 to +0.16 dB each
+    # (README ablation); two in a row: q1 +0.00 dB and q3 of the third float cosine +0.13 (neither shipped),
+    # q2 +0.07, q4 +0.21
     for n in $more; do
         pass=$((pass + 1)); name=$pass; average=()
         [ "$n" = ema ] && { n=3000; name=ema$pass; average=(--ema 0.999); }
