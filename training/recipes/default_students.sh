@@ -85,7 +85,7 @@ for q in 1 2 3 4; do
     "$LIC" qat --student "$OUT/student_q$q.float.pt" --quality "$q" "${QUANT[@]}" --cache "$CACHE/q$q" "${WHOLE[@]}" \
         --steps "$steps" --run-dir "$RUNS/q$q-fresh-w8" --export "$RUNS/student_q$q.fresh-w8.pt"
     last=$RUNS/student_q$q.fresh-w8.pt; pass=1
-    # an "ema" pass is 3000 steps exporting the weights' moving average (--ema 0.999): -0.14 to +0.16 dB each
+    # an "ema" pass is 3000 steps exporting the weights' moving average (--ema 0.999): -0.14 to +0.27 dB each
     # (README ablation); two in a row: q1 +0.00 dB and q3 of the third float cosine +0.13 (neither shipped),
     # q2 +0.07, q4 +0.21
     for n in $more; do
