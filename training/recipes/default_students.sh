@@ -94,7 +94,7 @@ for q in 1 2 3 4; do
         pass=$((pass + 1)); name=$pass; pass_args=()
         [ "$n" = ema ] && { n=3000; name=ema$pass; pass_args=(--ema 0.999); }
         # a "gentle" pass: averaged too, on the image loss alone (the teacher term off), at lr 3e-5 (a later --lr wins
-        # over QUANT's): q1 and q2 +0.02 dB
+        # over QUANT's): q1 and q2 +0.02 dB; q3 and q4 -0.02 / -0.01 with worse tuned pairs, so they end on "ema"
         [ "$n" = gentle ] && { n=3000; name=gentle$pass; pass_args=(--ema 0.999 --lr 3e-5 --w-teacher 0); }
         "$LIC" qat --student "$OUT/student_q$q.float.pt" --init "$last" --quality "$q" "${QUANT[@]}" --cache "$CACHE/q$q" \
             "${WHOLE[@]}" --steps "$n" "${pass_args[@]}" --run-dir "$RUNS/q$q-fresh-w8-$name" \
