@@ -82,9 +82,12 @@ def test_shipped_students_have_provenance():
 
 
 def test_eval_students_and_demo_run(tmp_path, kodak):
-    assert run_lic("eval-students", "--quality", "3", "--limit", "1", "-o", tmp_path / "ev") == 0
-    assert "| 3 |" in (tmp_path / "ev" / "summary.md").read_text()
-    assert run_lic("demo", "--limit", "2", "--no-hw", "-o", tmp_path / "demo") == 0
+    assert run_lic("eval-students", "--quality", "3", "--limit", "1", "--refine", "2", "-o", tmp_path / "ev") == 0
+    summary = (tmp_path / "ev" / "summary.md").read_text()
+    assert "| 3 |" in summary and "latents refined for the quantised student" in summary
+    assert run_lic("demo", "--limit", "2", "--no-hw", "--refine", "3", "-o", tmp_path / "demo") == 0
     demo = json.loads((tmp_path / "demo" / "demo.json").read_text())
     assert demo["bit_exact"]["onnx_tiled_equals_whole_frame"] is True
+    assert demo["refine_steps"] == 3 and "latents refined for the student, 3 steps" in \
+        (tmp_path / "demo" / "report.md").read_text()
     assert (tmp_path / "demo" / "crops.png").is_file() and (tmp_path / "demo" / "report.md").is_file()

@@ -9,10 +9,10 @@ changes which latents a file carries, never how they are decoded. Loss, per step
     lambda * 255^2 * MSE(student(round(g_a(x))), x)  +  bits(y | h_s(z)) + bits(z)  per pixel
 
 with the teacher's own lambda: the rate-distortion objective the teacher was trained with, but
-with the board's decoder in place of the teacher's g_s. The rate is priced with the float h_s, whose
-gradient reaches g_a through z too: pricing y under the integer h_s's scales instead (the files'
-own rate, but no gradient through z) gave 2-4% larger v2 files on Kodak at the same PSNR (README,
-ablation). Rounding passes gradients straight through to g_a (the student sees integers, as on the
+with the board's decoder in place of the teacher's g_s. The rate is priced with the float h_s on z
+rounded as it is coded (the EntropyBottleneck's torch.round: no gradient reaches g_a through z, only
+through y); pricing y under the integer h_s's scales instead (the files' own rate) gave 2-4% larger
+v2 files on Kodak at the same PSNR (README, ablation). Rounding passes gradients straight through to g_a (the student sees integers, as on the
 board); the rate of y uses additive noise, as in CompressAI's training.
 
 The export holds g_a alone (fp16 like the shipped teachers) and its teacher's fingerprint;

@@ -138,16 +138,26 @@ def y_substream_regions(tiles: tuple[int, int] | None, h: int, w: int) -> list[t
     return plan.substreams(plan.encoder_bands())
 
 
-@torch.inference_mode()
-def encode(models: Teacher | EntropyModels, rgb: np.ndarray) -> bytes:
+def encode(models: Teacher | EntropyModels, rgb: np.ndarray, refinement=None) -> bytes:
     """uint8 HxWx3 image -> complete .lic file bytes (version 2 when an integer h_s is given, 3 when
-    tile geometry is given too)."""
+    tile geometry is given too). With a `refinement` (training/latent_refinement.py), the latents are
+    optimised for this image and the decoder of the file instead of taken from g_a as they are."""
     em = as_entropy_models(models)
     h, w = rgb.shape[:2]
     m = em.teacher.model
     x = pad_replicate(to_tensor(rgb))
-    y = m.g_a(x)
-    z = m.h_a(torch.abs(y))
+    if refinement is not None:
+        y, z = refinement.latents(em, x, h, w)
+    else:
+        with torch.inference_mode():
+            y = m.g_a(x)
+            z = m.h_a(torch.abs(y))
+    return _write(em, y, z, h, w)
+
+
+@torch.inference_mode()
+def _write(em: EntropyModels, y: torch.Tensor, z: torch.Tensor, h: int, w: int) -> bytes:
+    m = em.teacher.model
     z_strings = m.entropy_bottleneck.compress(z)
     z_hat = m.entropy_bottleneck.decompress(z_strings, z.shape[-2:])
     indexes = scale_indexes(em, z_hat)

@@ -1,0 +1,138 @@
+"""Per-image latent refinement: the encoder searches, for each image, the latents its decoder turns
+into the best picture for the bits (the encode-time step of Campos et al. 2019, "Content adaptive
+optimization for neural image compression", and Yang et al. 2020, "Improving inference for neural
+image compression").
+
+g_a is amortised: one network guesses latents for every image, and the tuned encoder learned that
+guess for a decoder far smaller than the one g_a was trained with. Here g_a's y and h_a's z are only
+the starting point; y and z themselves are then optimised by Adam on the teacher's rate-distortion
+loss for this one image,
+
+    lambda * 255^2 * MSE(decoder(round(y)), x)  +  bits(y | h_s(round(z))) + bits(round(z))  per pixel
+
+through the frozen decoder that will read the file (the quantised student for a tuned encoder's files,
+the teacher's g_s for the teacher's). Nothing a decoder holds changes: the file is an ordinary .lic
+of the same models and fingerprint, only slower to write (on the encoding workstation, not the board).
+
+Rounding: the decoder sees round(y) with straight-through gradients, as on the board; the rate of y
+is priced with additive uniform noise (CompressAI's training proxy), because straight-through rates
+let y drift to where the proxy and the coded rate part ways. The noise proxy drifts too over long
+runs, so every `check_every` steps the rounded latents are priced exactly as they would be coded
+(float h_s) and the best iterate is kept; the first check is g_a's own latents, so refinement never
+returns latents worse than the encoder's by that measure. The noise is seeded: one machine, one
+torch, same bytes.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from lic.errors import LicError
+
+
+def _round_ste(t: torch.Tensor) -> torch.Tensor:
+    return t + (torch.round(t) - t).detach()
+
+
+@dataclass
+class Refinement:
+    synthesis: nn.Module  # the decoder of the files, frozen: image before clamping from y_hat
+    lmbda: float
+    steps: int = 100
+    lr: float = 0.04
+    check_every: int = 5
+    seed: int = 0
+    progress: bool = False  # a bar over the steps (one image on the command line)
+
+    def __post_init__(self):
+        if self.steps < 1:
+            raise LicError(f"latent refinement needs at least one step, got {self.steps}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise LicError(f"latent refinement needs a positive learning rate, got {self.lr}")
+        if self.lmbda is None or self.lmbda <= 0:
+            raise LicError("latent refinement needs the teacher's lambda; this teacher records none")
+
+    def latents(self, models, x: torch.Tensor, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(y, z) for the padded image x (1 x 3 x H x W in [0, 1]) whose first height x width pixels
+        are the picture; what `encode` then rounds and codes. z stays g_a's (through h_a), so the
+        scales y is coded with are known before the search and its rate is priced exactly."""
+        from training.teacher_codec import scale_indexes
+
+        model = models.teacher.model
+        target = x[..., :height, :width]
+        with torch.inference_mode():
+            y0 = model.g_a(x)
+            z = model.h_a(torch.abs(y0))
+            eb = model.entropy_bottleneck
+            z_hat = eb.decompress(eb.compress(z), z.shape[-2:])  # as `encode` will code it
+            indexes = scale_indexes(models, z_hat).long()
+            scales = model.gaussian_conditional.scale_table[indexes]
+        frozen = [p for p in self.synthesis.parameters() if p.requires_grad]
+        for p in frozen:
+            p.requires_grad_(False)
+        try:
+            # autograd even when the caller encodes under inference_mode; clones are ordinary tensors
+            with torch.inference_mode(False), torch.enable_grad():
+                y = self._search(model.gaussian_conditional, y0.clone().requires_grad_(True), scales.clone(),
+                                 target.clone(), height * width)
+        finally:
+            for p in frozen:
+                p.requires_grad_(True)
+        return y, z
+
+    def _search(self, gc, y, scales, target, pixels):
+        noise = torch.Generator().manual_seed(self.seed)
+        opt = torch.optim.Adam([y], lr=self.lr)
+        best = (math.inf, None)
+        for step in tqdm(range(self.steps + 1), desc="refine latents", unit="step", leave=False,
+                         disable=not self.progress, file=sys.stderr):
+            if step % self.check_every == 0 or step == self.steps:
+                with torch.no_grad():
+                    cost = self.cost(gc, y, scales, target, pixels, noisy_rate=False).item()
+                if cost < best[0]:
+                    best = (cost, y.detach().clone())
+            if step == self.steps:
+                break
+            for g in opt.param_groups:  # cosine to zero: the last steps settle instead of jumping
+                g["lr"] = self.lr * 0.5 * (1 + math.cos(math.pi * step / self.steps))
+            loss = self.cost(gc, y, scales, target, pixels, noisy_rate=True, noise=noise)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        return best[1]
+
+    def cost(self, gc, y, scales, target, pixels, noisy_rate: bool, noise: torch.Generator | None = None):
+        """lambda * 255^2 * MSE + bits of y per pixel under the scales it will be coded with; with
+        noisy_rate=False, of the rounded y exactly as it would be coded (z's bits are fixed)."""
+        y_hat = _round_ste(y)
+        y_rate = y + (torch.rand(y.shape, generator=noise) - 0.5) if noisy_rate else y_hat
+        bpp = -torch.log2(gc.likelihood_lower_bound(gc._likelihood(y_rate, scales))).sum() / pixels
+        x_hat = self.synthesis(y_hat)[..., :target.shape[-2], :target.shape[-1]].clamp(0, 1)
+        return self.lmbda * 255 ** 2 * torch.mean((x_hat - target) ** 2) + bpp
+
+
+def files_decoder(models) -> nn.Module:
+    """The synthesis that decodes files of these entropy models: for an encoder tuned for a quantised
+    student, that shipped student (torch, bit-identical to its decoder package); else the teacher's g_s."""
+    teacher = models.teacher
+    if teacher.base_fingerprint is None:
+        return teacher.model.g_s
+    from bench.students import read_students, STUDENTS_MANIFEST
+    from quantize.qat import load_quant_student
+
+    entry = next((e for e in read_students(STUDENTS_MANIFEST)
+                  if e["teacher_fingerprint"] == teacher.base_fingerprint.hex()), None)
+    if entry is None:
+        raise LicError(f"{teacher.name} was tuned from teacher {teacher.base_fingerprint.hex()}, which has no "
+                       f"shipped quantised student to refine the latents for")
+    return load_quant_student(entry["quant"])[0]
+
+
+def refinement_for(models, steps: int, progress: bool = False) -> Refinement:
+    return Refinement(files_decoder(models), models.teacher.lmbda, steps=steps, progress=progress)
