@@ -38,7 +38,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-hw", action="store_true", help="skip the FINN build (step 4)")
     p.add_argument("--refine", type=int, default=100, metavar="STEPS",
                    help="refine each board file's latents for the package's student (`lic encode --refine`): "
-                        "better pictures for the bits, about 15 s per Kodak image on 2 x86 cores at 100 steps "
+                        "better pictures for the bits, 15-18 s per Kodak image on 2 x86 cores at 100 steps "
                         "(default 100; 0: g_a's latents as they are, the 1-minute demo)")
     p.add_argument("-o", "--out", type=Path, default=Path("build/demo"), metavar="DIR",
                    help="output folder (default build/demo)")

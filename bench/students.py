@@ -164,27 +164,12 @@ def summary_markdown(results: dict) -> str:
             lines.append(f"| {p['quality']} | {m['quant_student']['bpp']:.4f} | {d['bpp']:.4f} | "
                          f"{100 * (d['bpp'] / m['quant_student']['bpp'] - 1):+.1f}% | {d['psnr']:.2f} | "
                          f"{d['ms_ssim']:.4f} |")
-    tuned = [p for p in pts if "tuned_deployable" in p["mean"]]
-    if tuned:
-        lines += ["", "With the encoder tuned for the quantised student (`lic tune-encoder`; its own files, .lic v2):", "",
-                  "| q | bpp | PSNR | MS-SSIM | bpp vs teacher's encoder | PSNR vs teacher's encoder | "
-                  "PSNR vs teacher codec |", "|---|---:|---:|---:|---:|---:|---:|"]
-        for p in tuned:
-            m, t = p["mean"], p["mean"]["tuned_deployable"]
-            lines.append(f"| {p['quality']} | {t['bpp']:.4f} | {t['psnr']:.2f} | {t['ms_ssim']:.4f} | "
-                         f"{100 * (t['bpp'] / m['deployable']['bpp'] - 1):+.1f}% | "
-                         f"{t['psnr'] - m['deployable']['psnr']:+.2f} | {t['psnr'] - m['teacher']['psnr']:+.2f} |")
-    refined = [p for p in pts if "refined_deployable" in p["mean"]]
-    if refined:
-        lines += ["", "With the tuned encoder and each image's latents refined for the quantised student "
-                      "(`lic encode --refine`; .lic v2):", "",
-                  "| q | bpp | PSNR | MS-SSIM | bpp vs tuned encoder | PSNR vs tuned encoder | PSNR vs teacher codec |",
-                  "|---|---:|---:|---:|---:|---:|---:|"]
-        for p in refined:
-            m, r = p["mean"], p["mean"]["refined_deployable"]
-            lines.append(f"| {p['quality']} | {r['bpp']:.4f} | {r['psnr']:.2f} | {r['ms_ssim']:.4f} | "
-                         f"{100 * (r['bpp'] / m['tuned_deployable']['bpp'] - 1):+.1f}% | "
-                         f"{r['psnr'] - m['tuned_deployable']['psnr']:+.2f} | {r['psnr'] - m['teacher']['psnr']:+.2f} |")
+    for key, before, title in (
+            ("tuned_deployable", "deployable",
+             "With the encoder tuned for the quantised student (`lic tune-encoder`; its own files, .lic v2):"),
+            ("refined_deployable", "tuned_deployable", "With the tuned encoder and each image's latents refined for "
+                                                       "the quantised student (`lic encode --refine`; .lic v2):")):
+        lines += _step_table(pts, key, before, title)
     lines += ["", "| test | anchor | BD-rate % | BD-PSNR dB | PSNR overlap | note |", "|---|---|---:|---:|---:|---|"]
     for b in results["bd"]:
         rate = "–" if b["bd_rate_percent"] is None else f"{b['bd_rate_percent']:+.1f}"
@@ -192,6 +177,22 @@ def summary_markdown(results: dict) -> str:
         overlap = "–" if b.get("psnr_overlap") is None else f"{100 * b['psnr_overlap']:.0f}%"
         lines.append(f"| {b['test']} | {b['anchor']} | {rate} | {db} | {overlap} | {b['reason'] or ''} |")
     return "\n".join(lines) + "\n"
+
+
+def _step_table(pts: list[dict], key: str, before: str, title: str) -> list[str]:
+    """Markdown lines: one deployable codec's mean per rate point against the codec it improves on."""
+    rows = [p for p in pts if key in p["mean"]]
+    if not rows:
+        return []
+    what = {"deployable": "teacher's encoder", "tuned_deployable": "tuned encoder"}[before]
+    lines = ["", title, "", f"| q | bpp | PSNR | MS-SSIM | bpp vs {what} | PSNR vs {what} | PSNR vs teacher codec |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for p in rows:
+        m, t = p["mean"], p["mean"][key]
+        lines.append(f"| {p['quality']} | {t['bpp']:.4f} | {t['psnr']:.2f} | {t['ms_ssim']:.4f} | "
+                     f"{100 * (t['bpp'] / m[before]['bpp'] - 1):+.1f}% | "
+                     f"{t['psnr'] - m[before]['psnr']:+.2f} | {t['psnr'] - m['teacher']['psnr']:+.2f} |")
+    return lines
 
 
 def decoder_curve(points: list[dict], key: str, metric: str = "psnr") -> list[tuple[float, float]]:
