@@ -90,8 +90,9 @@ class Refinement:
         noise = torch.Generator().manual_seed(self.seed)
         opt = torch.optim.Adam([y], lr=self.lr)
         best = (math.inf, None)
-        for step in tqdm(range(self.steps + 1), desc="refine latents", unit="step", leave=False,
-                         disable=not self.progress, file=sys.stderr):
+        bar = tqdm(total=self.steps, desc="refine latents", unit="step", leave=False, disable=not self.progress,
+                   file=sys.stderr)
+        for step in range(self.steps + 1):
             if step % self.check_every == 0 or step == self.steps:
                 with torch.no_grad():
                     cost = self.cost(gc, y, scales, target, pixels, noisy_rate=False).item()
@@ -105,6 +106,8 @@ class Refinement:
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            bar.update(1)
+        bar.close()
         return best[1]
 
     def cost(self, gc, y, scales, target, pixels, noisy_rate: bool, noise: torch.Generator | None = None):
