@@ -4,23 +4,23 @@ optimization for neural image compression", and Yang et al. 2020, "Improving inf
 image compression").
 
 g_a is amortised: one network guesses latents for every image, and the tuned encoder learned that
-guess for a decoder far smaller than the one g_a was trained with. Here g_a's y and h_a's z are only
-the starting point; y and z themselves are then optimised by Adam on the teacher's rate-distortion
-loss for this one image,
+guess for a decoder far smaller than the one g_a was trained with. Here g_a's y is only the starting
+point; y itself is then optimised by Adam on the teacher's rate-distortion loss for this one image,
 
-    lambda * 255^2 * MSE(decoder(round(y)), x)  +  bits(y | h_s(round(z))) + bits(round(z))  per pixel
+    lambda * 255^2 * MSE(decoder(round(y)), x)  +  bits(y | the scales the file codes y with)  per pixel
 
 through the frozen decoder that will read the file (the quantised student for a tuned encoder's files,
-the teacher's g_s for the teacher's). Nothing a decoder holds changes: the file is an ordinary .lic
-of the same models and fingerprint, only slower to write (on the encoding workstation, not the board).
+the teacher's g_s for the teacher's). z stays the encoder's, so those scales (the integer h_s's, for
+v2 files) are known before the search and y's rate is priced exactly: letting z move too, priced by
+the float h_s, drifted away from what the integer h_s then coded (README, ablation). Nothing a decoder
+holds changes: the file is an ordinary .lic of the same models and fingerprint, only slower to write
+(on the encoding workstation, not the board).
 
-Rounding: the decoder sees round(y) with straight-through gradients, as on the board; the rate of y
-is priced with additive uniform noise (CompressAI's training proxy), because straight-through rates
-let y drift to where the proxy and the coded rate part ways. The noise proxy drifts too over long
-runs, so every `check_every` steps the rounded latents are priced exactly as they would be coded
-(float h_s) and the best iterate is kept; the first check is g_a's own latents, so refinement never
-returns latents worse than the encoder's by that measure. The noise is seeded: one machine, one
-torch, same bytes.
+Rounding: the decoder sees round(y) with straight-through gradients, as on the board; y's rate in the
+gradient step uses additive uniform noise (CompressAI's training proxy; straight-through rates did
+worse). Every `check_every` steps the rounded y is priced exactly as it will be coded and the best
+iterate is kept; the first check is g_a's own y, so refinement never returns latents worse than the
+encoder's by that measure. The noise is seeded: one machine, one torch, one thread count, same bytes.
 """
 
 from __future__ import annotations
