@@ -50,6 +50,7 @@ def run(args) -> int:
     from host.decoder_package import DecoderPackage
     from host.image_io import save_png, write_atomic
     from host.runtime import HostDecoder, StageTimes
+    from training.latent_refinement import refinement_for
     from training.teacher import load_default
     from training.teacher_codec import EntropyModels, decode, encode, find_shipped
 
@@ -64,13 +65,7 @@ def run(args) -> int:
         # The package decodes the files of an encoder tuned for its student; the teacher is compared
         # on its own files (same integer h_s), each codec at its own rate.
         teacher_models = EntropyModels(load_default(models.teacher.quality), models.integer_hs)
-    if args.refine < 0:
-        raise LicError(f"--refine takes a number of steps >= 0, not {args.refine}")
-    refinement = None
-    if args.refine:
-        from training.latent_refinement import refinement_for
-
-        refinement = refinement_for(models, args.refine)
+    refinement = refinement_for(models, args.refine)
     images = load_images(first_images(args.data, args.limit))
 
     files, teacher_files = {}, {}

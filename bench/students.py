@@ -232,10 +232,11 @@ def run(args) -> int:
         entries = [e for e in entries if e["quality"] in wanted]
     if not entries:
         raise LicError("no shipped student for the rate points asked for")
+    from training.latent_refinement import refine_steps
+
+    refine = refine_steps(args.refine)
     images = load_images(first_images(args.data, args.limit))
-    if args.refine < 0:
-        raise LicError(f"--refine takes a number of steps >= 0, not {args.refine}")
-    points = [evaluate_point(e, images, args.refine) for e in sorted(entries, key=lambda e: e["quality"])]
+    points = [evaluate_point(e, images, refine) for e in sorted(entries, key=lambda e: e["quality"])]
     curve = lambda key, metric="psnr": decoder_curve(points, key, metric)
     bd = [{"test": k, "anchor": "teacher", **compare(curve("teacher"), curve(k))}
           for k in ("float_student", "quant_student", "tuned_deployable", "refined_deployable") if len(curve(k)) >= 2]

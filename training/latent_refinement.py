@@ -137,5 +137,15 @@ def files_decoder(models) -> nn.Module:
     return load_quant_student(entry["quant"])[0]
 
 
-def refinement_for(models, steps: int, progress: bool = False) -> Refinement:
+def refine_steps(steps: int) -> int:
+    """A command line's --refine STEPS: 0 is off, a negative count is the user's error."""
+    if steps < 0:
+        raise LicError(f"--refine takes a number of steps >= 0, not {steps}")
+    return steps
+
+
+def refinement_for(models, steps: int, progress: bool = False) -> Refinement | None:
+    """The refinement `lic encode/demo --refine STEPS` asks for: None for 0 steps."""
+    if not refine_steps(steps):
+        return None
     return Refinement(files_decoder(models), models.teacher.lmbda, steps=steps, progress=progress)

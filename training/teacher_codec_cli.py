@@ -64,13 +64,12 @@ def tile_geometry(text: str | None, quality: int) -> tuple[int, int] | None:
 def run_encode(args) -> int:
     from host.image_io import load_rgb, write_atomic
     from host.integer_hyper import IntegerHyperSynthesis
+    from training.latent_refinement import refinement_for
     from training.teacher import DEFAULT_QUALITY, load_teacher
     from training.teacher_codec import EntropyModels, encode, shipped_integer_hs
 
     if args.quality is not None and args.teacher is not None:
         raise LicError("give --quality or --teacher, not both")
-    if args.refine < 0:
-        raise LicError(f"--refine takes a number of steps >= 0, not {args.refine}")
     if args.max_pixels < 1:
         raise LicError(f"--max-pixels must be positive, not {args.max_pixels}")
     rgb, warnings = load_rgb(args.image, max_pixels=args.max_pixels)
@@ -88,12 +87,7 @@ def run_encode(args) -> int:
         raise LicError(f"{teacher.name} is an encoder tuned for a quantised student, whose decoder reads format "
                        f"version 2 or 3: add --integer-hs")
     em = EntropyModels(teacher, integer_hs, tile_geometry(args.tiles, quality))
-    refinement = None
-    if args.refine:
-        from training.latent_refinement import refinement_for
-
-        refinement = refinement_for(em, args.refine, progress=True)
-    data = encode(em, rgb, refinement)
+    data = encode(em, rgb, refinement_for(em, args.refine, progress=True))
     write_atomic(args.output, data)
     h, w = rgb.shape[:2]
     print(f"{args.output}: {len(data)} bytes, {len(data) * 8 / (h * w):.4f} bpp ({w}x{h}, {em.name}, format v{em.version})")
