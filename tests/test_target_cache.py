@@ -172,3 +172,59 @@ def test_training_and_caching_run_without_tf32(monkeypatch):
     finally:
         torch.backends.cudnn.allow_tf32 = True  # torch's defaults, for the tests after this one
         torch.backends.cuda.matmul.allow_tf32 = False
+
+
+TUNED_Q3 = "training/teachers/encoder_q3.pt"
+
+
+def _kodak_crops(folder, n=2):
+    from bench.evaluate import DEFAULT_DATA, first_images, load_images
+
+    folder.mkdir()
+    for name, rgb in load_images(first_images(DEFAULT_DATA, n)):
+        save_png(folder / name, rgb[100:164, 200:328])
+    return folder
+
+
+def test_refined_cache_holds_what_lic_encode_refine_writes_and_resumes(tmp_path, capsys):
+    from training.latent_refinement import refinement_for
+    from training.teacher import load_teacher
+    from training.teacher_codec import EntropyModels, shipped_integer_hs
+
+    src, out = _kodak_crops(tmp_path / "images"), tmp_path / "refined"
+    args = ("cache-targets", "--teacher", TUNED_Q3, "--data", src, "--size", "64x128", "--refine", "3",
+            "--threads", "1", "-o", out)
+    assert lic(*args) == 0
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["refined"]["steps"] == 3 and m["refined"]["for"].startswith("student_q3.pt sha256 ")
+    assert not (out / "progress.json").exists()
+    y_hat = np.load(out / "y_hat.npy")
+
+    models = EntropyModels(load_teacher(TUNED_Q3), shipped_integer_hs(3))
+    x = torch.from_numpy(np.load(out / "x.npy")[1].copy()).permute(2, 0, 1)[None].float() / 255
+    y, _ = refinement_for(models, 3).latents(models, x, 64, 128)
+    assert np.array_equal(y_hat[1], torch.round(y)[0].numpy().astype(np.int8))  # the mirrored entry too
+    with torch.no_grad():
+        assert not np.array_equal(y_hat[1], torch.round(models.teacher.model.g_a(x))[0].numpy().astype(np.int8))
+
+    # an interrupted build (one entry done, marked) continues instead of starting over
+    import shutil
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.copytree(out, tmp)
+    what = {k: m[k] for k in ("teacher_fingerprint", "height", "width", "entries", "refined")}
+    (tmp / "progress.json").write_text(json.dumps({"what": what, "entries_done": 1, "clipped": 0, "seconds": 1.0}))
+    marked = np.load(tmp / "y_hat.npy", mmap_mode="r+")
+    marked[0], marked[1:] = 7, 0
+    marked.flush()
+    del marked
+    assert lic(*args) == 0
+    assert "1 of 4 entries done" in capsys.readouterr().err
+    again = np.load(out / "y_hat.npy")
+    assert (again[0] == 7).all() and np.array_equal(again[1:], y_hat[1:])
+    assert not tmp.exists()
+
+
+def test_refine_is_checked(tmp_path, capsys):
+    assert lic("cache-targets", "--teacher", TUNED_Q3, "--data", tmp_path, "--refine", "-1", "-o", tmp_path / "c") == 1
+    assert "--refine takes a number of steps >= 0" in capsys.readouterr().err
+    assert not (tmp_path / "c").exists()

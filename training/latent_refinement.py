@@ -28,6 +28,7 @@ from __future__ import annotations
 import math
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -120,21 +121,31 @@ class Refinement:
         return self.lmbda * 255 ** 2 * torch.mean((x_hat - target) ** 2) + bpp
 
 
-def files_decoder(models) -> nn.Module:
-    """The synthesis that decodes files of these entropy models: for an encoder tuned for a quantised
-    student, that shipped student (torch, bit-identical to its decoder package); else the teacher's g_s."""
+def files_decoder_file(models) -> Path | None:
+    """The shipped quantised student that decodes files of these entropy models (for an encoder tuned
+    for one), or None for a teacher's files, which its own g_s decodes."""
     teacher = models.teacher
     if teacher.base_fingerprint is None:
-        return teacher.model.g_s
+        return None
     from bench.students import read_students, STUDENTS_MANIFEST
-    from quantize.qat import load_quant_student
 
     entry = next((e for e in read_students(STUDENTS_MANIFEST)
                   if e["teacher_fingerprint"] == teacher.base_fingerprint.hex()), None)
     if entry is None:
         raise LicError(f"{teacher.name} was tuned from teacher {teacher.base_fingerprint.hex()}, which has no "
                        f"shipped quantised student to refine the latents for")
-    return load_quant_student(entry["quant"])[0]
+    return entry["quant"]
+
+
+def files_decoder(models) -> nn.Module:
+    """The synthesis that decodes files of these entropy models: for an encoder tuned for a quantised
+    student, that shipped student (torch, bit-identical to its decoder package); else the teacher's g_s."""
+    f = files_decoder_file(models)
+    if f is None:
+        return models.teacher.model.g_s
+    from quantize.qat import load_quant_student
+
+    return load_quant_student(f)[0]
 
 
 def refine_steps(steps: int) -> int:

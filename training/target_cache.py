@@ -9,6 +9,12 @@ x_teacher from g_s over the whole y_hat, exactly what a .lic file of that image 
 its teacher decodes. Training on whole images (or on latent-aligned windows of them) then sees the
 same borders a deployed decoder sees, instead of crop borders the teacher never saw.
 
+With --refine STEPS the latents are those `lic encode --refine` would write (training/latent_refinement.py):
+each entry's y refined for the decoder of the encoder's files (for an encoder tuned for a quantised student,
+that shipped student), z still g_a's. A student trained on them sees what it decodes in deployment, not
+g_a's guess (README, ablation). Refining costs ~11 s per 320x448 entry per 100 steps on one core, so the
+build is resumable: the .tmp folder keeps what is done and the same command continues it.
+
 Each image is stored in two variants, as is and mirrored: the teacher is not mirror-equivariant,
 so a mirrored target must come from the teacher, not from flipping the cached arrays. Portrait
 images are turned to landscape first, so that all entries share one shape.
@@ -25,6 +31,7 @@ Layout of a cache folder (all arrays uint8 / int8, memory-mapped when training):
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import shutil
 import sys
@@ -52,6 +59,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="HxW every entry is cropped to, multiples of 64 (default 320x448, from BSDS500's 321x481)")
     p.add_argument("-o", "--out", type=Path, required=True, help="cache folder to write (replaced atomically)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--refine", type=int, default=0, metavar="STEPS",
+                   help="refine each entry's latents for the decoder of the encoder's files, as `lic encode --refine "
+                        "STEPS` does (~11 s per entry per 100 steps on one core; CPU only; an interrupted build "
+                        "continues where it stopped when run again). Default 0: g_a's latents")
     p.add_argument("--device", default="cpu",
                    help="where the teacher runs: cpu (default) or cuda. A GPU computes the same targets to within "
                         "float rounding (TF32 off), so a handful of y_hat values may round the other way")
@@ -78,7 +89,9 @@ def _landscape_crop(a: np.ndarray, h: int, w: int) -> np.ndarray | None:
 
 @torch.no_grad()
 def build_cache(teacher, images: list[Path], out: Path, size: tuple[int, int],
-                device: torch.device = torch.device("cpu")) -> dict:
+                device: torch.device = torch.device("cpu"), models=None, refinement=None) -> dict:
+    """The cache of `teacher`'s targets; with a `refinement` (and the EntropyModels `models` whose
+    files it refines), each entry's latents refined as `lic encode --refine` would write them."""
     from PIL import Image
 
     h, w = size
@@ -92,40 +105,95 @@ def build_cache(teacher, images: list[Path], out: Path, size: tuple[int, int],
     if not entries:
         raise LicError(f"no training image covers {h}x{w}")
     n, m = len(entries), model.M
+    what = {"teacher_fingerprint": teacher.fingerprint.hex(), "height": h, "width": w,
+            "entries": [{"image": str(p), "mirrored": f} for p, f, _ in entries]}
+    if refinement is not None:
+        what["refined"] = {"steps": refinement.steps, "lr": refinement.lr, "seed": refinement.seed,
+                           "for": refinement_decoder_name(models)}
     tmp = out.with_name(out.name + ".tmp")
-    tmp.mkdir(parents=True, exist_ok=True)
-    xs = np.lib.format.open_memmap(tmp / "x.npy", "w+", np.uint8, (n, h, w, 3))
-    xts = np.lib.format.open_memmap(tmp / "x_teacher.npy", "w+", np.uint8, (n, h, w, 3))
-    ys = np.lib.format.open_memmap(tmp / "y_hat.npy", "w+", np.int8, (n, m, h // 16, w // 16))
-    zs = np.lib.format.open_memmap(tmp / "z.npy", "w+", np.int8, (n, model.N, h // 64, w // 64))
+    done = _resumable(tmp, what)
+    mode = "r+" if done else "w+"
+    xs = np.lib.format.open_memmap(tmp / "x.npy", mode, np.uint8, (n, h, w, 3))
+    xts = np.lib.format.open_memmap(tmp / "x_teacher.npy", mode, np.uint8, (n, h, w, 3))
+    ys = np.lib.format.open_memmap(tmp / "y_hat.npy", mode, np.int8, (n, m, h // 16, w // 16))
+    zs = np.lib.format.open_memmap(tmp / "z.npy", mode, np.int8, (n, model.N, h // 64, w // 64))
     medians = model.entropy_bottleneck._get_medians()
-    clipped = 0
+    clipped = done.get("clipped", 0)
+    seconds = done.get("seconds", 0.0)
     t0 = time.time()
-    for i, (_, _, a) in enumerate(tqdm(entries, desc=f"teacher targets {teacher.name}", unit="img")):
-        x = torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1)[None].to(device).float().div_(255)
-        y = model.g_a(x)
+    start = done.get("entries_done", 0)
+    desc = f"teacher targets {teacher.name}" + (f", latents refined {refinement.steps} steps" if refinement else "")
+    for i in tqdm(range(start, n), desc=desc, unit="img", initial=start, total=n):
+        a = entries[i][2]
+        x = torch.from_numpy(np.array(a)).permute(2, 0, 1)[None].to(device).float().div_(255)
+        if refinement is None:
+            y = model.g_a(x)
+            z = model.h_a(torch.abs(y))
+        else:
+            y, z = refinement.latents(models, x, h, w)
         y_hat = torch.round(y)
-        z = model.entropy_bottleneck.quantize(model.h_a(torch.abs(y)), "symbols", medians)
+        z = model.entropy_bottleneck.quantize(z, "symbols", medians)
         x_t = model.g_s(y_hat).clamp_(0, 1)
         xs[i] = a
         xts[i] = (x_t[0].permute(1, 2, 0) * 255).round_().to(torch.uint8).cpu().numpy()
         clipped += int((y_hat.abs() > 127).sum()) + int((z.abs() > 127).sum())
         ys[i] = y_hat[0].clamp_(-128, 127).to(torch.int8).cpu().numpy()
         zs[i] = z[0].clamp_(-128, 127).to(torch.int8).cpu().numpy()
+        if refinement is not None:  # seconds per entry: worth keeping on an interruption
+            _save_progress(tmp, what, i + 1, clipped, seconds + time.time() - t0, (xs, xts, ys, zs))
     for arr in (xs, xts, ys, zs):
         arr.flush()
     manifest = {
         "version": CACHE_VERSION, "teacher": teacher.name, "teacher_fingerprint": teacher.fingerprint.hex(),
         "decoder_fingerprint": teacher.decoder_fingerprint.hex(),
-        "entries": [{"image": str(p), "mirrored": f} for p, f, _ in entries],
-        "height": h, "width": w, "latent_channels": m, "values_clipped_to_int8": clipped,
-        "command": command_line(), "seconds": round(time.time() - t0, 1), "hardware": hardware(device),
+        "entries": what["entries"], "height": h, "width": w, "latent_channels": m, "values_clipped_to_int8": clipped,
+        **({"refined": what["refined"]} if refinement is not None else {}),
+        "command": command_line(), "seconds": round(seconds + time.time() - t0, 1), "hardware": hardware(device),
     }
     (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
+    (tmp / PROGRESS).unlink(missing_ok=True)
     if out.exists():
         shutil.rmtree(out)
     tmp.rename(out)
     return manifest
+
+
+PROGRESS = "progress.json"
+
+
+def _resumable(tmp: Path, what: dict) -> dict:
+    """The progress of an interrupted build of the same cache in `tmp` ({} when there is none: `tmp`
+    is then emptied for a fresh start)."""
+    try:
+        progress = json.loads((tmp / PROGRESS).read_text())
+    except (OSError, ValueError):
+        progress = None
+    if progress is not None and progress.get("what") == what:
+        print(f"continuing {tmp}: {progress['entries_done']} of {len(what['entries'])} entries done", file=sys.stderr)
+        return progress
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    return {}
+
+
+def _save_progress(tmp: Path, what: dict, entries_done: int, clipped: int, seconds: float, arrays) -> None:
+    for arr in arrays:  # the entries on disk before the count that says they are
+        arr.flush()
+    doc = {"what": what, "entries_done": entries_done, "clipped": clipped, "seconds": seconds}
+    (tmp / (PROGRESS + ".new")).write_text(json.dumps(doc))
+    (tmp / (PROGRESS + ".new")).replace(tmp / PROGRESS)
+
+
+def refinement_decoder_name(models) -> str:
+    """What the latents were refined for, for the manifest: a cache refined for one student is stale
+    once another ships."""
+    from training.latent_refinement import files_decoder_file
+
+    f = files_decoder_file(models)
+    if f is None:
+        return f"{models.teacher.name} g_s"
+    return f"{f.name} sha256 {hashlib.sha256(f.read_bytes()).hexdigest()[:16]}"
 
 
 class CachedTargets:
@@ -200,7 +268,20 @@ def _device(name: str) -> torch.device:
     return device
 
 
+def _entropy_models(teacher):
+    """The entropy models of the files `lic encode --refine` writes with this teacher: an encoder tuned
+    for a quantised student writes v2 files with its rate point's shipped integer h_s; a teacher its own."""
+    from training.teacher_codec import EntropyModels, shipped_integer_hs
+
+    if teacher.base_fingerprint is None:
+        return EntropyModels(teacher)
+    if teacher.quality is None:
+        raise LicError(f"{teacher.name}: a tuned encoder without a rate point, so no integer h_s to refine for")
+    return EntropyModels(teacher, shipped_integer_hs(teacher.quality))
+
+
 def run(args) -> int:
+    from training.latent_refinement import refine_steps, refinement_for
     from training.teacher import load_teacher
 
     if args.threads:
@@ -208,8 +289,14 @@ def run(args) -> int:
     size = _parse_size(args.size)
     device = _device(args.device)
     teacher = load_teacher(args.teacher, quality=args.quality)
+    models = refinement = None
+    if refine_steps(args.refine):
+        if device.type != "cpu":
+            raise LicError("--refine runs on the CPU only (its noise and the integer h_s are CPU tensors)")
+        models = _entropy_models(teacher)
+        refinement = refinement_for(models, args.refine)
     images = training_images(args.data)
-    m = build_cache(teacher, images, args.out, size, device)
+    m = build_cache(teacher, images, args.out, size, device, models, refinement)
     print(f"{len(m['entries'])} entries of {size[0]}x{size[1]} from {len(images)} images in {m['seconds']} s "
           f"-> {args.out} ({m['values_clipped_to_int8']} y_hat/z values clipped to int8)", file=sys.stderr)
     return 0
