@@ -177,12 +177,14 @@ def test_training_and_caching_run_without_tf32(monkeypatch):
 TUNED_Q3 = "training/teachers/encoder_q3.pt"
 
 
-def _kodak_crops(folder, n=2):
-    from bench.evaluate import DEFAULT_DATA, first_images, load_images
-
+def _pictures(folder):
+    """Two smooth 64x128 test pictures with some texture: refinement has something to find in them."""
     folder.mkdir()
-    for name, rgb in load_images(first_images(DEFAULT_DATA, n)):
-        save_png(folder / name, rgb[100:164, 200:328])
+    y, x = np.mgrid[0:64, 0:128]
+    rng = np.random.default_rng(5)
+    for i in range(2):
+        img = np.stack([(x * (2 + i)) % 256, (y * 3.1) % 256, ((x + y) * 1.3 + 40 * i) % 256], axis=2)
+        save_png(folder / f"p{i}.png", np.clip(img + rng.normal(0, 12, img.shape), 0, 255).astype(np.uint8))
     return folder
 
 
@@ -191,7 +193,7 @@ def test_refined_cache_holds_what_lic_encode_refine_writes_and_resumes(tmp_path,
     from training.teacher import load_teacher
     from training.teacher_codec import EntropyModels, shipped_integer_hs
 
-    src, out = _kodak_crops(tmp_path / "images"), tmp_path / "refined"
+    src, out = _pictures(tmp_path / "images"), tmp_path / "refined"
     args = ("cache-targets", "--teacher", TUNED_Q3, "--data", src, "--size", "64x128", "--refine", "3",
             "--threads", "1", "-o", out)
     assert lic(*args) == 0
