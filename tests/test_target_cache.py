@@ -1,6 +1,7 @@
 """`lic cache-targets` and training from the cache (`lic distill/qat/distill-hyper --cache`)."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -210,7 +211,6 @@ def test_refined_cache_holds_what_lic_encode_refine_writes_and_resumes(tmp_path,
         assert not np.array_equal(y_hat[1], torch.round(models.teacher.model.g_a(x))[0].numpy().astype(np.int8))
 
     # an interrupted build (one entry done, marked) continues instead of starting over
-    import shutil
     tmp = out.with_name(out.name + ".tmp")
     shutil.copytree(out, tmp)
     what = {k: m[k] for k in ("teacher_fingerprint", "height", "width", "entries", "refined")}

@@ -12,7 +12,7 @@ same borders a deployed decoder sees, instead of crop borders the teacher never 
 With --refine STEPS the latents are those `lic encode --refine` would write (training/latent_refinement.py):
 each entry's y refined for the decoder of the encoder's files (for an encoder tuned for a quantised student,
 that shipped student), z still g_a's. A student trained on them sees what it decodes in deployment, not
-g_a's guess (README, ablation). Refining costs ~11 s per 320x448 entry per 100 steps on one core, so the
+g_a's guess (README, ablation). Refining costs ~10 s per 320x448 entry per 100 steps on one core, so the
 build is resumable: the .tmp folder keeps what is done and the same command continues it.
 
 Each image is stored in two variants, as is and mirrored: the teacher is not mirror-equivariant,
@@ -61,7 +61,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--refine", type=int, default=0, metavar="STEPS",
                    help="refine each entry's latents for the decoder of the encoder's files, as `lic encode --refine "
-                        "STEPS` does (~11 s per entry per 100 steps on one core; CPU only; an interrupted build "
+                        "STEPS` does (~10 s per entry per 100 steps on one core; CPU only; an interrupted build "
                         "continues where it stopped when run again). Default 0: g_a's latents")
     p.add_argument("--device", default="cpu",
                    help="where the teacher runs: cpu (default) or cuda. A GPU computes the same targets to within "
