@@ -176,6 +176,7 @@ def test_training_and_caching_run_without_tf32(monkeypatch):
 
 
 TUNED_Q3 = "training/teachers/encoder_q3.pt"
+STUDENTS = "training/students"
 
 
 def _pictures(folder):
@@ -224,6 +225,15 @@ def test_refined_cache_holds_what_lic_encode_refine_writes_and_resumes(tmp_path,
     again = np.load(out / "y_hat.npy")
     assert (again[0] == 7).all() and np.array_equal(again[1:], y_hat[1:])
     assert not tmp.exists()
+
+    # the student trained on it (recipe step 8) says in its provenance whom the latents were refined for
+    assert lic("qat", "--student", f"{STUDENTS}/student_q3.float.pt", "--init", f"{STUDENTS}/student_q3.pt",
+               "--teacher", TUNED_Q3, "--cache", out, "--crop", "64", "--batch-size", "2", "--steps", "1",
+               "--w-teacher", "0", "--threads", "1", "--run-dir", tmp_path / "q", "--export", tmp_path / "q.pt") == 0
+    made = json.loads((tmp_path / "q.provenance.json").read_text())["caches"]
+    m = json.loads((out / "manifest.json").read_text())
+    assert made == [{"cache": str(out), **{k: m[k] for k in ("command", "teacher", "teacher_fingerprint", "refined",
+                                                              "seconds", "hardware")}}]
 
 
 def test_refine_is_checked(tmp_path, capsys):

@@ -361,7 +361,7 @@ def train_kd(args, teacher, student: nn.Module, *, kind: str, meta: dict, desc: 
             "steps": step, "batch_size": args.batch_size * world, "crop": args.crop,
             "lr": args.lr, "lr_final": args.lr_final, **({"ema": args.ema} if average is not None else {}),
             "loss_weights": {"image": weights.image, "teacher": weights.teacher, "feature": weights.feature},
-            "data": data_provenance(args),
+            **data_provenance(args),
             "seed": args.seed,
         }, t0=t0, world=world, device=device)
         out_path = args.export

@@ -193,7 +193,7 @@ def train(args) -> Path | None:
             "macs_per_z_pixel": macs_per_latent_pixel(cfg), "steps": step, "batch_size": args.batch_size * world,
             "w_scale": args.w_scale, "crop": args.crop if args.cache is None else "whole cached images", "lr": args.lr,
             "lr_final": args.lr_final,
-            "data": data_provenance(args),
+            **data_provenance(args),
             **({"init": str(args.init)} if args.init is not None else {}),
         }, t0=t0, world=world, device=device)
         out = args.export

@@ -169,7 +169,7 @@ def run(args) -> int:
             "student": str(args.student), "student_sha256": setup["student_sha256"], "lambda": lmbda,
             **init_fields,
             "steps": step, "batch_size": args.batch_size, "crop": args.crop, "lr": args.lr, "lr_final": args.lr_final,
-            "data": data_provenance(args), "seed": args.seed}, t0=t0, world=1, device=device)
+            **data_provenance(args), "seed": args.seed}, t0=t0, world=1, device=device)
         print(f"{args.export}: g_a tuned for {args.student} ({step} steps)", file=sys.stderr)
     return 0
 

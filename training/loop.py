@@ -136,12 +136,19 @@ def read_torch_file(path: Path, what: str):
         raise LicError(f"{path}: cannot read as a torch file ({type(e).__name__})") from None
 
 
-def data_provenance(args) -> list[str] | str:
-    """What a run trained on, for its provenance: the image folders, or the teacher-target cache."""
+def data_provenance(args) -> dict:
+    """What a run trained on, for its provenance: the image folders, or the teacher-target caches with
+    how each was made (a cache lives under build/, so its own record would not travel with the file;
+    a refined one names the student its latents were refined for)."""
     if args.cache is None:
-        return [str(d) for d in args.data]
+        return {"data": [str(d) for d in args.data]}
     caches = args.cache if isinstance(args.cache, list) else [args.cache]
-    return "teacher-target cache " + " + ".join(str(c) for c in caches)
+    made = []
+    for c in caches:
+        m = json.loads((Path(c) / "manifest.json").read_text())
+        made.append({"cache": str(c), **{k: m[k] for k in ("command", "teacher", "teacher_fingerprint", "refined",
+                                                           "seconds", "hardware") if k in m}})
+    return {"data": "teacher-target cache " + " + ".join(str(c) for c in caches), "caches": made}
 
 
 def command_line() -> str:
