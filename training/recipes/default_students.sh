@@ -27,9 +27,9 @@
 #      (the shipped h_s were fine-tuned on the caches of the encoders tuned for the W4A4 students, and
 #      are measured within 3% on the re-tuned encoders' files too: `lic hs-rate --tuned`);
 #   7. manifests;
-#   8. the q3 and q4 students given one averaged QAT pass on the latents the board's files carry (the tuned
-#      encoder's, refined per image for the student by `lic cache-targets --refine 100`, ~2.5 h per rate
-#      point on one core); q1 and q2 wait for their refined caches;
+#   8. the q1, q3 and q4 students given one averaged QAT pass on the latents the board's files carry (the
+#      tuned encoder's, refined per image for the student by `lic cache-targets --refine 100`, ~2.5-3 h per
+#      rate point on one core); q2 waits for its refined cache;
 #   9. the q3 package; `make packages` exports the other rate points into build/.
 #
 # The students before these came from a staged QAT route (W4A4 first, then one ReLU or conv at a time raised
