@@ -236,7 +236,35 @@ def test_refined_cache_holds_what_lic_encode_refine_writes_and_resumes(tmp_path,
                                                               "seconds", "hardware")}}]
 
 
+def _refined_cache(src, out, *options):
+    assert lic("cache-targets", "--teacher", TUNED_Q3, "--data", src, "--size", "64x128", "--refine", "3",
+               "--threads", "1", "-o", out, *options) == 0
+    return np.load(out / "y_hat.npy"), json.loads((out / "manifest.json").read_text())
+
+
+def test_refining_a_batch_refines_each_entry_on_its_own(tmp_path):
+    # 4 entries in batches of 3: a full batch and a ragged last one
+    src = _pictures(tmp_path / "images")
+    one, m1 = _refined_cache(src, tmp_path / "one")
+    three, m3 = _refined_cache(src, tmp_path / "three", "--batch-size", "3")
+    assert (m1["batch"], m3["batch"]) == (1, 3) and m1["refined"] == m3["refined"]
+    assert np.mean(one != three) < 2e-3  # the same search per entry; batched convolutions round differently
+    assert np.array_equal(np.load(tmp_path / "one" / "x.npy"), np.load(tmp_path / "three" / "x.npy"))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_refined_cache_on_the_gpu_matches_the_cpu_one(tmp_path):
+    src = _pictures(tmp_path / "images")
+    cpu, _ = _refined_cache(src, tmp_path / "cpu")
+    gpu, m = _refined_cache(src, tmp_path / "gpu", "--device", "cuda")
+    assert m["batch"] == 16 and np.mean(cpu != gpu) < 2e-3
+
+
 def test_refine_is_checked(tmp_path, capsys):
     assert lic("cache-targets", "--teacher", TUNED_Q3, "--data", tmp_path, "--refine", "-1", "-o", tmp_path / "c") == 1
     assert "--refine takes a number of steps >= 0" in capsys.readouterr().err
+    assert not (tmp_path / "c").exists()
+    assert lic("cache-targets", "--teacher", TUNED_Q3, "--data", tmp_path, "--batch-size", "0",
+               "-o", tmp_path / "c") == 1
+    assert "--batch-size takes a number of entries >= 1" in capsys.readouterr().err
     assert not (tmp_path / "c").exists()

@@ -60,20 +60,17 @@ class Refinement:
             raise LicError("latent refinement needs the teacher's lambda; this teacher records none")
 
     def latents(self, models, x: torch.Tensor, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(y, z) for the padded image x (1 x 3 x H x W in [0, 1]) whose first height x width pixels
-        are the picture; what `encode` then rounds and codes. z stays g_a's (through h_a), so the
-        scales y is coded with are known before the search and its rate is priced exactly."""
-        from training.teacher_codec import scale_indexes
-
+        """(y, z) for the padded images x (B x 3 x H x W in [0, 1], on the synthesis's device) whose first
+        height x width pixels are the pictures; what `encode` then rounds and codes. z stays g_a's (through
+        h_a), so the scales y is coded with are known before the search and its rate is priced exactly.
+        Each image is refined on its own; a batch only runs them together (one 320x448 image leaves most
+        of a GPU idle), equal to one at a time to within float rounding."""
         model = models.teacher.model
         target = x[..., :height, :width]
         with torch.inference_mode():
             y0 = model.g_a(x)
             z = model.h_a(torch.abs(y0))
-            eb = model.entropy_bottleneck
-            z_hat = eb.decompress(eb.compress(z), z.shape[-2:])  # as `encode` will code it
-            indexes = scale_indexes(models, z_hat).long()
-            scales = model.gaussian_conditional.scale_table[indexes]
+            scales = torch.cat([_coded_scales(models, zi[None]) for zi in z])
         frozen = [p for p in self.synthesis.parameters() if p.requires_grad]
         for p in frozen:
             p.requires_grad_(False)
@@ -88,37 +85,55 @@ class Refinement:
         return y, z
 
     def _search(self, gc, y, scales, target, pixels):
-        noise = torch.Generator().manual_seed(self.seed)
+        noise = torch.Generator().manual_seed(self.seed)  # on the CPU: the same noise on every device
         opt = torch.optim.Adam([y], lr=self.lr)
-        best = (math.inf, None)
+        best_cost = torch.full((len(y),), math.inf, device=y.device)
+        best = y.detach().clone()
         bar = tqdm(total=self.steps, desc="refine latents", unit="step", leave=False, disable=not self.progress,
                    file=sys.stderr)
         for step in range(self.steps + 1):
             if step % self.check_every == 0 or step == self.steps:
                 with torch.no_grad():
-                    cost = self.cost(gc, y, scales, target, pixels, noisy_rate=False).item()
-                if cost < best[0]:
-                    best = (cost, y.detach().clone())
+                    cost = self.cost(gc, y, scales, target, pixels, noisy_rate=False)
+                better = cost < best_cost
+                best_cost = torch.where(better, cost, best_cost)
+                best[better] = y.detach()[better]
             if step == self.steps:
                 break
             for g in opt.param_groups:  # cosine to zero: the last steps settle instead of jumping
                 g["lr"] = self.lr * 0.5 * (1 + math.cos(math.pi * step / self.steps))
-            loss = self.cost(gc, y, scales, target, pixels, noisy_rate=True, noise=noise)
+            # images do not interact: the sum's gradient for each y is that image's own cost's
+            loss = self.cost(gc, y, scales, target, pixels, noisy_rate=True, noise=noise).sum()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             bar.update(1)
         bar.close()
-        return best[1]
+        return best
 
     def cost(self, gc, y, scales, target, pixels, noisy_rate: bool, noise: torch.Generator | None = None):
-        """lambda * 255^2 * MSE + bits of y per pixel under the scales it will be coded with; with
-        noisy_rate=False, of the rounded y exactly as it would be coded (z's bits are fixed)."""
+        """Per image: lambda * 255^2 * MSE + bits of y per pixel under the scales it will be coded with;
+        with noisy_rate=False, of the rounded y exactly as it would be coded (z's bits are fixed). Every
+        image of a batch draws the same noise, as each would alone."""
         y_hat = _round_ste(y)
-        y_rate = y + (torch.rand(y.shape, generator=noise) - 0.5) if noisy_rate else y_hat
-        bpp = -torch.log2(gc.likelihood_lower_bound(gc._likelihood(y_rate, scales))).sum() / pixels
+        if noisy_rate:
+            y_rate = y + (torch.rand(y.shape[1:], generator=noise).to(y.device) - 0.5)
+        else:
+            y_rate = y_hat
+        bits = -torch.log2(gc.likelihood_lower_bound(gc._likelihood(y_rate, scales)))
         x_hat = self.synthesis(y_hat)[..., :target.shape[-2], :target.shape[-1]].clamp(0, 1)
-        return self.lmbda * 255 ** 2 * torch.mean((x_hat - target) ** 2) + bpp
+        mse = ((x_hat - target) ** 2).mean(dim=(1, 2, 3))
+        return self.lmbda * 255 ** 2 * mse + bits.sum(dim=(1, 2, 3)) / pixels
+
+
+def _coded_scales(models, z: torch.Tensor) -> torch.Tensor:
+    """The scales one image's y is coded with, from its z as `encode` codes it."""
+    from training.teacher_codec import scale_indexes
+
+    model = models.teacher.model
+    eb = model.entropy_bottleneck
+    z_hat = eb.decompress(eb.compress(z), z.shape[-2:])
+    return model.gaussian_conditional.scale_table[scale_indexes(models, z_hat).long()]
 
 
 def files_decoder_file(models) -> Path | None:

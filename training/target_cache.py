@@ -13,7 +13,8 @@ With --refine STEPS the latents are those `lic encode --refine` would write (tra
 each entry's y refined for the decoder of the encoder's files (for an encoder tuned for a quantised student,
 that shipped student), z still g_a's. A student trained on them sees what it decodes in deployment, not
 g_a's guess (README, ablation). Refining costs ~10 s per 320x448 entry per 100 steps on one core, so the
-build is resumable: the .tmp folder keeps what is done and the same command continues it.
+build is resumable: the .tmp folder keeps what is done and the same command continues it. On a GPU
+(--device cuda) entries are refined --batch-size at a time: one 320x448 entry leaves most of it idle.
 
 Each image is stored in two variants, as is and mirrored: the teacher is not mirror-equivariant,
 so a mirrored target must come from the teacher, not from flipping the cached arrays. Portrait
@@ -61,11 +62,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--refine", type=int, default=0, metavar="STEPS",
                    help="refine each entry's latents for the decoder of the encoder's files, as `lic encode --refine "
-                        "STEPS` does (~10 s per entry per 100 steps on one core; CPU only; an interrupted build "
-                        "continues where it stopped when run again). Default 0: g_a's latents")
+                        "STEPS` does (~10 s per entry per 100 steps on one core; an interrupted build continues where "
+                        "it stopped when run again). Default 0: g_a's latents")
     p.add_argument("--device", default="cpu",
-                   help="where the teacher runs: cpu (default) or cuda. A GPU computes the same targets to within "
-                        "float rounding (TF32 off), so a handful of y_hat values may round the other way")
+                   help="where the teacher (and the refinement's decoder) runs: cpu (default) or cuda. A GPU "
+                        "computes the same targets to within float rounding (TF32 off), so a handful of y_hat "
+                        "values may round the other way")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="entries computed together (default 1 on the CPU, 16 on a GPU); each entry's targets are "
+                        "its own, equal to one at a time to within float rounding")
 
 
 def _parse_size(text: str) -> tuple[int, int]:
@@ -89,9 +94,10 @@ def _landscape_crop(a: np.ndarray, h: int, w: int) -> np.ndarray | None:
 
 @torch.no_grad()
 def build_cache(teacher, images: list[Path], out: Path, size: tuple[int, int],
-                device: torch.device = torch.device("cpu"), models=None, refinement=None) -> dict:
+                device: torch.device = torch.device("cpu"), models=None, refinement=None, batch: int = 1) -> dict:
     """The cache of `teacher`'s targets; with a `refinement` (and the EntropyModels `models` whose
-    files it refines), each entry's latents refined as `lic encode --refine` would write them."""
+    files it refines), each entry's latents refined as `lic encode --refine` would write them. `batch`
+    entries at a time."""
     from PIL import Image
 
     h, w = size
@@ -123,9 +129,11 @@ def build_cache(teacher, images: list[Path], out: Path, size: tuple[int, int],
     t0 = time.time()
     start = done.get("entries_done", 0)
     desc = f"teacher targets {teacher.name}" + (f", latents refined {refinement.steps} steps" if refinement else "")
-    for i in tqdm(range(start, n), desc=desc, unit="img", initial=start, total=n):
-        a = entries[i][2]
-        x = torch.from_numpy(np.array(a)).permute(2, 0, 1)[None].to(device).float().div_(255)
+    bar = tqdm(desc=desc, unit="img", initial=start, total=n)
+    for i in range(start, n, batch):
+        j = min(i + batch, n)
+        a = np.stack([e[2] for e in entries[i:j]])
+        x = torch.from_numpy(a).permute(0, 3, 1, 2).to(device).float().div_(255)
         if refinement is None:
             y = model.g_a(x)
             z = model.h_a(torch.abs(y))
@@ -134,13 +142,15 @@ def build_cache(teacher, images: list[Path], out: Path, size: tuple[int, int],
         y_hat = torch.round(y)
         z = model.entropy_bottleneck.quantize(z, "symbols", medians)
         x_t = model.g_s(y_hat).clamp_(0, 1)
-        xs[i] = a
-        xts[i] = (x_t[0].permute(1, 2, 0) * 255).round_().to(torch.uint8).cpu().numpy()
+        xs[i:j] = a
+        xts[i:j] = (x_t.permute(0, 2, 3, 1) * 255).round_().to(torch.uint8).cpu().numpy()
         clipped += int((y_hat.abs() > 127).sum()) + int((z.abs() > 127).sum())
-        ys[i] = y_hat[0].clamp_(-128, 127).to(torch.int8).cpu().numpy()
-        zs[i] = z[0].clamp_(-128, 127).to(torch.int8).cpu().numpy()
+        ys[i:j] = y_hat.clamp_(-128, 127).to(torch.int8).cpu().numpy()
+        zs[i:j] = z.clamp_(-128, 127).to(torch.int8).cpu().numpy()
         if refinement is not None:  # seconds per entry: worth keeping on an interruption
-            _save_progress(tmp, what, i + 1, clipped, seconds + time.time() - t0, (xs, xts, ys, zs))
+            _save_progress(tmp, what, j, clipped, seconds + time.time() - t0, (xs, xts, ys, zs))
+        bar.update(j - i)
+    bar.close()
     for arr in (xs, xts, ys, zs):
         arr.flush()
     manifest = {
@@ -149,6 +159,7 @@ def build_cache(teacher, images: list[Path], out: Path, size: tuple[int, int],
         "entries": what["entries"], "height": h, "width": w, "latent_channels": m, "values_clipped_to_int8": clipped,
         **({"refined": what["refined"]} if refinement is not None else {}),
         "command": command_line(), "seconds": round(seconds + time.time() - t0, 1), "hardware": hardware(device),
+        "batch": batch,
     }
     (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
     (tmp / PROGRESS).unlink(missing_ok=True)
@@ -290,13 +301,15 @@ def run(args) -> int:
     device = _device(args.device)
     teacher = load_teacher(args.teacher, quality=args.quality)
     models = refinement = None
+    batch = args.batch_size if args.batch_size is not None else 1 if device.type == "cpu" else 16
+    if batch < 1:
+        raise LicError(f"--batch-size takes a number of entries >= 1, not {batch}")
     if refine_steps(args.refine):
-        if device.type != "cpu":
-            raise LicError("--refine runs on the CPU only (its noise and the integer h_s are CPU tensors)")
         models = _entropy_models(teacher)
         refinement = refinement_for(models, args.refine)
+        refinement.synthesis.to(device)
     images = training_images(args.data)
-    m = build_cache(teacher, images, args.out, size, device, models, refinement)
+    m = build_cache(teacher, images, args.out, size, device, models, refinement, batch)
     print(f"{len(m['entries'])} entries of {size[0]}x{size[1]} from {len(images)} images in {m['seconds']} s "
           f"-> {args.out} ({m['values_clipped_to_int8']} y_hat/z values clipped to int8)", file=sys.stderr)
     return 0
