@@ -60,7 +60,7 @@ def test_integer_hs_costs_under_3_percent_on_the_tuned_encoders_files(tuned_hs_r
 
 
 # measured (`lic eval-students`, Kodak 24): quantised W8/4/4/8/8 A8/8/8/8 students, dB; float students, dB
-QUANT_PSNR = {1: 25.24, 2: 25.69, 3: 25.91, 4: 25.94}
+QUANT_PSNR = {1: 25.24, 2: 25.55, 3: 25.91, 4: 25.94}
 FLOAT_PSNR = {1: 25.55, 2: 25.92, 3: 26.32, 4: 26.47}
 
 
@@ -82,7 +82,7 @@ def test_shipped_students_kodak_figures(students, quality):
 
 # measured (`lic eval-students`, Kodak 24): the shipped encoders tuned for the quantised students, their
 # own .lic v2 files decoded by those students: (bpp, PSNR dB)
-TUNED = {1: (0.1763, 25.23), 2: (0.2466, 25.66), 3: (0.3373, 25.94), 4: (0.4241, 26.09)}
+TUNED = {1: (0.1763, 25.23), 2: (0.2466, 25.61), 3: (0.3373, 25.94), 4: (0.4241, 26.09)}
 
 
 @pytest.mark.parametrize("quality", [1, 2, 3, 4])

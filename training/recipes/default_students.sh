@@ -27,9 +27,9 @@
 #      (the shipped h_s were fine-tuned on the caches of the encoders tuned for the W4A4 students, and
 #      are measured within 3% on the re-tuned encoders' files too: `lic hs-rate --tuned`);
 #   7. manifests;
-#   8. the q1, q3 and q4 students given one averaged QAT pass on the latents the board's files carry (the
+#   8. every student given one averaged QAT pass on the latents the board's files carry (the
 #      tuned encoder's, refined per image for the student by `lic cache-targets --refine 100`, ~2.5-3 h per
-#      rate point on one core); q2 waits for its refined cache;
+#      rate point on one core; `--device cuda` is written but not yet run on a GPU);
 #   9. the q3 package; `make packages` exports the other rate points into build/.
 #
 # The students before these came from a staged QAT route (W4A4 first, then one ReLU or conv at a time raised
@@ -147,14 +147,15 @@ cp "$RUNS"/integer_hs_q{1,2,3,4}.{npz,provenance.json} training/teachers/
 .venv/bin/python -m training.ship training/teachers/teacher_q{1,2,3,4}.pt
 .venv/bin/python -m training.ship_students "$OUT"/student_q{1,2,3,4}.pt
 
-# 8. the q1, q3 and q4 students trained on the latents the board's files carry: the tuned encoder's, refined per
+# 8. every student trained on the latents the board's files carry: the tuned encoder's, refined per
 #    image for the shipped student (`lic cache-targets --refine 100`, the latents `lic encode --refine 100`
 #    writes; ~10 s per entry on one core, resumable), one averaged pass on the image loss alone.
 #    Kodak 24, the refined codec (`lic eval-students --refine 100`): q3 0.3697 / 26.86 -> 0.3679 / 27.06 dB,
 #    q4 0.5047 / 27.22 -> 0.5047 / 27.40 (the same pass on g_a's own latents: q3 26.99); on the teacher's files
 #    q3 25.95 -> 25.91, q4 26.06 -> 25.94, files the board is never sent. q1 (`--quality 1`): 0.1822 / 25.85 ->
-#    0.1809 / 25.95 dB, teacher's files 25.35 -> 25.24. q2 follows once its refined cache is built.
-for q in 1 3 4; do
+#    0.1809 / 25.95 dB, teacher's files 25.35 -> 25.24. q2: 0.2575 / 26.41 -> 0.2572 / 26.52 dB, teacher's
+#    files 25.69 -> 25.55. On a GPU add `--device cuda` to cache-targets (not yet run on one; qat takes a GPU by itself).
+for q in 1 2 3 4; do
     [ -f "$CACHE/q$q-refined/manifest.json" ] || "$LIC" cache-targets --teacher "training/teachers/encoder_q$q.pt" \
         --refine 100 --threads 1 -o "$CACHE/q$q-refined"
     "$LIC" qat --student "$OUT/student_q$q.float.pt" --init "$OUT/student_q$q.pt" \
