@@ -252,6 +252,18 @@ def test_refining_a_batch_refines_each_entry_on_its_own(tmp_path):
     assert np.array_equal(np.load(tmp_path / "one" / "x.npy"), np.load(tmp_path / "three" / "x.npy"))
 
 
+def test_integer_hs_scale_indexes_of_a_batch_are_each_images_own():
+    from training.teacher import load_teacher
+    from training.teacher_codec import EntropyModels, scale_indexes, shipped_integer_hs
+
+    models = EntropyModels(load_teacher(TUNED_Q3), shipped_integer_hs(3))
+    eb = models.teacher.model.entropy_bottleneck
+    z = torch.randint(-6, 7, (2, models.teacher.model.N, 2, 3)).float() + eb._get_medians()
+    both = scale_indexes(models, z)
+    assert both.shape[0] == 2 and not torch.equal(both[0], both[1])
+    assert all(torch.equal(both[i], scale_indexes(models, z[i:i + 1])[0]) for i in range(2))
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_refined_cache_on_the_gpu_matches_the_cpu_one(tmp_path):
     src = _pictures(tmp_path / "images")

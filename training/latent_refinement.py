@@ -70,7 +70,7 @@ class Refinement:
         with torch.inference_mode():
             y0 = model.g_a(x)
             z = model.h_a(torch.abs(y0))
-            scales = torch.cat([_coded_scales(models, zi[None]) for zi in z])
+            scales = _coded_scales(models, z)
         frozen = [p for p in self.synthesis.parameters() if p.requires_grad]
         for p in frozen:
             p.requires_grad_(False)
@@ -127,7 +127,7 @@ class Refinement:
 
 
 def _coded_scales(models, z: torch.Tensor) -> torch.Tensor:
-    """The scales one image's y is coded with, from its z as `encode` codes it."""
+    """The scales each image's y is coded with, from its z as `encode` codes it."""
     from training.teacher_codec import scale_indexes
 
     model = models.teacher.model

@@ -119,8 +119,8 @@ def z_symbols(em: EntropyModels, z_hat: torch.Tensor) -> torch.Tensor:
 def scale_indexes(em: EntropyModels, z_hat: torch.Tensor) -> torch.Tensor:
     """Hyper-decoder -> scale-table indexes for the GaussianConditional (see module doc)."""
     if em.integer_hs is not None:
-        q = z_symbols(em, z_hat)[0].cpu().numpy().astype(np.int64)
-        return torch.from_numpy(em.integer_hs.indexes(q))[None].to(z_hat.device)
+        q = z_symbols(em, z_hat).cpu().numpy().astype(np.int64)
+        return torch.from_numpy(np.stack([em.integer_hs.indexes(qi) for qi in q])).to(z_hat.device)
     m = em.teacher.model
     return m.gaussian_conditional.build_indexes(m.h_s(z_hat))
 
