@@ -52,10 +52,10 @@ def test_every_backend_and_tiling_agree(package, kodim23):
     for backend, tile in (("onnx", package.tile), ("onnx", 32), ("torch", None), ("torch", package.tile)):
         out, _ = HostDecoder(package, make_backend(backend, package), tile).decode(data)
         assert np.array_equal(out, ref), (backend, tile)
-    # measured on kodim23: teacher 31.82 dB (its own file); shipped W8/4/4/8/8 A8/8/8/8 student 28.51 dB on the
+    # measured on kodim23: teacher 31.82 dB (its own file); shipped W8/4/4/8/8 A8/8/8/8 student 28.57 dB on the
     # file of the q3 tuned encoder
     assert metrics.psnr(rgb, teacher_rgb) == pytest.approx(31.82, abs=0.01)
-    assert metrics.psnr(rgb, ref) == pytest.approx(28.51, abs=0.01)
+    assert metrics.psnr(rgb, ref) == pytest.approx(28.57, abs=0.01)
 
 
 def test_cli_picks_the_shipped_student(tmp_path, kodim23, package, capsys):
