@@ -2,6 +2,8 @@
 and, where training/teachers/integer_hs_qN.npz exists, the integer h_s and the fingerprint that
 format-version-2 files made with it carry; where training/teachers/encoder_qN.pt exists (`lic
 tune-encoder --export`), the tuned encoder, its fingerprint and that of its version-2 files.
+Then it stores every teacher but the default one (q3) as a lossless delta against it
+(training/teacher_delta.py), which keeps the repository small enough to travel.
 
     python -m training.ship training/teachers/teacher_q*.pt
 
@@ -16,9 +18,11 @@ import sys
 from pathlib import Path
 
 from host.integer_hyper import IntegerHyperSynthesis
-from training.loop import read_torch_file
-from training.teacher import (COMPRESSAI_LAMBDAS, MANIFEST, TEACHERS_DIR, from_state_dict, from_tuned_encoder,
-                              load_state_dict_file)
+from lic.errors import LicError
+from training import teacher_delta
+from training.loop import atomic_save, read_torch_file
+from training.teacher import (COMPRESSAI_LAMBDAS, DEFAULT_QUALITY, MANIFEST, TEACHERS_DIR, from_state_dict,
+                              from_tuned_encoder, load_state_dict_file)
 
 
 def manifest_entry(path: Path) -> dict:
@@ -48,12 +52,35 @@ def manifest_entry(path: Path) -> dict:
     return entry
 
 
+def store_as_deltas(paths: list[Path]) -> None:
+    """Rewrite each full teacher file but the base as its delta against the base; lossless (checked)."""
+    base = TEACHERS_DIR / f"teacher_q{DEFAULT_QUALITY}.pt"
+    if not base.is_file() or teacher_delta.is_delta(read_torch_file(base, "base teacher")):
+        return
+    base_sd = load_state_dict_file(base)
+    for path in paths:
+        obj = read_torch_file(path, "teacher")
+        if path == base or teacher_delta.is_delta(obj):
+            continue
+        sd = load_state_dict_file(path)
+        delta = teacher_delta.pack(sd, base_sd, base.name)
+        teacher_delta.unpack(delta, base_sd, path.name)  # raises unless it gives back exactly `sd`
+        before = path.stat().st_size
+        atomic_save(delta, path)
+        print(f"{path.name}: stored as a delta against {base.name}, {before / 1e6:.1f} -> "
+              f"{path.stat().st_size / 1e6:.1f} MB")
+
+
 def main(argv: list[str]) -> int:
     paths = [Path(a).resolve() for a in argv]
     outside = [p for p in paths if p.parent != TEACHERS_DIR]
     if not paths or outside:
         raise SystemExit(f"usage: python -m training.ship {TEACHERS_DIR}/teacher_qN.pt ...")
-    entries = sorted((manifest_entry(p) for p in paths), key=lambda e: e["quality"])
+    try:
+        entries = sorted((manifest_entry(p) for p in paths), key=lambda e: e["quality"])
+        store_as_deltas(paths)
+    except LicError as e:
+        raise SystemExit(f"training.ship: {e}") from None
     MANIFEST.write_text(json.dumps({"teachers": entries}, indent=2) + "\n")
     print(f"wrote {MANIFEST} ({len(entries)} teachers)")
     return 0

@@ -26,6 +26,7 @@ from lic.compressai_compat import compressai  # noqa: F401  (must precede compre
 from compressai.models import ScaleHyperprior
 
 from lic.errors import LicError
+from training import teacher_delta
 from training.loop import read_torch_file
 
 TEACHERS_DIR = Path(__file__).resolve().parent / "teachers"
@@ -97,6 +98,17 @@ def load_state_dict_file(path: Path) -> dict:
 
 
 def state_dict_of(obj, path: Path) -> dict:
+    """The state dict a teacher file holds, whatever its layout (a shipped delta is unpacked)."""
+    if teacher_delta.is_delta(obj):
+        base = teacher_delta.base_path(obj, path)
+        base_obj = read_torch_file(base, f"base teacher of {Path(path).name}")
+        if teacher_delta.is_delta(base_obj):
+            raise LicError(f"{base}: a teacher delta's base must be a full teacher file")
+        return teacher_delta.unpack(obj, _plain_state_dict(base_obj, base), Path(path).name)
+    return _plain_state_dict(obj, path)
+
+
+def _plain_state_dict(obj, path: Path) -> dict:
     for key in ("state_dict", "model"):  # CompressAI's examples/train.py layout; `lic train-teacher`'s
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]

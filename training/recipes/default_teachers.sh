@@ -17,4 +17,5 @@ for q in 1 2 3 4; do
     "$LIC" train-teacher --quality "$q" --steps "$FT_STEPS" --lr 1e-4 --lr-final 2e-5 "${COMMON[@]}" \
         --init "$RUNS/base/checkpoint.pt" --run-dir "$RUNS/q$q" --export "training/teachers/teacher_q$q.pt"
 done
+# Writes teachers.json, then stores q1, q2, q4 as lossless deltas against q3 (training/teacher_delta.py).
 .venv/bin/python -m training.ship training/teachers/teacher_q{1,2,3,4}.pt
