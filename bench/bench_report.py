@@ -247,33 +247,50 @@ def _short_device(r: dict) -> str:
     return r["device"].split(" (")[0].split(" @")[0].replace("Intel(R) Xeon(R) Processor", "Xeon")
 
 
+def _point_label(r: dict) -> str:
+    """Decoder, and what else tells two points of one device apart (precision where it varies, batch > 1)."""
+    label = {"quant_student": "quantised", "float_student": "float", "teacher": "teacher"}.get(r["decoder"], r["decoder"])
+    precision = r.get("precision") or ""
+    if r["platform"] == "gpu" and r["source"] == "measured":
+        label += " (emulated)" if "emulated" in precision else f" {precision}"
+    if r.get("batch") not in (None, 1):
+        label += f" b{r['batch']}"
+    return label
+
+
 def plot_fps_energy(rows: list[dict], path: Path) -> None:
-    """One point per row with both figures: colour = platform and device, marker = source."""
-    fig = _figure((8.5, 6))
-    ax = fig.add_subplot()
-    keys = sorted({(r["platform"], _short_device(r)) for r in rows})
+    """fps against J/frame, one panel per frame size (a point per row with both figures): colour =
+    platform and device, marker = source. Frame sizes are not mixed, since a bigger frame moves every
+    point down and right, and mixed they read as different devices."""
+    plotted = [r for r in rows if r["fps"] is not None and r["joules_per_frame"] is not None]
+    left_out = len(rows) - len(plotted)
+    sizes = sorted({(r["height"], r["width"]) for r in plotted}, key=lambda hw: hw[0] * hw[1])
+    keys = sorted({(r["platform"], _short_device(r)) for r in plotted})
     colours = {k: f"C{i % 10}" for i, k in enumerate(keys)}
-    shown, left_out = set(), 0
-    for r in rows:
-        if r["fps"] is None or r["joules_per_frame"] is None:
-            left_out += 1
-            continue
-        key = (r["platform"], _short_device(r))
-        ax.scatter([r["joules_per_frame"]], [r["fps"]], marker=MARKERS[r["source"]],
-                   s=70 if r["source"] != "published" else 160, color=colours[key], edgecolor="k", linewidth=0.5,
-                   label=f"{key[0]} {key[1]} ({r['source']})" if (key, r["source"]) not in shown else None)
-        shown.add((key, r["source"]))
-        ax.annotate(f"{r['decoder']} {r['height']}p" + (f" b{r['batch']}" if r.get("batch") not in (None, 1) else ""),
-                    (r["joules_per_frame"], r["fps"]), fontsize=6, xytext=(4, -3), textcoords="offset points")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("joules per frame (log)")
-    ax.set_ylabel("frames per second (log)")
-    ax.set_title(f"Marker = source: o measured, s estimated, * published. Not shown: {left_out} rows whose fps "
-                 f"or energy is unknown (CPU here: no RAPL; board rows: ARM stages unknown)", fontsize=7)
-    ax.grid(True, which="both", alpha=0.3)
-    if shown:
-        ax.legend(fontsize=7)
+    fig = _figure((4.6 * max(1, len(sizes)) + 3.2, 4.8))
+    axes = fig.subplots(1, max(1, len(sizes)), sharey=True, squeeze=False)[0]
+    handles = {}
+    for ax, (h, w) in zip(axes, sizes):
+        for r in (r for r in plotted if (r["height"], r["width"]) == (h, w)):
+            key = (r["platform"], _short_device(r))
+            point = ax.scatter([r["joules_per_frame"]], [r["fps"]], marker=MARKERS[r["source"]],
+                               s=70 if r["source"] != "published" else 160, color=colours[key], edgecolor="k",
+                               linewidth=0.5)
+            handles.setdefault(f"{key[0]} {key[1]} ({r['source']})", point)
+            if not r["platform"].startswith("fpga"):  # the fabric runs the quantised student only: said once, above
+                ax.annotate(_point_label(r), (r["joules_per_frame"], r["fps"]), fontsize=6, xytext=(5, -2),
+                            textcoords="offset points")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("joules per frame (log)")
+        ax.set_title(f"{w}x{h}", fontsize=9)
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0].set_ylabel("frames per second (log)")
+    fig.suptitle(f"Marker = source: o measured, s estimated, * published. FPGA points: the quantised student. "
+                 f"Not shown: {left_out} rows whose fps or energy is unknown (CPU here: no RAPL; board rows: ARM "
+                 f"stages unknown)", fontsize=7)
+    if handles:
+        fig.legend(list(handles.values()), list(handles), fontsize=7, loc="outside right upper")
     _save(fig, path)
 
 
