@@ -22,7 +22,7 @@ from lic.errors import LicError
 from training import teacher_delta
 from training.loop import atomic_save, read_torch_file
 from training.teacher import (COMPRESSAI_LAMBDAS, DEFAULT_QUALITY, MANIFEST, TEACHERS_DIR, from_state_dict,
-                              from_tuned_encoder, load_state_dict_file)
+                              from_tuned_encoder, load_state_dict_file, state_dict_of)
 
 
 def manifest_entry(path: Path) -> dict:
@@ -55,14 +55,15 @@ def manifest_entry(path: Path) -> dict:
 def store_as_deltas(paths: list[Path]) -> None:
     """Rewrite each full teacher file but the base as its delta against the base; lossless (checked)."""
     base = TEACHERS_DIR / f"teacher_q{DEFAULT_QUALITY}.pt"
-    if not base.is_file() or teacher_delta.is_delta(read_torch_file(base, "base teacher")):
+    base_obj = read_torch_file(base, "base teacher") if base.is_file() else None
+    if base_obj is None or teacher_delta.is_delta(base_obj):
         return
-    base_sd = load_state_dict_file(base)
+    base_sd = state_dict_of(base_obj, base)
     for path in paths:
         obj = read_torch_file(path, "teacher")
         if path == base or teacher_delta.is_delta(obj):
             continue
-        sd = load_state_dict_file(path)
+        sd = state_dict_of(obj, path)
         delta = teacher_delta.pack(sd, base_sd, base.name)
         teacher_delta.unpack(delta, base_sd, path.name)  # raises unless it gives back exactly `sd`
         before = path.stat().st_size

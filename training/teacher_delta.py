@@ -53,6 +53,8 @@ def pack(state_dict: dict, base: dict, base_file: str) -> dict:
     """The delta of `state_dict` against `base` (both as stored, i.e. fp16 conv weights)."""
     xored = [k for k in sorted(state_dict) if k in base and base[k].dtype == state_dict[k].dtype
              and base[k].shape == state_dict[k].shape]
+    shared = set(xored)
+    whole = {k: v for k, v in state_dict.items() if k not in shared}
     by_size: dict[int, list[np.ndarray]] = {}
     for k in xored:
         t = state_dict[k]
@@ -65,7 +67,7 @@ def pack(state_dict: dict, base: dict, base_file: str) -> dict:
               for size, rows in by_size.items()}
     return {"kind": KIND, "base_file": base_file, "base_digest": state_digest(base), "digest": state_digest(state_dict),
             "tensors": [[k, str(state_dict[k].dtype).removeprefix("torch."), list(state_dict[k].shape)] for k in xored],
-            "planes": planes, "whole": {k: v for k, v in state_dict.items() if k not in set(xored)}}
+            "planes": planes, "whole": whole}
 
 
 def unpack(obj: dict, base: dict, name: str) -> dict:
