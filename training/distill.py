@@ -35,7 +35,7 @@ from tqdm import tqdm
 
 from lic.errors import LicError
 from training.data import RandomCrops
-from training.loop import (DEFAULT_DATA, WeightAverage, add_run_arguments, atomic_save, cosine_lr, data_provenance,
+from training.loop import (DEFAULT_DATA, TimeBox, WeightAverage, add_run_arguments, atomic_save, broadcast_flag, cosine_lr, data_provenance,
                            init_provenance, read_torch_file, set_lr, setup_distributed, teardown_distributed,
                            wrap_ddp, write_provenance)
 from training.student_decoder import UPSAMPLE_MODES, StudentConfig, StudentSynthesis, grow_latent_convs, layer_plan
@@ -317,6 +317,7 @@ def train_kd(args, teacher, student: nn.Module, *, kind: str, meta: dict, desc: 
         log = open(args.run_dir / "log.jsonl", "a")
     bar = tqdm(total=args.steps, initial=step, disable=rank != 0, desc=desc, unit="step", dynamic_ncols=True)
     t0 = time.time() - elapsed
+    budget = TimeBox(args.minutes)
     net.train()
     while step < args.steps:
         set_lr(opt, cosine_lr(step, args.steps, args.lr, args.lr_final))
@@ -340,18 +341,26 @@ def train_kd(args, teacher, student: nn.Module, *, kind: str, meta: dict, desc: 
             if step % args.log_every == 0 or step == args.steps:
                 log.write(json.dumps(rec) + "\n")
                 log.flush()
-            if step % args.save_every == 0 or step == args.steps:
-                atomic_save({"net": net.state_dict(), "opt": opt.state_dict(), "step": step,
-                             "elapsed_s": time.time() - t0, "setup": setup,
-                             "ema": average.state() if average is not None else None,
-                             "args": {k: str(v) for k, v in vars(args).items()}}, ckpt_path)
+        # Every rank must leave the loop at the same step (DDP); rank 0's clock decides.
+        out_of_time = broadcast_flag(budget.expired(), world, device)
+        if rank == 0 and (step % args.save_every == 0 or step == args.steps or out_of_time):
+            atomic_save({"net": net.state_dict(), "opt": opt.state_dict(), "step": step,
+                         "elapsed_s": time.time() - t0, "setup": setup,
+                         "ema": average.state() if average is not None else None,
+                         "args": {k: str(v) for k, v in vars(args).items()}}, ckpt_path)
+        if out_of_time and step < args.steps:
+            break
     bar.close()
     targets.close()
     net.close()
     if log is not None:
         log.close()
     out_path = None
-    if rank == 0 and args.export:
+    if step < args.steps:
+        if rank == 0:
+            print(f"--minutes {args.minutes:g} spent: stopped at step {step} of {args.steps}, checkpoint "
+                  f"{ckpt_path}; the same command resumes it", file=sys.stderr)
+    elif rank == 0 and args.export:
         student.eval().cpu()
         args.export.parent.mkdir(parents=True, exist_ok=True)
         state = student.state_dict() if average is None else {k: v.cpu() for k, v in average.average.items()}

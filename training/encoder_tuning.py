@@ -34,7 +34,7 @@ from tqdm import tqdm
 from host.decoder_package import sha256_file
 from lic.errors import LicError
 from training.teacher import TUNED_ENCODER_KIND as ENCODER_KIND
-from training.loop import (DEFAULT_DATA, add_run_arguments, atomic_save, cosine_lr, data_provenance, init_provenance,
+from training.loop import (DEFAULT_DATA, TimeBox, add_run_arguments, atomic_save, cosine_lr, data_provenance, init_provenance,
                            set_lr, setup_distributed, write_provenance)
 
 
@@ -136,6 +136,7 @@ def run(args) -> int:
 
     args.run_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.time() - elapsed
+    budget = TimeBox(args.minutes)
     model.g_a.train()
     with open(args.run_dir / "log.jsonl", "a" if step else "w") as log, \
             tqdm(total=args.steps, initial=step, desc=f"tune g_a for {args.student.name}", unit="step",
@@ -159,10 +160,16 @@ def run(args) -> int:
             if step % args.log_every == 0 or step == args.steps:
                 log.write(json.dumps(rec) + "\n")
                 log.flush()
-            if step % args.save_every == 0 or step == args.steps:
+            out_of_time = budget.expired()
+            if step % args.save_every == 0 or step == args.steps or out_of_time:
                 atomic_save({"g_a": model.g_a.state_dict(), "opt": opt.state_dict(), "step": step,
                              "elapsed_s": time.time() - t0, "setup": setup}, ckpt_path)
-    if args.export:
+            if out_of_time:
+                break
+    if step < args.steps:
+        print(f"--minutes {args.minutes:g} spent: stopped at step {step} of {args.steps}, checkpoint "
+              f"{ckpt_path}; the same command resumes it", file=sys.stderr)
+    elif args.export:
         save_encoder(model, teacher, args.export)
         write_provenance(args.export, {
             "kind": ENCODER_KIND, "teacher": teacher.name, "teacher_fingerprint": teacher.fingerprint.hex(),

@@ -32,6 +32,22 @@ def add_run_arguments(p, *, save_every: int, log_every: int, export_what: str, t
     p.add_argument("--export", type=Path, help=f"at the end, write {export_what} here (+ .provenance.json)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help=threads_help)
+    p.add_argument("--minutes", type=float, default=None,
+                   help="stop after this many minutes of this invocation's wall time, checkpoint saved, "
+                        "and exit 0 without exporting; the same command resumes (default: run to --steps)")
+
+
+class TimeBox:
+    """The wall-clock budget of one invocation (--minutes). A run fitted to what a working period or
+    a GPU lease has left stops at a step boundary, checkpoints, and is resumed by the same command."""
+
+    def __init__(self, minutes: float | None):
+        if minutes is not None and minutes <= 0:
+            raise LicError(f"--minutes must be positive, got {minutes:g}")
+        self.deadline = None if minutes is None else time.monotonic() + 60 * minutes
+
+    def expired(self) -> bool:
+        return self.deadline is not None and time.monotonic() >= self.deadline
 
 
 def full_fp32_on_gpu() -> None:
@@ -57,6 +73,15 @@ def setup_distributed() -> tuple[int, int, torch.device]:
         torch.cuda.set_device(local)
         return rank, world, torch.device("cuda", local)
     return rank, world, torch.device("cpu")
+
+
+def broadcast_flag(flag: bool, world: int, device: torch.device) -> bool:
+    """Rank 0's flag on every rank (a decision all processes of a DDP run must take together)."""
+    if world == 1:
+        return flag
+    t = torch.tensor([int(flag)], device=device)
+    dist.broadcast(t, src=0)
+    return bool(t.item())
 
 
 def teardown_distributed(world: int) -> None:
