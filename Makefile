@@ -14,7 +14,7 @@ FUZZ_DIR := build/fuzz
 # Debian architecture of BOARD's ARM (board.json "arm": armhf for PYNQ-Z2's A9, arm64 for the A53 boards)
 ARM_ARCH = $(shell $(PYTHON) -c "import json; print(json.load(open('fpga_projects/$(BOARD)/board.json'))['arm']['arch'])")
 
-.PHONY: setup native test test-slow demo teachers eval hw bitstream bench packages clean help asan-rans fuzz arm-check board-rate
+.PHONY: setup native test test-slow demo teachers eval hw preflight bitstream bench packages clean help asan-rans fuzz arm-check board-rate
 
 help:
 	@echo "make setup      create .venv with every pinned dependency (idempotent)"
@@ -23,7 +23,8 @@ help:
 	@echo "make demo       Kodak: encode (teacher), decode (teacher and quantised student), FPGA estimates -> build/demo/"
 	@echo "make eval       teacher RD curve and classical baselines on Kodak -> build/eval/"
 	@echo "make hw BOARD=pynq-z2 [TARGET_FPS=25]   FINN build up to HLS code + estimates (no Vivado needed)"
-	@echo "make bitstream BOARD=pynq-z2            ... and on to the bitfile (needs Vivado: XILINX_VIVADO)"
+	@echo "make preflight BOARD=pynq-z2            what make bitstream needs (Vivado, Vitis HLS, finn deps, ...): one table"
+	@echo "make bitstream BOARD=pynq-z2            preflight, then on to the bitfile (needs Vivado: XILINX_VIVADO)"
 	@echo "make bench      FPGA vs GPU vs CPU: fps, J/frame, per-stage time, quality -> build/bench/ (GPU rows: lic bench --device cuda)"
 	@echo "make asan-rans  fuzz the C rANS decoder under AddressSanitizer + UBSan (SEED=1 COUNT=20000)"
 	@echo "make fuzz SEED=1 COUNT=20000        coverage-guided fuzzing (Atheris) of the .lic parser and the C rANS decoder"
@@ -65,8 +66,15 @@ eval: setup
 hw: setup
 	$(LIC) hw $(HW_ARGS)
 
-bitstream: setup
-	$(LIC) hw $(HW_ARGS) --bitstream
+# finn_xsi loads Vivado's simulator kernel inside the lic process, whose library search path is fixed
+# when it starts (finn-plus's own CLI re-executes itself to add these; lic does not).
+XILINX_LD_PATH = $(XILINX_VIVADO)/lib/lnx64.o$(if $(XILINX_HLS),:$(XILINX_HLS)/lnx64/tools/fpo_v7_1)
+
+preflight: setup
+	$(if $(XILINX_VIVADO),LD_LIBRARY_PATH=$(XILINX_LD_PATH)$${LD_LIBRARY_PATH:+:$$LD_LIBRARY_PATH}) $(LIC) hw --board $(BOARD) --preflight
+
+bitstream: preflight
+	$(if $(XILINX_VIVADO),LD_LIBRARY_PATH=$(XILINX_LD_PATH)$${LD_LIBRARY_PATH:+:$$LD_LIBRARY_PATH}) $(LIC) hw $(HW_ARGS) --bitstream
 
 bench: setup
 	$(LIC) bench -o build/bench

@@ -44,7 +44,7 @@ import numpy as np
 from finn.util.exception import FINNUserError
 
 from hls.boards import BOARDS_DIR, Board, load_board
-from hls.finn_workarounds import prepare_finn_import, vivado_available
+from hls.finn_workarounds import prepare_finn_import
 from host.decode_cli import default_package
 from lic.errors import LicError
 
@@ -69,7 +69,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "{\"source\": ..., \"ms_per_frame\": {stage: ms}} (e.g. Cortex-A9 estimates); default: "
                         f"{DEMO_JSON.relative_to(REPO)} when `make demo` has written it")
     p.add_argument("--bitstream", action="store_true",
-                   help="continue through IP generation, FIFO sizing, stitched IP and bitfile (needs Vivado)")
+                   help="continue through IP generation, FIFO sizing, stitched IP and bitfile (needs Vivado); "
+                        "runs --preflight first and stops there if anything is missing")
+    p.add_argument("--preflight", action="store_true",
+                   help="only check what --bitstream needs (Vivado, Vitis HLS, FINN's dependencies, finn_xsi's "
+                        "build requirements, disk, memory, the board's part): one table, non-zero exit if any is missing")
 
 
 class Build:
@@ -262,9 +266,18 @@ def run_build(board_name: str, package_dir: Path | None = None, out: Path | None
         host = read_host_times(found) if found else None
     board = load_board(board_name)
     out = Path(out or board.folder / "build").resolve()
+    if bitstream:
+        # everything the Vivado steps need, before any FINN step: fails in a second, not after make hw
+        from hls.preflight import preflight
+
+        preflight(board, out)
     b = Build(board, package_dir or default_package(), out, tile or board.tile, target_fps or board.target_fps,
               bitstream)
     out.mkdir(parents=True, exist_ok=True)
+    # FINN reads FINN_DEPS when it builds its settings: point it where `finn deps update` put them
+    from hls.preflight import use_finn_deps
+
+    use_finn_deps()
     # FINN's generated code and per-node temporary folders go inside this build, not /tmp.
     prepare_finn_import(out / "finn_tmp")
     from finn.builder.build_dataflow_config import DataflowOutputType as Out
@@ -278,11 +291,6 @@ def run_build(board_name: str, package_dir: Path | None = None, out: Path | None
     estimates = summarise(b, host)
     (out / "estimates.json").write_text(json.dumps(estimates, indent=2) + "\n")
     if bitstream:
-        if not vivado_available():
-            raise LicError("`make bitstream` needs Vivado and Vitis HLS: XILINX_VIVADO is not set to a Vivado "
-                           "installation. Estimates and HLS code are in " + str(out) + ". Source Vivado's "
-                           "settings64.sh (XILINX_VIVADO, XILINX_HLS), or run it in the Docker image with your "
-                           "Vivado mounted: see hls/README.md")
         # FINN resumes from intermediate_models/step_generate_estimate_reports.onnx of the run above.
         outputs = [Out.ESTIMATE_REPORTS, Out.STITCHED_IP, Out.BITFILE, Out.PYNQ_DRIVER, Out.DEPLOYMENT_PACKAGE]
         _run_finn(b, out / "student.qonnx.onnx", b.cfg(BITSTREAM_STEPS, outputs, start_step=VIVADO_STEPS[0]))
@@ -310,6 +318,13 @@ def check_bitstream(out: Path) -> None:
 def run(args) -> int:
     from hls.estimates import read_host_times
 
+    if args.preflight:
+        from hls.preflight import preflight
+
+        board = load_board(args.board)
+        preflight(board, Path(args.output or board.folder / "build"))
+        print(f"preflight: everything `make bitstream BOARD={args.board}` needs is here")
+        return 0
     host = read_host_times(args.host_times) if args.host_times else None
     est = run_build(args.board, args.package, args.output, args.tile, args.target_fps, args.bitstream, host)
     r, rates = est["resources"], est["rates"]

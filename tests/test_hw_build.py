@@ -224,102 +224,32 @@ def test_int8_streams_pack_as_plain_values(driver_settings):
     straight out of its output buffer: FINN's packing of these INT8 streams (as FINNDMAOverlay's
     pack_input / unpack_output call it) is the plain int8 values in stream order."""
     from finn.util.data_packing import finnpy_to_packed_bytearray, packed_bytearray_to_finnpy
+    from qonnx.core.datatype import DataType
 
-    from host.fabric import StreamFormat
+    from host.accelerator_driver import Streams
 
-    streams = StreamFormat(driver_settings["driver_information"]["io_shape_dict"])
+    io = driver_settings["driver_information"]["io_shape_dict"]
+    streams = Streams.from_io_shape_dict(io)
     assert streams.plain_input and streams.plain_output
+    ifolded, ofolded = io["ishape_folded"][0][1:], io["oshape_folded"][0][1:]
     rng = np.random.default_rng(3)
     x = rng.integers(-128, 128, (2, *streams.ishape_normal[1:])).astype(np.int8)
     for values in (x, x.astype(np.float32)):  # FINN's fast path and its general one agree
-        packed = finnpy_to_packed_bytearray(values.reshape(2, *streams.ishape_folded[1:]), streams.idt,
+        packed = finnpy_to_packed_bytearray(values.reshape(2, *ifolded), DataType[streams.idt],
                                             reverse_endian=True, reverse_inner=True)
         assert np.array_equal(np.ascontiguousarray(packed).reshape(2, -1).view(np.int8), x.reshape(2, -1))
     out = rng.integers(-128, 128, (2, *streams.oshape_normal[1:])).astype(np.int8)
     written = np.ascontiguousarray(out).view(np.uint8).reshape(2, *streams.oshape_packed[1:])
-    unpacked = packed_bytearray_to_finnpy(written, streams.odt, (2, *streams.oshape_folded[1:]),
+    unpacked = packed_bytearray_to_finnpy(written, DataType[streams.odt], (2, *ofolded),
                                           reverse_endian=True, reverse_inner=True)
     assert np.array_equal(unpacked.reshape(out.shape), out)
-
-
-class _DmaBuffer(np.ndarray):
-    """A pynq.allocate'd buffer's cache calls, counted."""
-    flushes = invalidates = 0
-
-    def flush(self):
-        type(self).flushes += 1
-
-    def invalidate(self):
-        type(self).invalidates += 1
-
-
-class _OverlayOnFinnSim:
-    """FINNDMAOverlay's buffer interface (finn-plus-driver 1.6.1, overlays/dma.py: batch_size
-    allocates ibuf/obuf_packed_device, execute_on_buffers runs the IODMAs) over the accelerator's HW
-    graph executed by FINN in Python, reading and writing the DMA buffers through FINN's packing: what
-    the bitstream computes, without a board. No copy_input_data_to_device: plain streams must not
-    need one."""
-
-    def __init__(self, sim, streams):
-        self.sim, self.streams, self._n = sim, streams, None
-
-    @property
-    def batch_size(self):
-        return self._n
-
-    @batch_size.setter
-    def batch_size(self, n):
-        from host.fabric import StreamFormat
-
-        self._n = n
-        shape = lambda s: StreamFormat._batch(s, n)
-        self.ibuf_packed_device = [np.zeros(shape(self.streams.ishape_packed), np.uint8).view(_DmaBuffer)]
-        self.obuf_packed_device = [np.zeros(shape(self.streams.oshape_packed), np.uint8).view(_DmaBuffer)]
-
-    def execute_on_buffers(self):
-        from finn.util.data_packing import finnpy_to_packed_bytearray, packed_bytearray_to_finnpy
-
-        s, n = self.streams, self._n
-        x = packed_bytearray_to_finnpy(np.asarray(self.ibuf_packed_device[0]), s.idt, s._batch(s.ishape_folded, n),
-                                       reverse_endian=True, reverse_inner=True)
-        y = self.sim.run_windows(x.reshape(s._batch(s.ishape_normal, n)).astype(np.int8))
-        self.obuf_packed_device[0][...] = finnpy_to_packed_bytearray(
-            y.astype(np.float32).reshape(s._batch(s.oshape_folded, n)), s.odt, reverse_endian=True, reverse_inner=True)
-
-
-def test_pynq_backend_decodes_through_its_dma_buffers(driver_settings, hw_build, tiny_package, tiny_teacher,
-                                                      integer_hs):
-    """The pynq backend's host side on the DMA buffers of an overlay whose accelerator is FINN's
-    HW graph: the runtime writes the windows into the input buffer (flushed, never copied), reads
-    the image out of the output buffer (invalidated first), and decodes what the onnx backend does,
-    bit for bit."""
-    from host.backends import make_backend
-    from host.decoder_package import DecoderPackage
-    from host.fabric import PynqBackend, StreamFormat
-    from host.runtime import HostDecoder
-    from training.teacher_codec import EntropyModels, encode
-
-    package = DecoderPackage.load(tiny_package)
-    sim = make_backend("finn-sim", package, hw_dir=hw_build)
-    pynq = PynqBackend.__new__(PynqBackend)  # its __init__ needs a board; the rest is the host's code
-    pynq.tile, pynq.spec = sim.tile, sim.spec
-    pynq.streams = StreamFormat(driver_settings["driver_information"]["io_shape_dict"])
-    pynq.overlay = _OverlayOnFinnSim(sim, pynq.streams)
-    rgb = np.random.default_rng(5).integers(0, 256, (130, 150, 3), dtype=np.uint8)
-    data = encode(EntropyModels(tiny_teacher, integer_hs), rgb)
-    for threads in (1, 3):
-        _DmaBuffer.flushes = _DmaBuffer.invalidates = 0
-        a, _ = HostDecoder(package, pynq, threads=threads).decode(data)
-        b, _ = HostDecoder(package, make_backend("onnx", package), threads=threads).decode(data)
-        assert np.array_equal(a, b) and _DmaBuffer.flushes == _DmaBuffer.invalidates == 1
-
 
 
 def test_pynq_backend_without_pynq_says_what_is_missing(hw_build, tiny_package):
     from host.backends import make_backend
     from host.decoder_package import DecoderPackage
 
-    with pytest.raises(LicError, match="pynq backend runs on a PYNQ board: pynq and finn_plus_driver not installed"):
+    with pytest.raises(LicError, match="pynq backend runs on a PYNQ board: pynq not installed"):
         make_backend("pynq", DecoderPackage.load(tiny_package), hw_dir=hw_build)
 
 
@@ -365,14 +295,16 @@ def test_finn_sim_backend_equals_onnx(hw_build, tiny_package, tiny_teacher, inte
     assert np.array_equal(a, b)
 
 
-def test_bitstream_without_vivado_fails_cleanly(hw_build, tiny_package, tmp_path, capsys, monkeypatch):
+def test_bitstream_without_vivado_fails_cleanly(tiny_package, tmp_path, capsys, monkeypatch):
+    """The preflight runs before any FINN step: without Vivado, one error line after its table, and
+    nothing built (tests/test_preflight.py checks each of its rows)."""
     monkeypatch.delenv("XILINX_VIVADO", raising=False)
     out = tmp_path / "b"
     assert run_lic("hw", "--board", "pynq-z2", "--package", tiny_package, "--tile", "8", "-o", out,
                    "--bitstream") == 1
-    last = capsys.readouterr().err.strip().splitlines()[-1]  # after the step progress lines
-    assert last.startswith("lic: error:") and "needs Vivado" in last and "XILINX_VIVADO" in last
-    assert (out / "estimates.json").is_file()  # everything before Vivado is still there
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("lic: error: preflight") and "XILINX_VIVADO" in last
+    assert not (out / "estimates.json").exists()
 
 
 @pytest.mark.parametrize("board", ["zcu104", "kv260"])
