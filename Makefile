@@ -14,7 +14,7 @@ FUZZ_DIR := build/fuzz
 # Debian architecture of BOARD's ARM (board.json "arm": armhf for PYNQ-Z2's A9, arm64 for the A53 boards)
 ARM_ARCH = $(shell $(PYTHON) -c "import json; print(json.load(open('fpga_projects/$(BOARD)/board.json'))['arm']['arch'])")
 
-.PHONY: setup native test test-slow demo teachers eval hw preflight bitstream bench packages clean help asan-rans fuzz arm-check board-rate
+.PHONY: setup native test test-slow demo teachers eval hw preflight bitstream bench packages clean help asan-rans fuzz arm-check board-rate long-run sprint-bundle gpu-sprint
 
 help:
 	@echo "make setup      create .venv with every pinned dependency (idempotent)"
@@ -31,6 +31,9 @@ help:
 	@echo "make arm-check [BOARD=zcu104]   the board's half of decoding on Debian armhf/arm64 (qemu-user), bit-exact against x86 (installs qemu, cross gcc; needs root once)"
 	@echo "make board-rate [BOARD=zcu104]  ARM time per stage, modelled (qemu block profile + llvm-mca + simulated caches; A9 or A53) and by instructions x CPI, beside the fabric's fps"
 	@echo "make packages   decoder packages of every shipped rate point -> build/decoders/qN (q3 ships in host/decoders)"
+	@echo "make long-run   advance the long background training run (one core, nice 19; resumes; LONG_RUN=--save|--status)"
+	@echo "make sprint-bundle                  build/sprint/: what a GPU sprint carries (images within the 64 MiB, wheels)"
+	@echo "make gpu-sprint DEVICE=cuda MINUTES=9 OUT=DIR   float student + QAT for the time given, eval -> OUT"
 	@echo "make teachers   retrain the shipped default teachers (CPU recipe, ~1.5 h on 2 cores)"
 
 SEED ?= 1
@@ -97,6 +100,20 @@ board-rate: setup
 
 packages: setup
 	for q in 1 2 4; do $(LIC) export training/students/student_q$$q.pt --teacher q$$q-tuned -o build/decoders/q$$q || exit 1; done
+
+long-run: setup
+	training/recipes/long_run.sh $(LONG_RUN)
+
+sprint-bundle: setup
+	$(PY) training/recipes/gpu_sprint.py bundle
+
+# On the GPU machine there is no venv: the image's python3 with the bundle's wheels (see the script).
+DEVICE ?= cuda
+MINUTES ?= 9
+OUT ?= build/sprint/out
+SPRINT_PY ?= $(if $(wildcard $(PY)),$(PY),python3)
+gpu-sprint:
+	$(SPRINT_PY) training/recipes/gpu_sprint.py run --device $(DEVICE) --minutes $(MINUTES) -o $(OUT)
 
 teachers: setup
 	training/recipes/default_teachers.sh

@@ -331,3 +331,40 @@ def test_qat_exports_the_weight_average(tmp_path, common, float_export):
     assert all(torch.equal(last[k], raw[k]) for k in last)
     assert any(not torch.equal(last[k], avg[k]) for k in last if last[k].is_floating_point())
     assert "ema" not in json.loads((tmp_path / "last.provenance.json").read_text())
+
+
+def test_minutes_stops_with_a_checkpoint_and_the_same_command_resumes(tmp_path, common, capsys):
+    """--minutes fits a run to the time at hand: it stops at a step boundary with its checkpoint and
+    no export, exit 0; the same command (a larger budget) resumes and exports at --steps."""
+    run, out = tmp_path / "run", tmp_path / "student.pt"
+    args = ["distill", *common, "--channels", "8", "--run-dir", run, "--save-every", "1000", "--export", out]
+    assert lic(*args, "--steps", "1000", "--minutes", "0.0001") == 0
+    stopped = torch.load(run / "checkpoint.pt", weights_only=False)["step"]
+    assert 1 <= stopped < 1000 and not out.exists()
+    assert "the same command resumes it" in capsys.readouterr().err
+    assert lic(*args, "--steps", str(stopped + 2), "--minutes", "5") == 0
+    assert "resuming" in capsys.readouterr().err
+    assert json.loads(out.with_suffix(".provenance.json").read_text())["steps"] == stopped + 2
+
+
+def test_minutes_must_be_positive(tmp_path, common, capsys):
+    assert lic("distill", *common, "--run-dir", tmp_path / "r", "--minutes", "0") == 1
+    assert "--minutes must be positive" in capsys.readouterr().err
+
+
+def test_long_run_keeps_its_checkpoint_with_progress(tmp_path, common):
+    """training/long_run.py save copies the run's checkpoint into the committed folder (replacing the
+    last one) with its step and core-hours; status reads it back."""
+    from training import long_run
+
+    run = tmp_path / "run"
+    assert lic("distill", *common, "--channels", "8", "--run-dir", run, "--steps", "2", "--save-every", "1",
+               "--log-every", "1") == 0
+    keep = tmp_path / "keep"
+    progress = long_run.save(run, keep)
+    assert progress["step"] == 2 and progress["core_hours"] >= 0 and progress["last_log"]["step"] == 2
+    assert (keep / "checkpoint.pt").read_bytes() == (run / "checkpoint.pt").read_bytes()
+    assert json.loads((keep / "progress.json").read_text())["step"] == 2
+    assert long_run.status(tmp_path / "gone", keep)["step"] == 2
+    with pytest.raises(LicError, match="no checkpoint"):
+        long_run.save(tmp_path / "empty", keep)
