@@ -20,10 +20,15 @@ decoder's steps as custom step functions, in FINN's order (default_build_dataflo
   step_generate_estimate_reports                                           FINN
   -- `make hw` (no Vivado) --
   step_hw_codegen (FINN), step_cppsim (when finn-hlslib and the HLS headers are present)
-  -- `make bitstream` (Vivado), resumed from step_generate_estimate_reports.onnx --
+  -- `make bitstream` (Vivado): hls/preflight.py first, then resumed from
+     step_generate_estimate_reports.onnx --
   step_assign_ddr_weight_offsets, step_generate_hardware (codegen, IP, FIFO depths),
-  step_create_stitched_ip, step_measure_rtlsim_performance, step_out_of_context_synthesis,
-  step_prepare_synthesis, step_synthesize_bitfile, step_make_driver, step_deployment_package
+  step_create_stitched_ip (+ FINN's stitched-IP rtlsim on a tile)                    FINN
+  step_check_stitched_ip_rtlsim   stop unless that rtlsim equals the HW-layer graph (hls/gates.py)
+  step_measure_rtlsim_performance, step_out_of_context_synthesis, step_prepare_synthesis,
+  step_synthesize_bitfile                                                            FINN
+  step_check_timing               stop on negative post-route slack, naming clock and path
+  step_make_driver, step_deployment_package                                          FINN
 
 Outputs in fpga_projects/<board>/build/: tile.json (the geometry the host tiles with),
 estimates.json (resources, the three rates, compute ceiling), report/ (FINN's reports),
@@ -45,6 +50,7 @@ from finn.util.exception import FINNUserError
 
 from hls.boards import BOARDS_DIR, Board, load_board
 from hls.finn_workarounds import prepare_finn_import
+from hls.gates import step_check_stitched_ip_rtlsim, step_check_timing
 from host.decode_cli import default_package
 from lic.errors import LicError
 
@@ -89,10 +95,14 @@ class Build:
             raise LicError(f"tile {tile} leaves no core inside the student's halo of {self.package.halo}")
         self.report: dict = {}
 
-    def cfg(self, steps: list, outputs=(), start_step: str | None = None):
-        from finn.builder.build_dataflow_config import DataflowBuildConfig, ShellFlowType
+    def cfg(self, steps: list, outputs=(), start_step: str | None = None, verify_io: tuple[Path, Path] | None = None):
+        """verify_io: (input, expected output) .npy for FINN's stitched-IP RTL simulation check."""
+        from finn.builder.build_dataflow_config import DataflowBuildConfig, ShellFlowType, VerificationStepType
 
-        return DataflowBuildConfig(
+        verify = {} if verify_io is None else {
+            "verify_steps": [VerificationStepType.STITCHED_IP_RTLSIM],
+            "verify_input_npy": str(verify_io[0]), "verify_expected_output_npy": str(verify_io[1])}
+        return DataflowBuildConfig(**verify,
             output_dir=str(self.out), synth_clk_period_ns=self.board.clock_ns, fpga_part=self.board.part,
             board=self.board.finn_board, shell_flow_type=ShellFlowType(self.board.shell_flow),
             generate_outputs=list(outputs), mvau_wwidth_max=self.board.mvau_wwidth_max,
@@ -227,11 +237,14 @@ ESTIMATE_STEPS = [
 ]
 # `make hw`: FINN's HLS/RTL code generation (the Vivado-free half of step_generate_hardware).
 HW_STEPS = ESTIMATE_STEPS + ["step_hw_codegen", step_cppsim]
-# `make bitstream`: the rest of default_build_dataflow_steps, in FINN's order.
+# `make bitstream`: the rest of default_build_dataflow_steps, in FINN's order, with our gates
+# (hls/gates.py): the stitched IP's RTL simulation must equal the HW-layer graph, and the routed
+# design must meet timing, or the build stops there.
 VIVADO_STEPS = [
     "step_assign_ddr_weight_offsets", "step_generate_hardware", "step_create_stitched_ip",
+    step_check_stitched_ip_rtlsim,
     "step_measure_rtlsim_performance", "step_out_of_context_synthesis", "step_prepare_synthesis",
-    "step_synthesize_bitfile", "step_make_driver", "step_deployment_package",
+    "step_synthesize_bitfile", step_check_timing, "step_make_driver", "step_deployment_package",
 ]
 BITSTREAM_STEPS = ESTIMATE_STEPS + VIVADO_STEPS
 
@@ -291,10 +304,22 @@ def run_build(board_name: str, package_dir: Path | None = None, out: Path | None
     estimates = summarise(b, host)
     (out / "estimates.json").write_text(json.dumps(estimates, indent=2) + "\n")
     if bitstream:
+        from hls.gates import measured_summary, write_verification_io
+
         # FINN resumes from intermediate_models/step_generate_estimate_reports.onnx of the run above.
-        outputs = [Out.ESTIMATE_REPORTS, Out.STITCHED_IP, Out.BITFILE, Out.PYNQ_DRIVER, Out.DEPLOYMENT_PACKAGE]
-        _run_finn(b, out / "student.qonnx.onnx", b.cfg(BITSTREAM_STEPS, outputs, start_step=VIVADO_STEPS[0]))
-        check_bitstream(out)
+        outputs = [Out.ESTIMATE_REPORTS, Out.STITCHED_IP, Out.RTLSIM_PERFORMANCE, Out.OOC_SYNTH, Out.BITFILE,
+                   Out.PYNQ_DRIVER, Out.DEPLOYMENT_PACKAGE]
+        # a verdict left by an earlier run must not pass for this one's (gates.rtlsim_verdict)
+        shutil.rmtree(out / "verification_output", ignore_errors=True)
+        try:
+            _run_finn(b, out / "student.qonnx.onnx", b.cfg(BITSTREAM_STEPS, outputs, start_step=VIVADO_STEPS[0],
+                                                           verify_io=write_verification_io(b)))
+            check_bitstream(out)
+        finally:
+            # whatever ran (rtlsim cycles, OOC fmax, slack) goes beside FINN's estimate, pass or fail
+            estimates["measured"] = measured_summary(out, board.clock_hz, estimates["tiles_per_frame"],
+                                                     estimates["cycles_per_tile"], b.report.get("timing"))
+            (out / "estimates.json").write_text(json.dumps(estimates, indent=2) + "\n")
     return estimates
 
 

@@ -133,12 +133,47 @@ def test_bitstream_build_resumes_where_make_hw_stopped(hw_build, tiny_package):
     from finn.builder.build_dataflow_config import DataflowOutputType as Out
 
     from hls.boards import load_board
-    from hls.build import BITSTREAM_STEPS, VIVADO_STEPS, Build
+    from hls.build import BITSTREAM_STEPS, VIVADO_STEPS, Build, step_names
 
     b = Build(load_board("pynq-z2"), tiny_package, hw_build, 8, 25, True)
     cfg = b.cfg(BITSTREAM_STEPS, [Out.BITFILE, Out.PYNQ_DRIVER], start_step=VIVADO_STEPS[0])
-    assert [f.__name__ for f in resolve_build_steps(cfg)] == VIVADO_STEPS
+    assert [f.__name__ for f in resolve_build_steps(cfg)] == step_names(VIVADO_STEPS)
     assert resolve_step_filename(cfg.start_step, cfg, -1).name == "step_generate_estimate_reports.onnx"
+
+
+def test_verification_io_passes_finns_verify_step(hw_build, tiny_package, tmp_path):
+    """`make bitstream`'s stitched-IP rtlsim gate, up to the simulator: the tile and expected output
+    hls/gates.py writes are what FINN's verify_step reads (cfg.verify_input_npy / _expected_output_npy,
+    through the dataflow parent), and its verdict files are what the gate reads. The dataflow partition
+    executed in Python stands in for the stitched IP; a changed expected output makes the gate stop."""
+    import shutil
+
+    import finn.builder.build_dataflow_steps as finn_steps
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.custom_op.registry import getCustomOp
+
+    from hls.build import BITSTREAM_STEPS, Build
+    from hls.gates import step_check_stitched_ip_rtlsim, write_verification_io
+
+    (tmp_path / "hw").mkdir()
+    shutil.copy(hw_build / "hw" / "student_hw.onnx", tmp_path / "hw")
+    (tmp_path / "intermediate_models").mkdir()
+    shutil.copy(hw_build / "intermediate_models" / "dataflow_parent.onnx", tmp_path / "intermediate_models")
+    parent = ModelWrapper(str(tmp_path / "intermediate_models" / "dataflow_parent.onnx"))
+    child = ModelWrapper(getCustomOp(parent.graph.node[0]).get_nodeattr("model"))
+    b = Build(load_board("pynq-z2"), tiny_package, tmp_path, 8, 25, True)
+    inp, expected = write_verification_io(b)
+    assert np.load(inp).shape == (1, 8, 8, 24) and np.load(expected).shape == (1, 128, 128, 3)
+    cfg = b.cfg(BITSTREAM_STEPS, [], verify_io=(inp, expected))
+    finn_steps.verify_step(child, cfg, "stitched_ip_rtlsim", need_parent=True)
+    assert step_check_stitched_ip_rtlsim(child, cfg, b) is child
+    wrong = np.load(expected)
+    wrong[0, 5, 7, 1] += 1
+    np.save(expected, wrong)
+    shutil.rmtree(tmp_path / "verification_output")
+    finn_steps.verify_step(child, cfg, "stitched_ip_rtlsim", need_parent=True)
+    with pytest.raises(LicError, match="differs from the Python execution of the HW-layer graph"):
+        step_check_stitched_ip_rtlsim(child, cfg, b)
 
 
 def test_round_half_even_workaround_still_needed(hw_build):
