@@ -194,11 +194,12 @@ def cdf_tables(model) -> tuple[CdfTable, CdfTable]:
 
 
 @torch.inference_mode()
-def decode_y_hat(models: Teacher | EntropyModels, lic: LicFile, name: str = "input",
-                 max_pixels: int = DEFAULT_MAX_PIXELS) -> torch.Tensor:
-    """Entropy-decode the quantised latent y_hat (1 x M x H/16 x W/16) as CompressAI's
-    EntropyBottleneck/GaussianConditional.decompress would, with the checked C decoder, after the
-    header, the stream count and lengths and the model's geometry are checked together."""
+def decode_latent_parts(models: Teacher | EntropyModels, lic: LicFile, name: str = "input",
+                        max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(z symbols, scale indexes, y symbols) of a file, each an integer array, entropy-decoded as
+    CompressAI's EntropyBottleneck/GaussianConditional.decompress would, with the checked C decoder,
+    after the header, the stream count and lengths and the model's geometry are checked together.
+    None of the three depends on the synthesis transform: they are what a file *is*."""
     em = as_entropy_models(models)
     check_model(lic, em, name)
     m = em.teacher.model
@@ -211,7 +212,13 @@ def decode_y_hat(models: Teacher | EntropyModels, lic: LicFile, name: str = "inp
     indexes = scale_indexes(em, z_hat)[0].numpy().astype(np.int32)
     if indexes.shape != geo.y_shape:
         raise LicError(f"{name}: h_s gives {indexes.shape}, expected {geo.y_shape}")
-    return torch.from_numpy(decode_y(y_table, lic, indexes, name))[None].float()
+    return z_symbols, indexes, decode_y(y_table, lic, indexes, name)
+
+
+def decode_y_hat(models: Teacher | EntropyModels, lic: LicFile, name: str = "input",
+                 max_pixels: int = DEFAULT_MAX_PIXELS) -> torch.Tensor:
+    """The quantised latent y_hat (1 x M x H/16 x W/16) of a file (decode_latent_parts)."""
+    return torch.from_numpy(decode_latent_parts(models, lic, name, max_pixels)[2])[None].float()
 
 
 @torch.inference_mode()
