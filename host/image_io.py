@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -67,10 +67,12 @@ def to_rgb8(im: Image.Image, sixteen_bit_rgb: bool = False) -> tuple[np.ndarray,
     return np.asarray(im.convert("RGB"), dtype=np.uint8).copy(), warnings
 
 
-def load_rgb(path: Path | str, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[np.ndarray, list[str]]:
+def load_rgb(path: Path | str, max_pixels: int = DEFAULT_MAX_PIXELS,
+             check_size: Callable[[int, int], None] | None = None) -> tuple[np.ndarray, list[str]]:
     """Read an image file as uint8 HxWx3 plus human-readable conversion warnings. The EXIF
     orientation is applied; of an animated or multi-page file only the first frame is read; an
-    image over `max_pixels` is refused from its header, before its pixels are decompressed."""
+    image over `max_pixels`, or one `check_size(height, width)` refuses, is refused from its header,
+    before its pixels are decompressed."""
     path = Path(path)
     if not path.is_file():
         raise LicError(f"image not found: {path}")
@@ -86,6 +88,8 @@ def load_rgb(path: Path | str, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[np
         with im:
             w, h = im.size
             check_pixels(h, w, max_pixels, str(path))
+            if check_size is not None:
+                check_size(h, w)
             if getattr(im, "is_animated", False):
                 warnings.append("animated or multi-frame image: only the first frame is coded")
             sixteen_bit_rgb = im.mode == "RGB" and any(";16" in str(t.args) for t in im.tile)
@@ -107,22 +111,50 @@ def load_rgb(path: Path | str, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[np
         raise LicError(f"{path}: cannot read image ({type(e).__name__}: {e})") from None
 
 
+def refuse_same_file(source: Path, target: Path, what: str = "input") -> None:
+    """Writing `target` must not destroy `source` (the same file, through any link)."""
+    try:
+        same = target.exists() and os.path.samefile(source, target)
+    except OSError:
+        same = False
+    if same:
+        raise LicError(f"{target} is the {what} {source}: refusing to overwrite it; choose another -o")
+
+
+PARTIAL = ".lic-partial"  # suffix of a file being written: .NAME.PID.lic-partial beside NAME
+
+
+def _remove_stale_partials(folder: Path) -> None:
+    """A run killed with SIGKILL (which nothing can catch) leaves its partial file behind; the next
+    run writing into the folder removes those whose process is gone."""
+    for p in folder.glob(f".*{PARTIAL}"):
+        try:
+            pid = int(p.name[: -len(PARTIAL)].rsplit(".", 1)[1])
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            p.unlink(missing_ok=True)
+        except (ValueError, IndexError, PermissionError, OSError):
+            continue  # not ours, or a live process of another user
+
+
 def write_atomic(path: Path | str, data: bytes) -> None:
-    """Write bytes so that the target is either complete or untouched, never half-written."""
+    """Write bytes so that the target is either complete or untouched, never half-written: into
+    .NAME.PID.lic-partial beside it, then renamed over it. The partial file is removed on any
+    exception, KeyboardInterrupt and SIGTERM/SIGHUP included (lic/cli.py turns those into one)."""
     path = Path(path)
-    if path.parent and not path.parent.is_dir():
-        raise LicError(f"output folder does not exist: {path.parent}")
-    fd, tmp = tempfile.mkstemp(prefix="." + path.name + ".", suffix=".tmp", dir=path.parent)
+    folder = path.parent
+    if folder and not folder.is_dir():
+        raise LicError(f"output folder does not exist: {folder}")
+    _remove_stale_partials(folder)
+    tmp = folder / f".{path.name}.{os.getpid()}{PARTIAL}"
+    tmp.unlink(missing_ok=True)  # left by an earlier process that had this pid
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the mode a plain open() gives, less umask
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
-        # mkstemp creates owner-only files; give the result the mode a plain open() would have.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
-        os.unlink(tmp)
+        tmp.unlink(missing_ok=True)
         raise
 
 

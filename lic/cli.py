@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
+import threading
 
 from lic.errors import LicError
 
@@ -66,8 +68,35 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     return p
 
 
+class Terminated(BaseException):
+    """SIGTERM or SIGHUP, raised where the process is, so that what is being written is cleaned up
+    (host/image_io.py write_atomic) as it is for Ctrl-C."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated(signum)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    # signal handlers can only be set from the main thread (a caller's worker thread keeps its own)
+    handled = (signal.SIGTERM, signal.SIGHUP) if threading.current_thread() is threading.main_thread() else ()
+    previous = {s: signal.signal(s, _raise_terminated) for s in handled}
+    try:
+        return _main(argv)
+    except Terminated as t:
+        print(f"lic: stopped by {signal.Signals(t.signum).name}", file=sys.stderr)
+        return 128 + t.signum
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def _main(argv: list[str]) -> int:
     command = next((a for a in argv if not a.startswith("-")), None)
     args = build_parser(command if command in SUBCOMMANDS else None).parse_args(argv)
     run = _function(SUBCOMMANDS[args.command][0], "run", args.command)
@@ -81,6 +110,15 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except OSError as e:  # disk full, permission denied, ...: the OS's message is the useful part
         print(f"lic: error: {e.filename or ''}{': ' if e.filename else ''}{e.strerror or e}", file=sys.stderr)
+        return 1
+    except MemoryError:
+        print("lic: error: out of memory (the job's estimate was under the limit; --max-memory SIZE lowers "
+              "the limit so that such jobs are refused up front)", file=sys.stderr)
+        return 1
+    except RuntimeError as e:  # torch reports a failed allocation as a RuntimeError
+        if "alloc" not in str(e).lower():
+            raise
+        print(f"lic: error: out of memory ({str(e).splitlines()[0][:200]})", file=sys.stderr)
         return 1
 
 

@@ -6,8 +6,11 @@ import argparse
 import sys
 from pathlib import Path
 
+from host import memory
 from host.geometry import DEFAULT_MAX_PIXELS
 from lic.errors import LicError
+
+MAX_SIDE = 0xFFFF  # the header's u16 height and width
 
 
 def _warn(msg: str) -> None:
@@ -39,6 +42,7 @@ def add_encode_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"refuse images over N pixels, read from the file's header before decompressing it "
                         f"(a decompression-bomb guard; default {DEFAULT_MAX_PIXELS:,} = 4096x4096, the "
                         f"default `lic decode` limit too)")
+    memory.add_argument(p)
 
 
 def tile_geometry(text: str | None, quality: int) -> tuple[int, int] | None:
@@ -62,7 +66,7 @@ def tile_geometry(text: str | None, quality: int) -> tuple[int, int] | None:
 
 
 def run_encode(args) -> int:
-    from host.image_io import load_rgb, write_atomic
+    from host.image_io import load_rgb, refuse_same_file, write_atomic
     from host.integer_hyper import IntegerHyperSynthesis
     from training.latent_refinement import refinement_for
     from training.teacher import DEFAULT_QUALITY, load_teacher
@@ -72,7 +76,15 @@ def run_encode(args) -> int:
         raise LicError("give --quality or --teacher, not both")
     if args.max_pixels < 1:
         raise LicError(f"--max-pixels must be positive, not {args.max_pixels}")
-    rgb, warnings = load_rgb(args.image, max_pixels=args.max_pixels)
+    limit = memory.MemoryLimit(args.max_memory)
+
+    def check_size(h: int, w: int) -> None:  # from the image's header, before its pixels are read
+        if max(h, w) > MAX_SIDE:
+            raise LicError(f"{args.image}: {w}x{h}: a .lic file holds images of at most {MAX_SIDE} pixels a side")
+        memory.check("encode", h, w, limit, str(args.image))
+
+    refuse_same_file(args.image, args.output, "input image")
+    rgb, warnings = load_rgb(args.image, max_pixels=args.max_pixels, check_size=check_size)
     for w in warnings:
         _warn(f"{args.image}: {w}")
     teacher = load_teacher(args.teacher, quality=args.quality)
