@@ -359,7 +359,10 @@ def run(args) -> int:
           f"target {est['target_fps']}), tile latency {rates['tile_latency_ms']['ms']:.2f} ms, board "
           + (f"{board_fps['fps']:.1f} fps (limited by {board_fps['limited_by']}; host times "
              f"{board_fps['host_times_source']})" if board_fps["fps"] else "fps unknown (" + board_fps["what"] + ")")
-          + "; " + ", ".join(f"{k} {r[k]['used']:.0f} ({100 * r[k]['fraction']:.1f}%)" for k in ("LUT", "BRAM_18K", "DSP"))
+          + "; FINN estimate with FIFOs and IODMAs: "
+          + ", ".join(f"{k} {r[k]['used_with_fifos_and_iodmas']:.0f} of {r[k]['limit_for_finn_layers']:.0f} budgeted "
+                      f"({100 * r[k]['used_with_fifos_and_iodmas'] / r[k]['available']:.1f}% of the device)"
+                      for k in ("LUT", "BRAM_18K", "DSP"))
           + f"; folding limited by {est['limited_by']}; make hw took {est['make_hw_seconds']:.0f} s")
     if not args.bitstream:
         print("bitstream not built: run `make bitstream BOARD=%s` on a machine with Vivado" % args.board)

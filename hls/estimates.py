@@ -11,8 +11,10 @@ performance.json), three rates, each labelled with what it is:
   board_fps          min(fabric, each host pipeline stage): the board's frame rate, from host stage
                      times that say where they come from (x86-measured or A9-estimated).
 
-Resources: FINN's layer estimates against the board's budget, which keeps `Board.lut_margin` of the
-LUTs for what FINN does not estimate (FIFOs, width converters, DMA, interconnect).
+Resources: FINN's layer estimates plus the FIFOs and IODMAs (hls/folding.py infrastructure: FINN's FIFO
+sizing where a `make bitstream` measured it, else a stated model) against the board's budget, which
+keeps `Board.lut_margin` of the LUTs (width converters, interconnect, shell) and `Board.bram_margin`
+of the BRAM18s (estimate error) free.
 
 Compute ceiling ("roofline"): the MACs per cycle the budget could buy, as LUT-multiplier MAC lanes
 (the LUTs left after every layer that is not a LUT-multiplier MVAU, at the LUTs per lane the
@@ -89,7 +91,9 @@ def _read(path):
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def compute_ceiling(final_model, layers: dict, board, macs_per_tile: float, n_tiles: int) -> dict:
+def compute_ceiling(final_model, layers: dict, board, macs_per_tile: float, n_tiles: int,
+                    extra_luts: float = 0.0) -> dict:
+    """extra_luts: LUTs outside FINN's layers that the budget also pays for (FIFOs: folding.infrastructure)."""
     from qonnx.custom_op.registry import getCustomOp
 
     from hls.finn_workarounds import rtl_mvu_lanes
@@ -97,7 +101,7 @@ def compute_ceiling(final_model, layers: dict, board, macs_per_tile: float, n_ti
     lut_lanes = dsp_lanes = 0
     lanes_per_dsp = min((rtl_mvu_lanes(getCustomOp(n), board.part) for n in final_model.graph.node
                          if n.op_type.startswith("MVAU")), default=1)
-    lut_mvau_luts, other_luts = 0.0, 0.0
+    lut_mvau_luts, other_luts = 0.0, float(extra_luts)
     for node in final_model.graph.node:
         lut = layers.get(node.name, {}).get("LUT", 0)
         if node.op_type.startswith("MVAU"):
@@ -137,17 +141,27 @@ def summarise(b, host: tuple[dict[str, float], str] | None = None) -> dict:
 
     macs_per_tile = b.package.manifest["student"]["kmac_per_pixel"] * 1000 * (b.tile * b.package.upscale) ** 2
     final = ModelWrapper(str(b.out / "intermediate_models" / "step_generate_estimate_reports.onnx"))
-    ceiling = compute_ceiling(final, layers, board, macs_per_tile, n_tiles)
+    # what `make bitstream` adds around the layers (FIFOs, IODMAs), for the folding that was chosen
+    from hls.folding import infrastructure, read_fifo_sizing
+
+    infra = infrastructure(final, board, read_fifo_sizing(b.out))
+    ceiling = compute_ceiling(final, layers, board, macs_per_tile, n_tiles, extra_luts=infra["LUT"])
     ceiling["macs_per_cycle"] = macs_per_tile / cycles
     ceiling["fraction_of_roofline"] = fabric_fps / ceiling["roofline_fps"] if ceiling["roofline_fps"] else None
 
     resources = {r: {"used": float(total.get(r, 0)), "available": board.resources.get(r, 0),
                      "fraction": float(total.get(r, 0)) / board.resources[r] if board.resources.get(r) else 0.0,
+                     "fifos_and_iodmas": infra.get(r, 0.0),
+                     "used_with_fifos_and_iodmas": float(total.get(r, 0)) + infra.get(r, 0.0),
                      "budget": board.budget.get(r), "limit_for_finn_layers": board.limit(r)}
                  for r in RESOURCES if r in total}  # FINN's analytical models give no FF estimate
     resources["LUT"]["margin_not_estimated_by_finn"] = {
         "fraction_of_device": board.lut_margin, "luts": board.lut_margin * board.resources["LUT"],
-        "for": "FIFOs, data width converters, IODMAs, AXI interconnect (assumed, not measured)"}
+        "for": "data width converters, AXI interconnect, the IODMAs' logic, reset and clock logic, estimate "
+               "error (assumed, not measured); FIFOs and the IODMAs' buffers are counted in fifos_and_iodmas"}
+    resources["BRAM_18K"]["margin_not_estimated_by_finn"] = {
+        "fraction_of_device": board.bram_margin, "bram_18k": board.bram_margin * board.resources["BRAM_18K"],
+        "for": "error of FINN's per-layer BRAM estimates and of our FIFO/IODMA model (assumed, not measured)"}
     clock = f"{board.clock_hz / 1e6:g} MHz"
     rates = {
         "fabric_fps": {"fps": fabric_fps, "what": f"fabric steady state: FINN's estimated cycles of the slowest "
@@ -167,8 +181,10 @@ def summarise(b, host: tuple[dict[str, float], str] | None = None) -> dict:
         "target_fps": b.target_fps, "rates": rates, "fps_at_frame": fabric_fps, "cycles_per_tile": cycles,
         "latency_cycles_per_tile": latency_cycles,
         "limited_by": folding["limited_by"], "bottleneck_layer": folding["bottleneck_layer"],
-        "fits_budget": all(v["used"] <= board.limit(r) for r, v in resources.items() if r in board.budget),
-        "resources": resources, "roofline": ceiling,
+        "fits_budget": all(v["used_with_fifos_and_iodmas"] <= board.limit(r) for r, v in resources.items()
+                           if r in board.budget),
+        "resources": resources, "fifos_and_iodmas": {k: infra[k] for k in ("fifos", "iodmas")},
+        "roofline": ceiling,
         "per_layer": layers, "folding_attempts": folding["attempts"],
         "package": b.package.name, "student": b.package.manifest["student"],
         "verification": b.report.get("verification"), "cppsim": b.report.get("cppsim"),

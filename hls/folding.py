@@ -11,6 +11,11 @@ target lowered in 10% steps until it fits, then raised again by bisection toward
 that did not fit. The report says what limited the
 result: the budget (which resource) or a layer at full parallelism.
 
+Budget: FINN's layer estimates plus what FINN does not estimate before `make bitstream` inserts it,
+the FIFOs between layers and the two IODMAs (infrastructure(); FINN's own FIFO sizing result,
+report/fifo_sizing.json, where an earlier `make bitstream` wrote one), against the board's budget less
+its LUT and BRAM margins (hls/boards.py).
+
 SetFolding's two-pass relaxation is off: it relaxes every layer to the slowest one's cycles, and in
 finn-plus 1.6.1 the slowest is always an unfolded upsample (see hls/finn_workarounds.py), which is folded
 only afterwards.
@@ -19,6 +24,8 @@ only afterwards.
 from __future__ import annotations
 
 import copy
+
+import numpy as np
 
 from hls.finn_workarounds import fold_upsample_layers
 from host.tiling import TilePlan
@@ -36,13 +43,88 @@ def tiles_per_frame(frame: tuple[int, int], tile: int, halo: int, upscale: int =
     return len(TilePlan(hp // upscale, wp // upscale, tile, halo).windows())
 
 
-def estimate(model, part: str) -> tuple[dict[str, float], dict]:
+# FIFO depth where nothing measured one (the model infrastructure() states):
+SHALLOW_FIFO_DEPTH = 32   # fifo.sv builds depths <= 33 as a shift register, one SRLC32E per bit: 2..32 cost the same
+# Vitis HLS's m_axi adapter buffers num_*_outstanding x max_*_burst_length words of the AXI port per used
+# channel; FINN's IODMA sets neither, so the defaults hold (UG1399, "m_axi" interface: 16 and 16)
+IODMA_BUFFER_WORDS = 16 * 16
+IODMAS = 2  # input and output; the weights are inside the accelerator (no external-weight IODMA)
+
+
+def _fifo_cost(depth: int, width: int, has_uram: bool):
+    from finn.util.resource_models import _fifo_cost as finn_fifo_cost, _resolve
+
+    style = _resolve(depth, width, "auto")
+    if style == "ultra" and not has_uram:
+        style = "block"  # Vivado backs a URAM request with BRAM where the part has none (resource_models._resolve)
+    return finn_fifo_cost(depth, width, style), style
+
+
+def infrastructure(model, board, fifo_sizing: dict | None = None) -> dict:
+    """LUTs and BRAM18 of what `make bitstream` adds around FINN's layers, which FINN's layer estimates
+    do not count: the FIFOs between layers and the two IODMAs.
+
+    FIFOs: FINN's sizing result (report/fifo_sizing.json of an earlier `make bitstream`: depth and size
+    per FIFO) when given, each priced by FINN's own fifo.sv cost model (finn.util.resource_models);
+    otherwise this model, a stated assumption: the stream into a nearest-neighbour upsample gets a FIFO
+    of one input row (the upsample emits each row twice and reads nothing during the repeat, which
+    stalls its producer for that row), every other stream SHALLOW_FIFO_DEPTH words, all at the
+    producer's stream width.
+    IODMAs: finn-plus has no resource estimate for IODMA_hls (it returns 0); each one's m_axi buffer is
+    IODMA_BUFFER_WORDS words of the board's AXI port width (FINN's pynq_native_port_width), in RAMB18s
+    as 512 x 36; their LUTs stay in the LUT margin."""
+    import math
+
+    from finn.util.basic import pynq_native_port_width
+    from qonnx.custom_op.registry import getCustomOp
+
+    has_uram = board.resources.get("URAM", 0) > 0
+    fifos = []
+    if fifo_sizing:
+        for name, depth in fifo_sizing.get("fifo_depths", {}).items():
+            width = -(-int(fifo_sizing["fifo_sizes"][name] // max(depth, 1)) // 8) * 8
+            cost, style = _fifo_cost(int(depth), width, has_uram)
+            fifos.append({"fifo": name, "depth": int(depth), "width": width, "style": style,
+                          "LUT": cost.lut, "BRAM_18K": cost.bram})
+        source = "FINN's FIFO sizing of an earlier make bitstream (report/fifo_sizing.json)"
+    else:
+        for node in model.graph.node:
+            consumer = model.find_consumer(node.output[0])
+            if consumer is None:
+                continue
+            inst = getCustomOp(node)
+            width = inst.get_outstream_width_padded()
+            folded = inst.get_folded_output_shape()
+            row = consumer.op_type.startswith("UpsampleNearestNeighbour")
+            depth = int(np.prod(folded[2:-1])) if row else SHALLOW_FIFO_DEPTH
+            cost, style = _fifo_cost(depth, width, has_uram)
+            fifos.append({"fifo": f"{node.name} -> {consumer.name}", "depth": depth, "width": width, "style": style,
+                          "LUT": cost.lut, "BRAM_18K": cost.bram})
+        source = ("model (no FIFO sizing yet): one input row before each upsample, "
+                  f"{SHALLOW_FIFO_DEPTH} words elsewhere, priced by FINN's fifo.sv cost model")
+    port = pynq_native_port_width.get(getattr(board, "finn_board", ""), 64)
+    iodma_bram = math.ceil(IODMA_BUFFER_WORDS / 512) * math.ceil(port / 36)
+    return {"LUT": float(sum(f["LUT"] for f in fifos)),
+            "BRAM_18K": float(sum(f["BRAM_18K"] for f in fifos) + IODMAS * iodma_bram), "DSP": 0.0,
+            "fifos": {"source": source, "LUT": sum(f["LUT"] for f in fifos),
+                      "BRAM_18K": sum(f["BRAM_18K"] for f in fifos), "per_fifo": fifos},
+            "iodmas": {"count": IODMAS, "BRAM_18K_each": iodma_bram, "axi_port_bits": port,
+                       "source": f"{IODMA_BUFFER_WORDS}-word m_axi buffer (Vitis HLS defaults, UG1399) of the "
+                                 f"{port}-bit AXI port, as 512 x 36 RAMB18s; LUTs in the LUT margin"}}
+
+
+def estimate(model, part: str, board=None) -> tuple[dict[str, float], dict]:
+    """Resource totals and FINN's performance analysis; with a board (one of hls/boards.py), the totals
+    include infrastructure() (FIFOs, IODMAs), which is what the budget is checked against."""
     from finn.analysis.fpgadataflow.dataflow_performance import dataflow_performance
     from finn.analysis.fpgadataflow.res_estimation import res_estimation
     from finn.transformation.fpgadataflow.annotate_cycles import AnnotateCycles
 
     per_layer = model.analysis(lambda m: res_estimation(m, part))
     totals = {r: float(sum(layer.get(r, 0) for layer in per_layer.values())) for r in RESOURCES}
+    if getattr(board, "finn_board", None):
+        extra = infrastructure(model, board, getattr(board, "fifo_sizing", None))
+        totals = {r: totals[r] + extra[r] for r in RESOURCES}
     perf = model.transform(AnnotateCycles()).analysis(dataflow_performance)
     return totals, perf
 
@@ -79,7 +161,7 @@ def move_memories_to_bram(model, board, totals, perf):
         for cand in candidates:
             inst, in_lut, in_bram = cand
             _set(inst, in_bram)
-            new_totals, new_perf = estimate(model, board.part)
+            new_totals, new_perf = estimate(model, board.part, board)
             _set(inst, in_lut)
             saved, bram = totals["LUT"] - new_totals["LUT"], new_totals["BRAM_18K"] - totals["BRAM_18K"]
             if new_totals["BRAM_18K"] > board.limit("BRAM_18K") or saved <= 0:
@@ -162,11 +244,22 @@ def move_multipliers_to_dsp(model, board, totals, perf):
     for node, after, *_ in best:
         _implement(node, "rtl")
         _set(getCustomOp(node), after)
-    return estimate(model, board.part)
+    return estimate(model, board.part, board)
+
+
+def read_fifo_sizing(out) -> dict | None:
+    """FINN's FIFO sizing result of an earlier `make bitstream` in this build folder, if any."""
+    import json
+    from pathlib import Path
+
+    path = Path(out) / "report" / "fifo_sizing.json"
+    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def fold(model, build) -> tuple[object, dict]:
-    board = build.board
+    # the board, with the FIFO depths FINN measured here before (if any) for infrastructure()
+    board = copy.copy(build.board)
+    board.fifo_sizing = read_fifo_sizing(build.out) if getattr(build, "out", None) else None
     n_tiles = tiles_per_frame(board.frame, build.tile, build.package.halo, build.package.upscale)
     tried: list[dict] = []
 
@@ -223,7 +316,7 @@ def _fold_at(model, board, target_cycles: int):
     folded = copy.deepcopy(model).transform(SetFolding(target_cycles, mvau_wwidth_max=board.mvau_wwidth_max,
                                                        two_pass_relaxation=False))
     folded = fold_upsample_layers(folded, target_cycles).transform(GiveUniqueNodeNames())
-    totals, perf = estimate(folded, board.part)
+    totals, perf = estimate(folded, board.part, board)
     if totals["LUT"] > board.limit("LUT"):
         totals, perf = move_memories_to_bram(folded, board, totals, perf)
     if totals["LUT"] > board.limit("LUT"):
