@@ -120,6 +120,8 @@ class DecoderPackage:
             manifest = json.loads(mpath.read_text())
         except (ValueError, UnicodeDecodeError) as e:
             raise LicError(f"{mpath}: not valid JSON ({e})") from None
+        except RecursionError:
+            raise LicError(f"{mpath}: JSON nested too deeply to be a manifest") from None
         if not isinstance(manifest, dict) or manifest.get("format") != PACKAGE_FORMAT:
             got = manifest.get("format") if isinstance(manifest, dict) else None
             raise LicError(f"{root}: package format {got!r}, this runtime reads {PACKAGE_FORMAT}")

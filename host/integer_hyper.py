@@ -179,6 +179,19 @@ def _layer_native(lib, a: np.ndarray, layer: "IntegerLayer", threads: int) -> np
     return out[:o]
 
 
+def _check_meta(meta: dict, name: str) -> None:
+    """The fields that size and steer decoding, typed and in range (the file is untrusted input)."""
+    layers = meta.get("layers")
+    if not (isinstance(layers, int) and not isinstance(layers, bool) and 1 <= layers <= 16):
+        raise LicError(f"{name}: meta 'layers' must be an integer in 1..16, not {layers!r}")
+    bits = meta.get("input_bits")
+    if not (isinstance(bits, int) and not isinstance(bits, bool) and 2 <= bits <= 16):
+        raise LicError(f"{name}: meta 'input_bits' must be an integer in 2..16, not {bits!r}")
+    ups = meta.get("upsample_before")
+    if not (isinstance(ups, list) and len(ups) == layers and all(isinstance(u, bool) for u in ups)):
+        raise LicError(f"{name}: meta 'upsample_before' must list one true/false per layer")
+
+
 class IntegerHyperSynthesis:
     def __init__(self, layers: list[IntegerLayer], input_bits: int, meta: dict):
         self.layers = layers
@@ -268,15 +281,17 @@ class IntegerHyperSynthesis:
         try:
             with np.load(io.BytesIO(data), allow_pickle=False) as z:
                 meta = json.loads(bytes(z["meta"]).decode())
-                if meta.get("format") != FORMAT:
-                    raise LicError(f"{name}: not an integer h_s file ({meta.get('format')!r})")
+                if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+                    got = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+                    raise LicError(f"{name}: not an integer h_s file ({got!r})")
+                _check_meta(meta, name)
                 layers = [IntegerLayer(weight=_integers(z[f"weight{n}"], np.int8, f"{name}: weight{n}"),
                                        thresholds=_integers(z[f"thresholds{n}"], np.int64, f"{name}: thresholds{n}"),
-                                       upsample_before=bool(meta["upsample_before"][n]))
+                                       upsample_before=meta["upsample_before"][n])
                           for n in range(meta["layers"])]
         except LicError:
             raise
-        except Exception as e:  # zip, json, key errors: all mean a damaged or foreign file
+        except Exception as e:  # zip, json (RecursionError too), key errors: a damaged or foreign file
             raise LicError(f"{name}: cannot read integer h_s ({type(e).__name__})") from None
         input_bits = meta.pop("input_bits")
         for k in ("format", "layers", "upsample_before"):

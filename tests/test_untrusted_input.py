@@ -164,6 +164,33 @@ def test_integer_hs_bit_widths_and_shapes_are_checked(package_copy):
         DecoderPackage.load(package_copy)
 
 
+@pytest.mark.parametrize("meta_change, match", [
+    ({"input_bits": None}, "'input_bits' must be an integer"),
+    ({"layers": 1000}, "'layers' must be an integer in 1..16"),
+    ({"upsample_before": [True]}, "one true/false per layer"),
+])
+def test_integer_hs_meta_is_checked(package_copy, meta_change, match):
+    import io
+
+    with np.load(package_copy / "integer_hs.npz") as z:
+        arrays = dict(z)
+    meta = json.loads(bytes(arrays["meta"]).decode())
+    for k, v in meta_change.items():
+        meta.pop(k) if v is None else meta.__setitem__(k, v)
+    buf = io.BytesIO()
+    np.savez(buf, **dict(arrays, meta=np.frombuffer(json.dumps(meta).encode(), np.uint8)))
+    _rewrite(package_copy, "integer_hs.npz", buf.getvalue())
+    with pytest.raises(LicError, match=match):
+        DecoderPackage.load(package_copy)
+
+
+@pytest.mark.parametrize("text", ["[" * 100_000 + "]" * 100_000, "[1, 2]", '"manifest"'])
+def test_manifest_that_is_not_an_object_is_one_line(package_copy, text):
+    (package_copy / MANIFEST).write_text(text)
+    with pytest.raises(LicError):
+        DecoderPackage.load(package_copy)
+
+
 # --- folders with bad files ------------------------------------------------------------------------
 
 def test_folder_decoding_goes_on_past_bad_files(tmp_path, capsys):
