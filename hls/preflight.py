@@ -155,8 +155,12 @@ def check_board_files(finn_board: str, deps: Path | None, vivado_root: str | Non
         return _check(f"board files ({finn_board})", False, "FINN's Zynq template knows no such board",
                       "set board.json's finn_board to a board finn-plus 1.6.1 supports")
     name = part.split(":")[1]
-    roots = ([deps / "board_files"] if deps else []) + \
-            ([Path(vivado_root) / "data" / "boards", Path(vivado_root) / "data" / "xhub" / "boards"] if vivado_root else [])
+    roots = [deps / "board_files"] if deps else []
+    if vivado_root:
+        # shipped with Vivado, or installed from its XHub board store into the user's folder
+        release = _fmt(_version_in(vivado_root))
+        roots += [Path(vivado_root) / "data" / "boards", Path(vivado_root) / "data" / "xhub" / "boards",
+                  Path.home() / ".Xilinx" / "Vivado" / release / "xhub" / "board_store"]
     ok = any(_has_board_xml(r, name) for r in roots)
     where = ", ".join(str(r) for r in roots) or _deps_where(deps) + "/board_files"
     return _check(f"board files ({part})", ok, f"{name}/**/board.xml under {where}", DEPS_FIX)
@@ -400,11 +404,12 @@ def _device_installed(vivado_root: str, device: str) -> bool:
     parts = Path(vivado_root) / "data" / "parts" / "xilinx"
     if not parts.is_dir():
         return False
-    # Vivado keeps a folder per device under its family (data/parts/xilinx/<family>/devint/<family>/<device>)
+    # Vivado keeps a folder per device under its family (data/parts/xilinx/<family>/devint/<family>/<device>);
+    # searched a few levels deep, by name prefix, so that a layout change does not fail a good installation
     for root, dirs, _ in os.walk(parts):
-        if device in dirs:
+        if any(d.startswith(device) for d in dirs):
             return True
-        if len(Path(root).relative_to(parts).parts) >= 3:
+        if len(Path(root).relative_to(parts).parts) >= 5:
             dirs[:] = []
     return False
 
@@ -433,11 +438,13 @@ def check_board_part(board, vivado_root: str | None) -> Check:
 def run_checks(board, out: Path) -> list[Check]:
     deps = finn_deps_dir()
     vivado_root = os.environ.get("XILINX_VIVADO")
+    if deps is None and os.environ.get("FINN_DEPS"):
+        deps = Path(os.environ["FINN_DEPS"])  # name the folder FINN will read in the table
     return [
         check_vivado(), check_hls_tool(), check_xilinx_vivado(), check_xilinx_hls(), check_ld_library_path(),
         check_finn_hlslib(deps), check_board_files(board.finn_board, deps, vivado_root), check_nlohmann_json(deps),
         check_cmake(), check_cxx(), check_openmp(), check_boost(), check_python_binding(),
-        check_disk(out), check_memory(), check_board_part(board, vivado_root),
+        check_disk(out, DISK_GIB), check_memory(need_gib=MEMORY_GIB), check_board_part(board, vivado_root),
     ]
 
 

@@ -212,3 +212,34 @@ def test_bitstream_stops_at_preflight(clean_env, tmp_path, capsys):
     assert last.startswith("lic: error: preflight") and "XILINX_VIVADO missing" in last
     assert not out.exists()
     assert run_lic("hw", "--board", "pynq-z2", "-o", out, "--preflight") == 1
+
+
+def test_preflight_passes_when_everything_is_there(clean_env, tmp_path, capsys):
+    """Every check ok on a machine laid out as a user's: Vivado and Vitis HLS installations, FINN's
+    dependencies, Boost; `lic hw --preflight` then exits 0 (memory and disk thresholds set to what
+    this machine has, the rest as shipped)."""
+    import shutil
+
+    if shutil.which("g++", path="/usr/local/bin:/usr/bin:/bin") is None:
+        pytest.skip("no g++ on this machine")
+    vivado = _vivado_install(tmp_path, "2024.2")
+    hls = tmp_path / "Vitis_HLS" / "2024.2"
+    _exe(hls / "bin" / "vitis_hls")
+    (hls / "include").mkdir(parents=True)
+    (hls / "include" / "ap_int.h").write_text("// ap_int\n")
+    deps = _finn_deps(tmp_path / "deps")
+    boost = tmp_path / "boost"
+    (boost / "include" / "boost").mkdir(parents=True)
+    (boost / "include" / "boost" / "program_options.hpp").write_text("// po\n")
+    (boost / "lib").mkdir()
+    (boost / "lib" / "libboost_program_options.so").write_bytes(b"\x7fELF")
+    clean_env.setenv("PATH", f"{vivado / 'bin'}:{hls / 'bin'}:/usr/local/bin:/usr/bin:/bin")
+    for var, value in (("XILINX_VIVADO", vivado), ("XILINX_HLS", hls), ("FINN_DEPS", deps), ("BOOST_ROOT", boost),
+                       ("LD_LIBRARY_PATH", f"{vivado}/lib/lnx64.o")):
+        clean_env.setenv(var, str(value))
+    clean_env.setattr(pf, "MEMORY_GIB", 0.0)
+    clean_env.setattr(pf, "DISK_GIB", 0.0)
+    checks = pf.run_checks(load_board("pynq-z2"), tmp_path / "build")
+    assert [c.name for c in checks if not c.ok] == []
+    assert run_lic("hw", "--board", "pynq-z2", "-o", tmp_path / "build", "--preflight") == 0
+    assert "needs is here" in capsys.readouterr().out
