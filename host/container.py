@@ -21,6 +21,8 @@ The parser is version-agnostic about stream meaning; the codec of each version i
 
 from __future__ import annotations
 
+import os
+import stat
 import struct
 import zlib
 from dataclasses import dataclass, field
@@ -69,12 +71,43 @@ class LicFile:
         return body + _U32.pack(zlib.crc32(body))
 
 
-def read_lic(path: Path) -> bytes:
-    """A file's bytes, with a read failure as a LicError naming the file."""
+# The most a file can hold for its image size, from the header alone, before any byte more is read:
+# every model this project reads has at most 320 latent and 192 hyper-latent channels (CompressAI's
+# largest hyperprior), y has one symbol per 16x16 pixels per channel and z one per 64x64, a symbol
+# takes at most 52 bits (docs/FORMAT.md, entropy decoding), each stream a 64-bit flush and its length.
+_MAX_SYMBOLS_PER_PIXEL = 320 / 256 + 192 / 4096
+_MAX_STREAM_OVERHEAD = 12
+
+
+def max_file_bytes(height: int, width: int, streams: int) -> int:
+    padded = -(-height // 64) * 64 * (-(-width // 64) * 64)
+    return int(padded * _MAX_SYMBOLS_PER_PIXEL * 52 / 8) + streams * _MAX_STREAM_OVERHEAD + _HEADER.size + 8
+
+
+def read_lic(path: Path, max_pixels: int | None = None) -> bytes:
+    """A file's bytes, read only after its header says the file can be a .lic of its size: a
+    non-regular file (a FIFO would block forever) and a file larger than its image size allows are
+    refused before it is read. Failures are LicErrors naming the file."""
+    from host.geometry import DEFAULT_MAX_PIXELS, check_pixels  # geometry imports this module
+
     try:
-        return Path(path).read_bytes()
+        # O_NONBLOCK: opening a FIFO with no writer must not wait for one
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except OSError as e:
         raise LicError(f"{path}: cannot read ({e.strerror or e})") from None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise LicError(f"{path}: not a regular file")
+    with os.fdopen(fd, "rb") as f:
+        head = f.read(_HEADER.size)
+        if len(head) == _HEADER.size and head[:len(MAGIC)] == MAGIC:
+            _, _, _, _, height, width, n = _HEADER.unpack(head)
+            check_pixels(height, width, DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels, str(path))
+            if st.st_size > max_file_bytes(height, width, n):
+                raise LicError(f"{path}: {st.st_size:,} bytes, more than a {width}x{height} .lic file can hold "
+                               f"({max_file_bytes(height, width, n):,}): not a .lic file, or a damaged one")
+        return head + f.read()  # parse() gives every other malformation its message
 
 
 def parse(data: bytes, name: str = "input") -> LicFile:
@@ -89,7 +122,7 @@ def parse(data: bytes, name: str = "input") -> LicFile:
         hint = "written by a newer lic" if version > newest else "an unknown format"
         raise LicError(f"{name}: .lic format version {version} is {hint}; this lic reads versions "
                        f"{', '.join(map(str, sorted(SUPPORTED_VERSIONS)))}")
-    body, crc = data[:-4], _U32.unpack_from(data, len(data) - 4)[0]
+    body, crc = memoryview(data)[:-4], _U32.unpack_from(data, len(data) - 4)[0]  # a view: no copy of the file
     pos, streams, tiles = _HEADER.size, [], None
     if version == FORMAT_V3:
         if pos + _TILES.size > len(body):

@@ -87,3 +87,27 @@ def test_partial_files_of_killed_runs_are_removed_by_the_next(tmp_path):
     live.write_bytes(b"half")
     write_atomic(tmp_path / "c.png", b"whole")
     assert not stale.exists() and live.exists() and (tmp_path / "c.png").read_bytes() == b"whole"
+
+
+def test_special_files_and_oversized_files_are_refused_before_reading(tmp_path, capsys):
+    """A FIFO named *.lic would block an open() forever; a directory named *.lic is no file; a 3 GB
+    file (sparse here) whose header is a 128x128 image is refused from its size, unread."""
+    from host.container import read_lic
+
+    golden = GOLDEN / "q3_tuned_v2.lic"
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "a.lic").write_bytes(golden.read_bytes())
+    os.mkfifo(folder / "fifo.lic")
+    (folder / "dir.lic").mkdir()
+    huge = folder / "huge.lic"
+    with open(huge, "wb") as f:
+        f.write(golden.read_bytes()[:40])
+        f.truncate(3 * 2**30)
+    with pytest.raises(Exception, match="more than a 128x128 .lic file can hold"):
+        read_lic(huge)
+    out = tmp_path / "out"
+    assert main(["decode", str(folder), "-o", str(out)]) == 1  # the bad ones fail, the good one is written
+    err = capsys.readouterr().err
+    assert err.count("not a regular file") == 2 and "can hold" in err and "Traceback" not in err
+    assert [p.name for p in out.glob("*.png")] == ["a.png"]
