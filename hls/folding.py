@@ -85,7 +85,7 @@ def infrastructure(model, board, fifo_sizing: dict | None = None) -> dict:
             width = -(-int(fifo_sizing["fifo_sizes"][name] // max(depth, 1)) // 8) * 8
             cost, style = _fifo_cost(int(depth), width, has_uram)
             fifos.append({"fifo": name, "depth": int(depth), "width": width, "style": style,
-                          "LUT": cost.lut, "BRAM_18K": cost.bram})
+                          "LUT": cost.lut, "BRAM_18K": cost.bram, "URAM": cost.uram})
         source = "FINN's FIFO sizing of an earlier make bitstream (report/fifo_sizing.json)"
     else:
         for node in model.graph.node:
@@ -99,15 +99,18 @@ def infrastructure(model, board, fifo_sizing: dict | None = None) -> dict:
             depth = int(np.prod(folded[2:-1])) if row else SHALLOW_FIFO_DEPTH
             cost, style = _fifo_cost(depth, width, has_uram)
             fifos.append({"fifo": f"{node.name} -> {consumer.name}", "depth": depth, "width": width, "style": style,
-                          "LUT": cost.lut, "BRAM_18K": cost.bram})
+                          "LUT": cost.lut, "BRAM_18K": cost.bram, "URAM": cost.uram})
         source = ("model (no FIFO sizing yet): one input row before each upsample, "
                   f"{SHALLOW_FIFO_DEPTH} words elsewhere, priced by FINN's fifo.sv cost model")
     port = pynq_native_port_width.get(getattr(board, "finn_board", ""), 64)
     iodma_bram = math.ceil(IODMA_BUFFER_WORDS / 512) * math.ceil(port / 36)
     return {"LUT": float(sum(f["LUT"] for f in fifos)),
             "BRAM_18K": float(sum(f["BRAM_18K"] for f in fifos) + IODMAS * iodma_bram), "DSP": 0.0,
+            # deep FIFOs go to URAM where the part has it (ZCU104, KV260); no budget is set for URAM
+            "URAM": float(sum(f["URAM"] for f in fifos)),
             "fifos": {"source": source, "LUT": sum(f["LUT"] for f in fifos),
-                      "BRAM_18K": sum(f["BRAM_18K"] for f in fifos), "per_fifo": fifos},
+                      "BRAM_18K": sum(f["BRAM_18K"] for f in fifos), "URAM": sum(f["URAM"] for f in fifos),
+                      "per_fifo": fifos},
             "iodmas": {"count": IODMAS, "BRAM_18K_each": iodma_bram, "axi_port_bits": port,
                        "source": f"{IODMA_BUFFER_WORDS}-word m_axi buffer (Vitis HLS defaults, UG1399) of the "
                                  f"{port}-bit AXI port, as 512 x 36 RAMB18s; LUTs in the LUT margin"}}
