@@ -8,16 +8,21 @@ tests/test_host_runtime.py compares them.
   onnx      onnxruntime on student.onnx (QCDQ), any input size; CPU, or CUDA when installed
   torch     the Brevitas model (quant_student.pt); needs torch + brevitas, the reference
   finn-sim  FINN's HW-layer graph executed in Python (hls/, from `make hw`), fixed tile size
-  pynq      the bitstream on a PYNQ board's fabric, through finn-plus-driver, fixed tile, tiles batched
+  pynq      the bitstream on a PYNQ board's fabric, through host/accelerator_driver.py (FINN's IODMAs
+            on PYNQ's Overlay), fixed tile, a frame's tiles in one batch
 
 `tile` is None for backends that take any size and the square latent tile size for those built for
 one shape; the runtime (host/runtime.py) tiles the frame for the latter, and any backend can run
-tiled: windows in the accelerator's stream layout (NHWC integers, host/tiling.py) through run_windows.
+tiled: windows in the accelerator's stream layout (NHWC integers, host/tiling.py) through run_windows,
+or without waiting for them (start_windows: the board's pipeline, host/runtime.py decode_stream).
 """
 
 from __future__ import annotations
 
 import os
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +44,7 @@ def default_backend() -> str:
 class Backend:
     name = "?"
     tile: int | None = None
+    buffer_sets = 2  # frames in flight in the runtime's pipeline: one filled while the other runs
 
     def run(self, y: np.ndarray) -> np.ndarray:
         raise NotImplementedError
@@ -53,6 +59,50 @@ class Backend:
         16t, 3]: one run per window here; the fabric backends take them as the accelerator does
         (pynq: all windows in one DMA batch)."""
         return np.concatenate([self.run(x[i:i + 1].transpose(0, 3, 1, 2)) for i in range(len(x))]).transpose(0, 2, 3, 1)
+
+    def window_slots(self, n: int, tile: int, channels: int, dtype, count: int) -> list[np.ndarray]:
+        """`count` places for a frame's n windows, which the runtime fills in turn while the
+        accelerator works on another (on a board: DMA buffer sets)."""
+        return [np.empty((n, tile, tile, channels), dtype) for _ in range(count)]
+
+    def start_windows(self, x: np.ndarray) -> "WindowJob":
+        """Hand a frame's windows to the accelerator without waiting for its output: batches run
+        one at a time, in the order given (here on one worker thread, the backend's "device")."""
+        with _DEVICE_LOCK:
+            if getattr(self, "_device", None) is None:
+                self._device = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"lic-{self.name}")
+        return WindowJob(self._device.submit(self.run_windows, x).result)
+
+
+_DEVICE_LOCK = threading.Lock()
+
+
+class WindowJob:
+    """A batch the accelerator has been given: wait_done() returns once it has finished (the
+    accelerator is free again), result() gives its output windows [n, T, T, 3]; each thread-safe,
+    the work behind them done once."""
+
+    def __init__(self, result, wait_done=None):
+        self._result, self._wait_done = result, wait_done
+        self._lock, self._out, self.done_at = threading.Lock(), None, None
+        self.started_at = time.perf_counter()
+
+    def wait_done(self) -> float:
+        with self._lock:
+            if self.done_at is None:
+                if self._wait_done is not None:
+                    self.done_at = self._wait_done()
+                else:
+                    self._out = self._result()
+                    self.done_at = time.perf_counter()
+            return self.done_at
+
+    def result(self) -> np.ndarray:
+        self.wait_done()
+        with self._lock:
+            if self._out is None:
+                self._out = self._result()
+            return self._out
 
 
 def to_int_pixels(values: np.ndarray, scale: float) -> np.ndarray:

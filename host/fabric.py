@@ -6,9 +6,10 @@ the layout of its input and output streams.
 
   finn-sim   executes the FINN HW-layer graph (hw/student_hw.onnx) with FINN's Python executor on the
              workstation; exact against the QONNX model by construction (hls/ verifies it on a tile).
-  pynq       the bitstream on the board's fabric through finn-plus-driver (FINNDMAOverlay), set up
+  pynq       the bitstream on the board's fabric through host/accelerator_driver.py (FINN's IODMAs on
+             PYNQ's Overlay, programmed as finn-plus-driver's FINNDMAOverlay programs them), set up
              from the driver/settings.json that finn-plus 1.6.1's step_make_driver writes; a frame's
-             tiles go to the IODMAs as one batch.
+             tiles go to the IODMAs as one batch, two buffer sets in turn.
 
 Both take a frame's windows in the accelerator's stream layout, already clipped to its input type
 (host/tiling.py fill_windows: the build removes the student's input quantiser, hls/transforms.py
@@ -26,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from host.backends import Backend
+from host.backends import Backend, WindowJob
 from host.decoder_package import DecoderPackage
 from host.tiling import window_dtype
 from lic.errors import LicError
@@ -58,66 +59,6 @@ def _from_model_layout(x: np.ndarray, layout: str) -> np.ndarray:
     return x if layout == "NHWC" else x.transpose(0, 2, 3, 1)
 
 
-def _packing():
-    """finn-plus-driver's packing functions on the board; finn-plus's own (the same code, which
-    the driver's copy says it keeps in sync with) where only the compiler is installed."""
-    try:
-        from finn_plus_driver.packing import finnpy_to_packed_bytearray, packed_bytearray_to_finnpy
-    except ImportError:
-        from finn.util.data_packing import finnpy_to_packed_bytearray, packed_bytearray_to_finnpy
-    return finnpy_to_packed_bytearray, packed_bytearray_to_finnpy
-
-
-class StreamFormat:
-    """The accelerator's input and output streams as driver/settings.json describes them
-    (driver_information.io_shape_dict, from FINN's get_driver_shapes): tiles in the stream layout
-    <-> the packed bytes the IODMAs move, packed the way FINNDMAOverlay.pack_input and
-    unpack_output do (FINN's packing, SIMD and byte order reversed)."""
-
-    def __init__(self, io_shape_dict: dict):
-        from qonnx.core.datatype import DataType
-
-        if io_shape_dict.get("num_inputs", 1) != 1 or io_shape_dict.get("num_outputs", 1) != 1:
-            raise LicError("the accelerator must have one input and one output stream")
-        dtype = lambda s: DataType[s[s.index("[") + 1:s.index("]")].strip("'")]  # "DataType['INT8']"
-        self.idt, self.odt = dtype(io_shape_dict["idt"][0]), dtype(io_shape_dict["odt"][0])
-        self.ishape_normal, self.ishape_folded, self.ishape_packed = (
-            tuple(io_shape_dict[k][0]) for k in ("ishape_normal", "ishape_folded", "ishape_packed"))
-        self.oshape_normal, self.oshape_folded, self.oshape_packed = (
-            tuple(io_shape_dict[k][0]) for k in ("oshape_normal", "oshape_folded", "oshape_packed"))
-
-    @property
-    def plain_input(self) -> bool:
-        """The packed input bytes are the INT8 values themselves (FINN packs a byte-aligned type with
-        both reversals as a plain view; tests check it against FINN's packing)."""
-        return self.idt.name == "INT8" and np.prod(self.ishape_packed) == np.prod(self.ishape_normal)
-
-    @property
-    def plain_output(self) -> bool:
-        return self.odt.name == "INT8" and np.prod(self.oshape_packed) == np.prod(self.oshape_normal)
-
-    @staticmethod
-    def _batch(shape, n):
-        return (n, *shape[1:])
-
-    def pack(self, tiles: np.ndarray) -> np.ndarray:
-        """[n, *ishape_normal[1:]] integers of the input type -> [n, *ishape_packed[1:]] uint8."""
-        pack, _ = _packing()
-        n = tiles.shape[0]
-        if tiles.shape != self._batch(self.ishape_normal, n):
-            raise LicError(f"accelerator input must be {self._batch(self.ishape_normal, n)}, got {tiles.shape}")
-        folded = tiles.astype(np.float32).reshape(self._batch(self.ishape_folded, n))
-        return np.ascontiguousarray(pack(folded, self.idt, reverse_endian=True, reverse_inner=True))
-
-    def unpack(self, packed: np.ndarray) -> np.ndarray:
-        """[n, *oshape_packed[1:]] uint8 -> [n, *oshape_normal[1:]] float32 integers."""
-        _, unpack = _packing()
-        n = packed.shape[0]
-        folded = unpack(packed, self.odt, self._batch(self.oshape_folded, n), reverse_endian=True,
-                        reverse_inner=True)
-        return folded.reshape(self._batch(self.oshape_normal, n))
-
-
 class FinnSimBackend(Backend):
     name = "finn-sim"
 
@@ -147,60 +88,70 @@ class PynqBackend(Backend):
     name = "pynq"
 
     def __init__(self, package: DecoderPackage, hw_dir: Path):
-        missing = [m for m in ("pynq", "finn_plus_driver") if importlib.util.find_spec(m) is None]
-        if missing:
-            raise LicError(f"the pynq backend runs on a PYNQ board: {' and '.join(missing)} not installed "
-                           f"(host/install_board.sh installs finn-plus-driver into PYNQ's venv); on this machine "
-                           f"use --backend finn-sim or onnx")
+        if importlib.util.find_spec("pynq") is None:
+            raise LicError("the pynq backend runs on a PYNQ board: pynq not installed (PYNQ image 3.x; "
+                           "host/install_board.sh installs the runtime into PYNQ's venv); on this machine use "
+                           "--backend finn-sim or onnx")
         spec = read_tile_spec(hw_dir, package, "bitstream")
         bitfile, settings = hw_dir / spec.get("bitfile", "bitfile/finn-accel.bit"), hw_dir / "driver" / "settings.json"
         if not bitfile.is_file() or not bitfile.with_suffix(".hwh").is_file() or not settings.is_file():
             raise LicError(f"{hw_dir} lacks {bitfile.name}, its .hwh or driver/settings.json: run `make bitstream` "
                            f"(needs Vivado) and copy its build folder to the board")
-        from finn_plus_driver import get_driver_class
+        from host.accelerator_driver import IODMADriver, read_settings
 
-        info = json.loads(settings.read_text())["driver_information"]
+        info = read_settings(settings)
         self.tile, self.spec = int(spec["tile"]), spec
-        self.streams = StreamFormat(info["io_shape_dict"])
-        # As finn-plus-driver's own CLI does: the settings are the overlay's keyword arguments,
-        # weight folders next to settings.json.
-        kwargs = {k: v for k, v in info.items() if k != "driver_type"}
-        kwargs.setdefault("runtime_weight_dir", str(settings.parent / "runtime_weights"))
-        kwargs.setdefault("mlo_weight_dir", str(settings.parent / "mlo_weights"))
-        self.overlay = get_driver_class(info["driver_type"])(str(bitfile), **kwargs)
+        self.driver = IODMADriver(bitfile, info)
+        streams = self.driver.streams
+        for which, plain in (("input", streams.plain_input), ("output", streams.plain_output)):
+            # the students' streams: INT8 both ways, which FINN packs as the values themselves
+            if not plain or spec[f"{which}_layout"] != "NHWC" or spec[f"{which}_bits"] != 8:
+                raise LicError(f"{settings}: the accelerator's {which} stream is {getattr(streams, which[0] + 'dt')} "
+                               f"({spec[f'{which}_layout']}, {spec[f'{which}_bits']} bits); the pynq backend moves "
+                               f"8-bit NHWC streams as they are and packs no others: rebuild with 8-bit "
+                               f"{which}s")
+        self._sets, self._running = [], None
 
-    def _batch(self, n: int) -> None:
-        if self.overlay.batch_size != n:
-            self.overlay.batch_size = n  # reallocates the DMA buffers for n windows
-
-    def _plain(self, which: str) -> bool:
-        return getattr(self.streams, f"plain_{which}") and self.spec[f"{which}_layout"] == "NHWC"
+    def window_slots(self, n: int, tile: int, channels: int, dtype, count: int) -> list[np.ndarray]:
+        """The input DMA buffers of `count` buffer sets for batches of n, as int8 windows."""
+        if np.dtype(dtype) != np.int8:
+            raise LicError(f"the pynq backend takes int8 windows, not {np.dtype(dtype).name}")
+        if len(self._sets) < count or self._sets[0].n != n:
+            self._wait_running()  # the running batch may be using a set about to be dropped
+            self._sets = [self.driver.allocate(n) for _ in range(count)]
+        views = [self.driver.input_windows(b) for b in self._sets[:count]]
+        if views[0].shape != (n, tile, tile, channels):
+            raise LicError(f"the accelerator takes windows {views[0].shape[1:]}, not {(tile, tile, channels)}")
+        return views
 
     def input_windows(self, n: int, tile: int, channels: int, dtype) -> np.ndarray:
-        """The input DMA buffer as int8 windows, when FINN's packing of the stream is the values."""
-        self._batch(n)
-        if self._plain("input") and np.dtype(dtype) == np.int8:
-            return self.overlay.ibuf_packed_device[0].view(np.int8).reshape(n, tile, tile, channels)
-        return super().input_windows(n, tile, channels, dtype)
+        """The first buffer set's input buffer: the runtime writes the windows where the DMA reads."""
+        return self.window_slots(n, tile, channels, dtype, 1)[0]
+
+    def _wait_running(self) -> None:
+        if self._running is not None:
+            self._running.wait_done()
+
+    def start_windows(self, x: np.ndarray) -> WindowJob:
+        """Flush the windows' buffer set and start it as soon as the accelerator is free (the
+        wait for the batch before sleeps); the job's result() invalidates the output buffer and
+        is a view of it, valid until that set is started again."""
+        bufs = next((b for b in self._sets if np.may_share_memory(x, b.ibuf)), None)
+        if bufs is None:  # windows from elsewhere: into a buffer set first
+            self.window_slots(*x.shape[:3], x.shape[3], np.int8, 1)[0][...] = x
+            bufs = self._sets[0]
+        self.driver.flush(bufs)  # before waiting: the clean of the caches is then off the fabric's path
+        self._wait_running()
+        started = self.driver.kick(bufs)
+        job = WindowJob(lambda: self.driver.finish(bufs), lambda: self.driver.wait(bufs, started))
+        job.started_at = started
+        self._running = job
+        return job
 
     def run_windows(self, x: np.ndarray) -> np.ndarray:
-        """All windows in one DMA batch. With plain INT8 streams the result is a view of the output
-        DMA buffer, valid until the next run (the runtime converts it into the image at once)."""
-        n = x.shape[0]
-        self._batch(n)
-        ibuf, obuf = self.overlay.ibuf_packed_device[0], self.overlay.obuf_packed_device[0]
-        if np.may_share_memory(x, ibuf):
-            ibuf.flush()  # written in place by the ARM: out of its caches into DDR for the DMA
-        else:
-            self.overlay.copy_input_data_to_device(self.streams.pack(_to_model_layout(x, self.spec["input_layout"])))
-        self.overlay.execute_on_buffers()
-        if self._plain("output"):
-            obuf.invalidate()  # the DMA wrote DDR behind the ARM's caches
-            return obuf.view(np.int8).reshape(n, *self.streams.oshape_normal[1:])
-        packed = self.overlay.obuf_packed[0]
-        self.overlay.copy_output_data_from_device(packed)
-        out = _from_model_layout(self.streams.unpack(packed), self.spec["output_layout"])
-        return np.rint(out).astype(window_dtype(self.spec["output_bits"]))
+        """All windows in one DMA batch; the result is a view of the output DMA buffer, valid
+        until its buffer set runs again (the runtime converts it into the image at once)."""
+        return self.start_windows(x).result()
 
 
 def make_fabric_backend(name: str, package: DecoderPackage, hw_dir: Path | None) -> Backend:

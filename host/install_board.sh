@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Install the lic-fpga host runtime on a PYNQ board (PYNQ image 3.x: 32-bit ARM, Python 3.10) into PYNQ's own
 # venv (/usr/local/share/pynq-venv, where the pynq package lives; it belongs to root, so pip runs under sudo),
-# from a copy of this repository, logged in as the xilinx user: numpy, Pillow, tqdm,
-# finn-plus-driver and the project's C rANS decoder (host/csrc, built here with the board's gcc):
+# from a copy of this repository, logged in as the xilinx user: numpy, Pillow and tqdm (armv7 wheels or the
+# image's own, nothing compiled) and the project's C code (host/csrc, built here with the board's gcc, seconds):
 #   scp -r lic-fpga xilinx@pynq:~ && ssh xilinx@pynq 'cd lic-fpga && bash host/install_board.sh'
-# No torch, no onnxruntime (no wheel for 32-bit ARM): the student runs on the fabric (--backend pynq, the
-# default where pynq is installed) through finn-plus-driver, which reads the build's driver/settings.json.
+# No torch, no onnxruntime (no wheel for 32-bit ARM), no onnx, qonnx or finn-plus-driver: the student runs on the
+# fabric (--backend pynq, the default where pynq is installed) through host/accelerator_driver.py, which drives
+# FINN's IODMAs on PYNQ's own Overlay and allocate as finn-plus-driver's FINNDMAOverlay does, from the build's
+# driver/settings.json (finn-plus-driver imports qonnx, which imports onnx: pip would compile onnx on the A9).
 # Decoding on the fabric needs root, as every PYNQ overlay does, and XILINX_XRT from xrt_setup.sh:
 #   source /etc/profile.d/xrt_setup.sh
 #   sudo -E /usr/local/share/pynq-venv/bin/lic decode photo.lic -o photo.png --hw-dir BUILD_DIR
@@ -18,27 +20,24 @@ PY="$PYNQ_VENV/bin/python3"
 SUDO=$([[ $(id -u) -eq 0 ]] && echo "" || echo "sudo -H")
 PIP="$SUDO $PY -m pip install --no-deps"
 command -v gcc >/dev/null || { echo "install_board: gcc missing: sudo apt-get install -y gcc make" >&2; exit 1; }
-$PIP "numpy>=1.21,<2" "pillow>=9" tqdm "setuptools>=77.0.3,<81"
-# finn-plus-driver (FINNDMAOverlay, FINN's packing) without its CLI/validation extras (click, h5py, grpcio,
-# matplotlib, datasets); the overlay imports qonnx.util.basic, which imports onnx: no armv7 wheel exists, so
-# pip builds onnx from its sdist when the image lacks it (needs cmake and protobuf; slow on the A9).
-if ! "$PY" -c 'import onnx' 2>/dev/null; then
-  $SUDO apt-get install -y cmake protobuf-compiler libprotobuf-dev
-  $SUDO "$PY" -m pip install "onnx==1.17.0" "protobuf>=3.20.2"
-fi
-$PIP bitarray "bitstring>=4.0" qonnx==1.0.0 finn-plus-driver==1.6.1
+# --only-binary: a wheel or nothing, so nothing is ever compiled here; PYNQ's venv already has numpy and Pillow
+# (pip then keeps them), and tqdm is pure Python.
+$PIP --only-binary :all: "numpy>=1.21,<2" "pillow>=9" tqdm "setuptools>=77.0.3,<81"
 # The rANS decoder and the integer h_s / RGB kernels: plain C99 (libc only), NEON on the A9
 # (host/csrc/Makefile); prebuilt libraries can be used instead through LIC_RANS_LIB / LIC_HOST_LIB.
 make -C host/csrc
 $SUDO "$PY" -m pip install --no-deps --no-build-isolation -e .
 "$PY" - <<'PY'
+import sys
 from host.rans import _lib
-from finn_plus_driver.packing import finnpy_to_packed_bytearray  # noqa: F401
 from host.backends import default_backend
 from host.native import library
+import host.accelerator_driver, host.fabric, host.runtime  # noqa: F401,E401  (the board's path imports)
 _lib()
 assert library() is not None, "build/host/liblic_host.so did not build"
 assert default_backend() == "pynq"
+heavy = sorted({m.split(".")[0] for m in sys.modules} & {"torch", "onnx", "qonnx", "finn", "finn_plus_driver"})
+assert not heavy, f"the board's path imported {heavy}"
 print("lic host runtime installed in PYNQ's venv; decode on the fabric (as root, see the header of "
       "host/install_board.sh):  lic decode FILE.lic -o out.png --hw-dir BUILD_DIR")
 PY

@@ -210,6 +210,7 @@ class HostDecoder:
             raise LicError(f"the {backend.name} backend is built for {backend.tile}x{backend.tile} latent tiles, "
                            f"not {tile}")
         self.package, self.backend = package, backend
+        self.trace: list[tuple[str, str, float, float]] | None = None  # (stage, file, start, end), when a list
         self.threads, self.max_pixels = threads or os.cpu_count() or 1, max_pixels
         self.tile = tile if tile is not None else backend.tile
         if self.tile is not None and self.tile - 2 * package.halo < 1:
@@ -258,10 +259,108 @@ class HostDecoder:
 
     def decode_stream(self, items: Iterable[tuple[str, bytes | Path]]
                       ) -> Iterator[tuple[str, np.ndarray | LicError, StageTimes | None]]:
-        """Decode many files with the entropy decoding of file i+1 running while file i is synthesised:
-        the ARM and the fabric (or onnxruntime's threads) work at once. rANS holds the GIL, the
-        backends release it while they compute, so one helper thread is enough. A file that fails
-        yields its LicError in place of the image (and None times); the others still decode."""
+        """Decode many files, in order, as a pipeline. A file that fails yields its LicError in
+        place of the image (and None times); the others still decode.
+
+        Tiled (the fabric backends, or --tile): four stages on three threads, each frame's windows in
+        one of two buffer sets (on a board, DMA buffers):
+          entropy thread   parse, rANS z, integer h_s, rANS y of frame i+2
+          this thread      frame i+1's windows into the free buffer set and its cache clean; then,
+                           once the accelerator has finished frame i (a sleeping wait), its start
+          accelerator      frame i+1 (the fabric; onnxruntime / FINN's executor on a worker thread)
+          output thread    frame i's output windows (cache invalidate) -> the RGB image; then its
+                           buffer set is free again
+        The C stages release the GIL and the wait sleeps, so the board's two cores share all three
+        ARM threads. Whole-frame backends: the entropy decoding of file i+1 beside the synthesis of i."""
+        if self.tile is None:
+            yield from self._decode_stream_whole(items)
+            return
+        from collections import deque
+        from concurrent.futures import Future, ThreadPoolExecutor
+        from queue import Queue
+
+        items = iter(items)
+        package, sets = self.package, self.backend.buffer_sets
+        with ThreadPoolExecutor(1, thread_name_prefix="lic-entropy") as entropy, \
+                ThreadPoolExecutor(1, thread_name_prefix="lic-output") as output:
+            def submit():
+                nxt = next(items, None)
+                return None if nxt is None else (nxt[0], entropy.submit(self._traced, "entropy", nxt[0],
+                                                                         self.entropy_decode, nxt[1], nxt[0]))
+
+            ahead = deque(x for x in (submit(), submit()) if x is not None)  # two files' entropy decoding queued
+            in_flight: deque = deque()  # (name, Future of (rgb, times))
+            slots, shape, free = None, None, Queue()
+
+            def finish(name, job, plan, lic, times, t, k):
+                try:
+                    out = job.result()  # done, and the output buffer invalidated
+                    t = t0 = times.add("synthesis", t)
+                    rgb = windows_to_rgb8(np.asarray(out, dtype=window_dtype(package.output_bits)), plan,
+                                          package.upscale, lic.height, lic.width, package.output_scale, self.threads)
+                    end = times.add("dequantise", t)
+                    if self.trace is not None:
+                        self.trace += [("fabric", name, job.started_at, job.done_at), ("to_rgb8", name, t0, end)]
+                    return rgb, times
+                finally:
+                    free.put(k)
+
+            while ahead:
+                name, future = ahead.popleft()
+                nxt = submit()
+                if nxt is not None:
+                    ahead.append(nxt)
+                try:
+                    lic, y, times = future.result()
+                    plan = TilePlan(y.shape[1], y.shape[2], self.tile, package.halo)
+                    key = (len(plan.windows()), y.shape[0])
+                    if key != shape:
+                        # another frame size: the buffers are reallocated once nothing uses them
+                        while in_flight:
+                            yield self._result(*in_flight.popleft())
+                        slots = self.backend.window_slots(key[0], self.tile, key[1], window_dtype(package.input_bits),
+                                                          sets)
+                        shape, free = key, Queue()
+                        for k in range(len(slots)):
+                            free.put(k)
+                    k = free.get()  # a buffer set whose frame has been turned into its image
+                    t = time.perf_counter()
+                    fill_windows(y, plan, slots[k], package.input_bits, self.threads)
+                    if self.trace is not None:
+                        self.trace.append(("tiles", name, t, time.perf_counter()))
+                    try:
+                        job = self.backend.start_windows(slots[k])
+                    except BaseException:
+                        free.put(k)
+                        raise
+                    in_flight.append((name, output.submit(finish, name, job, plan, lic, times, t, k)))
+                except LicError as e:
+                    failed: Future = Future()
+                    failed.set_exception(e)
+                    in_flight.append((name, failed))
+                # hand back what is finished; hold at most two frames behind this one
+                while in_flight and (in_flight[0][1].done() or len(in_flight) > sets):
+                    yield self._result(*in_flight.popleft())
+            while in_flight:
+                yield self._result(*in_flight.popleft())
+
+    def _traced(self, stage: str, name: str, fn, *args):
+        t = time.perf_counter()
+        try:
+            return fn(*args)
+        finally:
+            if self.trace is not None:
+                self.trace.append((stage, name, t, time.perf_counter()))
+
+    @staticmethod
+    def _result(name: str, future) -> tuple[str, np.ndarray | LicError, StageTimes | None]:
+        try:
+            rgb, times = future.result()
+            return name, rgb, times
+        except LicError as e:
+            return name, e, None
+
+    def _decode_stream_whole(self, items):
         from concurrent.futures import ThreadPoolExecutor
 
         items = iter(items)

@@ -293,6 +293,51 @@ def test_int8_streams_pack_as_plain_values(driver_settings):
     assert np.array_equal(unpacked.reshape(out.shape), out)
 
 
+def test_pynq_backend_on_finn_sim(driver_settings, hw_build, tiny_package, tiny_teacher, integer_hs, tmp_path):
+    """The pynq backend and host/accelerator_driver.py on the recording stand-in of PYNQ
+    (tests/pynq_standin), its fabric FINN's HW graph (finn-sim) and its settings.json the one FINN's
+    step_make_driver wrote (with the IODMA names the Vivado half of ZynqBuild gives them): bit for
+    bit what onnx decodes, one cache clean and one invalidate per frame. The settings are the ones
+    tests/test_board_driver.py builds its faster tests on."""
+    import sys
+    from pathlib import Path
+
+    from host.backends import make_backend
+    from host.decoder_package import DecoderPackage
+    from host.runtime import HostDecoder
+    from test_board_driver import STANDIN, fabric_of, finn_settings
+    from training.teacher_codec import EntropyModels, encode
+
+    package = DecoderPackage.load(tiny_package)
+    settings = json.loads(json.dumps(driver_settings))
+    io = settings["driver_information"]["io_shape_dict"]
+    assert io["idma_names"] == io["odma_names"] == [""]  # named by make_zynq_proj.py:469-472, 537 (Vivado)
+    io["idma_names"], io["odma_names"] = ["idma0"], ["odma0"]
+    assert settings == finn_settings(package, 8)
+    for name, text in (("tile.json", (hw_build / "tile.json").read_text()), ("driver/settings.json", json.dumps(settings)),
+                       ("bitfile/finn-accel.bit", "bit"), ("bitfile/finn-accel.hwh", "<hwh/>")):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_text(text)
+    sys.path.insert(0, str(STANDIN))
+    try:
+        import pynq
+
+        pynq.reset()
+        backend = make_backend("pynq", package, hw_dir=tmp_path)
+        pynq.FABRIC = fabric_of(make_backend("finn-sim", package, hw_dir=hw_build), backend.driver.streams)
+        rgb = np.random.default_rng(5).integers(0, 256, (130, 150, 3), dtype=np.uint8)
+        data = encode(EntropyModels(tiny_teacher, integer_hs), rgb)
+        a, _ = HostDecoder(package, backend).decode(data)
+        b, _ = HostDecoder(package, make_backend("onnx", package)).decode(data)
+        assert np.array_equal(a, b)
+        assert [e[0] for e in pynq.LOG if e[0] in ("flush", "invalidate")] == ["flush", "invalidate"]
+    finally:
+        sys.path.remove(str(STANDIN))
+        for m in [m for m in sys.modules if m == "pynq" or m.startswith("pynq.")]:
+            del sys.modules[m]
+        assert Path(STANDIN).is_dir()
+
+
 def test_pynq_backend_without_pynq_says_what_is_missing(hw_build, tiny_package):
     from host.backends import make_backend
     from host.decoder_package import DecoderPackage
