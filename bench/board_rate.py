@@ -16,9 +16,17 @@ Per ARM stage (bench/board_stages.py) on one 768x512 Kodak file:
 
 Always also measured: the same stages on this machine (x86 here), single thread.
 The fabric's rate comes from `make hw`'s estimates.json (FINN's analytical estimate).
-Board rate = min(fabric fps, 1 / slowest ARM core's time per frame): the stages the runtime shares
-between the cores (SHARED_STAGES) count 1/N on each of the N cores, the others are split over the
-cores as N consecutive groups in pipeline order with the smallest maximum.
+
+Three rates, kept apart (hls/estimates.py pipeline_rate, "pipeline" in the JSON; the headline):
+  fabric steady state  the fabric alone, batches back to back (FINN's fps): an upper bound
+  frame latency        one frame alone, .lic bytes to image
+  board                host/runtime.py decode_stream's frames per second: the slower of the fabric's
+                       period (one batch per frame: fill + tiles x the slowest layer, and the restart
+                       gap) and the ARM's (its stages, the DMA buffers' cache clean and invalidate and
+                       per-frame Python over the cores, or its longest thread); assumptions in the JSON
+The older figure beside it, min(fabric steady state, 1 / slowest ARM core's time per frame) with
+the shared stages (SHARED_STAGES) at 1/N on each of N cores and the others split over the cores in
+pipeline order, counts neither fill and drain, cache maintenance nor Python: an upper bound.
 """
 
 from __future__ import annotations
@@ -217,6 +225,54 @@ def model_method(cpu: dict, clock_mhz: float) -> str:
             f"free from L2 and at {m['dram_mb_s']} MB/s from DRAM ({m['source']}), none overlapped")
 
 
+# The stage seconds each pipeline estimate is modelled from, and which end of the assumed ranges
+# (hls/estimates.py BOARD_ASSUMPTIONS) goes with it: the fast stage estimate with the fast end.
+PIPELINE_INPUTS = (("modelled, fast end", "seconds_model_low", 0), ("modelled, slow end", "seconds_model_high", 1),
+                   ("CPI low end", "seconds_cpi_low", 0), ("CPI high end", "seconds_cpi_high", 1))
+
+
+def fabric_inputs(build_dir: Path, fabric: dict, package) -> dict | None:
+    """fabric_timing of a `make hw` build and the DMA buffers' bytes per frame (int8 windows in,
+    int8 RGB windows out), or None where the build folder lacks its models."""
+    from hls.estimates import fabric_timing
+
+    if not (build_dir / "intermediate_models" / "step_generate_estimate_reports.onnx").is_file():
+        return None
+    from hls.finn_workarounds import prepare_finn_import
+
+    prepare_finn_import()
+    n, tile = fabric["tiles_per_frame"], fabric["tile"]
+    timing = fabric_timing(build_dir, n, fabric["clock_mhz"] * 1e6)
+    return {"timing": timing, "input_bytes": n * tile * tile * package.latent_channels,
+            "output_bytes": n * (tile * package.upscale) ** 2 * 3}
+
+
+def pipeline_section(board: dict, fab: dict, measured: bool) -> dict:
+    """pipeline_rate for each stage estimate in `board` (or the measured stages)."""
+    from hls.estimates import pipeline_rate
+
+    rate = lambda secs, end: pipeline_rate(secs, fab["timing"], fab["input_bytes"], fab["output_bytes"], end)
+    if measured:
+        return {"measured, fast end": rate(board["seconds"], 0), "measured, slow end": rate(board["seconds"], 1)}
+    return {label: rate(board[key], end) for label, key, end in PIPELINE_INPUTS if key in board}
+
+
+def pipeline_lines(pipeline: dict, timing: dict) -> list[str]:
+    """The three rates, for the printed report."""
+    out = [f"fabric (FINN's cycles): steady state {timing['steady_fps']:.1f} fps; one batch of {timing['tiles']} tiles "
+           f"{timing['batch_ms']:.1f} ms (fill {timing['fill_cycles'] / timing['clock_mhz'] / 1e3:.1f} ms); tile latency "
+           f"{timing['tile_latency_ms']:.1f} ms (FINN's sum of every layer's cycles, {timing['finn_latency_upper_bound_ms']:.0f} "
+           f"ms, is an upper bound); {timing['cycles_source']}"]
+    for label, r in pipeline.items():
+        arm, fab = r["arm_ms_per_frame"], r["fabric_ms_per_frame"]
+        out.append(f"board, pipelined runtime ({label}): **{r['board_fps']['fps']:.1f} fps**, limited by "
+                   f"{r['board_fps']['limited_by']} (ARM {arm['period']:.1f} ms per frame: {arm['total_one_core']:.1f} ms "
+                   f"of work incl. cache clean {arm['cache_clean']:.1f} + invalidate {arm['cache_invalidate']:.1f} + Python "
+                   f"{arm['python']:.1f}; fabric {fab['period']:.1f} ms); one frame alone {r['frame_latency_ms']['ms']:.1f} ms"
+                   + (f" (without {', '.join(r['stages_missing'])})" if r["stages_missing"] else ""))
+    return out
+
+
 def report_lines(fabric_fps: float | None, board: str = "pynq-z2") -> list[str]:
     """The board rate beside the fabric's, for `make demo`, from the last `make board-rate`."""
     path = result_path(board)
@@ -226,6 +282,15 @@ def report_lines(fabric_fps: float | None, board: str = "pynq-z2") -> list[str]:
                 "stages under qemu); the fabric's rate alone is not the board's."]
     r = json.loads(path.read_text())
     b = r["board"]
+    if r.get("pipeline"):
+        rates = {k: v["board_fps"]["fps"] for k, v in r["pipeline"].items() if "CPI" not in k}
+        lat = [v["frame_latency_ms"]["ms"] for k, v in r["pipeline"].items() if "CPI" not in k]
+        t = r["fabric_timing"]
+        return [f"Fabric alone: {fab} (steady state: an upper bound the runtime does not reach). **Board rate: "
+                f"{min(rates.values()):.1f}-{max(rates.values()):.1f} fps, estimated** for host/runtime.py's pipeline "
+                f"(one batch per frame, fill and drain {t['fill_cycles'] / t['clock_mhz'] / 1e3:.1f} ms; cache "
+                f"maintenance, Python and the restart gap assumed; ARM stages modelled), one frame alone "
+                f"{min(lat):.0f}-{max(lat):.0f} ms. Source: {path}."]
     if "arm_fps_all_cores" not in (b.get("cpi_high") or b):
         return [f"Fabric alone: {fab}. Board rate: {path} was written by an older `lic board-rate`: run "
                 f"`make board-rate BOARD={board}` again."]
@@ -400,6 +465,16 @@ def run(args) -> int:
                      + f"{1000 * b['arm_all_cores_s']:.1f} ms = {b['arm_fps_all_cores']:.1f} fps"
                      + (f"; board rate {b['board_fps']:.1f} fps, limited by {b['limited_by']}" if fabric else "")
                      + (f" (without {', '.join(b['stages_missing'])})" if b["stages_missing"] else ""))
+    fab = fabric_inputs(estimates.parent, fabric, package) if fabric else None
+    if fab:
+        result["fabric_timing"] = {k: v for k, v in fab["timing"].items() if k != "layers"}
+        result["fabric_timing"]["layers"] = fab["timing"]["layers"]
+        result["pipeline"] = pipeline_section(result["board"] if not args.on_board else
+                                              {"seconds": measured}, fab, args.on_board)
+        lines += ["", *pipeline_lines(result["pipeline"], fab["timing"]),
+                  "(the min-of-stages figures above leave out fill and drain, cache maintenance and Python: upper bounds)"]
+    else:
+        lines.append(f"no pipeline estimate: {estimates.parent} has no intermediate_models (run `make hw BOARD={args.board}`)")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1) + "\n")
     print("\n".join(lines))

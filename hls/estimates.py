@@ -41,16 +41,170 @@ def host_stages_from_runtime(stage_seconds: dict[str, float]) -> dict[str, float
     return {stage: 1000.0 * sum(stage_seconds.get(k, 0.0) for k in keys) for stage, keys in HOST_PIPELINE.items()}
 
 
-def board_rate(fabric_fps: float, host_ms: dict[str, float], source: str) -> dict:
-    """The board's frames per second: the slowest of the fabric and the host pipeline stages.
+def board_rate(fabric_fps: float, host_ms: dict[str, float], source: str, fabric: dict | None = None) -> dict:
+    """The board's frames per second with the runtime's pipeline (host/runtime.py decode_stream):
+    each host stage and the fabric work on different frames at once, so the slowest sets the rate;
+    the fabric's part per frame is a whole batch, fill and drain included, plus the gap before the
+    next start (`fabric`, from fabric_timing), not its steady state, which it never reaches between
+    batches. Without `fabric` it is the steady state (an upper bound), and the result says so.
 
     host_ms: ms per frame of each host stage that runs concurrently with the others and with the
     fabric; source: what those times are, e.g. "x86-measured (make demo, 1 core)" or
-    "Cortex-A9-estimated (...)"."""
-    rates = {"fabric": fabric_fps, **{k: 1000.0 / v for k, v in host_ms.items() if v > 0}}
+    "Cortex-A9-estimated (...)". For the A9's stages one by one, pipeline_rate models the schedule
+    in more detail (cores, cache maintenance, Python)."""
+    fabric_ms = (fabric["batch_ms"] + BOARD_ASSUMPTIONS["restart_ms"][1]) if fabric else 1000.0 / fabric_fps
+    rates = {"fabric": 1000.0 / fabric_ms, **{k: 1000.0 / v for k, v in host_ms.items() if v > 0}}
     slowest = min(rates, key=rates.get)
     return {"fps": rates[slowest], "limited_by": slowest, "host_ms_per_frame": dict(host_ms),
-            "host_times_source": source}
+            "host_times_source": source, "fabric_ms_per_frame": fabric_ms,
+            "fabric_per_frame": ("one batch: fill + tiles x the slowest layer's cycles, plus the restart gap "
+                                 f"({fabric['method']})") if fabric else
+                                "the fabric's steady state (no fill or drain, no restart gap): an upper bound"}
+
+
+# ---- The board's schedule, modelled (host/runtime.py HostDecoder.decode_stream, pynq backend) ----
+#   entropy thread  parse, rANS z (one core); integer h_s, rANS y (all cores: rows, substreams)
+#   main thread     the windows into the free buffer set (all cores), cache clean of its input
+#                   buffer; once the fabric is done with the frame before (a sleeping wait), its start
+#   output thread   cache invalidate of the output buffer, the image (all cores)
+#   fabric          one batch per frame (fill, then one tile per slowest-layer interval, drain),
+#                   idle from its ap_done until the main thread notices and starts the next
+# Assumptions, each a range [fast, slow]; none is measured on a board.
+BOARD_ASSUMPTIONS = {
+    "cache_line_bytes": 32,
+    "cache_ns_per_line": [50.0, 100.0],
+    "cache_ns_per_line_why": (
+        "assumed: Linux's ARMv7 DMA sync cleans / invalidates L1 by address (one CP15 op per 32-byte line) "
+        "and the PL310 L2 by physical address, one write to its line-operation register per line "
+        "(arch/arm/mm/cache-l2x0.c, l2c210_clean_range / l2c210_inv_range, used for the L2C-310), then a "
+        "cache sync: 50-100 ns per line at 650 MHz = 0.32-0.64 GB/s of buffer; not measured"),
+    "ddr_write_mb_s": [2100.0, 1000.0],
+    "ddr_write_why": ("cleaning writes the dirty input lines back to DDR: PYNQ-Z2's DDR3, 16 bits at 1050 MT/s "
+                      "= 2.1 GB/s peak (TUL's PYNQ-Z2 reference), half of it at the slow end"),
+    "python_ms_per_frame": [1.0, 3.0],
+    "python_why": ("assumed: per-frame Python beyond the counted stage functions: two thread hand-offs (futures, a "
+                   "queue), the job, 8 register writes and ~4 reads through PYNQ's MMIO in Python (~20-50 us each "
+                   "on the A9), the frame's plan; serial (it holds the GIL)"),
+    "restart_ms": [0.1, 0.5],
+    "restart_why": ("from the fabric's ap_done to the next batch's start: the waiting thread's sleep (it sleeps "
+                    "until 1 ms before the last batch's duration, then polls every 0.25 ms) and wake-up, and the "
+                    "start's register writes; assumed"),
+    "cores": 2,
+}
+
+
+def _first_output_fraction(inst) -> tuple[float, str]:
+    """How much of a layer's cycles per tile pass before its first output: a sliding window needs
+    k-1 rows and k pixels of its input; every other layer one output pixel (padding, upsampling,
+    MVAU, thresholds)."""
+    from math import prod
+
+    attrs = inst.get_nodeattr_types()
+    if "ConvKernelDim" in attrs and "IFMDim" in attrs:
+        (kh, kw), (h, w) = inst.get_nodeattr("ConvKernelDim"), inst.get_nodeattr("IFMDim")
+        return ((kh - 1) * w + kw) / (h * w), f"{kh}x{kw} window: {kh - 1} rows + {kw} pixels of {h}x{w}"
+    shape = inst.get_normal_output_shape()
+    pixels = int(prod(shape[1:-1])) if len(shape) > 2 else 1
+    return 1.0 / max(1, pixels), f"one of {pixels} output pixels"
+
+
+def fabric_timing(build_dir: Path, tiles: int, clock_hz: float) -> dict:
+    """The fabric's three figures, each with its method, from a `make hw` build folder:
+      steady_fps     tiles back to back forever: tiles x the slowest layer's cycles (FINN's fabric fps)
+      tile_latency   one tile in, its last output out: the slowest layer's cycles + each layer's
+                     first-output delay (its cycles x the fraction of its input it buffers first)
+      batch_ms       one frame's batch as the runtime runs it: the delays + tiles x the slowest layer
+    FINN's own latency estimate (critical_path_cycles) sums every layer's cycles as if none
+    overlapped: an upper bound, reported beside it. Per-layer cycles: report/layer_sim.json's
+    simulated ones (cycles_first_in_to_last_out, Verilator) where it has them, else FINN's estimate
+    (report/estimate_layer_cycles.json); the result says which."""
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.custom_op.registry import getCustomOp
+
+    report = Path(build_dir) / "report"
+    estimate = _read(report / "estimate_layer_cycles.json")
+    simulated = {row["name"]: int(row["cycles"]["cycles_first_in_to_last_out"])
+                 for row in _read(report / "layer_sim.json").get("layers", [])
+                 if isinstance(row.get("cycles"), dict) and "cycles_first_in_to_last_out" in row["cycles"]}
+    model = ModelWrapper(str(Path(build_dir) / "intermediate_models" / "step_generate_estimate_reports.onnx"))
+    layers = {}
+    for node in model.graph.node:
+        inst = getCustomOp(node)
+        cycles = simulated.get(node.name, estimate.get(node.name, inst.get_exp_cycles()))
+        fraction, why = _first_output_fraction(inst)
+        layers[node.name] = {"cycles": int(cycles), "source": "simulated" if node.name in simulated else "FINN estimate",
+                             "first_output_cycles": cycles * fraction, "first_output_from": why}
+    slowest = max(layers, key=lambda k: layers[k]["cycles"])
+    c_max, fill = layers[slowest]["cycles"], sum(v["first_output_cycles"] for v in layers.values())
+    ms = 1e3 / clock_hz
+    n_sim = sum(v["source"] == "simulated" for v in layers.values())
+    source = (f"cycles per layer: {n_sim} of {len(layers)} simulated (report/layer_sim.json, Verilator), the rest "
+              f"FINN's estimate" if n_sim else "cycles per layer: FINN's estimate (report/estimate_layer_cycles.json; "
+                                               "no report/layer_sim.json with simulated cycles)")
+    return {
+        "tiles": tiles, "clock_mhz": clock_hz / 1e6, "slowest_layer": slowest, "slowest_cycles": c_max,
+        "fill_cycles": fill, "steady_fps": clock_hz / (tiles * c_max),
+        "tile_latency_ms": (fill + c_max) * ms, "batch_ms": (fill + tiles * c_max) * ms,
+        "finn_latency_upper_bound_ms": sum(v["cycles"] for v in layers.values()) * ms,
+        "cycles_source": source, "layers": layers,
+        "method": (f"{source}; a layer's first output after the fraction of its input it buffers first (a k x k "
+                   f"window: k-1 rows + k pixels; any other layer: one output pixel) x its cycles; a batch of "
+                   f"{tiles} = the sum of those delays + {tiles} x the slowest layer ({slowest}); FINN's "
+                   f"critical-path latency sums every layer's cycles as if none overlapped: an upper bound"),
+    }
+
+
+def pipeline_rate(arm_s: dict, fabric: dict, input_bytes: int, output_bytes: int, end: int = 1,
+                  shared: tuple[str, ...] = ("integer_hs", "rans_y", "tiles", "to_rgb8"),
+                  assumptions: dict = BOARD_ASSUMPTIONS) -> dict:
+    """The board's three rates under the runtime's real schedule (see above), from the ARM's stage
+    seconds on one core (parse, rans_z, integer_hs, rans_y, tiles, to_rgb8; `lic board-rate`),
+    fabric_timing's figures and the DMA buffers' sizes; `end` 0 / 1 takes the fast / slow end of
+    each assumed range.
+      fabric_fps         the fabric alone in steady state (FINN's figure): never reached by a
+                         runtime that starts one batch per frame
+      frame_latency_ms   one frame alone, .lic bytes to image (the ARM's shared stages on all cores)
+      board_fps          frames per second of decode_stream: the slower of the fabric's period
+                         (batch + restart gap) and the ARM's (its work per frame over the cores,
+                         or its longest thread, whichever is longer)"""
+    a = assumptions
+    cores = a["cores"]
+    line, ns = a["cache_line_bytes"], a["cache_ns_per_line"][end]
+    clean = (input_bytes / line * ns * 1e-9 + input_bytes / (a["ddr_write_mb_s"][end] * 1e6)) * 1e3
+    invalidate = output_bytes / line * ns * 1e-6
+    python, restart = a["python_ms_per_frame"][end], a["restart_ms"][end]
+    stages = ("parse", "rans_z", "integer_hs", "rans_y", "tiles", "to_rgb8")  # all the ARM does per frame
+    ms = {k: 1e3 * float(arm_s[k]) for k in stages if isinstance(arm_s.get(k), (int, float))}
+    missing = [k for k in stages if k not in ms]
+    wall = lambda k: ms.get(k, 0.0) / (cores if k in shared else 1)  # a stage alone, on all cores where shared
+    threads = {
+        "entropy thread (parse, rans_z, integer_hs, rans_y)": sum(wall(k) for k in ("parse", "rans_z", "integer_hs", "rans_y")),
+        "main thread (tiles, cache clean, start)": wall("tiles") + clean,
+        "output thread (cache invalidate, to_rgb8)": invalidate + wall("to_rgb8"),
+    }
+    work = sum(ms.values()) + clean + invalidate + python
+    arm_period = max(work / cores, *threads.values(), python)
+    fabric_period = fabric["batch_ms"] + restart
+    period = max(arm_period, fabric_period)
+    latency = (sum(wall(k) for k in ("parse", "rans_z", "integer_hs", "rans_y", "tiles")) + clean + fabric["batch_ms"]
+               + restart + invalidate + wall("to_rgb8") + python)
+    return {
+        "fabric_fps": {"fps": fabric["steady_fps"], "what": "fabric alone, batches back to back without fill or "
+                       "drain (FINN's estimate): an upper bound the runtime does not reach"},
+        "frame_latency_ms": {"ms": latency, "what": "one frame alone, .lic bytes to image: the ARM's stages in "
+                             f"turn (shared ones on {cores} cores), cache clean, the fabric's batch (its fill "
+                             "included), the restart gap, cache invalidate, the image"},
+        "board_fps": {"fps": 1e3 / period, "limited_by": "fabric" if fabric_period >= arm_period else "ARM",
+                      "what": "decode_stream's frames per second: the slower of the fabric's period (batch + "
+                              f"restart gap) and the ARM's (its work over {cores} cores, or its longest thread)"},
+        "arm_ms_per_frame": {"stages": ms, "cache_clean": clean, "cache_invalidate": invalidate, "python": python,
+                             "total_one_core": work, "period": arm_period, "threads": threads},
+        "fabric_ms_per_frame": {"batch": fabric["batch_ms"], "restart": restart, "period": fabric_period,
+                                "steady_state": 1e3 / fabric["steady_fps"]},
+        "stages_missing": missing,
+        "assumptions": {k: (v[end] if isinstance(v, list) else v) for k, v in a.items()},
+        "end": "fast" if end == 0 else "slow",
+    }
 
 
 def read_host_times(path: Path) -> tuple[dict[str, float], str]:
@@ -172,8 +326,11 @@ def summarise(b, host: tuple[dict[str, float], str] | None = None) -> dict:
                                     f"the critical path, summed (layers overlap when streaming, so the fabric's "
                                     f"latency is lower)"},
         "board_fps": ({"fps": None, "what": "no host stage times given: run `lic demo`, or pass --host-times"}
-                      if host is None else {**board_rate(fabric_fps, *host),
-                                            "what": "min(fabric, host pipeline stages)"}),
+                      if host is None else {**board_rate(fabric_fps, *host, fabric=fabric_timing(b.out, n_tiles,
+                                                                                                 board.clock_hz)),
+                                            "what": "the slowest of the host pipeline stages and the fabric's batch "
+                                                    "per frame (fill and drain included, host/runtime.py starts "
+                                                    "one batch per frame)"}),
     }
     return {
         "board": board.name, "part": board.part, "clock_mhz": board.clock_hz / 1e6, "build_dir": str(b.out),
