@@ -67,8 +67,9 @@ def infrastructure(model, board, fifo_sizing: dict | None = None) -> dict:
     FIFOs: FINN's sizing result (report/fifo_sizing.json of an earlier `make bitstream`: depth and size
     per FIFO) when given, each priced by FINN's own fifo.sv cost model (finn.util.resource_models);
     otherwise this model, a stated assumption: the stream into a nearest-neighbour upsample gets a FIFO
-    of one input row (the upsample emits each row twice and reads nothing during the repeat, which
-    stalls its producer for that row), every other stream SHALLOW_FIFO_DEPTH words, all at the
+    of one input row (finn-hlslib's UpsampleNearestNeighbour reads an input row only on every
+    scale-th output row and repeats it from its row buffer in between, reading nothing, which stalls
+    its producer for about one input row), every other stream SHALLOW_FIFO_DEPTH words, all at the
     producer's stream width.
     IODMAs: finn-plus has no resource estimate for IODMA_hls (it returns 0); each one's m_axi buffer is
     IODMA_BUFFER_WORDS words of the board's AXI port width (FINN's pynq_native_port_width), in RAMB18s
