@@ -341,3 +341,17 @@ print("ok")
     r = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True,
                        env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert r.returncode == 0 and "ok" in r.stdout, r.stdout[-2000:] + r.stderr[-3000:]
+
+
+def test_board_rate_times_the_pipeline_on_the_fabric(pynq, board_dir, package, files):
+    """`lic board-rate --on-board`'s end-to-end timing of decode_stream (here on the stand-in, its
+    fabric 0.1 s per batch): the rate is the fabric's when nothing else is slower, and the
+    accelerator is busy most of the time."""
+    from bench.board_rate import measure_pipeline
+    from host.backends import make_backend
+    from host.runtime import HostDecoder
+
+    backend = make_backend("pynq", package, hw_dir=board_dir)
+    pynq.FABRIC, pynq.DELAY_S, pynq.LOG_READS = fabric_of(make_backend("onnx", package), backend.driver.streams), 0.1, False
+    r = measure_pipeline(HostDecoder(package, backend, threads=2), files[0][1], 6)
+    assert 6 < r["fps"] <= 10.2 and r["accelerator_busy_share"] > 0.6 and r["frame_alone_ms"] > 100
