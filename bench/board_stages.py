@@ -16,8 +16,11 @@ arm-check`: bit-exactness; `make board-rate`: instruction counts) and on a board
 
 Synthesis itself is the fabric's (or onnxruntime's, which has no armhf build): here its window
 outputs come in from elsewhere, e.g. x86's onnx backend, so the image is checked on given windows.
-These are all the ARM does for a frame with the pynq backend: its DMA buffers are the windows'
-arrays (host/fabric.py), so there is no packing or copy beside them.
+These are all the computing the ARM does for a frame with the pynq backend: its DMA buffers are
+the windows' arrays (host/fabric.py), so there is no packing or copy beside them. Beside them per
+frame: the buffers' cache clean and invalidate, the accelerator driver's register writes and its
+sleeping wait, and the pipeline's thread hand-offs, which hls/estimates.py pipeline_rate models
+(assumed) and `lic board-rate --on-board` times on a board.
 
     python -m bench.board_stages check --package P --refs DIR --out DIR      (writes NAME.arm.npz and
                                                                               kernels.json: kernel_cases,
