@@ -98,8 +98,8 @@ def read_settings(path: Path) -> dict:
         raise LicError(f"{path}: driver {info.get('driver_type')} on platform {info.get('platform')}; host/"
                        f"accelerator_driver.py runs FINN's FINNDMAOverlay on zynq-iodma (a PYNQ Zynq board)")
     io = info.get("io_shape_dict", {})
-    if info.get("runtime_weights") or io.get("external_weights") or int(io.get("number_of_external_weights", 0) or 0) \
-            or io.get("mlo_weight_config"):
+    if info.get("runtime_weights") or info.get("external_weights") or io.get("external_weights") \
+            or int(io.get("number_of_external_weights", 0) or 0) or io.get("mlo_weight_config"):
         raise LicError(f"{path}: the accelerator has runtime-writable, external or DDR (MLO) weights, which "
                        f"host/accelerator_driver.py does not load; build it with the weights in the bitstream "
                        f"(FINN's default for the students)")

@@ -53,7 +53,8 @@ def finn_settings(package, tile: int) -> dict:
             "odt": ["DataType['INT8']"], "odma_names": ["odma0"], "oshape_normal": [[1, out, out, 3]],
             "oshape_folded": [[1, out, out, 3, 1]], "oshape_packed": [[1, out, out, 3, 1]],
             "num_inputs": 1, "num_outputs": 1, "number_of_external_weights": 0,
-            "external_weights_input_shapes": {}}}}
+            "external_weights_input_shapes": {}}},
+        "experiment_information": {}}
 
 
 @pytest.fixture(scope="module")
@@ -275,7 +276,8 @@ def test_driver_refuses_what_it_cannot_run(board_dir, tmp_path):
     from lic.errors import LicError
 
     settings = json.loads((board_dir / "driver" / "settings.json").read_text())
-    for change, message in (({"runtime_weights": True}, "runtime-writable"), ({"platform": "alveo"}, "zynq-iodma")):
+    for change, message in (({"runtime_weights": True}, "runtime-writable"), ({"external_weights": True}, "external"),
+                            ({"platform": "alveo"}, "zynq-iodma")):
         path = tmp_path / "settings.json"
         path.write_text(json.dumps({"driver_information": {**settings["driver_information"], **change}}))
         with pytest.raises(LicError, match=message):
