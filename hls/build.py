@@ -19,7 +19,7 @@ decoder's steps as custom step functions, in FINN's order (default_build_dataflo
   step_apply_folding_config, step_minimize_bit_width, step_transpose_decomposition,
   step_generate_estimate_reports                                           FINN
   -- `make hw` (no Vivado) --
-  step_hw_codegen (FINN), step_cppsim (when finn-hlslib and the HLS headers are present)
+  step_hw_codegen (FINN), step_simulate_layers (each layer in cppsim or Verilator == Python, hls/layer_sim.py)
   -- `make bitstream` (Vivado): hls/preflight.py first, then resumed from
      step_generate_estimate_reports.onnx --
   step_assign_ddr_weight_offsets, step_generate_hardware (codegen, IP, FIFO depths),
@@ -216,10 +216,12 @@ def step_fold_for_target_fps(model, cfg, b: Build):
     return model
 
 
-def step_cppsim(model, cfg, b: Build):
-    from hls.cppsim import run_cppsim
+def step_simulate_layers(model, cfg, b: Build):
+    """Each layer simulated at its own source level (HLS: cppsim, RTL: Verilator) on a real tile
+    equals its Python execution, and the chain gives the network's output (hls/layer_sim.py)."""
+    from hls.layer_sim import simulate_layers
 
-    b.report["cppsim"] = run_cppsim(model, b)
+    b.report["layer_sim"] = simulate_layers(model, b.out, b.package, b.tile)
     return model
 
 
@@ -236,7 +238,7 @@ ESTIMATE_STEPS = [
     "step_generate_estimate_reports",
 ]
 # `make hw`: FINN's HLS/RTL code generation (the Vivado-free half of step_generate_hardware).
-HW_STEPS = ESTIMATE_STEPS + ["step_hw_codegen", step_cppsim]
+HW_STEPS = ESTIMATE_STEPS + ["step_hw_codegen", step_simulate_layers]
 # `make bitstream`: the rest of default_build_dataflow_steps, in FINN's order, with our gates
 # (hls/gates.py): the stitched IP's RTL simulation must equal the HW-layer graph, and the routed
 # design must meet timing, or the build stops there.

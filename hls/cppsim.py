@@ -1,56 +1,160 @@
-"""C++ simulation of the specialised HLS layers, when the HLS libraries are on this machine.
+"""C++ simulation (cppsim) of FINN's HLS layers, compiled with g++ here.
 
-cppsim compiles each layer with g++ against finn-hlslib and the Vitis HLS headers (ap_int.h,
-hls_stream.h). `finn deps update` fetches finn-hlslib; the headers ship with Vitis HLS. Neither is
-here by default, so this step reports "skipped" with what to install; with them it executes the
-partition in cppsim and compares with the Python execution of the HW-layer graph.
+FINN writes each HLS layer's cppsim program (PrepareCppSim: execute_<op>.cpp and the layer's
+parameters, e.g. the weights as input_1.npy). FINN's CompileCppSim links Vitis HLS's own libraries,
+so the program is compiled here with g++ against:
+
+  finn-hlslib   FINN_DEPS/finn-hlslib (`finn deps update`), else the vendored copy
+  ap types      Vitis HLS's include folder (XILINX_HLS/include), else the open-source ap_int/ap_fixed
+  npy2stream    FINN's own templates (cnpy, npy2apintstream)
+  sim_shims     hls/sim_shims: the Vitis-only headers (hls_stream.h, ...), last on the include path,
+                so that real ones, where present, are used instead
+
+The vendored sources are found in LIC_HLS_VENDOR, else shared/vendor beside the repository
+(REPO/../shared/vendor, how CI checks it out), see /work/shared/vendor/README.md.
+
+The program reads its input and weights from the folder it runs in (FINN's generated absolute paths
+are made relative), so one compiled program serves any build of the same layer: programs are
+cached by a hash of their source, include folders and flags.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+import shutil
+import subprocess
+import time
 from pathlib import Path
 
+import numpy as np
+
+from lic.errors import LicError
+
+REPO = Path(__file__).resolve().parent.parent
+SHIMS = Path(__file__).resolve().parent / "sim_shims"
+VENDOR_ENV = "LIC_HLS_VENDOR"
+CXXFLAGS = ["-std=c++17", "-O2"]
+# HLS functions that a layer's generated code calls and older finn-hlslib lacks: without them the
+# layer is verified at the Python level only (no other implementation is put in their place).
+NEEDS = {"UpsampleNearestNeighbour_hls": ("upsample.hpp", "upsample_nn")}
 
 
-def _hls_include() -> Path | None:
-    for var in ("XILINX_HLS", "XILINX_VITIS_HLS", "VITIS_HLS_ROOT"):
-        root = os.environ.get(var)
-        if root and (Path(root) / "include" / "ap_int.h").is_file():
-            return Path(root) / "include"
+def vendor_dir() -> Path:
+    return Path(os.environ.get(VENDOR_ENV) or REPO.parent / "shared" / "vendor")
+
+
+def _finn_deps() -> Path | None:
+    try:  # where `finn deps` puts its checkouts, once hls/preflight.py knows
+        from hls.preflight import finn_deps_dir
+
+        return finn_deps_dir()
+    except ImportError:
+        deps = os.environ.get("FINN_DEPS")
+        return Path(deps) if deps else None
+
+
+def locate() -> dict:
+    """Each include folder cppsim needs: {"finn-hlslib": (path or None, where from), "ap types": ...}."""
+    deps = _finn_deps()
+    hlslib = next(((p, s) for p, s in ((deps / "finn-hlslib" if deps else None, "finn deps"),
+                                        (vendor_dir() / "finn-hlslib", "vendored"))
+                   if p is not None and (p / "mvau.hpp").is_file()), (None, None))
+    vitis = next((Path(os.environ[v]) / "include" for v in ("XILINX_HLS", "XILINX_VITIS_HLS", "VITIS_HLS_ROOT")
+                  if os.environ.get(v) and (Path(os.environ[v]) / "include" / "ap_int.h").is_file()), None)
+    ap = (vitis, "Vitis HLS") if vitis else next(
+        ((p, "vendored open-source") for p in [vendor_dir() / "hls-ap-types" / "include"] if (p / "ap_int.h").is_file()),
+        (None, None))
+    return {"finn-hlslib": hlslib, "ap types": ap}
+
+
+def missing() -> str | None:
+    found = locate()
+    gone = [k for k, (p, _) in found.items() if p is None]
+    if gone:
+        return (f"cppsim missing {' and '.join(gone)}: neither FINN_DEPS (`finn deps update`) / XILINX_HLS nor the "
+                f"vendored copies in {vendor_dir()} (set {VENDOR_ENV})")
+    if shutil.which("g++") is None:
+        return "cppsim missing g++"
     return None
 
 
-def _hlslib() -> Path | None:
-    deps = os.environ.get("FINN_DEPS")
-    for cand in ([Path(deps) / "finn-hlslib"] if deps else []) + [Path(__file__).resolve().parent.parent
-                                                                  / "build" / "deps" / "finn-hlslib"]:
-        if (cand / "mvau.hpp").is_file():
-            return cand
-    return None
+def _include_flags() -> list[str]:
+    from finn.templates import get_templates_folder
+
+    found = locate()
+    flags = [f"-I{Path(get_templates_folder()) / 'npy2stream'}", f"-I{found['finn-hlslib'][0]}",
+             f"-I{found['ap types'][0]}", f"-I{SHIMS}"]
+    if found["ap types"][1] != "Vitis HLS":
+        flags += ["-include", str(SHIMS / "cnpy_half.h")]
+    return flags
 
 
-def run_cppsim(model, build) -> dict:
-    hlslib, include = _hlslib(), _hls_include()
-    if hlslib is None or include is None:
-        missing = [n for n, p in (("finn-hlslib (FINN_DEPS/finn-hlslib, from `finn deps update`)", hlslib),
-                                  ("Vitis HLS headers (XILINX_HLS/include/ap_int.h)", include)) if p is None]
-        msg = "cppsim skipped: missing " + " and ".join(missing)
-        print(msg)
-        return {"status": "skipped", "reason": msg}
-    from finn.core.onnx_exec import execute_onnx
-    from finn.transformation.fpgadataflow.compile_cppsim import CompileCppSim
-    from finn.transformation.fpgadataflow.prepare_cppsim import PrepareCppSim
-    from finn.transformation.fpgadataflow.set_exec_mode import SetExecMode
-    from qonnx.core.modelwrapper import ModelWrapper
+def unsupported(inst) -> str | None:
+    """Why this HLS layer cannot be compiled against the finn-hlslib found here, or None."""
+    need = NEEDS.get(inst.onnx_node.op_type)
+    if need is None:
+        return None
+    header, func = need
+    hlslib, source = locate()["finn-hlslib"]
+    if hlslib is not None and func in (hlslib / header).read_text():
+        return None
+    return (f"{inst.onnx_node.op_type} calls {func}, which this finn-hlslib ({source}: {hlslib}) does not have "
+            f"(finn-plus pins a newer one)")
 
-    from export.package import laplacian_latents
 
-    sim = model.transform(PrepareCppSim()).transform(CompileCppSim()).transform(SetExecMode("cppsim"))
-    y = laplacian_latents(build.package.latent_channels, build.tile, build.tile,
-                          build.package.manifest["input_bits"], seed=11).transpose(0, 2, 3, 1)
-    ref_model = ModelWrapper(str(build.out / "hw" / "student_hw.onnx"))
-    ref = execute_onnx(ref_model, {ref_model.graph.input[0].name: y})[ref_model.graph.output[0].name]
-    out = execute_onnx(sim, {sim.graph.input[0].name: y})[sim.graph.output[0].name]
-    mismatches = int((out.reshape(ref.shape) != ref).sum())
-    return {"status": "ok" if mismatches == 0 else "mismatch", "mismatches": mismatches}
+def prepare(inst, model) -> Path:
+    """FINN's own cppsim code generation for this node (PrepareCppSim's per-node step), once: the
+    program and its parameter files, once written, are what gets simulated."""
+    from finn.transformation.fpgadataflow.prepare_cppsim import _codegen_single_node
+
+    done = inst.get_nodeattr("code_gen_dir_cppsim")
+    if not (done and (Path(done) / f"execute_{inst.onnx_node.op_type}.cpp").is_file()):
+        _codegen_single_node(inst.onnx_node, model)
+    return Path(inst.get_nodeattr("code_gen_dir_cppsim"))
+
+
+def build(inst, cache: Path) -> tuple[Path, float, bool]:
+    """(the compiled cppsim program of the prepared node, seconds compiling, whether cached)."""
+    from finn.templates import get_templates_folder
+
+    code_dir = Path(inst.get_nodeattr("code_gen_dir_cppsim"))
+    src = (code_dir / f"execute_{inst.onnx_node.op_type}.cpp").read_text().replace(str(code_dir) + "/", "")
+    cnpy = Path(get_templates_folder()) / "npy2stream" / "cnpy.cpp"
+    flags = _include_flags()
+    key = hashlib.sha256("\0".join([src, cnpy.read_text(), *flags, *CXXFLAGS]).encode()).hexdigest()[:20]
+    exe = cache / key / "node_model"
+    if exe.is_file():
+        return exe, 0.0, True
+    t0 = time.time()
+    work = cache / (key + ".tmp")
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    (work / "execute.cpp").write_text(src)
+    r = subprocess.run(["g++", *CXXFLAGS, *flags, "execute.cpp", str(cnpy), "-lz", "-o", "node_model"], cwd=work,
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        err = next((ln for ln in r.stderr.splitlines() if "error" in ln), r.stderr.strip()[-300:])
+        raise LicError(f"{inst.onnx_node.name}: cppsim did not compile: {err}")
+    shutil.rmtree(cache / key, ignore_errors=True)
+    work.rename(cache / key)
+    return exe, time.time() - t0, False
+
+
+def run(inst, exe: Path, x: np.ndarray, work: Path) -> tuple[np.ndarray, float]:
+    """The layer's output for input x (normal shape), as FINN's cppsim execution computes it, except
+    that the layer's parameters are the generated files (input_1.npy: the weights), not re-written
+    from the model as FINN's execute_node does."""
+    work.mkdir(parents=True, exist_ok=True)
+    code_dir = Path(inst.get_nodeattr("code_gen_dir_cppsim"))
+    for f in code_dir.glob("input_[1-9].npy"):
+        shutil.copyfile(f, work / f.name)
+    np.save(work / "input_0.npy", x.reshape(inst.get_folded_input_shape(0)).astype(np.float32))
+    (work / "output_0.npy").unlink(missing_ok=True)
+    t0 = time.time()
+    r = subprocess.run([str(exe)], cwd=work, capture_output=True, text=True)
+    seconds = time.time() - t0
+    if r.returncode != 0 or not (work / "output_0.npy").is_file():
+        why = (r.stderr.strip().splitlines() or [f"exit {r.returncode}"])[-1]
+        raise LicError(f"{inst.onnx_node.name}: cppsim failed ({why})")
+    return np.load(work / "output_0.npy").reshape(inst.get_normal_output_shape(0)).astype(np.float32), seconds
