@@ -24,6 +24,7 @@ import json
 import os
 import shutil
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -108,26 +109,37 @@ def _level(inst, tools: dict) -> tuple[str, str | None]:
     return "python-only", f"no simulator for {kind} here"
 
 
-def gate_layer(inst, model, x: np.ndarray, level: str, folder: Path) -> tuple[np.ndarray, dict]:
-    """Simulate one layer on input x at `level` (cppsim / verilator): its output, equal to its Python
-    execution on x or LicError naming the layer and the first differing element; and its report row."""
-    name = inst.onnx_node.name
+def compile_layer(inst, model, level: str, folder: Path) -> tuple[Path, dict]:
+    """The layer's simulation program (cppsim: FINN's generated C++; verilator: its wrapper, linted
+    first), built or from the cache, and what the report records about it."""
     row: dict = {}
     if level == "cppsim":
         cppsim.prepare(inst, model)
-        exe, row["compile_seconds"], row["cached"] = cppsim.build(inst, folder / "cache" / "cppsim")
-        got, row["sim_seconds"] = cppsim.run(inst, exe, x, folder / "run" / name)
+        exe, seconds, row["cached"] = cppsim.build(inst, folder / "cache" / "cppsim")
     else:
         row["lint"] = verilator_sim.lint(inst, folder / "cache" / "conformed")
         if row["lint"]["errors"]:
-            raise LicError(f"{name}: Verilator lint error in its generated wrapper or sources: "
+            raise LicError(f"{inst.onnx_node.name}: Verilator lint error in its generated wrapper or sources: "
                            f"{row['lint']['first_error']}")
-        exe, row["compile_seconds"], row["cached"] = verilator_sim.build(inst, folder / "cache" / "verilator")
+        exe, seconds, row["cached"] = verilator_sim.build(inst, folder / "cache" / "verilator")
+    row["compile_seconds"] = round(seconds, 1)
+    return exe, row
+
+
+def gate_layer(inst, model, x: np.ndarray, level: str, folder: Path, compiled=None) -> tuple[np.ndarray, dict]:
+    """Simulate one layer on input x at `level` (cppsim / verilator): its output, equal to its Python
+    execution on x or LicError naming the layer and the first differing element; and its report row.
+    compiled: compile_layer's result when it was built ahead."""
+    name = inst.onnx_node.name
+    exe, row = compiled or compile_layer(inst, model, level, folder)
+    row = dict(row)
+    if level == "cppsim":
+        got, seconds = cppsim.run(inst, exe, x, folder / "run" / name)
+    else:
         got, stats = verilator_sim.run(inst, exe, x, folder / "run" / name)
-        row["sim_seconds"] = stats.pop("seconds")
+        seconds = stats.pop("seconds")
         row["cycles"] = stats
-    row["compile_seconds"] = round(row["compile_seconds"], 1)
-    row["sim_seconds"] = round(row["sim_seconds"], 2)
+    row["sim_seconds"] = round(seconds, 2)
     diff = first_difference(name, level, python_layer(inst, model, x), got)
     if diff:
         raise LicError(diff)
@@ -156,34 +168,45 @@ def simulate_layers(model, out: Path, package, tile: int) -> dict:
         return report
     est_file = out / "report" / "estimate_layer_cycles.json"
     estimates = json.loads(est_file.read_text()) if est_file.is_file() else {}
-    y, report["tile_source"] = real_tile(package, tile)
     folder = out / SIM_DIR
-    x = y.transpose(0, 2, 3, 1)
-    rows = report["layers"] = []
-    for node in model.graph.node:
-        inst = getCustomOp(node)
-        level, why = _level(inst, tools)
-        row = {"name": node.name, "kind": node.op_type, "level": level}
-        rows.append(row)
-        if level == "python-only":
-            got, row["why"] = python_layer(inst, model, x), why
-        else:
-            try:
-                got, sim = gate_layer(inst, model, x, level, folder)
-            except LicError as e:
-                row["bit_exact"] = False
-                _write(out, dict(report, status="failed", error=str(e)))
-                raise
-            row.update(sim)
-        row["cycles_estimate"] = estimates.get(node.name, inst.get_exp_cycles())
-        print(_line(row))
-        x = got
+    layers = [(getCustomOp(node), *_level(getCustomOp(node), tools)) for node in model.graph.node]
+    # The simulation programs compile on a second core while the chain runs on this one: the
+    # compiles (minutes, first run) and the simulations with their Python references overlap.
+    for inst, level, _ in layers:
+        if level == "cppsim":
+            cppsim.prepare(inst, model)  # FINN's code generation touches the model: not in the worker
+    pool = ThreadPoolExecutor(max_workers=1)
+    compiled = {inst.onnx_node.name: pool.submit(compile_layer, inst, model, level, folder)
+                for inst, level, _ in layers if level != "python-only"}
+    try:
+        y, report["tile_source"] = real_tile(package, tile)
+        x = y.transpose(0, 2, 3, 1)
+        rows = report["layers"] = []
+        for inst, level, why in layers:
+            name = inst.onnx_node.name
+            row = {"name": name, "kind": inst.onnx_node.op_type, "level": level}
+            rows.append(row)
+            if level == "python-only":
+                got, row["why"] = python_layer(inst, model, x), why
+            else:
+                try:
+                    got, sim = gate_layer(inst, model, x, level, folder, compiled[name].result())
+                except LicError as e:
+                    row["bit_exact"] = False
+                    _write(out, dict(report, status="failed", error=str(e)))
+                    raise
+                row.update(sim)
+            row["cycles_estimate"] = estimates.get(name, inst.get_exp_cycles())
+            print(_line(row))
+            x = got
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
     report["chain"] = check_chain(out, y, x)
     report["status"] = "ok"
     report["seconds"] = round(time.time() - t0, 1)
     _write(out, report)
     print(f"layer chain over the tile: {report['chain']['what']}; {report['seconds']:.0f} s "
-          f"({sum(r.get('compile_seconds', 0) for r in rows):.0f} s compiling)")
+          f"({sum(r.get('compile_seconds', 0) for r in rows):.0f} s compiling, overlapped)")
     return report
 
 
