@@ -282,9 +282,11 @@ def pack(x: np.ndarray, bits: int, beat_elems: int, beat_bytes: int) -> np.ndarr
     v = np.rint(x).astype(np.int64).reshape(-1, beat_elems) & ((1 << bits) - 1)
     if bits % 8 == 0:
         b = v.astype("<u8").view(np.uint8).reshape(-1, beat_elems, 8)[:, :, :bits // 8].reshape(len(v), -1)
-    else:
-        b = np.packbits(((v[..., None] >> np.arange(bits)) & 1).astype(np.uint8).reshape(len(v), -1), axis=1,
-                        bitorder="little")
+    else:  # bit by bit: a tile's beats x elements x bits as int64 would take hundreds of MB
+        bitv = np.empty(v.shape + (bits,), np.uint8)
+        for i in range(bits):
+            bitv[..., i] = (v >> i) & 1
+        b = np.packbits(bitv.reshape(len(v), -1), axis=1, bitorder="little")
     out = np.zeros((len(v), beat_bytes), np.uint8)
     out[:, :b.shape[1]] = b
     return out
@@ -298,7 +300,9 @@ def unpack(raw: np.ndarray, bits: int, beat_elems: int, signed: bool) -> np.ndar
         v = b.view("<u8").reshape(len(raw), beat_elems).astype(np.int64)
     else:
         bitv = np.unpackbits(raw, axis=1, bitorder="little")[:, :beat_elems * bits].reshape(len(raw), beat_elems, bits)
-        v = (bitv.astype(np.int64) << np.arange(bits)).sum(axis=2)
+        v = np.zeros((len(raw), beat_elems), np.int64)
+        for i in range(bits):
+            v |= bitv[..., i].astype(np.int64) << i
     if signed:
         v = np.where(v >= 1 << (bits - 1), v - (1 << bits), v)
     return v

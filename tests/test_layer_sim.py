@@ -68,6 +68,22 @@ def gate(chain, build, name, level):
     return gate_layer(getCustomOp(model.get_node_from_name(name)), model, inputs[name], level, build / "layer_sim")
 
 
+@pytest.mark.parametrize("dtype, elems", [("INT25", 2), ("UINT8", 16), ("INT21", 3), ("INT8", 48)])
+def test_stream_packing_is_finns(dtype, elems):
+    """The harness's beats are FINN's packing as the driver writes the DMA buffer (element 0 in the
+    least significant bits, padded to bytes, little endian), and unpack inverts it."""
+    from finn.util.data_packing import finnpy_to_packed_bytearray
+    from qonnx.core.datatype import DataType
+
+    from hls.verilator_sim import pack, unpack
+
+    d = DataType[dtype]
+    x = np.random.default_rng(0).integers(d.min(), d.max() + 1, (64, elems)).astype(np.float32)
+    packed = pack(x, d.bitwidth(), elems, (d.bitwidth() * elems + 7) // 8)
+    assert np.array_equal(packed, finnpy_to_packed_bytearray(x, d, reverse_inner=True, reverse_endian=True))
+    assert np.array_equal(unpack(packed, d.bitwidth(), elems, d.signed()), x)
+
+
 def test_tile_is_real_y_hat(chain):
     _, inputs, source = chain
     assert source.startswith("y_hat of Kodak kodim23.png by teacher q3")
