@@ -45,6 +45,7 @@ class Backend:
     name = "?"
     tile: int | None = None
     buffer_sets = 2  # frames in flight in the runtime's pipeline: one filled while the other runs
+    last_timings: dict[str, float] = {}  # seconds of the last run_windows' parts beside the compute (pynq: cache)
 
     def run(self, y: np.ndarray) -> np.ndarray:
         raise NotImplementedError
@@ -85,7 +86,7 @@ class WindowJob:
     def __init__(self, result, wait_done=None):
         self._result, self._wait_done = result, wait_done
         self._lock, self._out, self.done_at = threading.Lock(), None, None
-        self.started_at = time.perf_counter()
+        self.started_at, self.timings = time.perf_counter(), {}
 
     def wait_done(self) -> float:
         with self._lock:

@@ -236,6 +236,7 @@ def test_pipeline_keeps_order_and_bytes_and_overlaps(pynq, board_dir, package, f
         assert not isinstance(rgb, Exception), rgb
         assert np.array_equal(rgb, serial.decode(data)[0]), name
         assert times.seconds["synthesis"] > 0.2 and times.seconds["dequantise"] > 0.05
+        assert times.seconds["cache_clean"] > 0 and times.seconds["cache_invalidate"] > 0  # measured on a board
 
     spans = {(stage, name): (t0, t1) for stage, name, t0, t1 in decoder.trace}
     fabric = sorted(pynq.TIMELINE, key=lambda e: e[1])
