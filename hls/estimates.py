@@ -164,9 +164,10 @@ def pipeline_rate(arm_s: dict, fabric: dict, input_bytes: int, output_bytes: int
       fabric_fps         the fabric alone in steady state (FINN's figure): never reached by a
                          runtime that starts one batch per frame
       frame_latency_ms   one frame alone, .lic bytes to image (the ARM's shared stages on all cores)
-      board_fps          frames per second of decode_stream: the slower of the fabric's period
-                         (batch + restart gap) and the ARM's (its work per frame over the cores,
-                         or its longest thread, whichever is longer)"""
+      board_fps          frames per second of decode_stream: the slowest of the fabric's period
+                         (batch + restart gap), the ARM's (its work per frame over the cores, or
+                         its longest thread, whichever is longer) and a buffer set's turnaround
+                         (its image made and its next windows written)"""
     a = assumptions
     cores = a["cores"]
     line, ns = a["cache_line_bytes"], a["cache_ns_per_line"][end]
@@ -185,7 +186,10 @@ def pipeline_rate(arm_s: dict, fabric: dict, input_bytes: int, output_bytes: int
     work = sum(ms.values()) + clean + invalidate + python
     arm_period = max(work / cores, *threads.values(), python)
     fabric_period = fabric["batch_ms"] + restart
-    period = max(arm_period, fabric_period)
+    # two buffer sets: frame i+1 is written into the set frame i-1 used, once its image is made, and
+    # must be ready when frame i's batch ends
+    turnaround = threads["output thread (cache invalidate, to_rgb8)"] + threads["main thread (tiles, cache clean, start)"]
+    period = max(arm_period, fabric_period, turnaround)
     latency = (sum(wall(k) for k in ("parse", "rans_z", "integer_hs", "rans_y", "tiles")) + clean + fabric["batch_ms"]
                + restart + invalidate + wall("to_rgb8") + python)
     return {
@@ -194,11 +198,13 @@ def pipeline_rate(arm_s: dict, fabric: dict, input_bytes: int, output_bytes: int
         "frame_latency_ms": {"ms": latency, "what": "one frame alone, .lic bytes to image: the ARM's stages in "
                              f"turn (shared ones on {cores} cores), cache clean, the fabric's batch (its fill "
                              "included), the restart gap, cache invalidate, the image"},
-        "board_fps": {"fps": 1e3 / period, "limited_by": "fabric" if fabric_period >= arm_period else "ARM",
+        "board_fps": {"fps": 1e3 / period, "limited_by": "fabric" if fabric_period >= max(arm_period, turnaround)
+                      else "ARM" if arm_period >= turnaround else "buffer sets (image + windows of a set > period)",
                       "what": "decode_stream's frames per second: the slower of the fabric's period (batch + "
                               f"restart gap) and the ARM's (its work over {cores} cores, or its longest thread)"},
         "arm_ms_per_frame": {"stages": ms, "cache_clean": clean, "cache_invalidate": invalidate, "python": python,
-                             "total_one_core": work, "period": arm_period, "threads": threads},
+                             "total_one_core": work, "period": arm_period, "threads": threads,
+                             "buffer_set_turnaround": turnaround},
         "fabric_ms_per_frame": {"batch": fabric["batch_ms"], "restart": restart, "period": fabric_period,
                                 "steady_state": 1e3 / fabric["steady_fps"]},
         "stages_missing": missing,

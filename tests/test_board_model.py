@@ -123,3 +123,14 @@ def test_board_rate_reports_the_pipeline(shipped_build, tmp_path, monkeypatch):
     (tmp_path / "board-rate.json").write_text(json.dumps(result))
     line = br.report_lines(est["fps_at_frame"])[0]
     assert f"{slower:.1f}-{fast:.1f} fps, estimated" in line and "upper bound" in line
+
+
+def test_pipeline_rate_counts_the_buffer_sets_turnaround():
+    """With two buffer sets, a set's image and its next windows must fit in a period: when the cache
+    maintenance of huge buffers dominates, that is the limit, not the ARM's work over its cores."""
+    stages = dict.fromkeys(("parse", "rans_z", "integer_hs", "rans_y"), 0.0) | {"tiles": 0.001, "to_rgb8": 0.001}
+    r = pipeline_rate(stages, FABRIC, 1 << 20, 32 << 20, end=1)
+    arm = r["arm_ms_per_frame"]
+    assert arm["buffer_set_turnaround"] > max(arm["period"], 37.6)
+    assert r["board_fps"]["fps"] == pytest.approx(1000 / arm["buffer_set_turnaround"])
+    assert r["board_fps"]["limited_by"].startswith("buffer sets")
