@@ -221,7 +221,7 @@ def step_simulate_layers(model, cfg, b: Build):
     equals its Python execution, and the chain gives the network's output (hls/layer_sim.py)."""
     from hls.layer_sim import simulate_layers
 
-    b.report["layer_sim"] = simulate_layers(model, b.out, b.package, b.tile)
+    b.report["layer_sim"] = simulate_layers(model, b.out, b.package, b.tile, enabled=getattr(b, "simulate", True))
     return model
 
 
