@@ -92,11 +92,9 @@ def make_lic_files(folder: Path, data: Path, limit: int, package) -> list[str]:
     y in one substream per fabric tile (format v3)."""
     from bench.evaluate import first_images, load_images
     from host.image_io import write_atomic
-    from training.teacher_codec import EntropyModels, encode, find_shipped
+    from training.teacher_codec import EntropyModels, encode, package_encoder
 
-    models = find_shipped(package.file_fingerprint)
-    if models is None:
-        raise LicError(f"decoder package {package.root} belongs to no shipped teacher + integer h_s")
+    models = package_encoder(package)
     models = EntropyModels(models.teacher, models.integer_hs, (package.tile, package.halo))
     names = []
     for name, rgb in load_images(first_images(data, limit)):

@@ -52,14 +52,12 @@ def run(args) -> int:
     from host.runtime import HostDecoder, StageTimes
     from training.latent_refinement import refinement_for
     from training.teacher import load_default
-    from training.teacher_codec import EntropyModels, decode, encode, find_shipped
+    from training.teacher_codec import EntropyModels, decode, encode, package_encoder
 
     out = args.out
     (out / "lic").mkdir(parents=True, exist_ok=True)
     package = DecoderPackage.load(default_package())
-    models = find_shipped(package.file_fingerprint)
-    if models is None:
-        raise LicError(f"decoder package {package.root} belongs to no shipped teacher + integer h_s")
+    models = package_encoder(package)
     teacher_models = models
     if models.teacher.base_fingerprint is not None:
         # The package decodes the files of an encoder tuned for its student; the teacher is compared

@@ -81,11 +81,9 @@ def encoded_files(package, data: Path, limit: int | None, cache: Path) -> dict[s
     paths = first_images(data, limit)
     missing = [p for p in paths if not (folder / (Path(p).stem + ".lic")).is_file()]
     if missing:
-        from training.teacher_codec import encode, find_shipped
+        from training.teacher_codec import encode, package_encoder
 
-        models = find_shipped(package.file_fingerprint)
-        if models is None:
-            raise LicError(f"decoder package {package.root} belongs to no shipped teacher + integer h_s")
+        models = package_encoder(package)
         folder.mkdir(parents=True, exist_ok=True)
         for name, rgb in tqdm(load_images(missing), desc="encode (teacher)", unit="img", file=sys.stderr):
             write_atomic(folder / (Path(name).stem + ".lic"), encode(models, rgb))

@@ -99,13 +99,11 @@ def load_models() -> BenchModels:
     from quantize.qat import load_quant_student
     from training.distill import load_float_student
     from training.student_decoder import count_parameters, kmac_per_pixel
-    from training.teacher_codec import find_shipped
+    from training.teacher_codec import package_encoder
     from bench.students import read_students, STUDENTS_MANIFEST
 
     package = DecoderPackage.load(default_package())
-    encoder = find_shipped(package.file_fingerprint)
-    if encoder is None:
-        raise LicError(f"decoder package {package.root} belongs to no shipped teacher + integer h_s")
+    encoder = package_encoder(package)
     quality = package.manifest["quality"]
     entry = next((e for e in read_students(STUDENTS_MANIFEST) if e["quality"] == quality), None)
     if entry is None:

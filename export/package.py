@@ -131,6 +131,7 @@ def export_package(student_path: Path, out_dir: Path, *, teacher_spec=None, inte
             "file_fingerprint": em.fingerprint.hex(), "teacher_fingerprint": teacher.fingerprint.hex(),
             "teacher": teacher.name, "quality": teacher.quality,
             "integer_hs_fingerprint": integer_hs.fingerprint.hex(),
+            "legacy_file_fingerprints": legacy_file_fingerprints(em),
             "latent_channels": cfg.latent_channels, "upscale": cfg.scale, "spatial_multiple": SPATIAL_MULTIPLE,
             "tile": tile, "halo": halo, "output_scale": scale,
             "input_bits": qcfg.input_bits, "output_bits": qcfg.output_bits,
@@ -150,6 +151,15 @@ def export_package(student_path: Path, out_dir: Path, *, teacher_spec=None, inte
         raise
     package.root = out_dir
     return package
+
+
+def legacy_file_fingerprints(em) -> list[str]:
+    """What files of earlier releases carry for this package's decoding contract (the shipped
+    manifest's record of them; none for a teacher that was never shipped)."""
+    from training.teacher import read_manifest
+
+    entry = next((e for e in read_manifest() if e.get("integer_hs_file_fingerprint") == em.fingerprint.hex()), {})
+    return entry.get("legacy_file_fingerprints", [])
 
 
 def _export_dynamic_qcdq(model, tile: int, path: Path) -> None:

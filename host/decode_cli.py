@@ -84,13 +84,16 @@ def _lic_files(inputs: list[Path]) -> list[Path]:
 
 
 def shipped_package_for(fingerprint: bytes) -> Path | None:
-    """The shipped package decoding files of this .lic fingerprint (manifests only are read)."""
+    """The shipped package decoding files of this .lic fingerprint (manifests only are read; the
+    package is verified when it is loaded)."""
     for manifest in [*sorted(SHIPPED_PACKAGES.glob("*/manifest.json")), *sorted(BUILT_PACKAGES.glob("*/manifest.json"))]:
         try:
-            if json.loads(manifest.read_text()).get("file_fingerprint") == fingerprint.hex():
-                return manifest.parent
-        except ValueError:
+            m = json.loads(manifest.read_text())
+        except (ValueError, UnicodeDecodeError, RecursionError, OSError):
             continue
+        if isinstance(m, dict) and fingerprint.hex() in (m.get("file_fingerprint"),
+                                                         *(m.get("legacy_file_fingerprints") or ())):
+            return manifest.parent
     return None
 
 
@@ -117,7 +120,7 @@ class _TeacherDecoder:
             else:
                 em = find_shipped(lic.fingerprint)
                 if em is None:
-                    raise LicError(f"{name} was encoded by model {lic.fingerprint.hex()}, which is not a shipped "
+                    raise LicError(f"{name} needs decoder {lic.fingerprint.hex()}, which is not a shipped "
                                    f"teacher; pass --teacher (and --integer-hs for format v2) with what encoded it")
             self.models[lic.fingerprint] = em
             self.name = f"teacher {em.name}"
@@ -148,7 +151,7 @@ def _make_decoder(args, lic, name: str):
     package = args.package or shipped_package_for(lic.fingerprint)
     if package is None:
         if args.decoder == "student" or args.backend not in (None, "torch"):
-            raise LicError(f"{name}: no decoder package for its encoder {lic.fingerprint.hex()}"
+            raise LicError(f"{name}: no decoder package for its decoding contract {lic.fingerprint.hex()}"
                            + (" (a version-1 file: encode with --integer-hs for the student)" if lic.version == 1 else "")
                            + "; pass --package DIR from `lic export`, or use --decoder teacher")
         return _TeacherDecoder(args)

@@ -9,7 +9,10 @@ of one encoder, and nothing that needs torch.
     quant_student.pt      the Brevitas export it came from (torch backend only; optional on a board)
 
 Written by `lic export` (export/package.py); read here. A package decodes exactly the files whose
-.lic fingerprint equals manifest["file_fingerprint"] (teacher + integer h_s, format version 2).
+.lic fingerprint is its decoding contract, manifest["file_fingerprint"] (teacher + integer h_s,
+format versions 2 and 3, whichever encoder of that teacher wrote them), or one of
+manifest["legacy_file_fingerprints"]: the fingerprints files of earlier releases carry for the same
+contract (they named the tuned encoder that wrote them; docs/FORMAT.md).
 """
 
 from __future__ import annotations
@@ -59,7 +62,13 @@ class DecoderPackage:
 
     @property
     def file_fingerprint(self) -> bytes:
+        """The decoding contract of the files this package decodes (what new files carry)."""
         return bytes.fromhex(self.manifest["file_fingerprint"])
+
+    def decodes(self, fingerprint: bytes) -> bool:
+        """Whether a .lic file of this fingerprint is one this package decodes."""
+        return fingerprint == self.file_fingerprint or \
+            fingerprint.hex() in self.manifest.get("legacy_file_fingerprints", ())
 
     @property
     def latent_channels(self) -> int:
@@ -171,10 +180,16 @@ class DecoderPackage:
             raise LicError(f"{where}: tile {self.tile} has no core inside its halo of {self.halo}")
 
 
+def is_fingerprint(v) -> bool:
+    return isinstance(v, str) and len(v) == 32 and all(c in "0123456789abcdef" for c in v)
+
+
 def _check_manifest(manifest: dict, mpath: Path) -> None:
-    fp = manifest.get("file_fingerprint")
-    if not isinstance(fp, str) or len(fp) != 32 or any(c not in "0123456789abcdef" for c in fp):
+    if not is_fingerprint(manifest.get("file_fingerprint")):
         raise LicError(f"{mpath}: file_fingerprint must be 32 hex digits")
+    legacy = manifest.get("legacy_file_fingerprints", [])
+    if not isinstance(legacy, list) or len(legacy) > 1024 or not all(map(is_fingerprint, legacy)):
+        raise LicError(f"{mpath}: legacy_file_fingerprints must be a list of fingerprints (32 hex digits)")
     for key, (kind, lo, hi) in _GEOMETRY.items():
         v = manifest.get(key)
         ok = isinstance(v, (int, float)) and not isinstance(v, bool) and (kind is float or isinstance(v, int))

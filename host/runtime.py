@@ -53,9 +53,9 @@ def check_file(lic: LicFile, package: DecoderPackage, name: str) -> None:
                        f"reproducibly: use --decoder teacher, or re-encode with `lic encode --integer-hs`")
     if lic.version not in (FORMAT_V2, FORMAT_V3):
         raise LicError(f"{name}: format version {lic.version} is not decodable by this runtime")
-    if lic.fingerprint != package.file_fingerprint:
-        raise LicError(f"{name} was encoded by model {lic.fingerprint.hex()}, but decoder package {package.name} "
-                       f"decodes {package.file_fingerprint.hex()}: use the package exported for that encoder")
+    if not package.decodes(lic.fingerprint):
+        raise LicError(f"{name} needs decoder {lic.fingerprint.hex()}, but decoder package {package.name} decodes "
+                       f"{package.file_fingerprint.hex()}: use the package of that file's rate point (`make packages`)")
 
 
 def y_regions(lic: LicFile, h: int, w: int, name: str = "input") -> list[tuple[slice, slice]]:

@@ -63,7 +63,7 @@ def test_wrong_model_is_a_clean_error(tmp_path, tiny_teacher_path, rgb_image, ca
     save_png(tmp_path / "in.png", rgb_image)
     lic("encode", tmp_path / "in.png", "-o", tmp_path / "a.lic", "--teacher", tiny_teacher_path)
     assert lic("decode", tmp_path / "a.lic", "-o", tmp_path / "o.png", "--teacher", tmp_path / "other.pt") == 1
-    assert "encoded by model" in capsys.readouterr().err
+    assert "needs decoder" in capsys.readouterr().err
 
 
 def test_unknown_model_without_teacher_flag(tmp_path, tiny_teacher_path, rgb_image, capsys):

@@ -94,7 +94,9 @@ def test_tuned_files_need_the_integer_hs(tuned, kodak, tmp_path, capsys):
     assert (tmp_path / "a.lic").is_file()
 
 
-def test_package_for_a_tuned_encoder_decodes_its_files_only(tuned, rgb_image, tmp_path):
+def test_package_for_a_tuned_encoder_decodes_its_rate_points_files(tuned, rgb_image, tmp_path):
+    """A file names its decoding contract (teacher + integer h_s), not its encoder: the package made for
+    a tuned encoder decodes that encoder's files and its teacher's alike, and no other rate point's."""
     from export.package import export_package
     from host.backends import make_backend
     from host.runtime import HostDecoder
@@ -104,12 +106,13 @@ def test_package_for_a_tuned_encoder_decodes_its_files_only(tuned, rgb_image, tm
     package = export_package(STUDENT, tmp_path / "pkg", teacher_spec=str(tuned / "encoder.pt"), tile=8)
     hs = shipped_integer_hs(3)
     tuned_models = EntropyModels(load_teacher(str(tuned / "encoder.pt")), hs)
-    assert package.file_fingerprint == tuned_models.fingerprint
+    teacher_models = EntropyModels(load_default(3), hs)
+    assert package.file_fingerprint == tuned_models.fingerprint == teacher_models.fingerprint
     decoder = HostDecoder(package, make_backend("onnx", package))
-    rgb = decoder.decode(encode(tuned_models, rgb_image))[0]
-    assert rgb.shape == rgb_image.shape
-    with pytest.raises(LicError, match="use the package exported for that encoder"):
-        decoder.decode(encode(EntropyModels(load_default(3), hs), rgb_image))
+    for models in (tuned_models, teacher_models):
+        assert decoder.decode(encode(models, rgb_image))[0].shape == rgb_image.shape
+    with pytest.raises(LicError, match="use the package of that file's rate point"):
+        decoder.decode(encode(EntropyModels(load_default(1), shipped_integer_hs(1)), rgb_image))
 
 
 def test_init_from_another_teachers_encoder_is_refused(tuned, image_folder, tmp_path, capsys):

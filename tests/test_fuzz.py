@@ -51,10 +51,10 @@ def models():
     from host.decode_cli import default_package
     from host.decoder_package import DecoderPackage
     from training.teacher import load_default
-    from training.teacher_codec import EntropyModels, find_shipped
+    from training.teacher_codec import EntropyModels, package_encoder
 
     # the default package's files (v2), and the teacher's own v1 files
-    return find_shipped(DecoderPackage.load(default_package()).file_fingerprint), EntropyModels(load_default(3))
+    return package_encoder(DecoderPackage.load(default_package())), EntropyModels(load_default(3))
 
 
 @pytest.fixture(scope="module")

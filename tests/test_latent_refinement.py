@@ -25,10 +25,10 @@ def crop(kodak):
 def codec():
     from host.decoder_package import DecoderPackage
     from training.latent_refinement import refinement_for
-    from training.teacher_codec import find_shipped
+    from training.teacher_codec import package_encoder
 
     package = DecoderPackage.load(PACKAGE)
-    models = find_shipped(package.file_fingerprint)  # the q3 tuned encoder + integer h_s
+    models = package_encoder(package)  # the q3 tuned encoder + integer h_s
     return package, models, refinement_for(models, STEPS)
 
 

@@ -2,6 +2,7 @@
 user runs, bit-exact against each other, and quality bounds from the measured numbers."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -26,10 +27,10 @@ def package():
 def kodim23(kodak, package):
     """(image, the board's file for it, the teacher's decode of the teacher's own file)."""
     from training.teacher import load_default
-    from training.teacher_codec import EntropyModels, decode, encode, find_shipped
+    from training.teacher_codec import EntropyModels, decode, encode, package_encoder
 
     rgb, _ = load_rgb(kodak / "kodim23.png")
-    models = find_shipped(package.file_fingerprint)
+    models = package_encoder(package)
     teacher = EntropyModels(load_default(3), models.integer_hs)
     return rgb, encode(models, rgb), decode(teacher, encode(teacher, rgb))
 
@@ -42,7 +43,7 @@ def test_package_is_the_default_and_verified(package):
     m = package.manifest
     assert m["verification"]["qonnx_vs_brevitas_mismatches"] == 0
     assert m["verification"]["onnxruntime_vs_brevitas_max_lsb"] == 0
-    assert find_shipped(package.file_fingerprint) is not None  # the shipped teacher + integer h_s encode for it
+    assert find_shipped(package.file_fingerprint) is not None  # the shipped teacher + integer h_s decode its files
     assert m["student"]["kmac_per_pixel"] * 8 <= 42.176  # >= 8x fewer MACs than the teacher's g_s
 
 
@@ -91,3 +92,21 @@ def test_eval_students_and_demo_run(tmp_path, kodak):
     assert demo["refine_steps"] == 3 and "latents refined for the student, 3 steps" in \
         (tmp_path / "demo" / "report.md").read_text()
     assert (tmp_path / "demo" / "crops.png").is_file() and (tmp_path / "demo" / "report.md").is_file()
+
+
+def test_every_q3_encoder_writes_files_the_q3_package_decodes(tmp_path, capsys):
+    """A file names what decoding it needs, not what encoded it: the teacher's own v2/v3 files and
+    the tuned encoder's decode with the student package of their rate point, and the contract is
+    the same for both (the README's one-liners: encode with the teacher, decode with the student)."""
+    from host.container import parse
+
+    src = Path(__file__).resolve().parent / "golden" / "source.png"
+    fingerprints = set()
+    for name, args in (("teacher", ["--integer-hs"]), ("teacher-v3", ["--integer-hs", "--tiles"]),
+                       ("tuned", ["--teacher", "q3-tuned", "--integer-hs"])):
+        lic = tmp_path / f"{name}.lic"
+        assert run_lic("encode", src, "-o", lic, *args) == 0
+        fingerprints.add(parse(lic.read_bytes()).fingerprint)
+        assert run_lic("decode", lic, "-o", tmp_path / f"{name}.png", "--decoder", "student") == 0
+        assert "student q3" in capsys.readouterr().out
+    assert fingerprints == {DecoderPackage.load(PACKAGE).file_fingerprint}

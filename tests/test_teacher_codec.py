@@ -40,5 +40,5 @@ def test_wrong_model_is_refused(tiny_teacher, rgb_image):
     from dataclasses import replace
 
     other = replace(tiny_teacher, fingerprint=bytes(16), name="other")
-    with pytest.raises(LicError, match="encoded by model"):
+    with pytest.raises(LicError, match="needs decoder"):
         decode(other, encode(tiny_teacher, rgb_image))

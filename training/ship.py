@@ -1,7 +1,9 @@
 """Write training/teachers/teachers.json from exported teachers: quality, lambda, file, fingerprint,
 and, where training/teachers/integer_hs_qN.npz exists, the integer h_s and the fingerprint that
-format-version-2 files made with it carry; where training/teachers/encoder_qN.pt exists (`lic
-tune-encoder --export`), the tuned encoder, its fingerprint and that of its version-2 files.
+format-version-2 and -3 files made with it carry (their decoding contract: docs/FORMAT.md); where
+training/teachers/encoder_qN.pt exists (`lic tune-encoder --export`), the tuned encoder and its
+fingerprint (its files carry the same contract). The fingerprints that files of earlier releases
+carry for the same contract (`legacy_file_fingerprints`) are kept from the manifest being replaced.
 Then it stores every teacher but the default one (q3) as a lossless delta against it
 (training/teacher_delta.py), which keeps the repository small enough to travel.
 
@@ -22,7 +24,7 @@ from lic.errors import LicError
 from training import teacher_delta
 from training.loop import atomic_save, read_torch_file
 from training.teacher import (COMPRESSAI_LAMBDAS, DEFAULT_QUALITY, MANIFEST, TEACHERS_DIR, from_state_dict,
-                              from_tuned_encoder, load_state_dict_file, state_dict_of)
+                              from_tuned_encoder, load_state_dict_file, read_manifest, state_dict_of)
 
 
 def manifest_entry(path: Path) -> dict:
@@ -48,7 +50,9 @@ def manifest_entry(path: Path) -> dict:
                 raise SystemExit(f"{encoder_path} was tuned from another teacher")
             entry["tuned_encoder"] = encoder_path.name
             entry["tuned_encoder_fingerprint"] = tuned.fingerprint.hex()
-            entry["tuned_encoder_file_fingerprint"] = EntropyModels(tuned, hs).fingerprint.hex()
+    old = next((e for e in read_manifest() if e["quality"] == quality), {}) if MANIFEST.is_file() else {}
+    if old.get("integer_hs_file_fingerprint") == entry.get("integer_hs_file_fingerprint") and "legacy_file_fingerprints" in old:
+        entry["legacy_file_fingerprints"] = old["legacy_file_fingerprints"]
     return entry
 
 

@@ -37,6 +37,8 @@ class EntropyModels:
     teacher: Teacher
     integer_hs: IntegerHyperSynthesis | None = None
     tiles: tuple[int, int] | None = None
+    # what files of earlier releases carry for the same contract (they named the encoder): read, never written
+    legacy_fingerprints: frozenset[bytes] = frozenset()
 
     def __post_init__(self):
         if self.tiles is not None and self.integer_hs is None:
@@ -50,9 +52,15 @@ class EntropyModels:
 
     @property
     def fingerprint(self) -> bytes:
+        """The decoding contract the files carry: what decoding them needs, never what encoded them.
+        That is the teacher whose entropy models, h_s and synthesis decode them (for an encoder tuned
+        from a teacher, that teacher: the tuned g_a is read by no decoder) and, in versions 2 and 3,
+        the integer h_s that gives y's scales. So every encoder of one rate point, and every re-tune
+        of it, writes files that every decoder of that rate point reads (docs/FORMAT.md)."""
+        base = self.teacher.decoder_fingerprint
         if self.integer_hs is None:
-            return self.teacher.fingerprint
-        return hashlib.sha256(self.teacher.fingerprint + self.integer_hs.fingerprint).digest()[:16]
+            return base
+        return hashlib.sha256(base + self.integer_hs.fingerprint).digest()[:16]
 
     @property
     def name(self) -> str:
@@ -70,18 +78,30 @@ def shipped_integer_hs(quality: int) -> IntegerHyperSynthesis:
 
 
 def find_shipped(fingerprint: bytes) -> EntropyModels | None:
-    """The shipped models that wrote a file (teacher, and integer h_s for version 2), found through
-    the manifest without loading the others."""
-    from training.teacher import load_default, load_tuned_default, read_manifest
+    """The shipped models that decode a file of this fingerprint (teacher, and integer h_s for
+    versions 2 and 3), found through the manifest without loading the others; the fingerprints files
+    of earlier releases carry (they named the tuned encoder) map to the same models."""
+    from training.teacher import load_default, read_manifest
 
     for e in read_manifest():
         if e["fingerprint"] == fingerprint.hex():
             return EntropyModels(load_default(e["quality"]))
-        if e.get("integer_hs_file_fingerprint") == fingerprint.hex():
-            return EntropyModels(load_default(e["quality"]), shipped_integer_hs(e["quality"]))
-        if e.get("tuned_encoder_file_fingerprint") == fingerprint.hex():
-            return EntropyModels(load_tuned_default(e["quality"]), shipped_integer_hs(e["quality"]))
+        legacy = frozenset(bytes.fromhex(f) for f in e.get("legacy_file_fingerprints", ()))
+        if fingerprint.hex() == e.get("integer_hs_file_fingerprint") or fingerprint in legacy:
+            return EntropyModels(load_default(e["quality"]), shipped_integer_hs(e["quality"]), legacy_fingerprints=legacy)
     return None
+
+
+def package_encoder(package) -> EntropyModels:
+    """The encoder a decoder package's student was made for (its manifest's "teacher": a shipped
+    teacher or tuned encoder), with the package's integer h_s: what writes the board's files."""
+    from training.teacher import load_teacher
+
+    em = EntropyModels(load_teacher(package.manifest["teacher"]), package.integer_hs)
+    if em.fingerprint != package.file_fingerprint:
+        raise LicError(f"decoder package {package.name}: its encoder {package.manifest['teacher']} writes files "
+                       f"{em.fingerprint.hex()}, not the package's {package.file_fingerprint.hex()}")
+    return em
 
 
 def as_entropy_models(m: "Teacher | EntropyModels") -> EntropyModels:
@@ -172,9 +192,9 @@ def check_model(lic: LicFile, em: EntropyModels, name: str) -> None:
     if (lic.version == FORMAT_V1) != (em.integer_hs is None):
         need = "the teacher's float h_s" if lic.version == FORMAT_V1 else "an integer h_s"
         raise LicError(f"{name} is format version {lic.version}, which needs {need}; {em.name} does not match")
-    if lic.fingerprint != em.fingerprint:
-        raise LicError(f"{name} was encoded by model {lic.fingerprint.hex()}, but {em.name} is "
-                       f"{em.fingerprint.hex()}: decode it with the model that encoded it")
+    if lic.fingerprint != em.fingerprint and lic.fingerprint not in em.legacy_fingerprints:
+        raise LicError(f"{name} needs decoder {lic.fingerprint.hex()}, but {em.name} is "
+                       f"{em.fingerprint.hex()}: decode it with the models of its rate point")
 
 
 def cdf_arrays(entropy_model) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -7,7 +7,8 @@ later checkout must keep decoding to the same latents (tests/test_golden.py).
                                              pixels: run it whenever a decoder package ships
 
 pins.json holds, per file, what does not depend on any student, pinned for good: the file's SHA-256,
-its z symbols, scale indexes and y symbols (SHA-256 of their int32 bytes), which decoders claim it,
+its z symbols, scale indexes and y symbols (SHA-256 of their int32 bytes), which decoders claim it
+(a set that may grow and never shrink),
 and the teacher's PSNR on it; and, per decoder package (keyed by the SHA-256 of its manifest, which
 lists every file's hash), the SHA-256 of the pixels the package decodes each file it claims to.
 """
@@ -112,6 +113,9 @@ def pin() -> dict:
     for name in CORPUS:
         if name not in pins["files"]:
             pins["files"][name] = latent_pins(HERE / f"{name}.lic")
+        else:  # a file's claims may grow (a new decoder reads it), never shrink
+            f = pins["files"][name]
+            f["claimed_by"] = sorted(set(f["claimed_by"]) | set(claims(HERE / f"{name}.lic")))
     pins["packages"] = {}
     for package in shipped_packages():
         pins["packages"][package_digest(package)] = {
