@@ -15,9 +15,12 @@ import json
 import sys
 from pathlib import Path
 
+from host import memory
 from host.backends import BACKENDS
 from host.geometry import DEFAULT_MAX_PIXELS
 from lic.errors import LicError
+
+MAX_TILE = 1024  # the largest tile a package may declare (host/decoder_package.py)
 
 SHIPPED_PACKAGES = Path(__file__).resolve().parent / "decoders"
 # Packages of the other rate points, made by `make packages` (not committed: they would double the
@@ -41,7 +44,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("inputs", type=Path, nargs="+", metavar="INPUT",
                    help=".lic files, or folders searched recursively for *.lic")
     p.add_argument("-o", "--output", type=Path, required=True,
-                   help="the PNG to write for one input file; otherwise a folder that gets NAME.png per input")
+                   help="the PNG to write for one input file; otherwise a folder that gets NAME.png per input, "
+                        "in the sub-folders the inputs had under the folder given")
     p.add_argument("--decoder", choices=("teacher", "student"), default=None,
                    help="teacher (float g_s, torch) or student (quantised, host runtime); default: student when a "
                         "decoder package matches the file, else teacher")
@@ -53,8 +57,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"student decoder package from `lic export` (default: the shipped one in "
                         f"{SHIPPED_PACKAGES.relative_to(SHIPPED_PACKAGES.parents[1])}/ that matches the file)")
     p.add_argument("--tile", type=int, default=None,
-                   help="decode in square latent tiles of this size with halo (fixed-shape backends use their "
-                        "own); default whole frame")
+                   help=f"decode in square latent tiles of this size with halo, at most {MAX_TILE} (fixed-shape "
+                        f"backends use their own); default whole frame, or the package's tile when a whole frame "
+                        f"would not fit --max-memory")
     p.add_argument("--hw-dir", type=Path, default=None,
                    help="for finn-sim/pynq: the board build folder from `make hw`/`make bitstream` "
                         "(default fpga_projects/pynq-z2/build)")
@@ -66,21 +71,53 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"refuse files whose header claims more than N pixels, before allocating anything "
                         f"(default {DEFAULT_MAX_PIXELS:,} = 4096x4096; decoding memory grows with it)")
     p.add_argument("--times", action="store_true", help="print the time spent in each decoding stage")
+    memory.add_argument(p)
 
 
-def _lic_files(inputs: list[Path]) -> list[Path]:
-    files = []
+def _jobs(inputs: list[Path], output: Path) -> tuple[list[tuple[Path, Path]], bool]:
+    """(input, output) pairs, and whether it is one file to one PNG. A folder's files keep their
+    sub-folders under -o; two inputs that would write one output are refused before anything is
+    written, and so is an output that is its input."""
+    from host.image_io import refuse_same_file
+
+    found: list[tuple[Path, Path]] = []
     for p in inputs:
         if p.is_dir():
-            found = sorted(p.rglob("*.lic"))
-            if not found:
+            files = sorted(p.rglob("*.lic"))
+            if not files:
                 raise LicError(f"no .lic files in {p}")
-            files += found
-        elif p.is_file():
-            files.append(p)
+            found += [(f, f.relative_to(p).with_suffix(".png")) for f in files]
+        elif p.exists():
+            found.append((p, Path(p.stem + ".png")))  # read_lic refuses what is not a regular file
         else:
             raise LicError(f"file not found: {p}")
-    return files
+    single = len(found) == 1 and not inputs[0].is_dir()
+    if single:
+        jobs = [(found[0][0], output)]
+    else:
+        if output.suffix.lower() == ".png":
+            raise LicError(f"{len(found)} inputs: -o must be a folder, not {output}")
+        jobs, seen = [], {}
+        for src, rel in found:
+            dst = output / rel
+            if dst in seen:
+                raise LicError(f"{seen[dst]} and {src} would both be written to {dst}: decode them into separate "
+                               f"folders (nothing was written)")
+            seen[dst] = src
+            jobs.append((src, dst))
+    for src, dst in jobs:
+        refuse_same_file(src, dst, "input")
+    return jobs, single
+
+
+def _header(path: Path, max_pixels: int):
+    """What picks a file's decoder and sizes its memory: the checked container without its streams
+    (a folder of many files is not held in memory while its decoders are chosen)."""
+    from dataclasses import replace
+
+    from host.container import parse, read_lic
+
+    return replace(parse(read_lic(path, max_pixels), str(path)), streams=[])
 
 
 def shipped_package_for(fingerprint: bytes) -> Path | None:
@@ -136,8 +173,19 @@ class _StudentDecoder:
         package = DecoderPackage.load(package_dir)
         backend = make_backend(args.backend or default_backend(), package, hw_dir=args.hw_dir)
         self.decoder = HostDecoder(package, backend, args.tile, max_pixels=args.max_pixels)
-        self.name = f"student {package.name} on {backend.name}" + (f", {self.decoder.tile}x{self.decoder.tile} tiles"
-                                                                    if self.decoder.tile else "")
+        self.tiled = HostDecoder(package, backend, backend.tile or package.tile, max_pixels=args.max_pixels)
+        self.name = f"student {package.name} on {backend.name}"
+
+    def label(self, host) -> str:
+        return self.name + (f", {host.tile}x{host.tile} tiles" if host.tile else "")
+
+    def for_sizes(self, sizes: list[tuple[int, int]], limit: memory.MemoryLimit):
+        """The HostDecoder for files of these sizes: the one asked for, or in the package's tiles when
+        a whole frame would not fit the memory limit (tiled and whole-frame pixels are equal)."""
+        kind = "student-tiled" if self.decoder.tile is not None else "student-whole"
+        if all(memory.fits(kind, h, w, limit) for h, w in sizes):
+            return self.decoder
+        return self.tiled
 
 
 def _make_decoder(args, lic, name: str):
@@ -158,20 +206,6 @@ def _make_decoder(args, lic, name: str):
     return _StudentDecoder(args, package)
 
 
-def _first_parsable(files: list[Path], single: bool, fail) -> tuple[int, object]:
-    """Index and header of the first file that parses (it picks the decoder); earlier ones fail."""
-    from host.container import parse, read_lic
-
-    for i, p in enumerate(files):
-        try:
-            return i, parse(read_lic(p), str(p))
-        except LicError as e:
-            if single:
-                raise
-            fail(p, e)
-    return len(files), None
-
-
 def run(args) -> int:
     from tqdm import tqdm
 
@@ -181,51 +215,78 @@ def run(args) -> int:
 
     if args.max_pixels < 1:
         raise LicError(f"--max-pixels must be positive, not {args.max_pixels}")
-    files = _lic_files(args.inputs)
-    single = len(files) == 1 and args.inputs[0].is_file()
-    if not single and args.output.suffix.lower() == ".png":
-        raise LicError(f"{len(files)} inputs: -o must be a folder, not {args.output}")
-    if not single:
-        args.output.mkdir(parents=True, exist_ok=True)
+    if args.tile is not None and not 1 <= args.tile <= MAX_TILE:
+        raise LicError(f"--tile must be in 1..{MAX_TILE} latents, not {args.tile}")
+    limit = memory.MemoryLimit(args.max_memory)
+    jobs, single = _jobs(args.inputs, args.output)
     failed: list[Path] = []
 
     def fail(path: Path, error: LicError) -> None:  # one bad file in a folder does not stop the others
+        if single:
+            raise error
         failed.append(path)
         print(f"lic: error: {error}", file=sys.stderr)
 
-    start, lic = _first_parsable(files, single, fail)
-    if lic is not None:
-        todo = files[start:]
-        decoder = _make_decoder(args, lic, str(todo[0]))  # a bad file fails before any model loads
-        total = StageTimes()
-        if isinstance(decoder, _StudentDecoder):
-            decoded = decoder.decoder.decode_stream((str(p), p) for p in todo)
-        else:
-            def teacher_decode(p: Path):
-                try:
-                    return (str(p), *decoder.decode(read_lic(p), str(p)))
-                except LicError as e:
-                    return str(p), e, None
-            decoded = map(teacher_decode, todo)
-        for path, (name, rgb, times) in tqdm(zip(todo, decoded), total=len(todo), desc="decode", unit="file",
-                                             disable=single or not sys.stderr.isatty()):
-            if isinstance(rgb, LicError):
-                if single:
-                    raise rgb
-                fail(path, rgb)
+    # Each file gets the decoder its header names (a folder may mix rate points, teacher files and
+    # the board's); files that share a decoder are decoded together, as a pipeline for the student.
+    groups: dict[tuple, list] = {}
+    decoders: dict[tuple, object] = {}
+    for src, dst in jobs:
+        try:
+            lic = _header(src, args.max_pixels)
+            key = (lic.fingerprint, lic.version)
+            if key not in decoders:
+                decoders[key] = _make_decoder(args, lic, str(src))
+        except LicError as e:
+            fail(src, e)
+            continue
+        groups.setdefault(key, []).append((src, dst, lic))
+    if not single:
+        args.output.mkdir(parents=True, exist_ok=True)
+    total, names, done = StageTimes(), set(), 0
+    for key, items in groups.items():
+        decoder = decoders[key]
+        todo = []
+        for src, dst, lic in items:
+            kind = "teacher-decode" if isinstance(decoder, _TeacherDecoder) else "student-tiled"
+            try:  # a student decodes within the limit in tiles when a whole frame does not fit
+                memory.check(kind, lic.height, lic.width, limit, str(src))
+            except LicError as e:
+                fail(src, e)
                 continue
-            out = args.output if single else args.output / (path.stem + ".png")
-            save_png(out, rgb)
+            todo.append((src, dst, lic))
+        if not todo:
+            continue
+        label = decoder.name
+        if isinstance(decoder, _StudentDecoder):
+            host = decoder.for_sizes([(lic.height, lic.width) for *_, lic in todo], limit)
+            label = decoder.label(host)
+            decoded = host.decode_stream((str(src), src) for src, *_ in todo)
+        else:
+            def teacher_decode(src: Path):
+                try:
+                    return (str(src), *decoder.decode(read_lic(src), str(src)))
+                except LicError as e:
+                    return str(src), e, None
+            decoded = map(teacher_decode, [src for src, *_ in todo])
+        for (src, dst, _), (name, rgb, times) in tqdm(zip(todo, decoded), total=len(todo), desc="decode", unit="file",
+                                                      disable=single or not sys.stderr.isatty()):
+            if isinstance(rgb, LicError):
+                fail(src, rgb)
+                continue
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            save_png(dst, rgb)
+            done += 1
+            names.add(label)
             if times is not None:
                 total += times
             if single:
-                print(f"{out}: {rgb.shape[1]}x{rgb.shape[0]} ({decoder.name})")
-        done = len(files) - len(failed)
-        if not single:
-            print(f"{args.output}: {done} images ({decoder.name})")
-        if args.times and total.seconds and done:
-            print("stage times (mean per image): " + ", ".join(f"{k} {v / done * 1000:.1f} ms"
-                                                               for k, v in total.seconds.items()))
+                print(f"{dst}: {rgb.shape[1]}x{rgb.shape[0]} ({label})")
+    if not single and done:
+        print(f"{args.output}: {done} images ({'; '.join(sorted(names))})")
+    if args.times and total.seconds and done:
+        print("stage times (mean per image): " + ", ".join(f"{k} {v / done * 1000:.1f} ms"
+                                                           for k, v in total.seconds.items()))
     if failed:
-        raise LicError(f"{len(failed)} of {len(files)} files failed: {', '.join(map(str, failed))}")
+        raise LicError(f"{len(failed)} of {len(jobs)} files failed: {', '.join(map(str, failed))}")
     return 0

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from host.backends import Backend, WindowJob
-from host.decoder_package import DecoderPackage
+from host.decoder_package import DecoderPackage, is_fingerprint
 from host.tiling import window_dtype
 from lic.errors import LicError
 
@@ -43,12 +43,34 @@ def read_tile_spec(hw_dir: Path, package: DecoderPackage, need: str) -> dict:
     if not spec_path.is_file():
         raise LicError(f"no accelerator build in {hw_dir} ({TILE_JSON} missing): run `make {need} BOARD=pynq-z2` "
                        f"first, or pass --hw-dir with a board build folder")
-    spec = json.loads(spec_path.read_text())
-    if spec.get("file_fingerprint") != package.manifest["file_fingerprint"] or \
+    try:
+        spec = json.loads(spec_path.read_text())
+    except (ValueError, UnicodeDecodeError, RecursionError) as e:
+        raise LicError(f"{spec_path}: not valid JSON ({type(e).__name__}); rebuild it with `make {need}`") from None
+    _check_tile_spec(spec, spec_path)
+    fp = spec.get("file_fingerprint")
+    if not (is_fingerprint(fp) and package.decodes(bytes.fromhex(fp))) or \
             spec.get("student_sha256") != package.manifest["files"].get("quant_student.pt"):
         raise LicError(f"the accelerator in {hw_dir} was built for another student than package {package.name}; "
                        f"rebuild it with `make {need}`")
     return spec
+
+
+# tile.json key -> (type, smallest, largest); the file is read from a folder the user names
+_TILE_SPEC = {"tile": (int, 1, 1024), "halo": (int, 0, 64), "upscale": (int, 1, 64), "input_bits": (int, 2, 16),
+              "output_bits": (int, 2, 16)}
+
+
+def _check_tile_spec(spec, path: Path) -> None:
+    if not isinstance(spec, dict):
+        raise LicError(f"{path}: not an accelerator description (a JSON object)")
+    for key, (kind, lo, hi) in _TILE_SPEC.items():
+        v = spec.get(key)
+        if not (isinstance(v, kind) and not isinstance(v, bool) and lo <= v <= hi):
+            raise LicError(f"{path}: {key} must be an integer in {lo}..{hi}, not {v!r}")
+    for key in ("input_layout", "output_layout"):
+        if spec.get(key) not in ("NHWC", "NCHW"):
+            raise LicError(f"{path}: {key} must be NHWC or NCHW, not {spec.get(key)!r}")
 
 
 def _to_model_layout(x: np.ndarray, layout: str) -> np.ndarray:

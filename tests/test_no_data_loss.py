@@ -111,3 +111,76 @@ def test_special_files_and_oversized_files_are_refused_before_reading(tmp_path, 
     err = capsys.readouterr().err
     assert err.count("not a regular file") == 2 and "can hold" in err and "Traceback" not in err
     assert [p.name for p in out.glob("*.png")] == ["a.png"]
+
+
+def _golden_folder(tmp_path: Path, layout: dict[str, str]) -> Path:
+    folder = tmp_path / "in"
+    for rel, name in layout.items():
+        (folder / rel).parent.mkdir(parents=True, exist_ok=True)
+        (folder / rel).write_bytes((GOLDEN / f"{name}.lic").read_bytes())
+    return folder
+
+
+def test_decoding_a_folder_keeps_its_sub_folders_and_picks_a_decoder_per_file(tmp_path, capsys):
+    """a/img.lic and b/img.lic are two images; a folder may mix rate points and decoders."""
+    folder = _golden_folder(tmp_path, {"a/img.lic": "q3_tuned_v2", "b/img.lic": "q1_teacher_v1",
+                                       "c.lic": "q4_tuned_v3"})
+    out = tmp_path / "out"
+    assert main(["decode", str(folder), "-o", str(out)]) == 0
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*.png")) == ["a/img.png", "b/img.png", "c.png"]
+    said = capsys.readouterr().out
+    assert "3 images" in said and "student q3" in said and "teacher" in said
+
+
+def test_two_inputs_for_one_output_are_refused_before_writing(tmp_path, capsys):
+    folder = _golden_folder(tmp_path, {"a/img.lic": "q3_tuned_v2", "b/img.lic": "q3_teacher_v2"})
+    out = tmp_path / "out"
+    assert main(["decode", str(folder / "a" / "img.lic"), str(folder / "b" / "img.lic"), "-o", str(out)]) == 1
+    assert "would both be written to" in capsys.readouterr().err and not out.exists()
+
+
+def test_decode_refuses_to_overwrite_its_input(tmp_path, capsys):
+    lic = _golden_folder(tmp_path, {"x.lic": "q3_tuned_v2"}) / "x.lic"
+    before = lic.read_bytes()
+    assert main(["decode", str(lic), "-o", str(lic)]) == 1
+    assert "refusing to overwrite it" in capsys.readouterr().err and lic.read_bytes() == before
+
+
+@pytest.mark.parametrize("tile", ["0", "20000"])
+def test_tile_out_of_range_is_one_line(tmp_path, tile, capsys):
+    lic = _golden_folder(tmp_path, {"x.lic": "q3_tuned_v2"}) / "x.lic"
+    assert main(["decode", str(lic), "-o", str(tmp_path / "x.png"), "--tile", tile]) == 1
+    assert "--tile must be in 1..1024" in capsys.readouterr().err
+
+
+def test_memory_limit_tiles_the_student_and_refuses_the_teacher(tmp_path, capsys):
+    """Under a limit a whole frame does not fit, the student decodes in its package's tiles (the same
+    pixels); the teacher, which cannot tile, is refused before it starts."""
+    from host.image_io import load_rgb
+
+    src = tmp_path / "big.png"
+    save_png(src, np.tile(load_rgb(GOLDEN / "source.png")[0], (8, 8, 1)))  # 1024x1024
+    lic = tmp_path / "big.lic"
+    assert main(["encode", str(src), "-o", str(lic), "--teacher", "q3-tuned", "--integer-hs"]) == 0
+    assert main(["decode", str(lic), "-o", str(tmp_path / "whole.png")]) == 0
+    assert "(student q3 on onnx)" in capsys.readouterr().out
+    # a limit between the tiled and the whole-frame estimate
+    limit = (memory.estimate("student-tiled", 1024, 1024) + memory.estimate("student-whole", 1024, 1024)) // 2
+    assert memory.estimate("student-whole", 1024, 1024) > limit >= memory.estimate("student-tiled", 1024, 1024)
+    assert main(["decode", str(lic), "-o", str(tmp_path / "tiled.png"), "--max-memory", str(limit)]) == 0
+    assert "32x32 tiles" in capsys.readouterr().out
+    assert (tmp_path / "tiled.png").read_bytes() == (tmp_path / "whole.png").read_bytes()
+    assert main(["decode", str(lic), "-o", str(tmp_path / "t.png"), "--decoder", "teacher",
+                 "--max-memory", str(limit)]) == 1
+    assert "decoding with the teacher a 1024x1024 image needs about" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("text, match", [("{bad json", "not valid JSON"), ("[1, 2]", "a JSON object"),
+                                         ('{"tile": 32}', "halo must be an integer")])
+def test_bad_tile_json_is_one_line(tmp_path, text, match):
+    from host.decoder_package import DecoderPackage
+    from host.fabric import read_tile_spec
+
+    (tmp_path / "tile.json").write_text(text)
+    with pytest.raises(Exception, match=match):
+        read_tile_spec(tmp_path, DecoderPackage.load(GOLDEN.parent.parent / "host" / "decoders" / "q3"), "hw")
