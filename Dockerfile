@@ -33,7 +33,7 @@
 FROM python:3.11-slim-bookworm
 RUN apt-get update \
  && apt-get install -y --no-install-recommends build-essential make git wget unzip zip \
-      libboost-program-options-dev nlohmann-json3-dev \
+      libboost-program-options-dev nlohmann-json3-dev zlib1g-dev \
       libtinfo5 libncurses5 libx11-6 libxext6 libxrender1 libxtst6 libxi6 libglib2.0-0 libsm6 \
       locales \
  && if [ "$(dpkg --print-architecture)" = amd64 ]; then apt-get install -y --no-install-recommends libc6-dev-i386; fi \

@@ -77,6 +77,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bitstream", action="store_true",
                    help="continue through IP generation, FIFO sizing, stitched IP and bitfile (needs Vivado); "
                         "runs --preflight first and stops there if anything is missing")
+    p.add_argument("--no-simulate", dest="simulate", action="store_false",
+                   help="skip the per-layer simulation gate (cppsim for HLS layers, Verilator for RTL layers; "
+                        "2-3 minutes on 2 cores, cached by source); make hw runs it")
     p.add_argument("--preflight", action="store_true",
                    help="only check what --bitstream needs (Vivado, Vitis HLS, FINN's dependencies, finn_xsi's "
                         "build requirements, disk, memory, the board's part): one table, non-zero exit if any is missing")
@@ -85,10 +88,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 class Build:
     """One board build: its folder, board, package, and what the steps report."""
 
-    def __init__(self, board: Board, package_dir: Path, out: Path, tile: int, target_fps: float, bitstream: bool):
+    def __init__(self, board: Board, package_dir: Path, out: Path, tile: int, target_fps: float, bitstream: bool,
+                 simulate: bool = True):
         from host.decoder_package import DecoderPackage
 
         self.board, self.out, self.tile, self.target_fps, self.bitstream = board, out, tile, target_fps, bitstream
+        self.simulate = simulate
         self.quant_model = None  # the package's Brevitas student, loaded by export_tile_qonnx
         self.package = DecoderPackage.load(package_dir)
         if tile - 2 * self.package.halo < 1:
@@ -221,7 +226,7 @@ def step_simulate_layers(model, cfg, b: Build):
     equals its Python execution, and the chain gives the network's output (hls/layer_sim.py)."""
     from hls.layer_sim import simulate_layers
 
-    b.report["layer_sim"] = simulate_layers(model, b.out, b.package, b.tile, enabled=getattr(b, "simulate", True))
+    b.report["layer_sim"] = simulate_layers(model, b.out, b.package, b.tile, enabled=b.simulate)
     return model
 
 
@@ -268,7 +273,7 @@ def write_tile_json(b: Build) -> dict:
 
 def run_build(board_name: str, package_dir: Path | None = None, out: Path | None = None, tile: int | None = None,
               target_fps: float | None = None, bitstream: bool = False,
-              host: tuple[dict[str, float], str] | None = None) -> dict:
+              host: tuple[dict[str, float], str] | None = None, simulate: bool = True) -> dict:
     """host: (ms per frame of each host pipeline stage, where those times come from), for the
     board rate (hls/estimates.py: board_rate)."""
     from hls.estimates import read_host_times, summarise
@@ -287,7 +292,7 @@ def run_build(board_name: str, package_dir: Path | None = None, out: Path | None
 
         preflight(board, out)
     b = Build(board, package_dir or default_package(), out, tile or board.tile, target_fps or board.target_fps,
-              bitstream)
+              bitstream, simulate)
     out.mkdir(parents=True, exist_ok=True)
     # FINN reads FINN_DEPS when it builds its settings: point it where `finn deps update` put them
     from hls.preflight import use_finn_deps
@@ -353,7 +358,8 @@ def run(args) -> int:
         print(f"preflight: everything `make bitstream BOARD={args.board}` needs is here")
         return 0
     host = read_host_times(args.host_times) if args.host_times else None
-    est = run_build(args.board, args.package, args.output, args.tile, args.target_fps, args.bitstream, host)
+    est = run_build(args.board, args.package, args.output, args.tile, args.target_fps, args.bitstream, host,
+                    simulate=args.simulate)
     r, rates = est["resources"], est["rates"]
     board_fps = rates["board_fps"]
     print(f"{est['build_dir']}: {est['board']} tile {est['tile']}x{est['tile']}, {est['frame'][0]}x{est['frame'][1]}: "

@@ -350,6 +350,6 @@ def summarise(b, host: tuple[dict[str, float], str] | None = None) -> dict:
         "roofline": ceiling,
         "per_layer": layers, "folding_attempts": folding["attempts"],
         "package": b.package.name, "student": b.package.manifest["student"],
-        "verification": b.report.get("verification"), "cppsim": b.report.get("cppsim"),
+        "verification": b.report.get("verification"), "layer_sim": b.report.get("layer_sim"),
         "make_hw_seconds": b.report.get("make_hw_seconds"), "step_seconds": b.report.get("step_seconds"),
     }
