@@ -33,6 +33,16 @@ def _checkpoint_summary(run: Path) -> dict:
             "kind": ck.get("setup", {}).get("kind"), "last_log": last}
 
 
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip() + ", one core"
+    except OSError:
+        pass
+    return f"{platform.machine()} CPU, one core"
+
+
 def save(run: Path, keep: Path) -> dict:
     if not (run / "checkpoint.pt").is_file():
         raise LicError(f"no checkpoint in {run}")
@@ -44,7 +54,7 @@ def save(run: Path, keep: Path) -> dict:
             shutil.copyfile(run / name, tmp)
             tmp.replace(keep / name)
     progress = {**summary, "saved": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-                "hardware": f"{platform.processor() or platform.machine()} CPU",
+                "hardware": cpu_name(),
                 "command": "training/recipes/long_run.sh"}
     (keep / "progress.json").write_text(json.dumps(progress, indent=2) + "\n")
     return progress
