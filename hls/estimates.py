@@ -6,10 +6,13 @@ performance.json), three rates, each labelled with what it is:
   fabric_fps         steady-state frames per second of the fabric alone: FINN's cycles per tile of
                      the slowest layer x tiles per frame, at the board's target clock. Estimated,
                      not timing-closed (no Vivado run).
-  tile_latency_ms    FINN's single-tile latency estimate (critical path cycles, summed over its
-                     layers) at the target clock.
-  board_fps          min(fabric, each host pipeline stage): the board's frame rate, from host stage
-                     times that say where they come from (x86-measured or A9-estimated).
+  tile_latency_ms    one tile in, its last output out: the slowest layer's cycles + each layer's
+                     first-output delay (fabric_timing); FINN's own figure sums every layer's cycles
+                     as if none overlapped, an upper bound reported beside it.
+  board_fps          the runtime's pipeline (board_rate; pipeline_rate models the A9's schedule in
+                     detail): the fabric's period per frame (a whole batch, fill and restart gap
+                     included) against each host stage, from host stage times that say where they
+                     come from (x86-measured or A9-estimated).
 
 Resources: FINN's layer estimates plus the FIFOs and IODMAs (hls/folding.py infrastructure: FINN's FIFO
 sizing where a `make bitstream` measured it, else a stated model) against the board's budget, which
