@@ -41,7 +41,7 @@ def _psnr(model, pairs) -> float:
 
 
 def sensitivity(quality: int, bits: int, images, calib_images) -> dict:
-    from bench.students import STUDENTS_MANIFEST, read_students
+    from quantize.ship_students import STUDENTS_MANIFEST, read_students
     from quantize.qat import MAX_BITS, load_quant_student
     from quantize.quant_student import calibrate_activations, n_relu, with_quantisers
     from training.distill import load_float_student

@@ -43,6 +43,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.arm_cycles import check_llvm_mca, model, profile_stage, stall_cycles
+from hls.boards import board_rate_path as result_path
 from lic.errors import LicError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -65,12 +66,6 @@ def arm_cpu(board: str) -> dict:
         raise LicError(f"fpga_projects/{board}/board.json has no \"arm\" entry (core, arch, cores, clock_mhz, "
                        f"clock_source, cpi_assumed, llvm_mcpu, caches, miss_cycles): add the board's ARM to estimate its stages")
     return arm
-
-
-def result_path(board: str) -> Path:
-    """build/board-rate.json for PYNQ-Z2 (the first board; its readers predate the others), else
-    build/board-rate-<board>.json."""
-    return DEFAULT_OUT if board == "pynq-z2" else REPO / "build" / f"board-rate-{board}.json"
 
 
 def time_stages(package, refs: Path, name: str, repeat: int) -> dict[str, float | str]:

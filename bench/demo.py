@@ -50,7 +50,7 @@ def run(args) -> int:
     from host.decoder_package import DecoderPackage
     from host.image_io import save_png, write_atomic
     from host.runtime import HostDecoder, StageTimes
-    from training.latent_refinement import refinement_for
+    from quantize.latent_refinement import refinement_for
     from training.teacher import load_default
     from training.teacher_codec import EntropyModels, decode, encode, package_encoder
 

@@ -67,7 +67,7 @@ def _ort_cuda_synthesiser(models):
     from host.backends import OnnxBackend
     from host.runtime import HostDecoder, StageTimes
 
-    host = HostDecoder(models.package, OnnxBackend(models.package, ["CUDAExecutionProvider"]))
+    host = HostDecoder(models.package, OnnxBackend(models.package, providers=["CUDAExecutionProvider"]))
 
     def run(lic, y):
         times = StageTimes()

@@ -100,7 +100,7 @@ def load_models() -> BenchModels:
     from training.distill import load_float_student
     from training.student_decoder import count_parameters, kmac_per_pixel
     from training.teacher_codec import package_encoder
-    from bench.students import read_students, STUDENTS_MANIFEST
+    from quantize.ship_students import STUDENTS_MANIFEST, read_students
 
     package = DecoderPackage.load(default_package())
     encoder = package_encoder(package)

@@ -208,7 +208,8 @@ def board_rows(board, models, frame_sizes, quality, board_watts, arm_files, args
 def rd_curves(args) -> dict:
     """Rate-distortion of each decoder over the shipped rate points (the teacher's own .lic v1 files:
     only q3 has an integer h_s), through eval-students' loop."""
-    from bench.students import STUDENTS_MANIFEST, evaluate_point, read_students
+    from bench.students import evaluate_point
+    from quantize.ship_students import STUDENTS_MANIFEST, read_students
 
     images = load_images(first_images(args.data, args.rd_limit))
     points = [evaluate_point(e, images) for e in sorted(read_students(STUDENTS_MANIFEST), key=lambda e: e["quality"])]

@@ -6,7 +6,7 @@ and synthesised three ways: the teacher's float g_s, the float student, the quan
 (Brevitas; bit-identical to the QONNX/ONNX/FINN graphs, see tests). Where the rate point ships an
 encoder tuned for its quantised student (`lic tune-encoder`), each image is also encoded by that
 encoder (its own files and rate) and decoded by the quantised student, and with --refine once more
-with each image's latents refined for that student (training/latent_refinement.py). Reports PSNR / MS-SSIM per
+with each image's latents refined for that student (quantize/latent_refinement.py). Reports PSNR / MS-SSIM per
 decoder, decoder kMAC/pixel and parameters, and BD-rate / BD-PSNR of each student against the
 teacher. Writes results.json, summary.md and rd.png.
 """
@@ -28,9 +28,8 @@ from bench.evaluate import (DEFAULT_DATA, _finite, codec_curve, first_images, lo
                             parse_baselines, rd_points)
 from bench.rd import compare, plot_rd
 from lic.errors import LicError
+from quantize.ship_students import STUDENTS_MANIFEST, read_students
 
-STUDENTS_DIR = Path(__file__).resolve().parents[1] / "training" / "students"
-STUDENTS_MANIFEST = STUDENTS_DIR / "students.json"
 DECODERS = ("teacher", "float_student", "quant_student")
 
 
@@ -50,16 +49,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "codec. About 25 s per Kodak image at 100 steps on one x86 core (default 0: off)")
     p.add_argument("-o", "--out", type=Path, default=Path("build/eval-students"), metavar="DIR",
                    help="output folder (default build/eval-students)")
-
-
-def read_students(path: Path) -> list[dict]:
-    if not path.is_file():
-        raise LicError(f"no students manifest at {path}; train and ship students first (training/README.md)")
-    entries = json.loads(path.read_text())["students"]
-    for e in entries:
-        for k in ("float", "quant"):
-            e[k] = path.parent / e[k]
-    return entries
 
 
 def decode_same_files(teacher, decoders: dict, images, desc: str, integer_hs=None,
@@ -124,7 +113,7 @@ def evaluate_point(entry: dict, images, refine: int = 0) -> dict:
                                              images, f"q{entry['quality']} tuned encoder"))
             mean["tuned_deployable"] = mean_record(records["tuned_deployable"])
             if refine:
-                from training.latent_refinement import Refinement
+                from quantize.latent_refinement import Refinement
 
                 records.update(decode_same_files(
                     EntropyModels(tuned, integer_hs), {"refined_deployable": quant_student}, images,
@@ -232,7 +221,7 @@ def run(args) -> int:
         entries = [e for e in entries if e["quality"] in wanted]
     if not entries:
         raise LicError("no shipped student for the rate points asked for")
-    from training.latent_refinement import refine_steps
+    from quantize.latent_refinement import refine_steps
 
     refine = refine_steps(args.refine)
     images = load_images(first_images(args.data, args.limit))

@@ -62,7 +62,7 @@ def run(args) -> int:
     from training.teacher import load_default, shipped_entry
     from training.teacher_codec import (EntropyModels, cdf_tables, pad_replicate, scale_indexes,
                                         shipped_integer_hs, to_tensor, y_substream_regions)
-    from training.teacher_codec_cli import tile_geometry
+    from quantize.encode_cli import tile_geometry
 
     if args.repeat < 1:
         raise LicError("--repeat must be at least 1")

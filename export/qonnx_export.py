@@ -24,6 +24,7 @@ import torch
 from qonnx.core.datatype import DataType
 from qonnx.core.modelwrapper import ModelWrapper
 from qonnx.core.onnx_exec import execute_onnx
+from qonnx.transformation.base import Transformation
 from qonnx.util.cleanup import cleanup_model
 
 
@@ -56,6 +57,28 @@ class _eval_mode:
         self.model.train(self.was_training)
 
 
+class BiasQuantParams1D(Transformation):
+    """Give the Quant nodes of int32 biases shape-(1,) scalars instead of shape-() ones.
+
+    Why: Brevitas exports a scalar zero point (and, for per-tensor weights, scale) with shape ();
+    qonnx 1.0.0's ExtractBiasFromConv, which FINN's ConvertQONNXtoFINN runs first, only leaves
+    shape-(1,) parameters alone and tries to reshape anything else to (1, C, 1, 1):
+    "ValueError: cannot reshape array of size 1 into shape (1,8,1,1)". Same values, same results."""
+
+    def apply(self, model):
+        for node in model.graph.node:
+            if node.op_type not in ("Conv", "ConvTranspose") or len(node.input) < 3:
+                continue
+            producer = model.find_producer(node.input[2])
+            if producer is None or producer.op_type != "Quant":
+                continue
+            for name in producer.input[1:3]:
+                value = model.get_initializer(name)
+                if value is not None and value.shape == ():
+                    model.set_initializer(name, value.reshape(1))
+        return model, False
+
+
 def export_qonnx(quant_model: torch.nn.Module, tile_hw, path, *, dynamo: bool = False,
                  cleanup: bool = True) -> Path:
     """Export to QONNX for a (1, M, th, tw) input, clean it up (shapes, constant folding that keeps
@@ -68,8 +91,6 @@ def export_qonnx(quant_model: torch.nn.Module, tile_hw, path, *, dynamo: bool = 
         _export(quant_model, _example_input(quant_model, tile_hw), export_path=os.fspath(path), dynamo=dynamo)
     if cleanup:
         model = cleanup_model(ModelWrapper(os.fspath(path)))
-        from hls.finn_workarounds import BiasQuantParams1D
-
         model = model.transform(BiasQuantParams1D())
         qcfg = getattr(quant_model, "qcfg", None)
         if qcfg is not None:

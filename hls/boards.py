@@ -10,7 +10,8 @@ from pathlib import Path
 
 from lic.errors import LicError
 
-BOARDS_DIR = Path(__file__).resolve().parent.parent / "fpga_projects"
+REPO = Path(__file__).resolve().parent.parent
+BOARDS_DIR = REPO / "fpga_projects"
 REQUIRED = ("part", "finn_board", "shell_flow", "clock_ns", "resources", "budget", "tile", "target_fps", "frame")
 
 
@@ -75,3 +76,10 @@ def load_board(name: str) -> Board:
         raise LicError(f"{path} lacks {', '.join(missing)}")
     d.pop("board", None)
     return Board(name=name, folder=path.parent, **{**d, "frame": tuple(d["frame"])})
+
+
+def board_rate_path(board: str) -> Path:
+    """Where `lic board-rate` keeps a board's ARM estimate (bench/board_rate.py writes it, `make hw`
+    reads it): build/board-rate.json for PYNQ-Z2 (the first board; its readers predate the others),
+    else build/board-rate-<board>.json."""
+    return REPO / "build" / ("board-rate.json" if board == "pynq-z2" else f"board-rate-{board}.json")

@@ -48,7 +48,7 @@ from pathlib import Path
 import numpy as np
 from finn.util.exception import FINNUserError
 
-from hls.boards import BOARDS_DIR, Board, load_board
+from hls.boards import BOARDS_DIR, Board, board_rate_path, load_board
 from hls.finn_workarounds import prepare_finn_import
 from hls.gates import step_check_stitched_ip_rtlsim, step_check_timing
 from host.decode_cli import default_package
@@ -280,9 +280,7 @@ def run_build(board_name: str, package_dir: Path | None = None, out: Path | None
 
     if host is None:
         # the board's own ARM stages when `make board-rate` has estimated them; this machine's otherwise
-        from bench.board_rate import result_path
-
-        found = next((f for f in (result_path(board_name), DEMO_JSON) if f.is_file()), None)
+        found = next((f for f in (board_rate_path(board_name), DEMO_JSON) if f.is_file()), None)
         host = read_host_times(found) if found else None
     board = load_board(board_name)
     out = Path(out or board.folder / "build").resolve()

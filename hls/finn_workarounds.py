@@ -3,7 +3,8 @@
   prepare_finn_import        FINN's Vivado-free steps, importable and runnable without Vivado
   run_dataflow_build         FINN's builder (build_dataflow_cfg) without Vivado, and without
                              leaving stdout, stderr and the root logger redirected
-  BiasQuantParams1D          qonnx's ExtractBiasFromConv cannot reshape shape-() bias quant params
+  (BiasQuantParams1D, for qonnx's ExtractBiasFromConv, is applied where the QONNX is written:
+   export/qonnx_export.py, so the package's student.qonnx.onnx is FINN-ready as shipped)
   InferResizeUpsample        step_convert_to_hw only converts op "Upsample"; torch exports "Resize"
   fold_upsample_layers       SetFolding has no rule for UpsampleNearestNeighbour
   RoundHalfToEvenThresholds  ConvertQONNXtoFINN rounds ties up, QONNX/Brevitas/ONNX to even
@@ -94,28 +95,6 @@ def run_dataflow_build(model_path: Path, cfg) -> int:
             return bd.build_dataflow_cfg(str(model_path), cfg)
         finally:
             bd.get_vivado_root = original
-
-
-class BiasQuantParams1D(Transformation):
-    """Give the Quant nodes of int32 biases shape-(1,) scalars instead of shape-() ones.
-
-    Why: Brevitas exports a scalar zero point (and, for per-tensor weights, scale) with shape ();
-    qonnx 1.0.0's ExtractBiasFromConv, which FINN's ConvertQONNXtoFINN runs first, only leaves
-    shape-(1,) parameters alone and tries to reshape anything else to (1, C, 1, 1):
-    "ValueError: cannot reshape array of size 1 into shape (1,8,1,1)". Same values, same results."""
-
-    def apply(self, model):
-        for node in model.graph.node:
-            if node.op_type not in ("Conv", "ConvTranspose") or len(node.input) < 3:
-                continue
-            producer = model.find_producer(node.input[2])
-            if producer is None or producer.op_type != "Quant":
-                continue
-            for name in producer.input[1:3]:
-                value = model.get_initializer(name)
-                if value is not None and value.shape == ():
-                    model.set_initializer(name, value.reshape(1))
-        return model, False
 
 
 class InferResizeUpsample(Transformation):

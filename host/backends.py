@@ -7,7 +7,9 @@ tests/test_host_runtime.py compares them.
 
   onnx      onnxruntime on student.onnx (QCDQ), any input size; CPU, or CUDA when installed
   torch     the Brevitas model (quant_student.pt); needs torch + brevitas, the reference
-  finn-sim  FINN's HW-layer graph executed in Python (hls/, from `make hw`), fixed tile size
+            (quantize/torch_backend.py)
+  finn-sim  FINN's HW-layer graph executed in Python (hls/finn_sim_backend.py, from `make hw`),
+            fixed tile size
   pynq      the bitstream on a PYNQ board's fabric, through host/accelerator_driver.py (FINN's IODMAs
             on PYNQ's Overlay), fixed tile, a frame's tiles in one batch
 
@@ -27,10 +29,10 @@ from pathlib import Path
 
 import numpy as np
 
-from host.decoder_package import QUANT_STUDENT, STUDENT_ONNX, DecoderPackage
+from host.decoder_package import STUDENT_ONNX, DecoderPackage
 from lic.errors import LicError
 
-BACKENDS = ("onnx", "torch", "finn-sim", "pynq")
+BACKENDS = ("onnx", "torch", "finn-sim", "pynq")  # lic/plugins.py has where each one lives
 
 
 def default_backend() -> str:
@@ -115,7 +117,7 @@ def to_int_pixels(values: np.ndarray, scale: float) -> np.ndarray:
 class OnnxBackend(Backend):
     name = "onnx"
 
-    def __init__(self, package: DecoderPackage, providers: list[str] | None = None):
+    def __init__(self, package: DecoderPackage, hw_dir: Path | None = None, providers: list[str] | None = None):
         try:
             import onnxruntime as ort
         except ImportError:
@@ -145,34 +147,11 @@ class OnnxBackend(Backend):
         return to_int_pixels(out, self.scale)
 
 
-class TorchBackend(Backend):
-    name = "torch"
-
-    def __init__(self, package: DecoderPackage):
-        try:
-            import torch  # noqa: F401  (checked here so the error names what to install)
-        except ImportError:
-            raise LicError("the torch backend needs torch and brevitas; use --backend onnx on a machine "
-                           "without them") from None
-        from quantize.qat import load_quant_student
-
-        self.model, _, _, _ = load_quant_student(package.path(QUANT_STUDENT))
-
-    def run(self, y: np.ndarray) -> np.ndarray:
-        import torch
-
-        with torch.no_grad():
-            out = self.model.forward_quant(torch.from_numpy(y.astype(np.float32)))
-        return out.int().numpy().astype(np.int16)
-
-
 def make_backend(name: str, package: DecoderPackage, *, hw_dir: Path | None = None) -> Backend:
-    if name == "onnx":
-        return OnnxBackend(package)
-    if name == "torch":
-        return TorchBackend(package)
-    if name in ("finn-sim", "pynq"):
-        from host.fabric import make_fabric_backend
+    """The backend called `name` (lic/plugins.py says where each lives: those needing torch or FINN
+    outside host/, which imports neither)."""
+    from lic import plugins
 
-        return make_fabric_backend(name, package, hw_dir)
-    raise LicError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
+    if name not in plugins.BACKENDS:
+        raise LicError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
+    return plugins.load(plugins.BACKENDS[name])(package, hw_dir=hw_dir)

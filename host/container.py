@@ -30,6 +30,10 @@ from pathlib import Path
 
 from lic.errors import LicError
 
+# 4096 x 4096: a 16-megapixel photo, the default limit on what a header may claim (--max-pixels);
+# memory per pixel, measured, is in host/memory.py (~3 GB whole-frame with the student, ~9 with the teacher).
+DEFAULT_MAX_PIXELS = 4096 * 4096
+
 MAGIC = b"\x89LIC\r\n\x1a\n"
 FORMAT_V1 = 1  # float-teacher hyperprior: streams [z, y], indexes from the teacher's float h_s
 FORMAT_V2 = 2  # streams [z, y], indexes from an integer h_s (host/integer_hyper.py)
@@ -79,6 +83,12 @@ _MAX_SYMBOLS_PER_PIXEL = 320 / 256 + 192 / 4096
 _MAX_STREAM_OVERHEAD = 12
 
 
+def check_pixels(height: int, width: int, max_pixels: int, name: str, what: str = "image") -> None:
+    if height * width > max_pixels:
+        raise LicError(f"{name}: {what} is {width}x{height} = {height * width:,} pixels, over the limit of "
+                       f"{max_pixels:,} (memory grows with it; --max-pixels N raises the limit)")
+
+
 def max_file_bytes(height: int, width: int, streams: int) -> int:
     padded = -(-height // 64) * 64 * (-(-width // 64) * 64)
     return int(padded * _MAX_SYMBOLS_PER_PIXEL * 52 / 8) + streams * _MAX_STREAM_OVERHEAD + _HEADER.size + 8
@@ -88,8 +98,6 @@ def read_lic(path: Path, max_pixels: int | None = None) -> bytes:
     """A file's bytes, read only after its header says the file can be a .lic of its size: a
     non-regular file (a FIFO would block forever) and a file larger than its image size allows are
     refused before it is read. Failures are LicErrors naming the file."""
-    from host.geometry import DEFAULT_MAX_PIXELS, check_pixels  # geometry imports this module
-
     try:
         # O_NONBLOCK: opening a FIFO with no writer must not wait for one
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)

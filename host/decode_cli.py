@@ -17,6 +17,7 @@ from pathlib import Path
 
 from host import memory
 from host.backends import BACKENDS
+from host.decoder_package import DEFAULT_QUALITY
 from host.geometry import DEFAULT_MAX_PIXELS
 from lic.errors import LicError
 
@@ -29,9 +30,7 @@ BUILT_PACKAGES = Path(__file__).resolve().parents[1] / "build" / "decoders"
 
 
 def default_package() -> Path:
-    """The shipped package of the default rate point (training.teacher.DEFAULT_QUALITY)."""
-    from training.teacher import DEFAULT_QUALITY
-
+    """The shipped package of the default rate point (DEFAULT_QUALITY)."""
     found = {}
     for manifest in sorted(SHIPPED_PACKAGES.glob("*/manifest.json")):
         found[json.loads(manifest.read_text()).get("quality")] = manifest.parent
@@ -134,34 +133,11 @@ def shipped_package_for(fingerprint: bytes) -> Path | None:
     return None
 
 
-class _TeacherDecoder:
-    def __init__(self, args):
-        if args.backend not in (None, "torch"):
-            raise LicError(f"the teacher decoder runs on --backend torch only (got {args.backend}); "
-                           f"--decoder student runs on {args.backend}")
-        self.args, self.models = args, {}
-        self.name = "teacher"
+def _teacher_decoder(args):
+    """The teacher's float decoder (torch), from training/ (lic/plugins.py)."""
+    from lic import plugins
 
-    def decode(self, data: bytes, name: str):
-        from host.container import parse
-        from host.integer_hyper import IntegerHyperSynthesis
-        from training.teacher import load_teacher
-        from training.teacher_codec import EntropyModels, decode, find_shipped
-
-        lic = parse(data, name)
-        em = self.models.get(lic.fingerprint)
-        if em is None:
-            if self.args.teacher is not None:
-                integer_hs = IntegerHyperSynthesis.load(self.args.integer_hs) if self.args.integer_hs else None
-                em = EntropyModels(load_teacher(self.args.teacher), integer_hs)
-            else:
-                em = find_shipped(lic.fingerprint)
-                if em is None:
-                    raise LicError(f"{name} needs decoder {lic.fingerprint.hex()}, which is not a shipped "
-                                   f"teacher; pass --teacher (and --integer-hs for format v2) with what encoded it")
-            self.models[lic.fingerprint] = em
-            self.name = f"teacher {em.name}"
-        return decode(em, data, name, max_pixels=self.args.max_pixels), None
+    return plugins.load(plugins.TEACHER_DECODER)(args)
 
 
 class _StudentDecoder:
@@ -193,16 +169,16 @@ def _make_decoder(args, lic, name: str):
         if args.decoder == "student":
             raise LicError("--teacher and --integer-hs choose the teacher decoder's models; the student's come "
                            "from --package")
-        return _TeacherDecoder(args)
+        return _teacher_decoder(args)
     if args.decoder == "teacher":
-        return _TeacherDecoder(args)
+        return _teacher_decoder(args)
     package = args.package or shipped_package_for(lic.fingerprint)
     if package is None:
         if args.decoder == "student" or args.backend not in (None, "torch"):
             raise LicError(f"{name}: no decoder package for its decoding contract {lic.fingerprint.hex()}"
                            + (" (a version-1 file: encode with --integer-hs for the student)" if lic.version == 1 else "")
                            + "; pass --package DIR from `lic export`, or use --decoder teacher")
-        return _TeacherDecoder(args)
+        return _teacher_decoder(args)
     return _StudentDecoder(args, package)
 
 
@@ -248,7 +224,7 @@ def run(args) -> int:
         decoder = decoders[key]
         todo = []
         for src, dst, lic in items:
-            kind = "teacher-decode" if isinstance(decoder, _TeacherDecoder) else "student-tiled"
+            kind = "student-tiled" if isinstance(decoder, _StudentDecoder) else "teacher-decode"
             try:  # a student decodes within the limit in tiles when a whole frame does not fit
                 memory.check(kind, lic.height, lic.width, limit, str(src))
             except LicError as e:

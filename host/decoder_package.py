@@ -29,6 +29,7 @@ from host.rans import CdfTable
 from lic.errors import LicError
 
 PACKAGE_FORMAT = "lic-decoder-package-v1"
+DEFAULT_QUALITY = 3  # the rate point whose package ships in host/decoders/ and that commands use by default
 MANIFEST = "manifest.json"
 ENTROPY_TABLES = "entropy_tables.npz"
 INTEGER_HS = "integer_hs.npz"

@@ -1,17 +1,16 @@
-"""Backends built for the accelerator's one square tile shape: `finn-sim` and `pynq`.
+"""The accelerator's board build folder, and the `pynq` backend that runs its bitstream.
 
-Both read a board build folder (`make hw` / `make bitstream BOARD=...` writes
-fpga_projects/<board>/build/): tile.json says the latent tile the accelerator was compiled for and
-the layout of its input and output streams.
+A board build folder (`make hw` / `make bitstream BOARD=...` writes fpga_projects/<board>/build/)
+holds tile.json: the latent tile the accelerator was compiled for and the layout of its input and
+output streams. Its other reader is the `finn-sim` backend (hls/finn_sim_backend.py), which executes
+the FINN HW-layer graph on the workstation and needs FINN, so it lives with hls/.
 
-  finn-sim   executes the FINN HW-layer graph (hw/student_hw.onnx) with FINN's Python executor on the
-             workstation; exact against the QONNX model by construction (hls/ verifies it on a tile).
   pynq       the bitstream on the board's fabric through host/accelerator_driver.py (FINN's IODMAs on
              PYNQ's Overlay, programmed as finn-plus-driver's FINNDMAOverlay programs them), set up
              from the driver/settings.json that finn-plus 1.6.1's step_make_driver writes; a frame's
              tiles go to the IODMAs as one batch, two buffer sets in turn.
 
-Both take a frame's windows in the accelerator's stream layout, already clipped to its input type
+Both backends take a frame's windows in the accelerator's stream layout, already clipped to its input type
 (host/tiling.py fill_windows: the build removes the student's input quantiser, hls/transforms.py
 RemoveIntegerInputQuant, which clips; the host does it instead). For INT8 streams, which FINN packs
 as the plain values, the pynq backend hands the runtime its DMA buffers themselves: the windows are
@@ -30,7 +29,6 @@ import numpy as np
 
 from host.backends import Backend, WindowJob
 from host.decoder_package import DecoderPackage, is_fingerprint
-from host.tiling import window_dtype
 from lic.errors import LicError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -73,44 +71,20 @@ def _check_tile_spec(spec, path: Path) -> None:
             raise LicError(f"{path}: {key} must be NHWC or NCHW, not {spec.get(key)!r}")
 
 
-def _to_model_layout(x: np.ndarray, layout: str) -> np.ndarray:
+def to_model_layout(x: np.ndarray, layout: str) -> np.ndarray:
     """Windows [n, t, t, M] -> the layout the model's stream has."""
     return x if layout == "NHWC" else x.transpose(0, 3, 1, 2)
 
 
-def _from_model_layout(x: np.ndarray, layout: str) -> np.ndarray:
+def from_model_layout(x: np.ndarray, layout: str) -> np.ndarray:
     return x if layout == "NHWC" else x.transpose(0, 2, 3, 1)
-
-
-class FinnSimBackend(Backend):
-    name = "finn-sim"
-
-    def __init__(self, package: DecoderPackage, hw_dir: Path):
-        spec = read_tile_spec(hw_dir, package, "hw")
-        self.tile = int(spec["tile"])
-        self.spec = spec
-        from hls.finn_workarounds import prepare_finn_import
-
-        prepare_finn_import()
-        from qonnx.core.modelwrapper import ModelWrapper
-
-        self.model = ModelWrapper(str(hw_dir / spec["sim_model"]))
-
-    def run_windows(self, x: np.ndarray) -> np.ndarray:
-        """One execution of the HW graph per window (its input shape is one tile)."""
-        from finn.core.onnx_exec import execute_onnx
-
-        iname, oname = self.model.graph.input[0].name, self.model.graph.output[0].name
-        outs = [_from_model_layout(execute_onnx(self.model, {iname: _to_model_layout(
-            x[i:i + 1], self.spec["input_layout"]).astype(np.float32)})[oname], self.spec["output_layout"])
-            for i in range(len(x))]
-        return np.rint(np.concatenate(outs)).astype(window_dtype(self.spec["output_bits"]))
 
 
 class PynqBackend(Backend):
     name = "pynq"
 
-    def __init__(self, package: DecoderPackage, hw_dir: Path):
+    def __init__(self, package: DecoderPackage, hw_dir: Path | None = None):
+        hw_dir = Path(hw_dir) if hw_dir is not None else DEFAULT_HW_DIR
         if importlib.util.find_spec("pynq") is None:
             raise LicError("the pynq backend runs on a PYNQ board: pynq not installed (PYNQ image 3.x; "
                            "host/install_board.sh installs the runtime into PYNQ's venv); on this machine use "
@@ -188,8 +162,3 @@ class PynqBackend(Backend):
         out = job.result()
         self.last_timings = job.timings
         return out
-
-
-def make_fabric_backend(name: str, package: DecoderPackage, hw_dir: Path | None) -> Backend:
-    hw_dir = Path(hw_dir) if hw_dir is not None else DEFAULT_HW_DIR
-    return PynqBackend(package, hw_dir) if name == "pynq" else FinnSimBackend(package, hw_dir)

@@ -13,22 +13,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from host.container import FORMAT_V1, FORMAT_V2, FORMAT_V3, LicFile
+from host.container import DEFAULT_MAX_PIXELS, FORMAT_V1, FORMAT_V2, FORMAT_V3, LicFile, check_pixels  # noqa: F401
 from lic.errors import LicError
 
-# 4096 x 4096: a 16-megapixel photo. Whole-frame decoding takes ~220 bytes a pixel with the student
-# on onnxruntime and ~800 with the teacher (measured on Kodak, README), so ~3.5 / ~13 GB here.
-DEFAULT_MAX_PIXELS = 4096 * 4096
 # [z, y]; version 3 has z and y substreams, as many as its tile geometry allows
 # (host/runtime.py, y_regions) once the pixel limit here has passed.
 HYPERPRIOR_STREAMS = {FORMAT_V1: 2, FORMAT_V2: 2, FORMAT_V3: None}
 Z_PER_Y = 4  # y has 4x z's resolution per axis (two x2 upsamplings in h_s)
-
-
-def check_pixels(height: int, width: int, max_pixels: int, name: str, what: str = "image") -> None:
-    if height * width > max_pixels:
-        raise LicError(f"{name}: {what} is {width}x{height} = {height * width:,} pixels, over the limit of "
-                       f"{max_pixels:,} (memory grows with it; --max-pixels N raises the limit)")
 
 
 @dataclass(frozen=True)

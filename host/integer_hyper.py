@@ -8,7 +8,7 @@ bit-exact across platforms. Each layer is
     a'[c] = #{ j : acc[c] >= T[c, j] }      per-channel thresholds (FINN's MultiThreshold)
 
 with biases, scales, ReLU, rounding and clipping all folded into the thresholds T at export time
-(export/integer_hyper.py). The last layer's thresholds are the scale-table boundaries, so its
+(quantize/integer_hyper.py). The last layer's thresholds are the scale-table boundaries, so its
 counts are the indexes.
 
 Two implementations, equal bit for bit (tests/test_integer_hyper.py):

@@ -13,7 +13,7 @@ from lic.errors import LicError
 
 # name -> (module with add_arguments(parser) and run(args) -> int, one-line help)
 SUBCOMMANDS = {
-    "encode": ("training.teacher_codec_cli", "encode an image to a .lic file with the teacher"),
+    "encode": ("quantize.encode_cli", "encode an image to a .lic file with the teacher"),
     "decode": ("host.decode_cli", "decode .lic files to PNG with the teacher or the quantised student"),
     "eval": ("bench.evaluate", "rate-distortion evaluation on a folder (Kodak by default) with classical baselines"),
     "demo": ("bench.demo", "the main job on the shipped defaults: encode, decode with teacher and student, "
@@ -24,10 +24,10 @@ SUBCOMMANDS = {
                                       "same files, every figure labelled measured/estimated/published (make bench)"),
     "pareto": ("bench.pareto", "PSNR loss against decoder MACs for a sweep of quantised students (+ FPGA estimates)"),
     "train-teacher": ("training.train_teacher", "train a ScaleHyperprior teacher on random crops (DDP-ready)"),
-    "cache-targets": ("training.target_cache", "compute a frozen teacher's distillation targets once, over whole "
+    "cache-targets": ("quantize.cache_targets_cli", "compute a frozen teacher's distillation targets once, over whole "
                                                "training images (for `lic distill/qat --cache`)"),
     "distill": ("training.distill", "distil a small student decoder g_s from a frozen teacher (DDP-ready)"),
-    "tune-encoder": ("training.encoder_tuning", "fine-tune the teacher's encoder g_a for the quantised student that "
+    "tune-encoder": ("quantize.encoder_tuning", "fine-tune the teacher's encoder g_a for the quantised student that "
                                                 "decodes its files (rate-distortion loss; decoder side frozen)"),
     "qat": ("quantize.qat", "quantisation-aware training of a distilled student (Brevitas)"),
     "export": ("export.package", "write the deployable decoder package (ONNX, QONNX, integer h_s, CDF tables) "
@@ -36,7 +36,7 @@ SUBCOMMANDS = {
     "track": ("training.tracking", "experiment tracking: a training run's log.jsonl as TensorBoard events (opt-in)"),
     "board-rate": ("bench.board_rate", "the board's frame rate: ARM stages (estimated under qemu, or measured "
                                        "--on-board) beside the fabric's estimate"),
-    "distill-hyper": ("training.distill_hyper", "train the integer hyper-decoder (h_s) that makes entropy "
+    "distill-hyper": ("quantize.distill_hyper", "train the integer hyper-decoder (h_s) that makes entropy "
                                                 "decoding bit-exact across platforms"),
 }
 

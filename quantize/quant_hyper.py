@@ -4,7 +4,7 @@ scale-table indexes for the GaussianConditional.
 Entropy decoding breaks if encoder and decoder disagree on a single index (CompressAI issue #279;
 Ballé et al., "Integer networks for data compression with latent-variable models", ICLR 2019), so
 h_s is trained here with fake quantisation and then *run* only as integer arithmetic
-(export/integer_hyper.py derives it, host/integer_hyper.py executes it):
+(quantize/integer_hyper.py derives it, host/integer_hyper.py executes it):
 
   input   z symbols q = round(z - median), the integers the EntropyBottleneck codes (int8, scale 1)
   layers  conv3x3 -> ReLU, then twice (nearest x2 upsample, conv3x3, ReLU), then conv1x1 to M

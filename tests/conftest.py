@@ -108,7 +108,7 @@ def quant_hyper(tiny_teacher):
 
 @pytest.fixture(scope="session")
 def integer_hs(quant_hyper, tiny_teacher):
-    from export.integer_hyper import to_integer
+    from quantize.integer_hyper import to_integer
 
     return to_integer(quant_hyper, tiny_teacher.model.gaussian_conditional.scale_table)
 

@@ -1,4 +1,4 @@
-"""`lic tune-encoder` (training/encoder_tuning.py) and the tuned-encoder files it exports: only g_a
+"""`lic tune-encoder` (quantize/encoder_tuning.py) and the tuned-encoder files it exports: only g_a
 changes, the result has its own fingerprint but decodes with its teacher's decoder side, runs resume,
 and a package exported for a tuned encoder decodes its files and refuses the teacher's."""
 

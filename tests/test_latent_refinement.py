@@ -1,4 +1,4 @@
-"""Per-image latent refinement (`lic encode --refine`, training/latent_refinement.py) on a real Kodak
+"""Per-image latent refinement (`lic encode --refine`, quantize/latent_refinement.py) on a real Kodak
 crop with the shipped q3 codec: the refined file costs less (lambda * MSE + bpp, measured on the
 file and the board's decode), the board's decoder package reads it bit-exact like any other file,
 and the same image gives the same bytes."""
@@ -24,7 +24,7 @@ def crop(kodak):
 @pytest.fixture(scope="module")
 def codec():
     from host.decoder_package import DecoderPackage
-    from training.latent_refinement import refinement_for
+    from quantize.latent_refinement import refinement_for
     from training.teacher_codec import package_encoder
 
     package = DecoderPackage.load(PACKAGE)
@@ -87,7 +87,7 @@ def test_encode_cli_refines_for_the_teacher_or_the_tuned_encoders_student(crop, 
 
 
 def test_bad_settings_are_one_line_errors(codec):
-    from training.latent_refinement import Refinement
+    from quantize.latent_refinement import Refinement
 
     synthesis = codec[2].synthesis
     with pytest.raises(LicError, match="at least one step"):

@@ -179,7 +179,7 @@ def test_qonnx_graph_contents(variant, qonnx_path):
 
 def test_finn_qonnx_to_finn_conversion(variant, qonnx_path, x):
     """The first step of FINN's build (ConvertQONNXtoFINN: Quant -> MultiThreshold, bias -> Add)
-    runs on the export (guards hls.finn_workarounds.BiasQuantParams1D). Its thresholds round exact ties up
+    runs on the export (guards export.qonnx_export.BiasQuantParams1D). Its thresholds round exact ties up
     where Brevitas rounds them to even, and ties are frequent with power-of-two scales (on this
     random model 75% of outputs differ, up to 29 LSB); hls/ replaces the thresholds in the HW graph
     and tests/test_hw_build.py checks that graph is exact."""

@@ -191,7 +191,7 @@ def _pictures(folder):
 
 
 def test_refined_cache_holds_what_lic_encode_refine_writes_and_resumes(tmp_path, capsys):
-    from training.latent_refinement import refinement_for
+    from quantize.latent_refinement import refinement_for
     from training.teacher import load_teacher
     from training.teacher_codec import EntropyModels, shipped_integer_hs
 

@@ -25,6 +25,7 @@ import torch
 from lic.compressai_compat import compressai  # noqa: F401  (must precede compressai imports)
 from compressai.models import ScaleHyperprior
 
+from host.decoder_package import DEFAULT_QUALITY  # noqa: F401  (the default rate point, everywhere)
 from lic.errors import LicError
 from training import teacher_delta
 from training.loop import read_torch_file
@@ -34,8 +35,7 @@ MANIFEST = TEACHERS_DIR / "teachers.json"
 
 # CompressAI's lambdas for bmshj2018-hyperprior, MSE, qualities 1..8 (its zoo documentation).
 COMPRESSAI_LAMBDAS = {1: 0.0018, 2: 0.0035, 3: 0.0067, 4: 0.0130, 5: 0.0250, 6: 0.0483, 7: 0.0932, 8: 0.1800}
-DEFAULT_QUALITY = 3
-TUNED_ENCODER_KIND = "tuned-encoder"  # what `lic tune-encoder` exports (training/encoder_tuning.py)
+TUNED_ENCODER_KIND = "tuned-encoder"  # what `lic tune-encoder` exports (quantize/encoder_tuning.py)
 
 # ScaleHyperprior downsamples by 2^4 (g_a) then 2^2 (h_a): inputs are padded to this multiple.
 SPATIAL_MULTIPLE = 64

@@ -160,7 +160,7 @@ def y_substream_regions(tiles: tuple[int, int] | None, h: int, w: int) -> list[t
 
 def encode(models: Teacher | EntropyModels, rgb: np.ndarray, refinement=None) -> bytes:
     """uint8 HxWx3 image -> complete .lic file bytes (version 2 when an integer h_s is given, 3 when
-    tile geometry is given too). With a `refinement` (training/latent_refinement.py), the latents are
+    tile geometry is given too). With a `refinement` (quantize/latent_refinement.py), the latents are
     optimised for this image and the decoder of the file instead of taken from g_a as they are."""
     em = as_entropy_models(models)
     h, w = rgb.shape[:2]

@@ -146,7 +146,7 @@ cp "$RUNS"/integer_hs_q{1,2,3,4}.{npz,provenance.json} training/teachers/
 
 # 7. manifests
 .venv/bin/python -m training.ship training/teachers/teacher_q{1,2,3,4}.pt
-.venv/bin/python -m training.ship_students "$OUT"/student_q{1,2,3,4}.pt
+.venv/bin/python -m quantize.ship_students "$OUT"/student_q{1,2,3,4}.pt
 
 # 8. every student trained on the latents the board's files carry: the tuned encoder's, refined per
 #    image for the shipped student (`lic cache-targets --refine 100`, the latents `lic encode --refine 100`
@@ -166,7 +166,7 @@ for q in 1 2 3 4; do
     cp "$RUNS/student_q$q.coadapted.pt" "$OUT/student_q$q.pt"
     cp "$RUNS/student_q$q.coadapted.provenance.json" "$OUT/student_q$q.provenance.json"
 done
-.venv/bin/python -m training.ship_students "$OUT"/student_q{1,2,3,4}.pt
+.venv/bin/python -m quantize.ship_students "$OUT"/student_q{1,2,3,4}.pt
 
 # 8b. the encoders re-tuned for those students (500 steps from the shipped ones; ~9.5 min each on one core):
 #     the pass on refined latents had cost every tuned pair 0.03-0.05 dB; re-tuned, 1.0-3.3% fewer bits for

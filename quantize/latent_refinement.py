@@ -25,6 +25,8 @@ encoder's by that measure. The noise is seeded: one machine, one torch, one thre
 
 from __future__ import annotations
 
+import hashlib
+
 import math
 import sys
 from dataclasses import dataclass
@@ -50,6 +52,7 @@ class Refinement:
     check_every: int = 5
     seed: int = 0
     progress: bool = False  # a bar over the steps (one image on the command line)
+    for_decoder: str = ""  # what the latents are refined for, as a cache manifest records it
 
     def __post_init__(self):
         if self.steps < 1:
@@ -142,7 +145,7 @@ def files_decoder_file(models) -> Path | None:
     teacher = models.teacher
     if teacher.base_fingerprint is None:
         return None
-    from bench.students import read_students, STUDENTS_MANIFEST
+    from quantize.ship_students import STUDENTS_MANIFEST, read_students
 
     entry = next((e for e in read_students(STUDENTS_MANIFEST)
                   if e["teacher_fingerprint"] == teacher.base_fingerprint.hex()), None)
@@ -174,4 +177,14 @@ def refinement_for(models, steps: int, progress: bool = False) -> Refinement | N
     """The refinement `lic encode/demo --refine STEPS` asks for: None for 0 steps."""
     if not refine_steps(steps):
         return None
-    return Refinement(files_decoder(models), models.teacher.lmbda, steps=steps, progress=progress)
+    return Refinement(files_decoder(models), models.teacher.lmbda, steps=steps, progress=progress,
+                      for_decoder=decoder_name(models))
+
+
+def decoder_name(models) -> str:
+    """What latents refined for these files' decoder are refined for: a cache refined for one
+    student is stale once another ships."""
+    f = files_decoder_file(models)
+    if f is None:
+        return f"{models.teacher.name} g_s"
+    return f"{f.name} sha256 {hashlib.sha256(f.read_bytes()).hexdigest()[:16]}"

@@ -68,7 +68,7 @@ def tile_geometry(text: str | None, quality: int) -> tuple[int, int] | None:
 def run_encode(args) -> int:
     from host.image_io import load_rgb, refuse_same_file, write_atomic
     from host.integer_hyper import IntegerHyperSynthesis
-    from training.latent_refinement import refinement_for
+    from quantize.latent_refinement import refinement_for
     from training.teacher import DEFAULT_QUALITY, load_teacher
     from training.teacher_codec import EntropyModels, encode, shipped_integer_hs
 

@@ -1,7 +1,7 @@
 """Write training/students/students.json from shipped students: for each rate point, the float
 student (`lic distill --export`) and the quantised one (`lic qat --export`) of its teacher.
 
-    python -m training.ship_students training/students/student_q*.pt
+    python -m quantize.ship_students training/students/student_q*.pt
 
 Each argument is a quantised student, student_qN.pt; its float student is student_qN.float.pt.
 The quality is the shipped teacher whose fingerprint both carry. `lic eval-students` reads this.
@@ -17,8 +17,21 @@ from quantize.qat import load_quant_student
 from training.distill import load_float_student
 from training.teacher import read_manifest
 
-STUDENTS_DIR = Path(__file__).resolve().parent / "students"
-MANIFEST = STUDENTS_DIR / "students.json"
+from lic.errors import LicError
+
+STUDENTS_DIR = Path(__file__).resolve().parents[1] / "training" / "students"
+STUDENTS_MANIFEST = STUDENTS_DIR / "students.json"
+
+
+def read_students(path: Path = STUDENTS_MANIFEST) -> list[dict]:
+    """The entries of a students manifest, their float and quant files as paths beside it."""
+    if not path.is_file():
+        raise LicError(f"no students manifest at {path}; train and ship students first (docs/students.md)")
+    entries = json.loads(path.read_text())["students"]
+    for e in entries:
+        for k in ("float", "quant"):
+            e[k] = path.parent / e[k]
+    return entries
 
 
 def entry(quant_path: Path) -> dict:
@@ -37,10 +50,10 @@ def entry(quant_path: Path) -> dict:
 def main(argv: list[str]) -> int:
     paths = [Path(a).resolve() for a in argv]
     if not paths or any(p.parent != STUDENTS_DIR or p.name.endswith(".float.pt") for p in paths):
-        raise SystemExit(f"usage: python -m training.ship_students {STUDENTS_DIR}/student_qN.pt ...")
+        raise SystemExit(f"usage: python -m quantize.ship_students {STUDENTS_DIR}/student_qN.pt ...")
     entries = sorted((entry(p) for p in paths), key=lambda e: e["quality"])
-    MANIFEST.write_text(json.dumps({"students": entries}, indent=2) + "\n")
-    print(f"wrote {MANIFEST} ({len(entries)} students)")
+    STUDENTS_MANIFEST.write_text(json.dumps({"students": entries}, indent=2) + "\n")
+    print(f"wrote {STUDENTS_MANIFEST} ({len(entries)} students)")
     return 0
 
 

@@ -6,7 +6,7 @@ GaussianConditional codes); the student h_s, quantisation-aware (quantize/quant_
 to predict scales from the symbols, and its loss is the thing the scales are for: the bits of y_hat
 under those scales, plus a small MSE between its log scales and the teacher's (a dense signal per
 element, where the rate alone gives a weak one for elements whose y_hat is mostly zero). The
-exported result is the integer form (export/integer_hyper.py), the only form ever run afterwards,
+exported result is the integer form (quantize/integer_hyper.py), the only form ever run afterwards,
 with its measured rate beside the teacher's float h_s on the same crops.
 """
 
@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from export.integer_hyper import to_integer
+from quantize.integer_hyper import to_integer
 from host.image_io import write_atomic
 from lic.errors import LicError
 from quantize.quant_hyper import HyperConfig, QuantHyperSynthesis, init_log_scale_bias, macs_per_latent_pixel
