@@ -362,7 +362,8 @@ def run(args) -> int:
     board_fps = rates["board_fps"]
     print(f"{est['build_dir']}: {est['board']} tile {est['tile']}x{est['tile']}, {est['frame'][0]}x{est['frame'][1]}: "
           f"fabric {est['fps_at_frame']:.1f} fps (FINN estimate at {est['clock_mhz']:g} MHz, not timing-closed; "
-          f"target {est['target_fps']}), tile latency {rates['tile_latency_ms']['ms']:.2f} ms, board "
+          f"target {est['target_fps']}), tile latency {rates['tile_latency_ms']['ms']:.1f} ms (FINN's layer sum, an "
+          f"upper bound: {rates['tile_latency_ms']['finn_upper_bound_ms']:.0f} ms), board "
           + (f"{board_fps['fps']:.1f} fps (limited by {board_fps['limited_by']}; host times "
              f"{board_fps['host_times_source']})" if board_fps["fps"] else "fps unknown (" + board_fps["what"] + ")")
           + "; FINN estimate with FIFOs and IODMAs: "

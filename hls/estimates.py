@@ -326,17 +326,18 @@ def summarise(b, host: tuple[dict[str, float], str] | None = None) -> dict:
         "fraction_of_device": board.bram_margin, "bram_18k": board.bram_margin * board.resources["BRAM_18K"],
         "for": "error of FINN's per-layer BRAM estimates and of our FIFO/IODMA model (assumed, not measured)"}
     clock = f"{board.clock_hz / 1e6:g} MHz"
+    timing = fabric_timing(b.out, n_tiles, board.clock_hz)
     rates = {
         "fabric_fps": {"fps": fabric_fps, "what": f"fabric steady state: FINN's estimated cycles of the slowest "
                                                   f"layer x {n_tiles} tiles per frame at the {clock} target clock; "
                                                   f"not timing-closed"},
-        "tile_latency_ms": {"ms": latency_cycles * 1e3 / board.clock_hz if latency_cycles else None,
-                            "what": f"FINN's single-tile latency estimate at {clock}: the cycles of the layers on "
-                                    f"the critical path, summed (layers overlap when streaming, so the fabric's "
-                                    f"latency is lower)"},
+        "tile_latency_ms": {"ms": timing["tile_latency_ms"],
+                            "finn_upper_bound_ms": latency_cycles * 1e3 / board.clock_hz if latency_cycles else None,
+                            "what": f"one tile in, its last output out, at {clock}: the slowest layer's cycles plus "
+                                    f"each layer's first-output delay ({timing['cycles_source']}); FINN's own "
+                                    f"figure (finn_upper_bound_ms) sums every layer's cycles as if none overlapped"},
         "board_fps": ({"fps": None, "what": "no host stage times given: run `lic demo`, or pass --host-times"}
-                      if host is None else {**board_rate(fabric_fps, *host, fabric=fabric_timing(b.out, n_tiles,
-                                                                                                 board.clock_hz)),
+                      if host is None else {**board_rate(fabric_fps, *host, fabric=timing),
                                             "what": "the slowest of the host pipeline stages and the fabric's batch "
                                                     "per frame (fill and drain included, host/runtime.py starts "
                                                     "one batch per frame)"}),

@@ -30,10 +30,11 @@ def test_fabric_timing_keeps_the_rates_apart(shipped_build):
     n = est["tiles_per_frame"]
     t = fabric_timing(shipped_build, n, est["clock_mhz"] * 1e6)
     perf = json.loads((shipped_build / "report" / "estimate_network_performance.json").read_text())
-    assert t["steady_fps"] == pytest.approx(est["fps_at_frame"])
-    assert t["slowest_cycles"] == perf["max_cycles"]
+    # a build whose layers were simulated (make hw) takes Verilator's cycles, within 0.1% of FINN's
+    assert t["steady_fps"] == pytest.approx(est["fps_at_frame"], rel=1e-3)
+    assert t["slowest_cycles"] == pytest.approx(perf["max_cycles"], rel=1e-3)
     # FINN's latency is the sum of every layer's cycles: ours is between one slowest layer and that sum
-    assert t["finn_latency_upper_bound_ms"] == pytest.approx(perf["critical_path_cycles"] / est["clock_mhz"] / 1e3)
+    assert t["finn_latency_upper_bound_ms"] == pytest.approx(perf["critical_path_cycles"] / est["clock_mhz"] / 1e3, rel=1e-3)
     assert t["slowest_cycles"] / est["clock_mhz"] / 1e3 < t["tile_latency_ms"] < t["finn_latency_upper_bound_ms"] / 5
     assert t["batch_ms"] == pytest.approx((t["fill_cycles"] + n * t["slowest_cycles"]) / est["clock_mhz"] / 1e3)
     assert 1000 / t["batch_ms"] < t["steady_fps"]  # a batch per frame pays its fill
