@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hls.sim_cache import cached_build
 from lic.errors import LicError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -123,22 +124,16 @@ def build(inst, cache: Path) -> tuple[Path, float, bool]:
     cnpy = Path(get_templates_folder()) / "npy2stream" / "cnpy.cpp"
     flags = _include_flags()
     key = hashlib.sha256("\0".join([src, cnpy.read_text(), *flags, *CXXFLAGS]).encode()).hexdigest()[:20]
-    exe = cache / key / "node_model"
-    if exe.is_file():
-        return exe, 0.0, True
-    t0 = time.time()
-    work = cache / (key + ".tmp")
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
-    (work / "execute.cpp").write_text(src)
-    r = subprocess.run(["g++", *CXXFLAGS, *flags, "execute.cpp", str(cnpy), "-lz", "-o", "node_model"], cwd=work,
-                       capture_output=True, text=True)
-    if r.returncode != 0:
-        err = next((ln for ln in r.stderr.splitlines() if "error" in ln), r.stderr.strip()[-300:])
-        raise LicError(f"{inst.onnx_node.name}: cppsim did not compile: {err}")
-    shutil.rmtree(cache / key, ignore_errors=True)
-    work.rename(cache / key)
-    return exe, time.time() - t0, False
+
+    def compile_node(work: Path) -> None:
+        (work / "execute.cpp").write_text(src)
+        r = subprocess.run(["g++", *CXXFLAGS, *flags, "execute.cpp", str(cnpy), "-lz", "-o", "node_model"], cwd=work,
+                           capture_output=True, text=True)
+        if r.returncode != 0:
+            err = next((ln for ln in r.stderr.splitlines() if "error" in ln), r.stderr.strip()[-300:])
+            raise LicError(f"{inst.onnx_node.name}: cppsim did not compile: {err}")
+
+    return cached_build(cache, key, "node_model", compile_node)
 
 
 def run(inst, exe: Path, x: np.ndarray, work: Path) -> tuple[np.ndarray, float]:

@@ -37,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hls.sim_cache import cached_build
 from lic.errors import LicError
 
 HARNESS = Path(__file__).resolve().parent / "verilator_harness.cpp"
@@ -237,43 +238,37 @@ def cache_key(inst) -> str:
 
 def build(inst, cache: Path) -> tuple[Path, float, bool]:
     """(the compiled harness for this layer, seconds spent compiling, whether it came from the cache)."""
-    key = cache_key(inst)
-    exe = cache / key / "harness"
-    if exe.is_file():
-        return exe, 0.0, True
-    t0 = time.time()
-    work = cache / (key + ".tmp")
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
-    files = [str(f) for f in sim_sources(inst, work)[0]]
-    if _streams_weights(inst):
-        (work / f"{TOP}.sv").write_text(top_source(inst))
-        files.append(str(work / f"{TOP}.sv"))
-    obj = work / "obj"
-    flags = version() + " ".join(VERILATE_FLAGS + MAKE_VARS)
-    runtime = cache / ("runtime-" + hashlib.sha256(flags.encode()).hexdigest()[:12])
-    r = _verilator([*VERILATE_FLAGS, "--top-module", _top_name(inst), "-Mdir", str(obj), "-o", "harness", *files,
-                    str(HARNESS)], work)
-    if r.returncode == 0:
-        for f in RUNTIME_OBJS:
-            if (runtime / f).is_file():
-                shutil.copyfile(runtime / f, obj / f)
-        r = subprocess.run(["make", "-C", str(obj), "-f", "Vlayer.mk", "-j", str(min(2, os.cpu_count() or 1)),
-                            *MAKE_VARS, "harness"], env=dict(os.environ, VERILATOR_ROOT=str(verilator_root())),
-                           capture_output=True, text=True)
-    if r.returncode != 0:
-        err = next((ln for ln in r.stderr.splitlines() if "Error" in ln or "error" in ln), r.stderr.strip()[-300:])
-        raise LicError(f"{inst.onnx_node.name}: Verilator could not build it: {err}")
-    if not (runtime / RUNTIME_OBJS[0]).is_file():
-        runtime.mkdir(parents=True, exist_ok=True)
-        for f in RUNTIME_OBJS:
-            shutil.copyfile(obj / f, runtime / f)
-    (work / "harness").write_bytes((work / "obj" / "harness").read_bytes())
-    (work / "harness").chmod(0o755)
-    shutil.rmtree(work / "obj")  # the object files are 10-100 MB a layer; only the binary is reused
-    shutil.rmtree(cache / key, ignore_errors=True)
-    work.rename(cache / key)
-    return exe, time.time() - t0, False
+
+    def compile_layer(work: Path) -> None:
+        files = [str(f) for f in sim_sources(inst, work)[0]]
+        if _streams_weights(inst):
+            (work / f"{TOP}.sv").write_text(top_source(inst))
+            files.append(str(work / f"{TOP}.sv"))
+        obj = work / "obj"
+        flags = version() + " ".join(VERILATE_FLAGS + MAKE_VARS)
+        runtime = cache / ("runtime-" + hashlib.sha256(flags.encode()).hexdigest()[:12])
+        r = _verilator([*VERILATE_FLAGS, "--top-module", _top_name(inst), "-Mdir", str(obj), "-o", "harness", *files,
+                        str(HARNESS)], work)
+        if r.returncode == 0:
+            for f in RUNTIME_OBJS:
+                if (runtime / f).is_file():
+                    shutil.copyfile(runtime / f, obj / f)
+            r = subprocess.run(["make", "-C", str(obj), "-f", "Vlayer.mk", "-j", str(min(2, os.cpu_count() or 1)),
+                                *MAKE_VARS, "harness"], env=dict(os.environ, VERILATOR_ROOT=str(verilator_root())),
+                               capture_output=True, text=True)
+        if r.returncode != 0:
+            err = next((ln for ln in r.stderr.splitlines() if "Error" in ln or "error" in ln), r.stderr.strip()[-300:])
+            raise LicError(f"{inst.onnx_node.name}: Verilator could not build it: {err}")
+        if not (runtime / RUNTIME_OBJS[0]).is_file():
+            runtime.mkdir(parents=True, exist_ok=True)
+            for f in RUNTIME_OBJS:
+                shutil.copyfile(obj / f, runtime / f)
+        (work / "harness").write_bytes((work / "obj" / "harness").read_bytes())
+        (work / "harness").chmod(0o755)
+        shutil.rmtree(work / "obj")  # the object files are 10-100 MB a layer; only the binary is reused
+
+    return cached_build(cache, cache_key(inst), "harness", compile_layer)
+
 
 
 # FINN's stream packing (finn.util.data_packing, as the driver uses it): the elements of one beat
