@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,7 +43,7 @@ REQUIRED_FILES = {ENTROPY_TABLES, INTEGER_HS, STUDENT_ONNX, STUDENT_QONNX}
 # buffers is checked before anything uses it
 _GEOMETRY = {"latent_channels": (int, 1, 4096), "upscale": (int, 1, 64), "spatial_multiple": (int, 1, 1024),
              "tile": (int, 1, 1024), "halo": (int, 0, 64), "input_bits": (int, 2, 16), "output_bits": (int, 2, 16),
-             "output_scale": (float, 2.0 ** -30, 2.0 ** 30)}
+             "output_scale": (float, 2.0 ** -16, 1.0)}
 
 
 def sha256_file(path: Path) -> str:
@@ -196,6 +197,10 @@ def _check_manifest(manifest: dict, mpath: Path) -> None:
         ok = isinstance(v, (int, float)) and not isinstance(v, bool) and (kind is float or isinstance(v, int))
         if not ok or not lo <= v <= hi:
             raise LicError(f"{mpath}: {key} must be a {kind.__name__} in {lo}..{hi}, not {v!r}")
+    # what an export can produce: the student's integer outputs (at most 16 bits) times a power of two
+    # make pixels in [0, 1]; anything else is an edited package, which the checksums cannot catch
+    if math.frexp(manifest["output_scale"])[0] != 0.5:
+        raise LicError(f"{mpath}: output_scale must be a power of two, not {manifest['output_scale']!r}")
     files = manifest.get("files")
     if not isinstance(files, dict) or not all(isinstance(v, str) for v in files.values()):
         raise LicError(f"{mpath}: 'files' must map file names to SHA-256 checksums")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Callable
+from warnings import catch_warnings, simplefilter
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -77,6 +78,15 @@ def load_rgb(path: Path | str, max_pixels: int = DEFAULT_MAX_PIXELS,
     if not path.is_file():
         raise LicError(f"image not found: {path}")
     warnings = []
+    # Pillow warns through the warnings module (a corrupt EXIF block, a truncated chunk): those become
+    # this function's warnings, one line each, instead of Python's multi-line UserWarning output
+    with catch_warnings(record=True) as pillow:
+        simplefilter("always")
+        rgb, more = _read_rgb(path, max_pixels, check_size, warnings)
+    return rgb, warnings + [f"Pillow: {str(w.message).splitlines()[0].strip()}" for w in pillow] + more
+
+
+def _read_rgb(path: Path, max_pixels: int, check_size, warnings: list[str]) -> tuple[np.ndarray, list[str]]:
     try:
         # open() reads the header only; the size check below, before load(), replaces Pillow's own
         # bomb limit so that --max-pixels is the one limit and its message is ours
@@ -99,8 +109,7 @@ def load_rgb(path: Path | str, max_pixels: int = DEFAULT_MAX_PIXELS,
             except Exception:  # a damaged EXIF block: the pixels are still good
                 oriented = im
                 warnings.append("EXIF orientation unreadable: not applied")
-            rgb, more = to_rgb8(oriented, sixteen_bit_rgb)
-            return rgb, warnings + more
+            return to_rgb8(oriented, sixteen_bit_rgb)
     except LicError:
         raise
     except UnidentifiedImageError:

@@ -184,3 +184,30 @@ def test_bad_tile_json_is_one_line(tmp_path, text, match):
     (tmp_path / "tile.json").write_text(text)
     with pytest.raises(Exception, match=match):
         read_tile_spec(tmp_path, DecoderPackage.load(GOLDEN.parent.parent / "host" / "decoders" / "q3"), "hw")
+
+
+def test_a_tile_much_larger_than_the_image_is_priced_as_the_frame_it_makes(tmp_path, capsys):
+    """--tile 1000 zero-extends a 128x128 image to 16,000 x 16,000 pixels: refused under a limit."""
+    lic = _golden_folder(tmp_path, {"x.lic": "q3_tuned_v2"}) / "x.lic"
+    assert main(["decode", str(lic), "-o", str(tmp_path / "x.png"), "--tile", "1000", "--max-memory", "4G"]) == 1
+    assert "16000x16000 image needs about" in capsys.readouterr().err
+
+
+def test_pillow_warnings_are_one_line_each(tmp_path, capsys):
+    """A JPEG whose EXIF block is corrupt encodes, with Pillow's complaint as one `lic: warning` line."""
+    import io
+
+    from PIL import Image
+
+    exif = Image.Exif()
+    exif[0x0112] = 3
+    buf = io.BytesIO()
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(buf, "JPEG", exif=exif.tobytes())
+    data = bytearray(buf.getvalue())
+    at = data.find(b"Exif\x00\x00")
+    data[at + 10:at + 30] = b"\xff" * 20
+    src = tmp_path / "bad-exif.jpg"
+    src.write_bytes(bytes(data))
+    assert main(["encode", str(src), "-o", str(tmp_path / "x.lic")]) == 0
+    err = capsys.readouterr().err
+    assert "lic: warning:" in err and "Corrupt EXIF" in err and "UserWarning" not in err

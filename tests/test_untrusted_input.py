@@ -98,6 +98,8 @@ def _rewrite(root, name, data: bytes):
     ({"latent_channels": "192"}, "latent_channels must be a int"),
     ({"upscale": None}, "upscale must be"),
     ({"output_scale": -1.0}, "output_scale must be"),
+    ({"output_scale": 1e9}, "output_scale must be"),
+    ({"output_scale": 0.007}, "must be a power of two"),
     ({"file_fingerprint": "zz"}, "32 hex digits"),
     ({"files": {"../../etc/passwd": "0" * 64}}, "unknown files"),
     ({"files": {}}, "no checksum for"),
