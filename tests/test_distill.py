@@ -353,18 +353,36 @@ def test_minutes_must_be_positive(tmp_path, common, capsys):
 
 
 def test_long_run_keeps_its_checkpoint_with_progress(tmp_path, common):
-    """training/long_run.py save copies the run's checkpoint into the committed folder (replacing the
-    last one) with its step and core-hours; status reads it back."""
+    """training/long_run.py: save copies the current phase's checkpoint into the committed folder
+    with its step and core-hours, and the exports later phases start from (the first phase's and the
+    newest, never a pile); restore brings them back to an empty build folder; status reads them."""
     from training import long_run
 
-    run = tmp_path / "run"
-    assert lic("distill", *common, "--channels", "8", "--run-dir", run, "--steps", "2", "--save-every", "1",
-               "--log-every", "1") == 0
-    keep = tmp_path / "keep"
-    progress = long_run.save(run, keep)
-    assert progress["step"] == 2 and progress["core_hours"] >= 0 and progress["last_log"]["step"] == 2
-    assert (keep / "checkpoint.pt").read_bytes() == (run / "checkpoint.pt").read_bytes()
-    assert json.loads((keep / "progress.json").read_text())["step"] == 2
-    assert long_run.status(tmp_path / "gone", keep)["step"] == 2
-    with pytest.raises(LicError, match="no checkpoint"):
-        long_run.save(tmp_path / "empty", keep)
+    phases = ["float", "qat", "qat2"]
+    runs, keep = tmp_path / "runs", tmp_path / "keep"
+    with pytest.raises(LicError, match="nothing to save"):
+        long_run.save(runs, keep, phases)
+    assert lic("distill", *common, "--channels", "8", "--run-dir", runs / "q3-float", "--steps", "2",
+               "--save-every", "1", "--log-every", "1") == 0
+    progress = long_run.save(runs, keep, phases)
+    assert progress["phase"] == "float" and progress["step"] == 2 and progress["last_log"]["step"] == 2
+    assert (keep / "checkpoint.pt").read_bytes() == (runs / "q3-float" / "checkpoint.pt").read_bytes()
+    assert long_run.status(tmp_path / "gone", keep, phases)["phase"] == "float"
+
+    # the float phase finishes (its export) and the next has not started: no checkpoint is kept
+    (runs / "float.pt").write_bytes(b"float")
+    (runs / "float.provenance.json").write_text("{}")
+    progress = long_run.save(runs, keep, phases)
+    assert progress["phase"] == "qat" and progress["finished"] == ["float"]
+    assert progress["phases"]["float"]["step"] == 2 and not (keep / "checkpoint.pt").exists()
+    # qat2 finished too: qat's export is superseded and leaves the committed folder
+    (runs / "qat.pt").write_bytes(b"qat")
+    (runs / "qat2.pt").write_bytes(b"qat2")
+    (keep / "qat.pt").write_bytes(b"qat")
+    progress = long_run.save(runs, keep, phases)
+    assert progress["phase"] == "finished" and progress["finished"] == phases
+    assert sorted(p.name for p in keep.glob("*.pt")) == ["float.pt", "qat2.pt"]
+
+    fresh = tmp_path / "fresh"
+    assert sorted(long_run.restore(fresh, keep, phases)) == ["float.provenance.json", "float.pt", "qat2.pt"]
+    assert long_run._finished(fresh, phases) == phases

@@ -1,8 +1,13 @@
 """Keeping the long background run (training/recipes/long_run.sh) across machines.
 
-`save RUN KEEP` copies RUN's checkpoint and log into the committed folder KEEP, replacing what was
-there (one checkpoint, never a pile), with progress.json: step, core-hours, the last logged figures
-and the machine. `status RUN KEEP` prints the same for the newer of the two."""
+The run is a list of phases (float student, then QAT passes); phase NAME trains in RUNS/q3-NAME and
+exports RUNS/NAME.pt. The committed folder KEEP holds what a fresh machine needs to go on, each file
+replacing the last: the current phase's checkpoint and log, the first phase's export (every QAT
+phase's --student) and the newest finished phase's export (the next one's --init), and
+progress.json (phase, step, core-hours per phase and in all, the last logged figures, the machine).
+
+    python -m training.long_run save|status|restore RUNS KEEP PHASE...
+"""
 
 from __future__ import annotations
 
@@ -16,6 +21,8 @@ from pathlib import Path
 import torch
 
 from lic.errors import LicError
+
+RUN_PREFIX = "q3-"
 
 
 def _checkpoint_summary(run: Path) -> dict:
@@ -43,41 +50,111 @@ def cpu_name() -> str:
     return f"{platform.machine()} CPU, one core"
 
 
-def save(run: Path, keep: Path) -> dict:
-    if not (run / "checkpoint.pt").is_file():
-        raise LicError(f"no checkpoint in {run}")
-    summary = _checkpoint_summary(run)
+def _copy(src: Path, dst: Path) -> None:
+    tmp = dst.with_name(dst.name + ".tmp")
+    shutil.copyfile(src, tmp)
+    tmp.replace(dst)
+
+
+def _exports(name: str) -> tuple[str, str]:
+    return f"{name}.pt", f"{name}.provenance.json"
+
+
+def _progress(keep: Path) -> dict:
+    path = keep / "progress.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _finished(runs: Path, phases: list[str]) -> list[str]:
+    """Phases whose export exists, or a later phase's does (an export replaced by the next one's)."""
+    last = max((i for i, p in enumerate(phases) if (runs / f"{p}.pt").is_file()), default=-1)
+    return phases[:last + 1]
+
+
+def save(runs: Path, keep: Path, phases: list[str]) -> dict:
+    done = _finished(runs, phases)
+    current = next((p for p in phases if p not in done), None)
+    run = runs / f"{RUN_PREFIX}{current}" if current else None
+    if not done and not (run and (run / "checkpoint.pt").is_file()):
+        raise LicError(f"nothing to save: no checkpoint in {run} and no finished phase in {runs}")
     keep.mkdir(parents=True, exist_ok=True)
-    for name in ("checkpoint.pt", "log.jsonl"):
-        if (run / name).is_file():
-            tmp = keep / (name + ".tmp")
-            shutil.copyfile(run / name, tmp)
-            tmp.replace(keep / name)
-    progress = {**summary, "saved": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-                "hardware": cpu_name(),
+    progress = _progress(keep)
+    per_phase = progress.get("phases", {})
+    for p in phases:
+        if (runs / f"{RUN_PREFIX}{p}" / "checkpoint.pt").is_file():
+            per_phase[p] = {k: v for k, v in _checkpoint_summary(runs / f"{RUN_PREFIX}{p}").items()
+                            if k in ("step", "steps", "core_hours")}
+    # the first phase's export is every later phase's --student; the newest, the next one's --init
+    wanted = {done[0], done[-1]} if done else set()
+    for p in phases:
+        for name in _exports(p):
+            if p in wanted and (runs / name).is_file():
+                _copy(runs / name, keep / name)
+            elif p not in wanted:
+                (keep / name).unlink(missing_ok=True)
+    summary = {}
+    if run is not None and (run / "checkpoint.pt").is_file():
+        summary = _checkpoint_summary(run)
+        for name in ("checkpoint.pt", "log.jsonl"):
+            if (run / name).is_file():
+                _copy(run / name, keep / name)
+    else:
+        for name in ("checkpoint.pt", "log.jsonl"):
+            (keep / name).unlink(missing_ok=True)
+    progress = {"phase": current or "finished", "finished": done, **summary, "phases": per_phase,
+                "core_hours_total": round(sum(v["core_hours"] for v in per_phase.values()), 2),
+                "saved": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "hardware": cpu_name(),
                 "command": "training/recipes/long_run.sh"}
     (keep / "progress.json").write_text(json.dumps(progress, indent=2) + "\n")
     return progress
 
 
-def status(run: Path, keep: Path) -> dict | None:
-    for folder in (run, keep):
-        if (folder / "checkpoint.pt").is_file():
-            return {"from": str(folder), **_checkpoint_summary(folder)}
-    return None
+def restore(runs: Path, keep: Path, phases: list[str]) -> list[str]:
+    """Bring back what build/ lost: the finished exports and the current phase's checkpoint."""
+    restored = []
+    runs.mkdir(parents=True, exist_ok=True)
+    for p in phases:
+        for name in _exports(p):
+            if (keep / name).is_file() and not (runs / name).is_file():
+                _copy(keep / name, runs / name)
+                restored.append(name)
+    current = _progress(keep).get("phase")
+    run = runs / f"{RUN_PREFIX}{current}"
+    if current in phases and (keep / "checkpoint.pt").is_file() and not (run / "checkpoint.pt").is_file():
+        run.mkdir(parents=True, exist_ok=True)
+        for name in ("checkpoint.pt", "log.jsonl"):
+            if (keep / name).is_file():
+                _copy(keep / name, run / name)
+                restored.append(f"{run.name}/{name}")
+    return restored
+
+
+def status(runs: Path, keep: Path, phases: list[str]) -> dict | None:
+    done = _finished(runs, phases)
+    current = next((p for p in phases if p not in done), None)
+    if current and (runs / f"{RUN_PREFIX}{current}" / "checkpoint.pt").is_file():
+        return {"from": str(runs), "phase": current, "finished": done,
+                **_checkpoint_summary(runs / f"{RUN_PREFIX}{current}")}
+    progress = _progress(keep)
+    return {"from": str(keep), **progress} if progress else None
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 3 or argv[0] not in ("save", "status"):
-        print("usage: python -m training.long_run save|status RUN_DIR KEEP_DIR", file=sys.stderr)
+    if len(argv) < 4 or argv[0] not in ("save", "status", "restore"):
+        print("usage: python -m training.long_run save|status|restore RUNS KEEP PHASE...", file=sys.stderr)
         return 2
+    command, runs, keep, phases = argv[0], Path(argv[1]), Path(argv[2]), argv[3:]
     try:
-        out = (save if argv[0] == "save" else status)(Path(argv[1]), Path(argv[2]))
+        out = {"save": save, "status": status, "restore": restore}[command](runs, keep, phases)
     except LicError as e:
         print(f"long_run: {e}", file=sys.stderr)
         return 1
-    print(json.dumps(out, indent=2) if out else "long_run: no checkpoint yet")
+    if command == "restore":
+        if out:
+            print(f"long_run: restored {', '.join(out)} from {keep}", file=sys.stderr)
+    else:
+        print(json.dumps(out, indent=2) if out else "long_run: no checkpoint yet")
     return 0
 
 
