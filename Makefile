@@ -91,11 +91,11 @@ fuzz: setup
 	$(PY) tests/fuzz_atheris.py --target rans -seed=$(SEED) -runs=$(COUNT) -max_len=65536 -len_control=0 -artifact_prefix=$(FUZZ_DIR)/findings/ $(FUZZ_DIR)/corpus/rans
 
 arm-check: setup
-	bench/armhf/setup_root.sh build/$(ARM_ARCH)-root $(ARM_ARCH)
-	$(PY) -m bench.arm_check --arch $(ARM_ARCH)
+	board/armhf/setup_root.sh build/$(ARM_ARCH)-root $(ARM_ARCH)
+	$(PY) -m board.arm_check --arch $(ARM_ARCH)
 
 board-rate: setup
-	bench/armhf/setup_root.sh build/$(ARM_ARCH)-root $(ARM_ARCH)
+	board/armhf/setup_root.sh build/$(ARM_ARCH)-root $(ARM_ARCH)
 	$(LIC) board-rate --board $(BOARD)
 
 packages: setup

@@ -112,7 +112,7 @@ def run(args) -> int:
 
         from hls.estimates import host_stages_from_runtime
 
-        from bench.board_rate import result_path
+        from board.rate import result_path
 
         # run_build prefers the board's own ARM estimate (`make board-rate`); else this run's x86 times
         host = None if result_path(args.board).is_file() else (
@@ -209,7 +209,7 @@ def _report(s: dict, package) -> str:
         if rf.get("roofline_fps"):
             lines += ["", f"Compute ceiling: {rf['macs_per_cycle']:.0f} MAC/cycle of {rf['budget_macs_per_cycle']:.0f} "
                           f"the budget's LUT-multiplier and DSP lanes allow ({100 * rf['fraction_of_roofline']:.0f}%)."]
-    from bench.board_rate import report_lines
+    from board.rate import report_lines
 
     lines += ["", "## Board rate (ARM stages + fabric: the slowest stage sets it)", ""]
     lines += report_lines(hw["fps_at_frame"] if hw else None, hw["board"] if hw else "pynq-z2")

@@ -23,11 +23,10 @@ from tqdm import tqdm
 from bench import metrics
 from bench.baselines import CODECS, Codec, get_codec
 from bench.rd import REFERENCE_BMSHJ2018, REFERENCE_NAME, compare, plot_rd
-from host.image_io import list_images
 from lic.errors import LicError
+from training.data import KODAK as DEFAULT_DATA, first_images, load_images  # noqa: F401  (bench's callers use them from here)
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = REPO.parent / "shared" / "data" / "kodak"
 DEFAULT_BASELINES = ",".join(CODECS)
 TEACHER = "teacher"
 TEACHER_V2 = "teacher-int-hs"
@@ -52,12 +51,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 # --- inputs ---------------------------------------------------------------------------------------
-
-def first_images(folder: Path, limit: int | None) -> list[Path]:
-    if limit is not None and limit < 1:
-        raise LicError(f"--limit must be at least 1, got {limit}")
-    return list_images(folder)[:limit]
-
 
 def parse_baselines(text: str) -> list[Codec]:
     names = [n.strip().lower() for n in text.split(",") if n.strip()]
@@ -87,18 +80,6 @@ def load_teachers(qualities: str | None, specs: list[str] | None) -> list:
     if not wanted:
         raise LicError("--quality is empty")
     return [load_teacher(quality=q) for q in wanted]
-
-
-def load_images(files: list[Path]) -> list[tuple[str, np.ndarray]]:
-    from host.image_io import load_rgb
-
-    images = []
-    for f in files:
-        rgb, warnings = load_rgb(f)
-        for w in warnings:
-            print(f"lic eval: {f.name}: {w}", file=sys.stderr)
-        images.append((f.name, rgb))
-    return images
 
 
 # --- measuring ------------------------------------------------------------------------------------

@@ -87,7 +87,7 @@ def arm_stages(board: str, path: Path | None = None) -> dict | None:
     """The ARM's per-stage cost for this board, or None when nobody has estimated or measured it.
 
     Read from `path`, else fpga_projects/<board>/build/arm_stages.json, else `lic board-rate --board
-    <board>`'s result (from_board_rate; bench/board_rate.py: result_path). An ARM stage file is:
+    <board>`'s result (from_board_rate; board/rate.py: result_path). An ARM stage file is:
       {"board": "pynq-z2", "frame": [768, 512], "stages_ms": {"parse": .., "rans_z": .., "h_s": ..,
        "rans_y": .., "stitch": ..}, "source": "estimated" | "measured", "method": "how",
        "arm_fps": optional, the ARM's pipeline rate if its stages overlap (e.g. two cores)}
@@ -97,7 +97,7 @@ def arm_stages(board: str, path: Path | None = None) -> dict | None:
     if path is None:
         path = load_board(board).folder / "build" / ARM_STAGES_FILE
         if not path.is_file():
-            from bench.board_rate import result_path
+            from board.rate import result_path
 
             rate_file = result_path(board)
             return from_board_rate(rate_file, board) if rate_file.is_file() else None

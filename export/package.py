@@ -28,10 +28,13 @@ from host.integer_hyper import IntegerHyperSynthesis
 from lic.errors import LicError
 from training.loop import command_line
 from training.student_decoder import count_parameters, kmac_per_pixel, receptive_halo
-from training.teacher import SPATIAL_MULTIPLE
+from training.teacher import SPATIAL_MULTIPLE, TEACHERS_DIR
 
 DEFAULT_TILE = 32
 MAX_ORT_LSB = 1
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHIPPED_DIRS = (REPO_ROOT / "training" / "students", TEACHERS_DIR.resolve())
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -91,7 +94,7 @@ def verify(model, qcfg, qonnx_path: Path, onnx_path: Path, tile: int, scale: flo
 def export_package(student_path: Path, out_dir: Path, *, teacher_spec=None, integer_hs_path: Path | None = None,
                    tile: int = DEFAULT_TILE, name: str | None = None) -> DecoderPackage:
     from quantize.qat import check_bit_widths, load_quant_student
-    from training.teacher_codec import EntropyModels, shipped_integer_hs
+    from training.teacher_codec import EntropyModels, shipped_integer_hs, shipped_integer_hs_path
     from types import SimpleNamespace
     from training.distill import resolve_teacher
 
@@ -101,10 +104,12 @@ def export_package(student_path: Path, out_dir: Path, *, teacher_spec=None, inte
     except LicError as e:
         raise LicError(f"{student_path}: {e}") from None
     teacher = resolve_teacher(SimpleNamespace(teacher=teacher_spec, quality=None), fingerprint)
+    shipped_hs_path = None
     if integer_hs_path is not None:
         integer_hs = IntegerHyperSynthesis.load(integer_hs_path)
     elif teacher.quality is not None:
         integer_hs = shipped_integer_hs(teacher.quality)
+        shipped_hs_path = shipped_integer_hs_path(teacher.quality)
     else:
         raise LicError(f"{teacher.name} is not a shipped teacher: pass its integer h_s with --integer-hs")
     em = EntropyModels(teacher, integer_hs)
@@ -143,6 +148,7 @@ def export_package(student_path: Path, out_dir: Path, *, teacher_spec=None, inte
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         package = DecoderPackage.load(tmp)
+        link_shipped_files(tmp, out_dir, {QUANT_STUDENT: student_path, INTEGER_HS: shipped_hs_path})
         if out_dir.exists():
             shutil.rmtree(out_dir)
         tmp.rename(out_dir)
@@ -151,6 +157,29 @@ def export_package(student_path: Path, out_dir: Path, *, teacher_spec=None, inte
         raise
     package.root = out_dir
     return package
+
+
+def link_shipped_files(package_dir: Path, final_dir: Path, sources: dict[str, Path | None]) -> list[str]:
+    """A package written inside the repository refers to the shipped files it was made from
+    (training/students/, training/teachers/) by a relative link rather than holding a second copy of
+    them: one copy of every shipped file. A link is made only where the bytes are the same (the
+    manifest's checksums hold either way); copying the package (scp -r, `lic hw`'s copytree) follows
+    the links, so a board or a build folder gets plain files. `package_dir` is the folder being
+    written, `final_dir` where it will be renamed to (the links are relative to it)."""
+    final_dir = Path(final_dir).resolve()
+    linked = []
+    for name, src in sources.items():
+        if src is None:
+            continue
+        src = Path(src).resolve()
+        if not any(src.is_relative_to(d) for d in SHIPPED_DIRS) or not final_dir.is_relative_to(REPO_ROOT):
+            continue
+        dst = package_dir / name
+        if dst.is_file() and not dst.is_symlink() and dst.read_bytes() == src.read_bytes():
+            dst.unlink()
+            dst.symlink_to(os.path.relpath(src, final_dir))
+            linked.append(name)
+    return linked
 
 
 def legacy_file_fingerprints(em) -> list[str]:

@@ -40,7 +40,7 @@ class Board:
     bram_margin: float = 0.05
     description: str = ""
     # the board's ARM processing system, for `lic board-rate`: core, arch (Debian's: armhf, arm64), cores,
-    # clock_mhz with its clock_source, cpi_assumed [low, high]; for the cycle model (bench/arm_cycles.py)
+    # clock_mhz with its clock_source, cpi_assumed [low, high]; for the cycle model (board/arm_cycles.py)
     # llvm_mcpu, caches (line, L1 D / I and L2 bytes and ways, with their source) and miss_cycles
     arm: dict | None = None
 
@@ -79,7 +79,7 @@ def load_board(name: str) -> Board:
 
 
 def board_rate_path(board: str) -> Path:
-    """Where `lic board-rate` keeps a board's ARM estimate (bench/board_rate.py writes it, `make hw`
+    """Where `lic board-rate` keeps a board's ARM estimate (board/rate.py writes it, `make hw`
     reads it): build/board-rate.json for PYNQ-Z2 (the first board; its readers predate the others),
     else build/board-rate-<board>.json."""
     return REPO / "build" / ("board-rate.json" if board == "pynq-z2" else f"board-rate-{board}.json")

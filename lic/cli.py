@@ -34,7 +34,7 @@ SUBCOMMANDS = {
                                  "for a quantised student"),
     "hw": ("hls.build", "compile the quantised student to a FINN accelerator for a board (make hw / make bitstream)"),
     "track": ("training.tracking", "experiment tracking: a training run's log.jsonl as TensorBoard events (opt-in)"),
-    "board-rate": ("bench.board_rate", "the board's frame rate: ARM stages (estimated under qemu, or measured "
+    "board-rate": ("board.rate", "the board's frame rate: ARM stages (estimated under qemu, or measured "
                                        "--on-board) beside the fabric's estimate"),
     "distill-hyper": ("quantize.distill_hyper", "train the integer hyper-decoder (h_s) that makes entropy "
                                                 "decoding bit-exact across platforms"),

@@ -1,5 +1,5 @@
 """The pipelined board runtime on Debian's armhf Python and numpy under qemu-user (the PYNQ-Z2's
-userland ABI, bench/arm_check.py): the pynq backend, host/accelerator_driver.py and decode_stream's
+userland ABI, board/arm_check.py): the pynq backend, host/accelerator_driver.py and decode_stream's
 three threads over the recording stand-in of PYNQ, whose fabric checks each batch's windows
 against x86's and answers with x86's output windows of the real student (onnxruntime has no armhf
 build). Needs `make arm-check` (or `make board-rate`) to have set up build/armhf-root, the
@@ -21,7 +21,7 @@ ROOT, LIBS, REFS = REPO / "build" / "armhf-root", REPO / "build" / "armhf", REPO
 
 @pytest.mark.slow
 def test_pipelined_runtime_on_armhf(tmp_path):
-    from bench.arm_check import qemu_command, qemu_env
+    from board.arm_check import qemu_command, qemu_env
     from host.decode_cli import default_package
     from host.decoder_package import DecoderPackage
     from lic.errors import LicError

@@ -350,7 +350,7 @@ def test_board_rate_times_the_pipeline_on_the_fabric(pynq, board_dir, package, f
     """`lic board-rate --on-board`'s end-to-end timing of decode_stream (here on the stand-in, its
     fabric 0.1 s per batch): the rate is the fabric's when nothing else is slower, and the
     accelerator is busy most of the time."""
-    from bench.board_rate import measure_pipeline
+    from board.rate import measure_pipeline
     from host.backends import make_backend
     from host.runtime import HostDecoder
 

@@ -1,5 +1,5 @@
 """The board's ARM half: C kernels (host/native.py) equal their numpy definitions bit for bit, the
-stage-by-stage runner (bench/board_stages.py) equals the runtime, the board-rate arithmetic, the
+stage-by-stage runner (board/stages.py) equals the runtime, the board-rate arithmetic, the
 qemu instruction counter, the per-board ARM (PYNQ-Z2's 2x Cortex-A9, ZCU104's / KV260's 4x Cortex-A53),
 and (slow, needs `make arm-check`'s setup) the armhf / arm64 check itself."""
 
@@ -40,10 +40,10 @@ def test_native_hs_on_the_shipped_model():
 
 @needs_library
 def test_native_hs_hard_cases():
-    """bench.board_stages.kernel_cases (which `make arm-check` also runs on ARM, NEON paths): threshold
+    """board.stages.kernel_cases (which `make arm-check` also runs on ARM, NEON paths): threshold
     rows spaced every way the kernel's linear first guess can get wrong, channel counts that are not
     multiples of the kernel's block, threshold rows of every length up to 300."""
-    from bench.board_stages import check_kernels, check_rgb8, kernel_cases
+    from board.stages import check_kernels, check_rgb8, kernel_cases
 
     assert len(list(kernel_cases())) == 9
     assert check_kernels() == []
@@ -114,7 +114,7 @@ def test_to_rgb8_equals_float32_definition_for_every_int16(monkeypatch, use_libr
 
 
 def test_board_stages_equal_the_runtime(tiny_package, tiny_teacher, integer_hs):
-    from bench.board_stages import run_all, stage_runner
+    from board.stages import run_all, stage_runner
     from host.backends import make_backend
     from host.decoder_package import DecoderPackage
     from host.runtime import HostDecoder
@@ -139,12 +139,12 @@ def test_board_stages_equal_the_runtime(tiny_package, tiny_teacher, integer_hs):
 
 @pytest.mark.parametrize("use_library", [True, False])
 def test_fabric_windows_in_and_image_out_equal_their_definitions(monkeypatch, use_library):
-    """bench.board_stages.window_cases / check_windows and check_rgb8_windows, which `make arm-check`
+    """board.stages.window_cases / check_windows and check_rgb8_windows, which `make arm-check`
     also runs on ARM (NEON paths): the windows clipped and laid out NHWC, and the image from int8
     windows, equal their numpy definitions, in C and in the numpy fallback, on 1 and 3 threads."""
     import host.runtime as runtime
     import host.tiling as tiling
-    from bench.board_stages import check_rgb8_windows, check_windows
+    from board.stages import check_rgb8_windows, check_windows
 
     if use_library and native.library() is None:
         pytest.skip("build/host/liblic_host.so not built: make setup")
@@ -166,7 +166,7 @@ def test_fill_windows_refuses_a_buffer_of_another_shape():
 
 
 def test_board_rate_is_the_slowest_stage():
-    from bench.board_rate import ARM_STAGES, board_rate, core_split, with_rans_y
+    from board.rate import ARM_STAGES, board_rate, core_split, with_rans_y
 
     assert core_split([1, 2, 3, 4], 2) == ([3], 6)
     assert core_split([10, 1, 1], 2) == ([1], 10)
@@ -188,7 +188,7 @@ def test_board_rate_is_the_slowest_stage():
 def test_four_cores_split_the_serial_stages_in_order_and_share_the_rest():
     """ZCU104 / KV260: four A53 cores; the shared stages count 1/4 on each, the other stages go to
     the cores as four consecutive groups with the smallest maximum."""
-    from bench.board_rate import ARM_STAGES, board_rate, busiest_share, core_split
+    from board.rate import ARM_STAGES, board_rate, busiest_share, core_split
 
     assert core_split([1, 2, 3, 4], 4)[1] == 4
     assert core_split([4, 4, 1, 1, 4], 3) == ([1, 3], 5)
@@ -224,7 +224,7 @@ def test_four_cores_split_the_serial_stages_in_order_and_share_the_rest():
 
 
 def test_each_board_has_its_arm_clock_cores_and_result_file():
-    from bench.board_rate import DEFAULT_OUT, REPO as BENCH_REPO, arm_cpu, estimate_method, estimated_seconds, \
+    from board.rate import DEFAULT_OUT, REPO as BENCH_REPO, arm_cpu, estimate_method, estimated_seconds, \
         result_path
 
     a9, zcu, kv = arm_cpu("pynq-z2"), arm_cpu("zcu104"), arm_cpu("kv260")
@@ -244,7 +244,7 @@ def test_each_board_has_its_arm_clock_cores_and_result_file():
 
 
 def test_board_rate_without_its_arm_root_or_tools_is_a_one_line_error(tmp_path, monkeypatch):
-    from bench import arm_check
+    from board import arm_check
 
     proc = subprocess.run([sys.executable, "-m", "lic.cli", "board-rate", "--board", "zcu104",
                            "--root", str(tmp_path / "no-root"), "-o", str(tmp_path / "out.json")],
@@ -253,7 +253,7 @@ def test_board_rate_without_its_arm_root_or_tools_is_a_one_line_error(tmp_path, 
     assert proc.returncode == 1 and len(err.splitlines()) == 1 and err.startswith("lic: error: ")
     assert "setup_root.sh" in err and "arm64" in err and not (tmp_path / "out.json").exists()
     monkeypatch.setattr(arm_check.shutil, "which", lambda name: None)
-    with pytest.raises(LicError, match="aarch64-linux-gnu-gcc not found: run `bench/armhf/setup_root.sh "
+    with pytest.raises(LicError, match="aarch64-linux-gnu-gcc not found: run `board/armhf/setup_root.sh "
                                        "build/arm64-root arm64`"):
         arm_check.cross_compile(tmp_path, "arm64")
     with pytest.raises(LicError, match="qemu-aarch64 not found"):
@@ -264,8 +264,8 @@ def test_board_rate_without_its_arm_root_or_tools_is_a_one_line_error(tmp_path, 
     ("arm-linux-gnueabihf-gcc", "qemu-arm", "pynq-z2"), ("aarch64-linux-gnu-gcc", "qemu-aarch64", "zcu104")])
 def test_block_profiler_is_exact_linear_and_sees_the_caches(tmp_path, cc, qemu, caches):
     if not (shutil.which(qemu) and shutil.which(cc)):
-        pytest.skip(f"{qemu} or {cc} not installed (bench/armhf/setup_root.sh installs them)")
-    from bench.arm_cycles import Profile, cache_argument, plugin
+        pytest.skip(f"{qemu} or {cc} not installed (board/armhf/setup_root.sh installs them)")
+    from board.arm_cycles import Profile, cache_argument, plugin
     from hls.boards import load_board
 
     plugin_so = plugin(tmp_path)
@@ -296,7 +296,7 @@ def test_block_profiler_is_exact_linear_and_sees_the_caches(tmp_path, cc, qemu, 
 
 
 def test_llvm_mca_source_from_qemus_disassembly():
-    from bench.arm_cycles import mca_source
+    from board.arm_cycles import mca_source
 
     # conditions inside a Thumb IT block move into the mnemonics, branches go to a label, alignment in bits
     assert mca_source(["ite lt", "ldr r3, [r5, #4]", "ldr.w r3, [r5, #8]", "cmp r3, #1", "bls #0x3fee0048"]) == [
@@ -310,7 +310,7 @@ def test_llvm_mca_source_from_qemus_disassembly():
 
 
 def test_board_rate_without_llvm_mca_says_how_to_get_it(monkeypatch):
-    from bench import arm_cycles
+    from board import arm_cycles
 
     def missing(*args, **kwargs):
         raise FileNotFoundError("llvm-mca")
@@ -321,10 +321,10 @@ def test_board_rate_without_llvm_mca_says_how_to_get_it(monkeypatch):
 
 
 def test_llvm_mca_prices_a_neon_block():
-    from bench.arm_cycles import block_cycles
+    from board.arm_cycles import block_cycles
 
     if shutil.which("llvm-mca") is None:
-        pytest.skip("llvm-mca not installed (bench/armhf/setup_root.sh installs llvm)")
+        pytest.skip("llvm-mca not installed (board/armhf/setup_root.sh installs llvm)")
     one = block_cycles("vmlal.s16 q8, d0, d6[0]", "armhf", "cortex-a9")
     # eight independent accumulators issue back to back; eight into one wait for each other
     spread = block_cycles(";".join(f"vmlal.s16 q{8 + i}, d0, d6[0]" for i in range(8)), "armhf", "cortex-a9")
@@ -337,15 +337,15 @@ def test_llvm_mca_prices_a_neon_block():
 @pytest.mark.parametrize("arch", ["armhf", "arm64"])
 def test_arm_check_passes(tmp_path, arch):
     if not (REPO / "build" / f"{arch}-root" / ".complete").is_file():
-        pytest.skip(f"{arch} root not set up: bench/armhf/setup_root.sh build/{arch}-root {arch}")
-    proc = subprocess.run([sys.executable, "-m", "bench.arm_check", "--arch", arch, "--limit", "1",
+        pytest.skip(f"{arch} root not set up: board/armhf/setup_root.sh build/{arch}-root {arch}")
+    proc = subprocess.run([sys.executable, "-m", "board.arm_check", "--arch", arch, "--limit", "1",
                            "-o", str(tmp_path)], cwd=REPO, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "bit-exact" in proc.stdout and "DIFFERS" not in proc.stdout
 
 
 def test_demo_reports_both_estimates_of_the_board_rate(tmp_path, monkeypatch):
-    from bench import board_rate
+    from board import rate as board_rate
 
     secs = {"parse": 0.001, "rans_z": 0.002, "integer_hs": 0.06, "rans_y": 0.02, "tiles": 0.002, "to_rgb8": 0.008}
     path = tmp_path / "board-rate.json"
@@ -367,7 +367,7 @@ def test_board_rate_json_gives_the_host_stages(tmp_path):
 
     secs = {"parse": 0.001, "rans_z": 0.002, "integer_hs": 0.100, "rans_y": 0.030, "tiles": 0.002, "to_rgb8": 0.008,
             "png": 1.0}
-    from bench.board_rate import board_rate as arm_rate
+    from board.rate import board_rate as arm_rate
 
     TWO = ("integer_hs", "rans_y")  # the stages the cores share, as the hand-made sums below assume
 

@@ -103,7 +103,7 @@ def test_board_rate_reports_the_pipeline(shipped_build, tmp_path, monkeypatch):
     and the line `make demo` prints from it: the board rate beside, not instead of, the fabric's."""
     from types import SimpleNamespace
 
-    import bench.board_rate as br
+    import board.rate as br
 
     est = json.loads((shipped_build / "estimates.json").read_text())
     package = SimpleNamespace(latent_channels=192, upscale=16)

@@ -1,7 +1,7 @@
 """The shape of the code: the stages import one way, the board's core imports none of them, and
 no module waits on itself (grimp reads every import statement, those inside functions too).
 
-    lic.errors, lic.plugins  <-  host  <-  training  <-  quantize  <-  export  <-  hls  <-  bench
+    lic.errors, lic.plugins  <-  host  <-  training  <-  quantize  <-  export  <-  hls  <-  board  <-  bench
 
 lic/cli.py dispatches by module name and lic/plugins.py names the torch and FINN backends, so
 neither is an import. host/ is what a PYNQ board installs: it must not reach torch, onnx or qonnx."""
@@ -12,7 +12,7 @@ import sys
 import grimp
 import pytest
 
-STAGES = ["host", "training", "quantize", "export", "hls", "bench"]
+STAGES = ["host", "training", "quantize", "export", "hls", "board", "bench"]
 GRAPH = grimp.build_graph(*STAGES, "lic")
 
 

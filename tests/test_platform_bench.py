@@ -392,7 +392,7 @@ def test_arm_stages_from_board_rate_result(estimates, tmp_path, monkeypatch):
 
     seconds = lambda k: {"parse": 1e-4, "rans_z": 2e-3, "integer_hs": 0.03, "rans_y": 0.05, "tiles": 1e-3,
                          "to_rgb8": 9e-3, "entropy": 0.082}
-    from bench import board_rate
+    from board import rate as board_rate
 
     def doc(board, fps_low, fps_high, cores):
         return {"arm": {"board": board}, "fabric": {"board": board},

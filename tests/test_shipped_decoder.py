@@ -2,6 +2,7 @@
 user runs, bit-exact against each other, and quality bounds from the measured numbers."""
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -110,3 +111,40 @@ def test_every_q3_encoder_writes_files_the_q3_package_decodes(tmp_path, capsys):
         assert run_lic("decode", lic, "-o", tmp_path / f"{name}.png", "--decoder", "student") == 0
         assert "student q3" in capsys.readouterr().out
     assert fingerprints == {DecoderPackage.load(PACKAGE).file_fingerprint}
+
+
+def test_one_copy_of_every_shipped_file(tmp_path):
+    """The shipped package refers to the student and integer h_s it was made from instead of holding
+    second copies; export makes such links only inside the repository, where the bytes are the same."""
+    from export.package import link_shipped_files
+    from host.decoder_package import INTEGER_HS, QUANT_STUDENT
+
+    shipped = {p.read_bytes(): p for d in ("training/students", "training/teachers")
+               for p in (REPO / d).iterdir() if p.is_file()}
+    for f in sorted((REPO / "host" / "decoders").rglob("*")):
+        if f.is_file() and not f.is_symlink():
+            assert f.read_bytes() not in shipped, f"{f} is a second copy of {shipped[f.read_bytes()]}"
+    q3 = REPO / "host" / "decoders" / "q3"
+    assert (q3 / QUANT_STUDENT).resolve() == (REPO / "training" / "students" / "student_q3.pt").resolve()
+
+    student = REPO / "training" / "students" / "student_q3.pt"
+    outside = tmp_path / "pkg"
+    outside.mkdir()
+    (outside / QUANT_STUDENT).write_bytes(student.read_bytes())
+    assert link_shipped_files(outside, outside, {QUANT_STUDENT: student}) == []  # a copy outside the repository
+    inside = REPO / "build" / "test-one-copy"
+    shutil.rmtree(inside, ignore_errors=True)
+    tmp = REPO / "build" / ".test-one-copy.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        (tmp / QUANT_STUDENT).write_bytes(student.read_bytes())
+        (tmp / INTEGER_HS).write_bytes(b"not the shipped one")
+        hs = REPO / "training" / "teachers" / "integer_hs_q3.npz"
+        assert link_shipped_files(tmp, inside, {QUANT_STUDENT: student, INTEGER_HS: hs}) == [QUANT_STUDENT]
+        tmp.rename(inside)
+        assert (inside / QUANT_STUDENT).is_symlink() and (inside / QUANT_STUDENT).read_bytes() == student.read_bytes()
+        assert not (inside / INTEGER_HS).is_symlink()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(inside, ignore_errors=True)

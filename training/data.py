@@ -1,16 +1,21 @@
-"""Training images as random crops, held decoded in memory (BSDS500 is ~230 MB as uint8)."""
+"""The image sets: Kodak (every evaluation), BSDS500 less its held-out photos (training, as random
+crops held decoded in memory: ~230 MB as uint8) and the held-out photos."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import sys
+
 import numpy as np
 import torch
 from PIL import Image
 
-from host.image_io import list_images
+from host.image_io import list_images, load_rgb
 from lic.errors import LicError
-from training.loop import DEFAULT_DATA
+from training.loop import DEFAULT_DATA, REPO
+
+KODAK = REPO.parent / "shared" / "data" / "kodak"
 
 # Photos no student, integer h_s or cache trains on, so that rate and quality can be checked on
 # images outside training (Kodak aside): the first 50 of BSDS500's test split, in name order.
@@ -22,6 +27,23 @@ def held_out_images() -> list[Path]:
     if not HELD_OUT_SPLIT.is_dir():
         return []
     return list_images(HELD_OUT_SPLIT)[:HELD_OUT_COUNT]
+
+
+def first_images(folder: Path, limit: int | None) -> list[Path]:
+    if limit is not None and limit < 1:
+        raise LicError(f"--limit must be at least 1, got {limit}")
+    return list_images(folder)[:limit]
+
+
+def load_images(files: list[Path]) -> list[tuple[str, np.ndarray]]:
+    """(name, HxWx3 uint8) per file; each file's decoding warnings as one line on stderr."""
+    images = []
+    for f in files:
+        rgb, warnings = load_rgb(f)
+        for w in warnings:
+            print(f"lic: {f.name}: {w}", file=sys.stderr)
+        images.append((f.name, rgb))
+    return images
 
 
 def training_images(folders: list[Path]) -> list[Path]:

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 import hashlib
 from dataclasses import dataclass
+from pathlib import Path
 
 from host.container import FORMAT_V1, FORMAT_V2, FORMAT_V3, LicFile, parse
 from host.geometry import DEFAULT_MAX_PIXELS, hyperprior_geometry
@@ -67,14 +68,18 @@ class EntropyModels:
         return self.teacher.name + (" + integer h_s" if self.integer_hs is not None else "")
 
 
-def shipped_integer_hs(quality: int) -> IntegerHyperSynthesis:
+def shipped_integer_hs_path(quality: int) -> Path:
     from training.teacher import TEACHERS_DIR, shipped_entry
 
     entry = shipped_entry(quality)
     if "integer_hs" not in entry:
         raise LicError(f"no shipped integer h_s for quality {quality}; train one with `lic distill-hyper` "
                        f"and pass it with --integer-hs PATH")
-    return IntegerHyperSynthesis.load(TEACHERS_DIR / entry["integer_hs"])
+    return TEACHERS_DIR / entry["integer_hs"]
+
+
+def shipped_integer_hs(quality: int) -> IntegerHyperSynthesis:
+    return IntegerHyperSynthesis.load(shipped_integer_hs_path(quality))
 
 
 def find_shipped(fingerprint: bytes) -> EntropyModels | None:

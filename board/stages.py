@@ -22,10 +22,10 @@ frame: the buffers' cache clean and invalidate, the accelerator driver's registe
 sleeping wait, and the pipeline's thread hand-offs, which hls/estimates.py pipeline_rate models
 (assumed) and `lic board-rate --on-board` times on a board.
 
-    python -m bench.board_stages check --package P --refs DIR --out DIR      (writes NAME.arm.npz and
+    python -m board.stages check --package P --refs DIR --out DIR      (writes NAME.arm.npz and
                                                                               kernels.json: kernel_cases,
                                                                               RGB8_SCALES, window_cases)
-    python -m bench.board_stages count --package P --refs DIR --stage S --repeat N NAME
+    python -m board.stages count --package P --refs DIR --stage S --repeat N NAME
 """
 
 from __future__ import annotations

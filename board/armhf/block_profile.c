@@ -1,5 +1,5 @@
 /* A QEMU TCG plugin that profiles guest basic blocks and simulates the caches, for the cycle model
- * of the ARM stages (bench/arm_cycles.py). Declares the plugin-API entry points it uses, as
+ * of the ARM stages (board/arm_cycles.py). Declares the plugin-API entry points it uses, as
  * insn_count.c does (Debian ships qemu-user with plugin support but no qemu-plugin.h).
  *
  * Blocks: every translated block is keyed by its first address and length; each execution adds 1

@@ -4,7 +4,7 @@ An instruction count times an assumed CPI says little about a core whose CPI can
 0.5 (the A9 and A53 are dual-issue) to well above 2 (cache misses). This module replaces the assumed
 CPI by two models, both of the board's core and caches, neither of them a measurement:
 
-  core      every basic block the stage executes (QEMU TCG plugin bench/armhf/block_profile.c: each
+  core      every basic block the stage executes (QEMU TCG plugin board/armhf/block_profile.c: each
             block's instructions as QEMU disassembles them, and how often it ran), priced by LLVM's
             scheduling model of the core (`llvm-mca -mcpu=cortex-a9` / `cortex-a53`: issue width,
             latencies and pipeline resources; every load hits L1, every branch is predicted).
@@ -32,7 +32,7 @@ from pathlib import Path
 from lic.errors import LicError
 
 REPO = Path(__file__).resolve().parent.parent
-PLUGIN_SRC = REPO / "bench" / "armhf" / "block_profile.c"
+PLUGIN_SRC = REPO / "board" / "armhf" / "block_profile.c"
 # llvm-mca target per Debian architecture; armhf blocks are Thumb-2 (Debian's default) or ARM
 TRIPLES = {"armhf": ("thumbv7a-linux-gnueabihf", "armv7a-linux-gnueabihf"), "arm64": ("aarch64-linux-gnu",)}
 MCA_ITERATIONS = 100
@@ -44,7 +44,7 @@ _REGLIST = re.compile(r"^(push|pop|stmdb|ldmia|ldm|stm)(\.w)?\s+(sp!?,\s*)?\{([^
 
 
 def plugin(out_dir: Path = REPO / "build" / "qemu-plugin") -> Path:
-    """bench/armhf/block_profile.c built for this machine's qemu (cached)."""
+    """board/armhf/block_profile.c built for this machine's qemu (cached)."""
     so = out_dir / "block_profile.so"
     if not so.is_file() or so.stat().st_mtime < PLUGIN_SRC.stat().st_mtime:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -88,17 +88,17 @@ class Profile:
 
 def profile_stage(root: Path, libs: dict, package: Path, refs: Path, name: str, stage: str, repeat: int,
                   arch: str = "armhf", caches: dict | None = None) -> Profile | str:
-    """One run of `stage` (bench/board_stages.py) on file `name` under qemu: the differenced profile of
+    """One run of `stage` (board/stages.py) on file `name` under qemu: the differenced profile of
     1 and 1 + repeat runs, or the reason the stage cannot run on that ARM. caches: board.json's, to
     simulate them too (slower)."""
-    from bench.arm_check import qemu_command, qemu_env
+    from board.arm_check import qemu_command, qemu_env
 
     runs = []
     for n in (1, 1 + repeat):
         with tempfile.NamedTemporaryFile("r", suffix=".blocks") as f:
             arg = f"{plugin()},out={f.name}" + (f",caches={cache_argument(caches)}" if caches else "")
             cmd = qemu_command(root, arg, arch) + [
-                "-m", "bench.board_stages", "count", "--package", str(package), "--refs", str(refs),
+                "-m", "board.stages", "count", "--package", str(package), "--refs", str(refs),
                 "--stage", stage, "--repeat", str(n), name]
             proc = subprocess.run(cmd, env=qemu_env(libs), cwd=REPO, capture_output=True, text=True)
             if proc.returncode == 3:
@@ -180,7 +180,7 @@ def check_llvm_mca() -> None:
     try:
         subprocess.run(["llvm-mca", "--version"], capture_output=True, check=True)
     except (OSError, subprocess.CalledProcessError):
-        raise LicError("llvm-mca not found: `apt-get install llvm` (bench/armhf/setup_root.sh installs it)") from None
+        raise LicError("llvm-mca not found: `apt-get install llvm` (board/armhf/setup_root.sh installs it)") from None
 
 
 def model(profile: Profile, arch: str, mcpu: str) -> dict:

@@ -1,15 +1,15 @@
 """`lic board-rate`: the board's frame rate is its slowest pipeline stage, ARM or fabric.
 
-Per ARM stage (bench/board_stages.py) on one 768x512 Kodak file:
+Per ARM stage (board/stages.py) on one 768x512 Kodak file:
 
   estimated   (default) ARM time = ARM instructions x CPI / clock, for the board's ARM (board.json's
               "arm": PYNQ-Z2's Cortex-A9 = armhf, ZCU104's / KV260's Cortex-A53 = arm64). Instructions
               are counted exactly by running Debian's Python + numpy + Pillow for that architecture
               and our cross-compiled C under qemu-arm / qemu-aarch64 with a TCG plugin
-              (bench/armhf/block_profile.c), each stage run 1 and 1 + K times and differenced, so
+              (board/armhf/block_profile.c), each stage run 1 and 1 + K times and differenced, so
               start-up and input loading cancel. CPI is an assumption, given as a range (--cpi).
   modelled    (default, beside it) the same runs' basic blocks priced by LLVM's scheduling model of
-              the core, and their memory accesses through a simulated L1 / L2 (bench/arm_cycles.py):
+              the core, and their memory accesses through a simulated L1 / L2 (board/arm_cycles.py):
               core cycles at the low end, plus every cache miss at an assumed latency at the high end.
   measured    --on-board: wall time of the same stage functions on the machine running the command
               (a PYNQ board once one is available; on x86 it measures x86, and says so).
@@ -42,7 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.arm_cycles import check_llvm_mca, model, profile_stage, stall_cycles
+from board.arm_cycles import check_llvm_mca, model, profile_stage, stall_cycles
 from hls.boards import board_rate_path as result_path
 from lic.errors import LicError
 
@@ -70,7 +70,7 @@ def arm_cpu(board: str) -> dict:
 
 def time_stages(package, refs: Path, name: str, repeat: int) -> dict[str, float | str]:
     """Median wall seconds per stage on this machine (one thread: the stages are called in turn)."""
-    from bench.board_stages import Unavailable, load_refs, stage_runner
+    from board.stages import Unavailable, load_refs, stage_runner
 
     data = (refs / f"{name}.lic").read_bytes()
     ref = load_refs(refs / f"{name}.x86.npz")
@@ -169,8 +169,8 @@ def share_text(share: float) -> str:
 
 def ensure_refs(refs: Path, package) -> str:
     """The first Kodak image (768x512) as .lic + x86 stage outputs, made if absent."""
-    from bench.arm_check import make_lic_files, x86_references
-    from bench.evaluate import DEFAULT_DATA
+    from board.arm_check import make_lic_files, x86_references
+    from training.data import KODAK as DEFAULT_DATA
 
     from host.container import parse
 
@@ -350,7 +350,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--on-board", action="store_true",
                    help="measure the ARM stages here (run it on the board) instead of estimating them under qemu")
     p.add_argument("--root", type=Path, default=None,
-                   help="the ARM userland from bench/armhf/setup_root.sh (default build/<arch>-root)")
+                   help="the ARM userland from board/armhf/setup_root.sh (default build/<arch>-root)")
     p.add_argument("--refs", type=Path, default=REPO / "build" / "arm-check" / "refs",
                    help="NAME.lic + NAME.x86.npz (made from Kodak if absent; copy them to a board for --on-board)")
     p.add_argument("--estimates", type=Path, default=None,
@@ -378,7 +378,7 @@ def run(args) -> int:
     clock_mhz = args.clock_mhz or cpu["clock_mhz"]
     out = args.out or result_path(args.board)
     if not args.on_board:
-        from bench.arm_check import cross_compile, qemu_command
+        from board.arm_check import cross_compile, qemu_command
 
         qemu_command(root, "plugin", arch)  # a missing root or emulator: say so before encoding anything
         check_llvm_mca()

@@ -10,7 +10,7 @@ the C decoder is cross-compiled: host/csrc), the integer h_s (native kernel and 
 fabric's input windows, the image from given output windows (stitching and dequantising) and PNG
 writing.
 
-Setup (bench/armhf/setup_root.sh, run by make) is cached in build/armhf-root; the cross-compiled
+Setup (board/armhf/setup_root.sh, run by make) is cached in build/armhf-root; the cross-compiled
 libraries go to build/armhf/. `--arch arm64` does the same for ZCU104's / KV260's Cortex-A53 with
 Debian's arm64 packages (build/arm64-root, build/arm64/; `make arm-check BOARD=zcu104`).
 """
@@ -37,7 +37,7 @@ ARCHES = {"armhf": ("arm-linux-gnueabihf-gcc", "qemu-arm", "PYNQ-Z2's Cortex-A9"
 
 
 def setup_hint(arch: str) -> str:
-    return f"bench/armhf/setup_root.sh build/{arch}-root {arch}" + (" (make arm-check runs it)" if arch == "armhf" else "")
+    return f"board/armhf/setup_root.sh build/{arch}-root {arch}" + (" (make arm-check runs it)" if arch == "armhf" else "")
 
 # key in the stage outputs -> (stage it checks, what it is)
 CHECKS = {
@@ -70,7 +70,7 @@ def qemu_command(root: Path, plugin: str | None = None, arch: str = "armhf") -> 
         raise LicError(f"{qemu} not found: run `{setup_hint(arch)}` (it installs qemu-user and qemu-user-static)")
     python = root / "usr" / "bin" / "python3.11"
     if not python.is_file():
-        raise LicError(f"{root} has no {arch} python3.11: run `bench/armhf/setup_root.sh {root} {arch}`")
+        raise LicError(f"{root} has no {arch} python3.11: run `board/armhf/setup_root.sh {root} {arch}`")
     return [qemu, "-L", str(root)] + (["-plugin", plugin] if plugin else []) + [str(python)]
 
 
@@ -90,7 +90,7 @@ def qemu_env(libs: dict) -> dict:
 def make_lic_files(folder: Path, data: Path, limit: int, package) -> list[str]:
     """Encode the first `limit` images as the board's files: the package's encoder + integer h_s,
     y in one substream per fabric tile (format v3)."""
-    from bench.evaluate import first_images, load_images
+    from training.data import first_images, load_images
     from host.image_io import write_atomic
     from training.teacher_codec import EntropyModels, encode, package_encoder
 
@@ -106,7 +106,7 @@ def make_lic_files(folder: Path, data: Path, limit: int, package) -> list[str]:
 
 def x86_references(folder: Path, names: list[str], package) -> None:
     """NAME.x86.npz: every stage's output on this machine, the fabric's windows from onnxruntime."""
-    from bench.board_stages import run_all
+    from board.stages import run_all
     from host.backends import make_backend
 
     backend = make_backend("onnx", package)
@@ -142,7 +142,7 @@ def compare(folder: Path, arm_dir: Path, names: list[str]) -> dict:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from bench.evaluate import DEFAULT_DATA
+    from training.data import KODAK as DEFAULT_DATA
 
     p.add_argument("--arch", choices=sorted(ARCHES), default="armhf",
                    help="armhf: PYNQ-Z2's Cortex-A9 (default); arm64: ZCU104's / KV260's Cortex-A53")
@@ -167,7 +167,7 @@ def run(args) -> int:
     names = make_lic_files(refs, args.data, args.limit, package)
     x86_references(refs, names, package)
     arm_dir = args.out / arch
-    cmd += ["-m", "bench.board_stages", "check", "--package", str(package.root),
+    cmd += ["-m", "board.stages", "check", "--package", str(package.root),
                                      "--refs", str(refs), "--out", str(arm_dir), *names]
     print(f"{arch}:", " ".join(cmd), file=sys.stderr)
     proc = subprocess.run(cmd, env=qemu_env(libs), cwd=REPO)
@@ -197,9 +197,9 @@ def run(args) -> int:
     for key, row in report[names[0]]["checks"].items():
         if not row["ran"]:
             print(f"skipped {row['stage']}: {row['why']}")
-    print(f"native kernels on {len(kernels['cases'])} hard cases (integer h_s: bench.board_stages.kernel_cases; "
+    print(f"native kernels on {len(kernels['cases'])} hard cases (integer h_s: board.stages.kernel_cases; "
           f"to_rgb8: every int16 value; the image from every int8 window value; fabric windows: "
-          f"bench.board_stages.window_cases), against "
+          f"board.stages.window_cases), against "
           f"numpy on the same ARM: " + (f"**DIFFERS**: {kernels['differ']}" if kernels["differ"] else "all exact"))
     png_bytes = all(r["checks"]["png"]["same_bytes_as_x86"] for r in report.values())
     print(f"PNG files byte-identical to x86's: {png_bytes} (pixels are what must agree; zlib versions may differ)")

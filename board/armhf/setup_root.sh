@@ -5,7 +5,7 @@
 #   ARCH armhf  PYNQ-Z2's Cortex-A9 (default; ROOT default build/armhf-root)
 #   ARCH arm64  ZCU104's / KV260's Cortex-A53 (ROOT default build/arm64-root)
 # Needs root (apt-get) and Debian's archive; everything lands in ROOT.
-#   bench/armhf/setup_root.sh [ROOT] [ARCH]
+#   board/armhf/setup_root.sh [ROOT] [ARCH]
 set -euo pipefail
 ARCH=${2:-armhf}
 ROOT=${1:-build/$ARCH-root}
@@ -18,7 +18,7 @@ STAMP=$ROOT/.complete
 [[ -f $STAMP ]] && exit 0
 
 # qemu-user: the dynamic qemu-ARCH loads TCG plugins (block profiles); qemu-user-static does not.
-# llvm: llvm-mca, the core model of `lic board-rate` (bench/arm_cycles.py).
+# llvm: llvm-mca, the core model of `lic board-rate` (board/arm_cycles.py).
 HOST_PKGS="qemu-user qemu-user-static gcc-$TRIPLET llvm"
 # What the board's half imports: python3.11 + stdlib, numpy (OpenBLAS), Pillow (PNG), and their libraries.
 ARM_PKGS="libc6 libgcc-s1 libstdc++6 zlib1g libexpat1 libffi8 libssl3 libbz2-1.0 liblzma5 libzstd1
