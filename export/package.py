@@ -25,6 +25,7 @@ from export.qonnx_export import export_qcdq_onnx, export_qonnx, run_qonnx
 from host.decoder_package import (ENTROPY_TABLES, INTEGER_HS, MANIFEST, PACKAGE_FORMAT, QUANT_STUDENT, STUDENT_ONNX,
                                   STUDENT_QONNX, DecoderPackage, sha256_file)
 from host.integer_hyper import IntegerHyperSynthesis
+from host.package_signature import SIGNATURE, read_key, sign_manifest
 from lic.errors import LicError
 from training.loop import command_line
 from training.student_decoder import count_parameters, kmac_per_pixel, receptive_halo
@@ -48,6 +49,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"square latent tile of the QONNX graph for FINN, in latents (default {DEFAULT_TILE} = "
                         f"{DEFAULT_TILE * 16} px)")
     p.add_argument("--name", default=None, help="package name in the manifest (default: the folder name)")
+    p.add_argument("--sign-key", type=Path, default=None, metavar="KEY.pem",
+                   help="sign the package with this Ed25519 private key (PEM, e.g. `openssl genpkey -algorithm "
+                        "ed25519 -out KEY.pem`): writes manifest.sig, which `lic decode --trusted-key PUB.pem` "
+                        "checks. Default: unsigned")
 
 
 def entropy_tables(teacher_model) -> dict[str, np.ndarray]:
@@ -92,12 +97,14 @@ def verify(model, qcfg, qonnx_path: Path, onnx_path: Path, tile: int, scale: flo
 
 
 def export_package(student_path: Path, out_dir: Path, *, teacher_spec=None, integer_hs_path: Path | None = None,
-                   tile: int = DEFAULT_TILE, name: str | None = None) -> DecoderPackage:
+                   tile: int = DEFAULT_TILE, name: str | None = None, sign_key: Path | None = None) -> DecoderPackage:
     from quantize.qat import check_bit_widths, load_quant_student
     from training.teacher_codec import EntropyModels, shipped_integer_hs, shipped_integer_hs_path
     from types import SimpleNamespace
     from training.distill import resolve_teacher
 
+    if sign_key is not None:
+        read_key(sign_key, private=True)  # a bad key fails now, not after the export's minutes
     model, cfg, qcfg, fingerprint = load_quant_student(student_path)
     try:
         check_bit_widths(qcfg, cfg)  # a file from before `lic qat` capped them
@@ -147,6 +154,8 @@ def export_package(student_path: Path, out_dir: Path, *, teacher_spec=None, inte
             "files": {f.name: sha256_file(f) for f in sorted(tmp.iterdir())},
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        if sign_key is not None:
+            sign_manifest(tmp / MANIFEST, sign_key)
         package = DecoderPackage.load(tmp)
         link_shipped_files(tmp, out_dir, {QUANT_STUDENT: student_path, INTEGER_HS: shipped_hs_path})
         if out_dir.exists():
@@ -200,9 +209,10 @@ def _export_dynamic_qcdq(model, tile: int, path: Path) -> None:
 
 def run(args) -> int:
     package = export_package(args.student, args.output, teacher_spec=args.teacher, integer_hs_path=args.integer_hs,
-                             tile=args.tile, name=args.name)
+                             tile=args.tile, name=args.name, sign_key=args.sign_key)
     m = package.manifest
     print(f"{args.output}: decoder package for files {m['file_fingerprint']} ({m['teacher']} + integer h_s); "
           f"{m['student']['kmac_per_pixel']} kMAC/px, tile {m['tile']}, halo {m['halo']}; "
-          f"QONNX == Brevitas, onnxruntime within {m['verification']['onnxruntime_vs_brevitas_max_lsb']} LSB")
+          f"QONNX == Brevitas, onnxruntime within {m['verification']['onnxruntime_vs_brevitas_max_lsb']} LSB"
+          + (f"; signed ({SIGNATURE})" if args.sign_key else ""))
     return 0

@@ -69,6 +69,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, metavar="N",
                    help=f"refuse files whose header claims more than N pixels, before allocating anything "
                         f"(default {DEFAULT_MAX_PIXELS:,} = 4096x4096; decoding memory grows with it)")
+    p.add_argument("--trusted-key", type=Path, action="append", default=None, metavar="PUB.pem",
+                   help="decode only with packages signed by this Ed25519 public key (`lic export --sign-key`); "
+                        "repeat for several; LIC_TRUSTED_KEYS (':'-separated) adds more. Default: none, "
+                        "packages are checked against their manifest's checksums only")
     p.add_argument("--times", action="store_true", help="print the time spent in each decoding stage")
     memory.add_argument(p)
 
@@ -146,7 +150,7 @@ class _StudentDecoder:
         from host.decoder_package import DecoderPackage
         from host.runtime import HostDecoder
 
-        package = DecoderPackage.load(package_dir)
+        package = DecoderPackage.load(package_dir, keys=args.trusted_key or ())
         backend = make_backend(args.backend or default_backend(), package, hw_dir=args.hw_dir)
         self.decoder = HostDecoder(package, backend, args.tile, max_pixels=args.max_pixels)
         self.tiled = HostDecoder(package, backend, backend.tile or package.tile, max_pixels=args.max_pixels)

@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from host.integer_hyper import IntegerHyperSynthesis
+from host.package_signature import trusted_keys, verify_manifest
 from host.rans import CdfTable
 from lic.errors import LicError
 
@@ -38,6 +39,7 @@ STUDENT_ONNX = "student.onnx"
 STUDENT_QONNX = "student.qonnx.onnx"
 QUANT_STUDENT = "quant_student.pt"
 OPTIONAL_FILES = {QUANT_STUDENT}
+MAX_MANIFEST_BYTES = 1 << 20
 REQUIRED_FILES = {ENTROPY_TABLES, INTEGER_HS, STUDENT_ONNX, STUDENT_QONNX}
 # manifest key -> (type, smallest, largest): a package is untrusted input, so geometry that sizes
 # buffers is checked before anything uses it
@@ -120,15 +122,26 @@ class DecoderPackage:
         return p
 
     @classmethod
-    def load(cls, root: Path | str, verify: bool = True) -> "DecoderPackage":
+    def load(cls, root: Path | str, verify: bool = True, keys: list[Path] | tuple = ()) -> "DecoderPackage":
         """Read a package, treating it as untrusted: manifest fields typed and in range, every file's
-        checksum verified, and the tables and integer h_s checked against the manifest and each other."""
+        checksum verified, and the tables and integer h_s checked against the manifest and each other.
+        With trusted keys (`keys`, and LIC_TRUSTED_KEYS), the manifest must carry a signature by one
+        of them (host/package_signature.py)."""
         root = Path(root)
         mpath = root / MANIFEST
         if not mpath.is_file():
             raise LicError(f"{root}: not a decoder package (no {MANIFEST}); make one with `lic export`")
         try:
-            manifest = json.loads(mpath.read_text())
+            if mpath.stat().st_size > MAX_MANIFEST_BYTES:  # a manifest is ~3 KB; never read a huge one whole
+                raise LicError(f"{mpath}: {mpath.stat().st_size} bytes, too large to be a manifest")
+            raw = mpath.read_bytes()
+        except OSError as e:
+            raise LicError(f"cannot read {mpath}: {e.strerror or e}") from None
+        keys = trusted_keys(keys)
+        if keys:
+            verify_manifest(raw, root, keys)  # before anything in the manifest is believed
+        try:
+            manifest = json.loads(raw.decode("utf-8"))
         except (ValueError, UnicodeDecodeError) as e:
             raise LicError(f"{mpath}: not valid JSON ({e})") from None
         except RecursionError:
@@ -175,6 +188,18 @@ class DecoderPackage:
         if hs.max_index >= len(self.y_table):
             raise LicError(f"{where}: the integer h_s gives scale indexes up to {hs.max_index}, the y table has "
                            f"{len(self.y_table)} rows")
+        # offsets a real export writes (CompressAI's update()): each value's symbol lies inside its row,
+        # and the Gaussian y rows are symmetric about zero (offset -c for 2c + 1 values, length 2c + 3);
+        # an edited offset shifts every decoded latent and would decode to wrong pixels silently
+        for name, t in (("z", self.z_table), ("y", self.y_table)):
+            lengths, offsets = t.cdf_length.astype(np.int64), t.offset.astype(np.int64)
+            if np.any(offsets > 0) or np.any(offsets < -(lengths - 2)):
+                raise LicError(f"{where}: {ENTROPY_TABLES} {name}_offset has values outside its rows "
+                               f"(an edited table: offsets must lie in -(length - 2)..0)")
+        bad = np.flatnonzero(self.y_table.offset.astype(np.int64) != -((self.y_table.cdf_length.astype(np.int64) - 3) // 2))
+        if bad.size:
+            raise LicError(f"{where}: {ENTROPY_TABLES} y_offset row {int(bad[0])} is not centred on zero "
+                           f"(a Gaussian table's offset is -(length - 3) / 2): an edited table")
         if self.spatial_multiple != 4 * self.upscale:
             raise LicError(f"{where}: spatial_multiple {self.spatial_multiple} must be 4 x upscale "
                            f"({self.upscale}): z is a quarter of y's resolution")

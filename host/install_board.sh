@@ -23,6 +23,9 @@ command -v gcc >/dev/null || { echo "install_board: gcc missing: sudo apt-get in
 # --only-binary: a wheel or nothing, so nothing is ever compiled here; PYNQ's venv already has numpy and Pillow
 # (pip then keeps them), and tqdm is pure Python.
 $PIP --only-binary :all: "numpy>=1.21,<2" "pillow>=9" tqdm "setuptools>=77.0.3,<81"
+# cryptography checks signed decoder packages (`lic decode --trusted-key`; optional): the lock's pin, whose
+# armv7l wheel needs only the cffi that pynq itself depends on (requirements.lock says why this version).
+$PIP --only-binary :all: "$(grep -m1 '^cryptography==' requirements.lock)"
 # The rANS decoder and the integer h_s / RGB kernels: plain C99 (libc only), NEON on the A9
 # (host/csrc/Makefile); prebuilt libraries can be used instead through LIC_RANS_LIB / LIC_HOST_LIB.
 make -C host/csrc
@@ -36,6 +39,10 @@ import host.accelerator_driver, host.fabric, host.runtime  # noqa: F401,E401  (t
 _lib()
 assert library() is not None, "build/host/liblic_host.so did not build"
 assert default_backend() == "pynq"
+try:
+    from cryptography.hazmat.primitives.asymmetric import ed25519  # noqa: F401
+except ImportError as e:
+    print(f"install_board: cryptography does not import ({e}): signed packages cannot be checked here", file=sys.stderr)
 heavy = sorted({m.split(".")[0] for m in sys.modules} & {"torch", "onnx", "qonnx", "finn", "finn_plus_driver"})
 assert not heavy, f"the board's path imported {heavy}"
 print("lic host runtime installed in PYNQ's venv; decode on the fabric (as root, see the header of "

@@ -147,6 +147,115 @@ def test_package_parts_are_checked_against_each_other(package_copy):
         DecoderPackage.load(package_copy)
 
 
+def test_an_edited_offset_table_is_refused(package_copy):
+    """Offsets a real export cannot write (CompressAI's y rows are centred on zero): an edited table
+    whose checksum was rewritten would otherwise shift every latent and decode wrong pixels silently."""
+    import io
+
+    with np.load(package_copy / "entropy_tables.npz") as t:
+        tables = dict(t)
+    for key, row, value, match in [("y_offset", 5, -3, "y_offset row 5 is not centred on zero"),
+                                   ("z_offset", 0, 1, "z_offset has values outside its rows"),
+                                   ("y_offset", 0, -10_000, "y_offset has values outside its rows")]:
+        edited = dict(tables)
+        edited[key] = tables[key].copy()
+        edited[key][row] = value
+        buf = io.BytesIO()
+        np.savez(buf, **edited)
+        _rewrite(package_copy, "entropy_tables.npz", buf.getvalue())
+        with pytest.raises(LicError, match=match):
+            DecoderPackage.load(package_copy)
+
+
+# --- signed packages: edits the checksums cannot catch ---------------------------------------------
+
+def _keypair(folder, name):
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    key = ed25519.Ed25519PrivateKey.generate()
+    private, public = folder / f"{name}.pem", folder / f"{name}.pub.pem"
+    private.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                          serialization.NoEncryption()))
+    public.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM,
+                                                     serialization.PublicFormat.SubjectPublicKeyInfo))
+    return private, public
+
+
+def test_signed_package_decodes_only_with_its_key(package_copy, tmp_path, capsys, monkeypatch):
+    from host.package_signature import TRUSTED_KEYS_ENV, sign_manifest
+    from test_fuzz import photo
+
+    monkeypatch.delenv(TRUSTED_KEYS_ENV, raising=False)
+    mine, mine_pub = _keypair(tmp_path, "mine")
+    _, other_pub = _keypair(tmp_path, "other")
+    lic, png = tmp_path / "k.lic", tmp_path / "k.png"
+    Image.fromarray(photo(48, 64, 1)).save(png)
+    assert run_lic("encode", png, "-o", lic, "--integer-hs") == 0
+    assert run_lic("decode", lic, "-o", tmp_path / "plain.png", "--package", package_copy) == 0
+
+    # unsigned, with a trusted key configured: refused
+    assert run_lic("decode", lic, "-o", tmp_path / "x.png", "--package", package_copy, "--trusted-key", mine_pub) == 1
+    assert "is not signed (manifest.sig missing)" in capsys.readouterr().err
+    sign_manifest(package_copy / MANIFEST, mine)
+    assert run_lic("decode", lic, "-o", tmp_path / "signed.png", "--package", package_copy,
+                   "--trusted-key", other_pub, "--trusted-key", mine_pub) == 0
+    assert (tmp_path / "signed.png").read_bytes() == (tmp_path / "plain.png").read_bytes()
+    capsys.readouterr()
+    monkeypatch.setenv(TRUSTED_KEYS_ENV, str(other_pub))  # only someone else's key: refused
+    assert run_lic("decode", lic, "-o", tmp_path / "y.png", "--package", package_copy) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is not signed by a trusted key" in err[0] and not (tmp_path / "y.png").exists()
+
+    # an edit whose checksum was rewritten passes the checksums but not the signature
+    monkeypatch.setenv(TRUSTED_KEYS_ENV, str(mine_pub))
+    DecoderPackage.load(package_copy)
+    onnx = bytearray((package_copy / "student.onnx").read_bytes())
+    onnx[-100] ^= 1
+    _rewrite(package_copy, "student.onnx", bytes(onnx))
+    with pytest.raises(LicError, match="not signed by a trusted key"):
+        DecoderPackage.load(package_copy)
+
+
+def test_bad_keys_are_one_line(package_copy, tmp_path, monkeypatch):
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from host.package_signature import TRUSTED_KEYS_ENV, sign_manifest
+
+    monkeypatch.delenv(TRUSTED_KEYS_ENV, raising=False)
+    rsa_pem = tmp_path / "rsa.pem"
+    rsa_pem.write_bytes(rsa.generate_private_key(public_exponent=65537, key_size=1024).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_text("not a key")
+    for key, match in [(rsa_pem, "not an Ed25519 private key"), (garbage, "not a PEM private key"),
+                       (tmp_path / "absent.pem", "cannot read the private key")]:
+        with pytest.raises(LicError, match=match):
+            sign_manifest(package_copy / MANIFEST, key)
+    with pytest.raises(LicError, match="not a PEM public key"):
+        DecoderPackage.load(package_copy, keys=[garbage])
+    mine, _ = _keypair(tmp_path, "mine")
+    sign_manifest(package_copy / MANIFEST, mine)
+    (package_copy / "manifest.sig").write_bytes(b"short")
+    with pytest.raises(LicError, match="5 bytes, not an Ed25519 signature"):
+        DecoderPackage.load(package_copy, keys=[_keypair(tmp_path, "k")[1]])
+    # lic export checks its key before minutes of exporting
+    assert run_lic("export", REPO / "training" / "students" / "student_q3.pt", "-o", tmp_path / "exported",
+                   "--sign-key", garbage) == 1
+    assert not (tmp_path / "exported").exists()
+
+
+def test_the_board_path_loads_cryptography_only_with_a_key():
+    import subprocess
+    import sys
+
+    code = ("import sys; from host.decoder_package import DecoderPackage; "
+            f"DecoderPackage.load({str(PACKAGE)!r}); assert 'cryptography' not in sys.modules, 'loaded'")
+    env = {k: v for k, v in __import__('os').environ.items() if k != "LIC_TRUSTED_KEYS"}
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO, env=env)
+
+
 def test_integer_hs_bit_widths_and_shapes_are_checked(package_copy):
     import io
 
