@@ -229,3 +229,63 @@ def test_single_bad_file_one_line_no_output(real_files, tmp_path, capsys, decode
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"lic: error: {bad}: ")
     assert not (tmp_path / "x.png").exists() and sorted(p.name for p in tmp_path.iterdir()) == ["claim.lic"]
+
+
+AUDIT_CAP = 4 << 30  # the audit's address-space cap
+
+
+def _audit_limits():
+    resource.setrlimit(resource.RLIMIT_AS, (AUDIT_CAP, AUDIT_CAP))
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+
+def _lic_capped(*args, timeout: int = 120) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    return subprocess.run([sys.executable, "-m", "lic.cli", *map(str, args)], capture_output=True, text=True,
+                          env=env, timeout=timeout, preexec_fn=_audit_limits, cwd=REPO)
+
+
+def _one_line(proc, *needles):
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("lic: error: "), proc.stderr[-2000:]
+    assert any(n in lines[0] for n in needles), lines[0]
+
+
+def test_fuzz_memory_and_special_files_under_the_audit_cap(real_files, tmp_path):
+    """The audit's memory and special-file cases, each in a child capped at 4 GB of address space:
+    special files and files far larger than their header allows among good ones, a small file that
+    claims a huge frame for the teacher, a tile far larger than the image, and PNGs of a few KB whose
+    pixels would need gigabytes: one line each, nothing half-written, never a hang or a traceback."""
+    from PIL import Image
+
+    src = parse(real_files["v2"][0])
+    folder, out = tmp_path / "in", tmp_path / "out"
+    folder.mkdir()
+    (folder / "good.lic").write_bytes(real_files["v2"][0])
+    os.mkfifo(folder / "fifo.lic")
+    (folder / "dir.lic").mkdir()
+    os.symlink("/dev/zero", folder / "zero.lic")
+    with open(folder / "huge.lic", "wb") as f:  # sparse: 5 GB on disk in name only
+        f.write(real_files["v2"][0][:40])
+        f.truncate(5 << 30)
+    (folder / "claim.lic").write_bytes(build(src, 65535, 65535))
+    proc = _lic_capped("decode", folder, "-o", out)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    lines = proc.stderr.strip().splitlines()
+    assert all(line.startswith("lic: error: ") for line in lines), proc.stderr
+    assert lines[-1].startswith("lic: error: 5 of 6 files failed")
+    assert [p.name for p in out.iterdir()] == ["good.png"]
+
+    teacher = tmp_path / "big.lic"
+    teacher.write_bytes(build(src, 4096, 4096))
+    _one_line(_lic_capped("decode", teacher, "-o", tmp_path / "t.png", "--decoder", "teacher"),
+              "needs about", "too short")
+    _one_line(_lic_capped("decode", folder / "good.lic", "-o", tmp_path / "tile.png", "--tile", "20000"), "--tile")
+    for h, w in [(1, 16_777_216), (1, 70_000), (4000, 4000)]:
+        png = tmp_path / f"{h}x{w}.png"
+        Image.new("RGB", (w, h), (90, 120, 200)).save(png)
+        _one_line(_lic_capped("encode", png, "-o", tmp_path / f"{h}x{w}.lic", "--integer-hs"),
+                  "needs about", "pixels", "65535", "--max-memory")
+        assert not (tmp_path / f"{h}x{w}.lic").exists()
+    assert not (tmp_path / "t.png").exists() and not (tmp_path / "tile.png").exists()
