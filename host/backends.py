@@ -143,7 +143,15 @@ class OnnxBackend(Backend):
         self.scale = package.output_scale
 
     def run(self, y: np.ndarray) -> np.ndarray:
-        out = self.session.run(None, {self.input_name: y.astype(np.float32)})[0]
+        try:
+            out = self.session.run(None, {self.input_name: y.astype(np.float32)})[0]
+        except (MemoryError, LicError):
+            raise
+        except Exception as e:  # onnxruntime's exceptions derive from Exception only, not RuntimeError
+            first = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+            if "alloc" in first.lower():  # lic's top level makes this one line, as for torch and numpy
+                raise MemoryError(first) from None
+            raise LicError(f"onnxruntime failed on a {list(y.shape)} input ({first})") from None
         return to_int_pixels(out, self.scale)
 
 

@@ -211,3 +211,33 @@ def test_pillow_warnings_are_one_line_each(tmp_path, capsys):
     assert main(["encode", str(src), "-o", str(tmp_path / "x.lic")]) == 0
     err = capsys.readouterr().err
     assert "lic: warning:" in err and "Corrupt EXIF" in err and "UserWarning" not in err
+
+
+def test_onnxruntime_failures_are_one_line(tmp_path, capsys, monkeypatch):
+    """onnxruntime's exceptions are not RuntimeErrors: a failed allocation inside it becomes lic's
+    out-of-memory line, any other failure one lic: error line."""
+    from host.backends import OnnxBackend
+
+    lic = tmp_path / "a.lic"
+    lic.write_bytes((GOLDEN / "q3_tuned_v2.lic").read_bytes())
+    for message, expected in [("bad_alloc: Failed to allocate memory for requested buffer of size 9", "out of memory"),
+                              ("[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : Non-zero status code", "onnxruntime failed")]:
+        class OrtLike(Exception):
+            pass
+
+        class FailingSession:
+            def run(self, *args, **kwargs):
+                raise OrtLike(message)
+
+        original = OnnxBackend.__init__
+
+        def init(self, *a, **k):
+            original(self, *a, **k)
+            self.session = FailingSession()
+
+        monkeypatch.setattr(OnnxBackend, "__init__", init)
+        assert main(["decode", str(lic), "-o", str(tmp_path / "x.png"), "--backend", "onnx"]) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and expected in err[0], err
+        assert not (tmp_path / "x.png").exists()
+        monkeypatch.setattr(OnnxBackend, "__init__", original)
