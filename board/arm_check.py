@@ -27,7 +27,13 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
+from board.stages import run_all
+from host.backends import make_backend
+from host.decode_cli import default_package
+from host.decoder_package import DecoderPackage
+from host.image_io import write_atomic
 from lic.errors import LicError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -90,8 +96,8 @@ def qemu_env(libs: dict) -> dict:
 def make_lic_files(folder: Path, data: Path, limit: int, package) -> list[str]:
     """Encode the first `limit` images as the board's files: the package's encoder + integer h_s,
     y in one substream per fabric tile (format v3)."""
+    # why: training/ loads torch; board/rate.py imports this module on a board (--on-board), without torch
     from training.data import first_images, load_images
-    from host.image_io import write_atomic
     from training.teacher_codec import EntropyModels, encode, package_encoder
 
     models = package_encoder(package)
@@ -106,9 +112,6 @@ def make_lic_files(folder: Path, data: Path, limit: int, package) -> list[str]:
 
 def x86_references(folder: Path, names: list[str], package) -> None:
     """NAME.x86.npz: every stage's output on this machine, the fabric's windows from onnxruntime."""
-    from board.stages import run_all
-    from host.backends import make_backend
-
     backend = make_backend("onnx", package)
     for name in names:
         out, skipped = run_all(package, (folder / f"{name}.lic").read_bytes(), backend.run_windows)
@@ -119,8 +122,6 @@ def x86_references(folder: Path, names: list[str], package) -> None:
 
 
 def compare(folder: Path, arm_dir: Path, names: list[str]) -> dict:
-    from PIL import Image
-
     report = {}
     for name in names:
         with np.load(folder / f"{name}.x86.npz") as x, np.load(arm_dir / f"{name}.arm.npz") as a:
@@ -142,7 +143,7 @@ def compare(folder: Path, arm_dir: Path, names: list[str]) -> dict:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from training.data import KODAK as DEFAULT_DATA
+    from training.data import KODAK as DEFAULT_DATA  # why: training/ loads torch (see make_lic_files)
 
     p.add_argument("--arch", choices=sorted(ARCHES), default="armhf",
                    help="armhf: PYNQ-Z2's Cortex-A9 (default); arm64: ZCU104's / KV260's Cortex-A53")
@@ -154,9 +155,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from host.decode_cli import default_package
-    from host.decoder_package import DecoderPackage
-
     package = DecoderPackage.load(args.package or default_package())
     refs = args.out / "refs"
     refs.mkdir(parents=True, exist_ok=True)

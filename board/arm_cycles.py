@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
+from board.arm_check import qemu_command, qemu_env
 from lic.errors import LicError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -91,8 +92,6 @@ def profile_stage(root: Path, libs: dict, package: Path, refs: Path, name: str, 
     """One run of `stage` (board/stages.py) on file `name` under qemu: the differenced profile of
     1 and 1 + repeat runs, or the reason the stage cannot run on that ARM. caches: board.json's, to
     simulate them too (slower)."""
-    from board.arm_check import qemu_command, qemu_env
-
     runs = []
     for n in (1, 1 + repeat):
         with tempfile.NamedTemporaryFile("r", suffix=".blocks") as f:

@@ -42,8 +42,17 @@ from pathlib import Path
 
 import numpy as np
 
+from board.arm_check import cross_compile, make_lic_files, qemu_command, x86_references
 from board.arm_cycles import check_llvm_mca, model, profile_stage, stall_cycles
+from board.stages import Unavailable, load_refs, stage_runner
+from hls.boards import available_boards, load_board
 from hls.boards import board_rate_path as result_path
+from hls.estimates import fabric_timing, pipeline_rate
+from host.backends import make_backend
+from host.container import FORMAT_V3, parse
+from host.decode_cli import default_package
+from host.decoder_package import DecoderPackage
+from host.runtime import HostDecoder, latent_shape, y_regions
 from lic.errors import LicError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -59,8 +68,6 @@ COUNTED = ("parse", "rans_z", "integer_hs", "integer_hs_numpy", "entropy", "tile
 def arm_cpu(board: str) -> dict:
     """board.json's "arm": core, arch, cores, clock_mhz, clock_source, cpi_assumed, llvm_mcpu, caches,
     miss_cycles."""
-    from hls.boards import load_board
-
     arm = load_board(board).arm
     if not arm:
         raise LicError(f"fpga_projects/{board}/board.json has no \"arm\" entry (core, arch, cores, clock_mhz, "
@@ -70,8 +77,6 @@ def arm_cpu(board: str) -> dict:
 
 def time_stages(package, refs: Path, name: str, repeat: int) -> dict[str, float | str]:
     """Median wall seconds per stage on this machine (one thread: the stages are called in turn)."""
-    from board.stages import Unavailable, load_refs, stage_runner
-
     data = (refs / f"{name}.lic").read_bytes()
     ref = load_refs(refs / f"{name}.x86.npz")
     out: dict[str, float | str] = {}
@@ -169,18 +174,13 @@ def share_text(share: float) -> str:
 
 def ensure_refs(refs: Path, package) -> str:
     """The first Kodak image (768x512) as .lic + x86 stage outputs, made if absent."""
-    from board.arm_check import make_lic_files, x86_references
-    from training.data import KODAK as DEFAULT_DATA
-
-    from host.container import parse
+    from training.data import KODAK as DEFAULT_DATA  # why: training/ loads torch, which a board (--on-board) lacks
 
     existing = sorted(refs.glob("*.x86.npz"))
     if existing:
         name = existing[0].name.removesuffix(".x86.npz")
         lic = refs / f"{name}.lic"
         # references made for another package (an older student or integer h_s) are made again
-        import numpy as np
-
         with np.load(existing[0]) as ref:
             current = "fabric_windows" in ref.files  # older references stitched NCHW tiles
         if current and lic.is_file() and parse(lic.read_bytes()).fingerprint == package.file_fingerprint:
@@ -231,11 +231,9 @@ PIPELINE_INPUTS = (("modelled, fast end", "seconds_model_low", 0), ("modelled, s
 def fabric_inputs(build_dir: Path, fabric: dict, package) -> dict | None:
     """fabric_timing of a `make hw` build and the DMA buffers' bytes per frame (int8 windows in,
     int8 RGB windows out), or None where the build folder lacks its models."""
-    from hls.estimates import fabric_timing
-
     if not (build_dir / "intermediate_models" / "step_generate_estimate_reports.onnx").is_file():
         return None
-    from hls.finn_workarounds import prepare_finn_import
+    from hls.finn_workarounds import prepare_finn_import  # why: loads qonnx/FINN, only with a `make hw` build
 
     prepare_finn_import()
     n, tile = fabric["tiles_per_frame"], fabric["tile"]
@@ -246,8 +244,6 @@ def fabric_inputs(build_dir: Path, fabric: dict, package) -> dict | None:
 
 def pipeline_section(board: dict, fab: dict, measured: bool) -> dict:
     """pipeline_rate for each stage estimate in `board` (or the measured stages)."""
-    from hls.estimates import pipeline_rate
-
     rate = lambda secs, end: pipeline_rate(secs, fab["timing"], fab["input_bytes"], fab["output_bytes"], end)
     if measured:
         return {"measured, fast end": rate(board["seconds"], 0), "measured, slow end": rate(board["seconds"], 1)}
@@ -338,8 +334,6 @@ def report_lines(fabric_fps: float | None, board: str = "pynq-z2") -> list[str]:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from hls.boards import available_boards
-
     p.add_argument("--board", choices=available_boards(), default="pynq-z2",
                    help="whose ARM and fabric: pynq-z2 (2x Cortex-A9, armhf; default), zcu104 / kv260 "
                         "(4x Cortex-A53, arm64); clock, cores and CPI from its board.json \"arm\"")
@@ -367,9 +361,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from host.decode_cli import default_package
-    from host.decoder_package import DecoderPackage
-
     cpu = arm_cpu(args.board)
     arch, cores = cpu["arch"], cpu["cores"]
     root = args.root or REPO / "build" / f"{arch}-root"
@@ -378,8 +369,6 @@ def run(args) -> int:
     clock_mhz = args.clock_mhz or cpu["clock_mhz"]
     out = args.out or result_path(args.board)
     if not args.on_board:
-        from board.arm_check import cross_compile, qemu_command
-
         qemu_command(root, "plugin", arch)  # a missing root or emulator: say so before encoding anything
         check_llvm_mca()
         libs = cross_compile(REPO / "build" / arch, arch)
@@ -388,15 +377,12 @@ def run(args) -> int:
         raise LicError(f"no reference files in {args.refs}: run `make arm-check` on a workstation and copy "
                        f"build/arm-check/refs to the board (encoding needs the teacher, which the board lacks)")
     name = ensure_refs(args.refs, package)
-    from host.container import FORMAT_V3, parse
 
     # the runtime shares y between the cores only where the file has substreams (version 3), each
     # substream's work about its number of symbols
     lic = parse((args.refs / f"{name}.lic").read_bytes())
     shared = SHARED_STAGES if lic.version >= FORMAT_V3 else tuple(k for k in SHARED_STAGES if k != "rans_y")
     if lic.version >= FORMAT_V3:
-        from host.runtime import latent_shape, y_regions
-
         regions = y_regions(lic, *latent_shape(package, lic.height, lic.width), name)
         pieces = {"rans_y": [(r.stop - r.start) * (c.stop - c.start) for r, c in regions]}
     else:
@@ -420,9 +406,6 @@ def run(args) -> int:
                            **board_rate(measured, fabric_fps, shared, cores, pieces)}
         columns = []
         try:
-            from host.backends import make_backend
-            from host.runtime import HostDecoder
-
             backend = make_backend("pynq", package, hw_dir=args.hw_dir or estimates.parent)
             result["measured_pipeline"] = measure_pipeline(HostDecoder(package, backend, threads=cores),
                                                            (args.refs / f"{name}.lic").read_bytes(), args.frames)

@@ -39,6 +39,15 @@ import time
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
+
+from host.container import parse as parse_container
+from host.decoder_package import DecoderPackage
+from host.integer_hyper import IntegerHyperSynthesis, IntegerLayer
+from host.runtime import StageTimes, _rgb8_table, decode_latents, latent_shape, windows_to_rgb8
+from host.runtime import to_rgb8 as runtime_to_rgb8
+from host.tiling import TilePlan, fill_windows, window_dtype
+from lic.errors import LicError
 
 STAGES = ("parse", "rans_z", "integer_hs", "rans_y", "tiles", "to_rgb8", "png")
 ENTROPY = "entropy"  # rans_z + integer_hs + rans_y as the runtime runs them (any format version)
@@ -48,27 +57,17 @@ class Unavailable(Exception):
     """A stage that cannot run on this platform (the reason is the message)."""
 
 
-def _lic_error():
-    from lic.errors import LicError
-
-    return LicError
-
-
 def parse(data: bytes):
-    from host.container import parse as parse_container
-
     return parse_container(data)
 
 
 def rans_z(package, lic) -> np.ndarray:
-    from host.runtime import latent_shape
-
     h, w = latent_shape(package, lic.height, lic.width)
     n = len(package.z_table)
     index = np.broadcast_to(np.arange(n, dtype=np.int32)[:, None, None], (n, h // 4, w // 4))
     try:
         return package.z_table.decode(lic.streams[0], index)
-    except _lic_error() as e:
+    except LicError as e:
         raise Unavailable(f"rANS decoder: {e}") from None
 
 
@@ -78,26 +77,20 @@ def integer_hs(package, z: np.ndarray, implementation: str | None = None) -> np.
 
 def entropy(package, lic) -> np.ndarray:
     """y_hat exactly as the runtime decodes it (rans_z, integer_hs, rans_y, whatever the format)."""
-    from host.runtime import StageTimes, decode_latents
-
     try:
         return decode_latents(lic, package, StageTimes())
-    except _lic_error() as e:
+    except LicError as e:
         if "rANS" in str(e) or "compressai" in str(e).lower():
             raise Unavailable(f"rANS decoder: {e}") from None
         raise
 
 
 def tile_plan(package, y: np.ndarray):
-    from host.tiling import TilePlan
-
     return TilePlan(y.shape[1], y.shape[2], package.tile, package.halo)
 
 
 def tiles(package, y: np.ndarray) -> np.ndarray:
     """The windows the fabric is fed, [n, tile, tile, M] in the accelerator's stream layout."""
-    from host.tiling import fill_windows, window_dtype
-
     plan = tile_plan(package, y)
     out = np.empty((len(plan.windows()), package.tile, package.tile, y.shape[0]), window_dtype(package.input_bits))
     return fill_windows(y, plan, out, package.input_bits)
@@ -105,15 +98,11 @@ def tiles(package, y: np.ndarray) -> np.ndarray:
 
 def to_rgb8(package, lic, y_shape: tuple[int, int, int], fabric_windows: np.ndarray) -> np.ndarray:
     """The image from the fabric's outputs for each window [n, T, T, 3]: uint8 [height, width, 3]."""
-    from host.runtime import windows_to_rgb8
-
     plan = tile_plan(package, np.empty(y_shape, np.int8))
     return windows_to_rgb8(fabric_windows, plan, package.upscale, lic.height, lic.width, package.output_scale)
 
 
 def png(rgb: np.ndarray) -> bytes:
-    from PIL import Image
-
     buf = io.BytesIO()
     Image.fromarray(rgb, "RGB").save(buf, format="PNG")
     return buf.getvalue()
@@ -141,8 +130,6 @@ def run_all(package, data: bytes, fabric, refs: dict | None = None) -> tuple[dic
     y = here_or_refs("y", "rans_y", lambda: entropy(package, lic))
     out["tiles"] = tiles(package, y)
     if fabric is not None:
-        from host.tiling import window_dtype
-
         out["fabric_windows"] = np.ascontiguousarray(fabric(out["tiles"]), dtype=window_dtype(package.output_bits))
     out["rgb"] = to_rgb8(package, lic, y.shape, out["fabric_windows"] if fabric is not None else refs["fabric_windows"])
     out["png"] = np.frombuffer(png(out["rgb"]), np.uint8)
@@ -179,8 +166,6 @@ def kernel_cases(seed: int = 4):
     get wrong (repeats, clusters, one huge gap, int32 extremes), probed on and next to every
     threshold, and random layers with odd channel counts and threshold rows of every length. On ARM
     these run the NEON paths (`make arm-check`); tests/test_board_kernels.py runs them on x86."""
-    from host.integer_hyper import IntegerHyperSynthesis, IntegerLayer
-
     rng = np.random.default_rng(seed)
     n = 255
     rows = [np.full(n, 7), np.r_[np.full(n - 1, -50), 10 ** 6], np.r_[-10 ** 6, np.full(n - 1, 50)],
@@ -218,20 +203,16 @@ def rgb8_case(scale: float) -> str:
 
 def check_rgb8() -> list[str]:
     """The scales of RGB8_SCALES at which C's to_rgb8 and numpy's table differ on some int16 value."""
-    from host.runtime import _rgb8_table, to_rgb8
-
     every = np.arange(-2 ** 15, 2 ** 15, dtype=np.int16).reshape(1, 256, 256).repeat(3, axis=0)
     every[1] = every[1, ::-1]
     return [rgb8_case(scale) for scale in RGB8_SCALES
-            if not np.array_equal(to_rgb8(every, scale), _rgb8_table(scale)[every.view(np.uint16)].transpose(1, 2, 0))]
+            if not np.array_equal(runtime_to_rgb8(every, scale),
+                                  _rgb8_table(scale)[every.view(np.uint16)].transpose(1, 2, 0))]
 
 
 def check_rgb8_windows() -> list[str]:
     """The scales of RGB8_SCALES at which the image from int8 windows (C, NEON on ARM) and numpy's
     table differ on some int8 value."""
-    from host.runtime import _rgb8_table, windows_to_rgb8
-    from host.tiling import TilePlan
-
     plan = TilePlan(8, 8, 8, 0)  # one window, all core: every value lands in the image
     every = np.tile(np.arange(-128, 128, dtype=np.int8), 192).reshape(1, 128, 128, 3)
     table = lambda scale, h, w: _rgb8_table(scale)[every[0, :h, :w].astype(np.int16).view(np.uint16)]
@@ -244,8 +225,6 @@ def window_cases(seed: int = 5):
     """(what, y int32 [M, h, w], plan, bits) cases for fill_windows: int32 extremes and values on
     and next to the clip bounds, channel counts and tile widths that are not multiples of the NEON
     blocks (8), windows that overlap and frames smaller than the tile."""
-    from host.tiling import TilePlan
-
     rng = np.random.default_rng(seed)
     edges = np.array([-2 ** 31, 2 ** 31 - 1, -129, -128, -127, -1, 0, 1, 126, 127, 128, 1000], np.int32)
     for m, h, w, tile, halo, bits in ((16, 20, 30, 16, 2, 8), (24, 13, 9, 8, 2, 8), (13, 9, 21, 9, 3, 8),
@@ -257,8 +236,6 @@ def window_cases(seed: int = 5):
 
 def check_windows(cases=None) -> list[str]:
     """The window_cases where fill_windows (C for int8, NEON on ARM) differs from its definition."""
-    from host.tiling import fill_windows, window_dtype
-
     differ = []
     for what, y, plan, bits in (window_cases() if cases is None else cases):
         eh, ew = plan.extended
@@ -288,8 +265,6 @@ def _main(argv=None) -> int:
     p.add_argument("--repeat", type=int, default=1, help="count: how many times")
     p.add_argument("names", nargs="*")
     args = p.parse_intermixed_args(argv)
-
-    from host.decoder_package import DecoderPackage
 
     package = DecoderPackage.load(args.package)
     names = args.names or sorted(f.stem for f in args.refs.glob("*.lic"))
