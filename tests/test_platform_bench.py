@@ -122,9 +122,13 @@ def _gpu_row(**kw):
 
 
 def test_finalise_derives_energy_per_frame_and_pixel():
+    # 200 W at 100 fps: 2.0 J a frame; over 768 x 512 = 393,216 pixels, 5.0863 uJ a pixel
     r = bench_report.finalise(_gpu_row())
     assert r["joules_per_frame"] == pytest.approx(2.0)
-    assert r["uj_per_pixel"] == pytest.approx(2.0 / (768 * 512) * 1e6)
+    assert r["uj_per_pixel"] == pytest.approx(5.086263)
+    # a 2.0 W board at 20 fps: 0.1 J a frame
+    assert bench_report.finalise(_gpu_row(watts=2.0, fps=20.0))["joules_per_frame"] == pytest.approx(0.1)
+    # 0.5 J a frame at 100 fps: 50 W
     r = bench_report.finalise({**_gpu_row(watts=None), "joules_per_frame": 0.5})
     assert r["watts"] == pytest.approx(50.0)
     r = bench_report.finalise({k: v for k, v in _gpu_row(watts=None).items() if k != "fps"})
@@ -212,25 +216,47 @@ def test_tiles_count_halos():
     assert tiles_per_frame((1920, 1080), 32, 2) == 15   # 1920x1088: 120x68 latents, 5 x 3 windows of 28-latent step
 
 
+# A power model with round coefficients, for arithmetic by hand (bench/data/fpga_power_model.json's layout)
+TOY_POWER_MODEL = {"toggle_rate": 0.25, "coefficient_source": "ASSUMPTION: round numbers for a test",
+                   "families": {"toy": {"ps_watts": 1.5, "dynamic_uw_per_mhz": {"LUT": 0.1, "BRAM_18K": 10.0, "DSP": 5.0}}},
+                   "boards": {"pynq-z2": {"family": "toy", "pl_static_watts": 0.3}}}
+
+
 def test_fpga_rows_without_arm_estimate_leave_board_rate_unknown(estimates, tmp_path):
     from bench.fpga import fpga_rows, model_power
 
+    model = tmp_path / "power.json"
+    model.write_text(json.dumps(TOY_POWER_MODEL))
     rows = fpga_rows("pynq-z2", estimates, [("kodak", 768, 512), ("1080p", 1920, 1080)], {}, _complexity(),
-                     arm_path=tmp_path / "none.json")
+                     power_model=model, arm_path=tmp_path / "none.json")
     fabric = [r for r in rows if r["platform"] == "fpga-fabric"]
     board = [r for r in rows if r["platform"] == "fpga-board"]
-    assert fabric[0]["fps"] == pytest.approx(100e6 / (1_783_104 * 2))
-    assert fabric[1]["fps"] == pytest.approx(100e6 / (1_783_104 * 15))
-    assert fabric[0]["gmac_per_frame"] == pytest.approx(4.248e3 * 512 * 512 * 2 / 1e9)
+    # 2 tiles for Kodak, 15 for 1080p (test_tiles_count_halos); 1,783,104 cycles a tile at 100 MHz:
+    # 1e8 / 3,566,208 = 28.041 fps and 1e8 / 26,746,560 = 3.7388 fps
+    assert [r["tiles"] for r in fabric] == [2, 15]
+    assert fabric[0]["fps"] == pytest.approx(28.040989)
+    assert fabric[1]["fps"] == pytest.approx(3.7387986)
+    # one tile in, last out: FINN's 21,104,812-cycle latency, then a tile every 1,783,104 cycles:
+    # (21,104,812 + 1,783,104) / 1e5 = 228.879 ms; (21,104,812 + 14 x 1,783,104) / 1e5 = 460.683 ms
+    assert fabric[0]["latency_ms"] == pytest.approx(228.87916) and fabric[1]["latency_ms"] == pytest.approx(460.68268)
+    # 4,248 MACs a pixel x 512 x 512 output pixels a tile x 2 tiles = 2,227,175,424 MACs
+    assert fabric[0]["gmac_per_frame"] == pytest.approx(2.227175424)
+    assert fabric[0]["on_chip_memory_bytes"] == 281_088  # 122 RAMB18 x 18 Kib = 122 x 2,304 bytes
     assert all(r["source"] == "estimated" and r["method"] for r in rows)
     assert all(r["fps"] is None and "ARM stages unknown" in r["method"] for r in board)
-    p = model_power(estimates, "pynq-z2")
-    assert p["pl_watts"] == pytest.approx(p["pl_static_watts"] + sum(p["pl_dynamic_watts"].values()))
-    assert fabric[0]["watts"] == pytest.approx(p["pl_watts"]) and board[0]["watts"] == pytest.approx(p["chip_watts"])
-    assert "ASSUMPTION" in p["coefficient_source"]
+    # PL dynamic = units x uW/MHz x 100 MHz x (toggle 25% / the coefficients' 12.5% = 2):
+    #   LUT 44,543 x 0.1 x 200 = 0.89086 W, BRAM 122 x 10 x 200 = 0.244 W, DSP 192 x 5 x 200 = 0.192 W
+    # PL = 0.3 static + 1.32686 = 1.62686 W; chip = PL + 1.5 W PS = 3.12686 W
+    p = model_power(estimates, "pynq-z2", model)
+    assert p["pl_dynamic_watts"] == pytest.approx({"LUT": 0.89086, "BRAM_18K": 0.244, "DSP": 0.192})
+    assert p["pl_watts"] == pytest.approx(1.62686) and p["chip_watts"] == pytest.approx(3.12686)
+    assert fabric[0]["watts"] == pytest.approx(1.62686) and board[0]["watts"] == pytest.approx(3.12686)
+    assert "ASSUMPTION" in model_power(estimates, "pynq-z2")["coefficient_source"]  # the shipped model says so
     rows = [bench_report.finalise(r) for r in rows]
     bench_report.check_rows(rows)
-    assert rows[0]["joules_per_frame"] == pytest.approx(p["pl_watts"] / fabric[0]["fps"])
+    # 1.62686 W / 28.041 fps = 0.058017 J a frame; 1.62686 W / 3.7388 fps = 0.43513 J
+    assert rows[0]["joules_per_frame"] == pytest.approx(0.0580172)
+    assert rows[2]["joules_per_frame"] == pytest.approx(0.4351290)
     assert rows[1]["joules_per_frame"] is None
 
 
@@ -244,8 +270,11 @@ def test_fpga_board_rate_is_the_slowest_stage(estimates, tmp_path):
                      board_watts=2.5, board_watts_how="meter", arm_path=arm)
     kodak_board, hd_board = rows[1], rows[3]
     assert kodak_board["fps"] == pytest.approx(1000 / 80) and kodak_board["limited_by"] == "ARM"
-    assert hd_board["stages_ms"]["h_s"] == pytest.approx(30 * 1280 * 720 / (768 * 512))
+    # per-pixel work: 1280 x 720 = 921,600 pixels is 2.34375 x 768 x 512, so 30 ms -> 70.3125 ms
+    assert hd_board["stages_ms"]["h_s"] == pytest.approx(70.3125)
     assert kodak_board["watts"] == 2.5 and kodak_board["source"] == "estimated"  # ARM side is an estimate
+    # the meter's 2.5 W at the board's 12.5 fps: 0.2 J a frame
+    assert bench_report.finalise(kodak_board)["joules_per_frame"] == pytest.approx(0.2)
     arm.write_text("{}")
     with pytest.raises(LicError, match="not an ARM stage file"):
         fpga_rows("pynq-z2", estimates, [("kodak", 768, 512)], {}, _complexity(), arm_path=arm)
