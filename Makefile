@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 
 BOARD ?= pynq-z2
 TARGET_FPS ?=
-HW_ARGS = --board $(BOARD) $(if $(TARGET_FPS),--target-fps $(TARGET_FPS))
+HW_ARGS = --board $(BOARD) $(if $(TARGET_FPS),--target-fps $(TARGET_FPS)) $(if $(SHARED),--shared-weights)
 
 FUZZ_DIR := build/fuzz
 # Debian architecture of BOARD's ARM (board.json "arm": armhf for PYNQ-Z2's A9, arm64 for the A53 boards)

@@ -83,6 +83,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preflight", action="store_true",
                    help="only check what --bitstream needs (Vivado, Vitis HLS, FINN's dependencies, finn_xsi's "
                         "build requirements, disk, memory, the board's part): one table, non-zero exit if any is missing")
+    p.add_argument("--shared-weights", action="store_true",
+                   help="one build for every rate point: MVAU weights and thresholds runtime-writable (AXI-lite), "
+                        "widths covering every student, each rate point's weight files in runtime_weights/ "
+                        "(hls/shared_weights.py)")
+    p.add_argument("--rate-packages", type=Path, nargs="+", default=None, metavar="DIR",
+                   help="with --shared-weights: the decoder packages whose weights the build carries (default: "
+                        "host/decoders/* and build/decoders/* from `make packages`, covering every student of "
+                        "training/students/students.json)")
 
 
 class Build:
@@ -99,6 +107,7 @@ class Build:
         if tile - 2 * self.package.halo < 1:
             raise LicError(f"tile {tile} leaves no core inside the student's halo of {self.package.halo}")
         self.report: dict = {}
+        self.shared_weights = False  # --shared-weights: runtime-writable MVAU weights and thresholds
 
     def cfg(self, steps: list, outputs=(), start_step: str | None = None, verify_io: tuple[Path, Path] | None = None):
         """verify_io: (input, expected output) .npy for FINN's stitched-IP RTL simulation check."""
@@ -256,6 +265,16 @@ VIVADO_STEPS = [
 BITSTREAM_STEPS = ESTIMATE_STEPS + VIVADO_STEPS
 
 
+def with_runtime_weights(steps: list) -> list:
+    """The step list of a shared build (--shared-weights): FINN's runtime_writeable_weights set on every
+    MVAU and Thresholding layer just before FINN's first width minimisation, which then keeps the
+    widths every student of these bit widths needs (hls/shared_weights.py)."""
+    from hls.shared_weights import step_runtime_writable_weights
+
+    i = steps.index("step_minimize_bit_width_initial")
+    return steps[:i] + [step_runtime_writable_weights] + steps[i:]
+
+
 def step_names(steps) -> list[str]:
     return [s if isinstance(s, str) else s.__name__ for s in steps]
 
@@ -267,13 +286,19 @@ def write_tile_json(b: Build) -> dict:
             "output_bits": m["output_bits"], "output_scale": b.package.output_scale,
             "file_fingerprint": m["file_fingerprint"], "student_sha256": m["files"].get("quant_student.pt"),
             "sim_model": SIM_MODEL, "bitfile": "bitfile/finn-accel.bit"}
+    if b.shared_weights:
+        from hls.shared_weights import RT_MANIFEST
+
+        # the weights in the bitstream are this package's; every set of RT_MANIFEST can be loaded instead
+        spec["shared_weights"] = RT_MANIFEST
     (b.out / TILE_JSON).write_text(json.dumps(spec, indent=2) + "\n")
     return spec
 
 
 def run_build(board_name: str, package_dir: Path | None = None, out: Path | None = None, tile: int | None = None,
               target_fps: float | None = None, bitstream: bool = False,
-              host: tuple[dict[str, float], str] | None = None, simulate: bool = True) -> dict:
+              host: tuple[dict[str, float], str] | None = None, simulate: bool = True,
+              shared_weights: bool = False, rate_packages: list[Path] | None = None) -> dict:
     """host: (ms per frame of each host pipeline stage, where those times come from), for the
     board rate (hls/estimates.py: board_rate)."""
     from hls.estimates import read_host_times, summarise
@@ -291,6 +316,13 @@ def run_build(board_name: str, package_dir: Path | None = None, out: Path | None
         preflight(board, out)
     b = Build(board, package_dir or default_package(), out, tile or board.tile, target_fps or board.target_fps,
               bitstream, simulate)
+    b.shared_weights = shared_weights
+    hw_steps, bitstream_steps = HW_STEPS, BITSTREAM_STEPS
+    if shared_weights:
+        from hls.shared_weights import rate_packages as find_rate_packages
+
+        rate_packages = find_rate_packages(rate_packages)  # before FINN runs: a missing package fails at once
+        hw_steps, bitstream_steps = with_runtime_weights(HW_STEPS), with_runtime_weights(BITSTREAM_STEPS)
     out.mkdir(parents=True, exist_ok=True)
     # FINN reads FINN_DEPS when it builds its settings: point it where `finn deps update` put them
     from hls.preflight import use_finn_deps
@@ -301,12 +333,25 @@ def run_build(board_name: str, package_dir: Path | None = None, out: Path | None
     from finn.builder.build_dataflow_config import DataflowOutputType as Out
 
     t0 = time.time()
-    _run_finn(b, export_tile_qonnx(b), b.cfg(HW_STEPS, [Out.ESTIMATE_REPORTS]))
+    _run_finn(b, export_tile_qonnx(b), b.cfg(hw_steps, [Out.ESTIMATE_REPORTS]))
     b.report["make_hw_seconds"] = round(time.time() - t0, 1)
+    if shared_weights:
+        from hls.shared_weights import write_weight_sets
+
+        t1 = time.time()
+        b.report["shared_weights"] = write_weight_sets(b, rate_packages)
+        b.report["shared_weights_seconds"] = round(time.time() - t1, 1)
     b.report["step_seconds"] = json.loads((out / "report" / "time_per_step.json").read_text())
     shutil.copytree(b.package.root, out / "package", dirs_exist_ok=True)
     write_tile_json(b)
     estimates = summarise(b, host)
+    if shared_weights:
+        sw = b.report["shared_weights"]
+        estimates["shared_weights"] = {
+            "manifest": "runtime_weights/weights.json", "layers": sw["layers"],
+            "sets": {s["name"]: {k: s[k] for k in ("quality", "file_fingerprint", "bytes", "estimated_switch_ms")}
+                     for s in sw["sets"]},
+            "switch_time": sw["switch_time"], "check_seconds": b.report["shared_weights_seconds"]}
     (out / "estimates.json").write_text(json.dumps(estimates, indent=2) + "\n")
     if bitstream:
         from hls.gates import measured_summary, write_verification_io
@@ -317,7 +362,7 @@ def run_build(board_name: str, package_dir: Path | None = None, out: Path | None
         # a verdict left by an earlier run must not pass for this one's (gates.rtlsim_verdict)
         shutil.rmtree(out / "verification_output", ignore_errors=True)
         try:
-            _run_finn(b, out / "student.qonnx.onnx", b.cfg(BITSTREAM_STEPS, outputs, start_step=VIVADO_STEPS[0],
+            _run_finn(b, out / "student.qonnx.onnx", b.cfg(bitstream_steps, outputs, start_step=VIVADO_STEPS[0],
                                                            verify_io=write_verification_io(b)))
             check_bitstream(out)
         finally:
@@ -357,7 +402,7 @@ def run(args) -> int:
         return 0
     host = read_host_times(args.host_times) if args.host_times else None
     est = run_build(args.board, args.package, args.output, args.tile, args.target_fps, args.bitstream, host,
-                    simulate=args.simulate)
+                    simulate=args.simulate, shared_weights=args.shared_weights, rate_packages=args.rate_packages)
     r, rates = est["resources"], est["rates"]
     board_fps = rates["board_fps"]
     print(f"{est['build_dir']}: {est['board']} tile {est['tile']}x{est['tile']}, {est['frame'][0]}x{est['frame'][1]}: "

@@ -28,9 +28,16 @@ What differs, and why:
     the IODMAs' interrupt lines (make_zynq_proj.py wires none), so there is no interrupt to wait on.
   - several buffer sets can be allocated (double buffering: the ARM fills one while the fabric
     reads the other); each run names its set.
-  - accelerators with runtime-writable, external (DDR-streamed) or MLO weights are refused with a
-    clear error: the students' weights live in the bitstream, and loading the others is code this
-    module does not carry.
+  - accelerators with external (DDR-streamed) or MLO weights are refused with a clear error; ones
+    with runtime-writable weights only for a shared build (`lic hw --shared-weights`, tile.json
+    "shared_weights"), whose weight sets load_weights writes.
+  - runtime weights (load_weights): finn-plus-driver's load_runtime_weights writes every layer's file
+    at offset 0 of the partition's MMIO (overlays/dma.py: `layer_mmio.write_mm(0, ...)` for every
+    layer of a partition), so all layers land in one place; here each layer's file goes to its own
+    AXI-lite region, the ip_dict entry "<partition cell>/s_axilite_<k>" that CreateStitchedIP and
+    PYNQ's HWH parser name (k: the layer's index among the runtime-writable layers, graph order),
+    then one batch of zeros runs, as FINN's flush_accel does, so that no weights the streamers had
+    prefetched before the write are used by a real batch.
 """
 
 from __future__ import annotations
@@ -88,8 +95,10 @@ class Streams:
         return self._plain(self.odt, self.oshape_normal, self.oshape_packed)
 
 
-def read_settings(path: Path) -> dict:
-    """driver/settings.json's driver_information, checked for what this driver can run."""
+def read_settings(path: Path, runtime_weights: bool = False) -> dict:
+    """driver/settings.json's driver_information, checked for what this driver can run;
+    runtime_weights: the build is a shared one (tile.json "shared_weights"), whose runtime-writable
+    weights load_weights writes."""
     try:
         info = json.loads(Path(path).read_text())["driver_information"]
     except (OSError, ValueError, KeyError) as e:
@@ -98,12 +107,73 @@ def read_settings(path: Path) -> dict:
         raise LicError(f"{path}: driver {info.get('driver_type')} on platform {info.get('platform')}; host/"
                        f"accelerator_driver.py runs FINN's FINNDMAOverlay on zynq-iodma (a PYNQ Zynq board)")
     io = info.get("io_shape_dict", {})
-    if info.get("runtime_weights") or info.get("external_weights") or io.get("external_weights") \
-            or int(io.get("number_of_external_weights", 0) or 0) or io.get("mlo_weight_config"):
+    if (info.get("runtime_weights") and not runtime_weights) or info.get("external_weights") \
+            or io.get("external_weights") or int(io.get("number_of_external_weights", 0) or 0) \
+            or io.get("mlo_weight_config"):
         raise LicError(f"{path}: the accelerator has runtime-writable, external or DDR (MLO) weights, which "
                        f"host/accelerator_driver.py does not load; build it with the weights in the bitstream "
                        f"(FINN's default for the students)")
     return info
+
+
+# The weight sets of a shared build (hls/shared_weights.py writes them; runtime_weights/weights.json)
+RT_FORMAT = "lic-runtime-weights-v1"
+# CPU programmed I/O through the Zynq-7000's M_AXI_GP ports, UG585 Table 22-8: "< 25 MB/s" (estimated)
+AXILITE_MB_S = 25.0
+
+
+def read_words(path: Path) -> np.ndarray:
+    """A runtime-weight file (FINN's decoupled_runtime format: one 32-bit hex word per line)."""
+    try:
+        text = "".join(Path(path).read_text().split())
+        return np.frombuffer(bytes.fromhex(text), dtype=">u4").astype(np.uint32)
+    except (OSError, ValueError) as e:
+        raise LicError(f"{path}: not a runtime-weight file ({e})") from None
+
+
+class WeightSet:
+    """One rate point's weights for a shared build: (interface, words) per runtime-writable layer."""
+
+    def __init__(self, root: Path, layers: list[dict], entry: dict):
+        self.root, self.entry, self.name = Path(root), entry, str(entry["name"])
+        files = entry["files"]
+        if len(files) != len(layers):
+            raise LicError(f"weight set {self.name}: {len(files)} files for {len(layers)} layers")
+        self.interfaces = [str(layer["interface"]) for layer in layers]
+        self.limits = [int(layer["axilite_bytes"]) for layer in layers]
+        self.files = [self.root / f for f in files]
+        self._words: list[np.ndarray] | None = None
+
+    def words(self) -> list[np.ndarray]:
+        """Each layer's words, read once (parsing the files is most of a first load's ARM time)."""
+        if self._words is None:
+            self._words = [read_words(f) for f in self.files]
+            for f, w, limit in zip(self.files, self._words, self.limits):
+                if 4 * len(w) > limit:
+                    raise LicError(f"{f}: {len(w)} words overrun the layer's AXI-lite space of {limit} bytes")
+        return self._words
+
+    @property
+    def bytes(self) -> int:
+        return int(self.entry.get("bytes") or sum(4 * len(w) for w in self.words()))
+
+    @property
+    def estimated_switch_s(self) -> float:
+        """The AXI-lite writes at AXILITE_MB_S: an estimate (a lower bound), not a measurement."""
+        return self.bytes / (AXILITE_MB_S * 1e6)
+
+
+def read_weight_sets(hw_dir: Path, manifest_rel: str) -> tuple[list[dict], list[dict]]:
+    """(layers, sets) of a shared build's runtime_weights/weights.json."""
+    path = Path(hw_dir) / manifest_rel
+    try:
+        m = json.loads(path.read_text())
+        if m.get("format") != RT_FORMAT:
+            raise ValueError(f"format {m.get('format')!r}, not {RT_FORMAT}")
+        return list(m["layers"]), list(m["sets"])
+    except (OSError, ValueError, KeyError, TypeError, RecursionError) as e:
+        raise LicError(f"{path}: not a shared build's weight-set manifest ({e}); rebuild with "
+                       f"`lic hw --shared-weights`") from None
 
 
 class BufferSet:
@@ -134,6 +204,43 @@ class IODMADriver:
             raise LicError(f"{bitfile}: the overlay lacks an IODMA that settings.json names ({e})") from None
         self.expected_s: dict[int, float] = {}  # batch size -> its last duration: how long to sleep before polling
         self.reads = 0  # control-register reads while waiting (tests: the wait sleeps, it does not spin)
+        self.loaded: str | None = None  # the weight set last written (shared builds; None: the bitstream's own)
+        self._axilite: dict[str, object] = {}
+        self._flush_bufs: BufferSet | None = None
+
+    def axilite(self, interface: str):
+        """The MMIO of a layer's AXI-lite region: the overlay's ip_dict entry ending in /interface
+        (PYNQ names a cell with several AXI-lite slaves "<cell>/<interface>")."""
+        if interface not in self._axilite:
+            keys = [k for k in self.overlay.ip_dict if k == interface or k.endswith("/" + interface)]
+            if len(keys) != 1:
+                raise LicError(f"the overlay has {len(keys)} AXI-lite regions named {interface} ({keys}); is the "
+                               f"bitstream the shared build its runtime_weights/weights.json belongs to?")
+            entry = self.overlay.ip_dict[keys[0]]
+            self._axilite[interface] = self.pynq.MMIO(int(entry["phys_addr"]), int(entry["addr_range"]))
+        return self._axilite[interface]
+
+    def load_weights(self, weight_set: WeightSet) -> dict:
+        """Write a rate point's weights into every runtime-writable layer, each file to its layer's
+        AXI-lite region in address order (a weight memory line is stored when its last word is written,
+        finn-rtllib axilite.sv), then run one batch of zeros to flush what the weight streamers had
+        prefetched (FINN's flush_accel). Nothing is written when the set is the one last loaded.
+        The accelerator must be idle (the caller waited for its batch)."""
+        if weight_set.name == self.loaded:
+            return {"loaded": False, "set": weight_set.name}
+        for dma in self.odma:
+            if not dma.read(CTRL) & AP_IDLE:
+                raise LicError("the accelerator's output IODMA is not idle: weights are written between batches")
+        t = time.perf_counter()
+        self.loaded = None  # a failed write leaves no set named as loaded
+        for interface, words in zip(weight_set.interfaces, weight_set.words()):
+            self.axilite(interface).write(0, words.astype("<u4").tobytes())
+        if self._flush_bufs is None:
+            self._flush_bufs = self.allocate(1)
+        self.run(self._flush_bufs)
+        self.loaded = weight_set.name
+        return {"loaded": True, "set": weight_set.name, "bytes": weight_set.bytes,
+                "seconds": time.perf_counter() - t, "estimated_switch_s": weight_set.estimated_switch_s}
 
     def allocate(self, n: int) -> BufferSet:
         s, device = self.streams, self.overlay.device

@@ -46,12 +46,31 @@ def read_tile_spec(hw_dir: Path, package: DecoderPackage, need: str) -> dict:
     except (ValueError, UnicodeDecodeError, RecursionError) as e:
         raise LicError(f"{spec_path}: not valid JSON ({type(e).__name__}); rebuild it with `make {need}`") from None
     _check_tile_spec(spec, spec_path)
+    if spec.get("shared_weights"):
+        spec = dict(spec, weight_set=weight_set_for(hw_dir, spec, package, need))
+        return spec
     fp = spec.get("file_fingerprint")
     if not (is_fingerprint(fp) and package.decodes(bytes.fromhex(fp))) or \
             spec.get("student_sha256") != package.manifest["files"].get("quant_student.pt"):
         raise LicError(f"the accelerator in {hw_dir} was built for another student than package {package.name}; "
                        f"rebuild it with `make {need}`")
     return spec
+
+
+def weight_set_for(hw_dir: Path, spec: dict, package: DecoderPackage, need: str) -> dict:
+    """A shared build (`lic hw --shared-weights`): the weight set of runtime_weights/weights.json that
+    serves this package: its decoding contract (file_fingerprint) and its student (sha256) both match."""
+    from host.accelerator_driver import read_weight_sets
+
+    _, sets = read_weight_sets(hw_dir, str(spec["shared_weights"]))
+    student = package.manifest["files"].get("quant_student.pt")
+    for entry in sets:
+        fp = entry.get("file_fingerprint")
+        if is_fingerprint(fp) and package.decodes(bytes.fromhex(fp)) and entry.get("student_sha256") == student:
+            return entry
+    raise LicError(f"the shared accelerator in {hw_dir} carries no weights for package {package.name} (its sets: "
+                   f"{', '.join(str(e.get('name')) for e in sets) or 'none'}); rebuild it with `make {need} SHARED=1` "
+                   f"and this package among its rate packages")
 
 
 # tile.json key -> (type, smallest, largest); the file is read from a folder the user names
@@ -80,6 +99,21 @@ def from_model_layout(x: np.ndarray, layout: str) -> np.ndarray:
     return x if layout == "NHWC" else x.transpose(0, 2, 3, 1)
 
 
+# One overlay per bitstream in a process: the packages of a shared build's rate points each get a
+# backend (host/decode_cli.py makes one per decoding contract), and all of them drive this one, which
+# then switches weights between files instead of reprogramming the fabric.
+_DRIVERS: dict[str, object] = {}
+
+
+def shared_driver(bitfile: Path, info: dict):
+    from host.accelerator_driver import IODMADriver
+
+    key = str(Path(bitfile).resolve())
+    if key not in _DRIVERS:
+        _DRIVERS[key] = IODMADriver(bitfile, info)
+    return _DRIVERS[key]
+
+
 class PynqBackend(Backend):
     name = "pynq"
 
@@ -94,11 +128,16 @@ class PynqBackend(Backend):
         if not bitfile.is_file() or not bitfile.with_suffix(".hwh").is_file() or not settings.is_file():
             raise LicError(f"{hw_dir} lacks {bitfile.name}, its .hwh or driver/settings.json: run `make bitstream` "
                            f"(needs Vivado) and copy its build folder to the board")
-        from host.accelerator_driver import IODMADriver, read_settings
+        from host.accelerator_driver import IODMADriver, WeightSet, read_settings, read_weight_sets
 
-        info = read_settings(settings)
+        shared = bool(spec.get("shared_weights"))
+        info = read_settings(settings, runtime_weights=shared)
         self.tile, self.spec = int(spec["tile"]), spec
-        self.driver = IODMADriver(bitfile, info)
+        self.driver = shared_driver(bitfile, info) if shared else IODMADriver(bitfile, info)
+        self.weight_set = None
+        if shared:
+            layers, _ = read_weight_sets(hw_dir, str(spec["shared_weights"]))
+            self.weight_set = WeightSet(hw_dir / "runtime_weights", layers, spec["weight_set"])
         streams = self.driver.streams
         for which, plain in (("input", streams.plain_input), ("output", streams.plain_output)):
             # the students' streams: INT8 both ways, which FINN packs as the values themselves
@@ -135,12 +174,15 @@ class PynqBackend(Backend):
         is a view of it, valid until that set is started again."""
         bufs = next((b for b in self._sets if np.may_share_memory(x, b.ibuf)), None)
         if bufs is None:  # windows from elsewhere: into a buffer set first
-            self.window_slots(*x.shape[:3], x.shape[3], np.int8, 1)[0][...] = x
+            self.window_slots(x.shape[0], x.shape[1], x.shape[3], np.int8, 1)[0][...] = x
             bufs = self._sets[0]
         t = time.perf_counter()
         self.driver.flush(bufs)  # before waiting: the clean of the caches is then off the fabric's path
         clean = time.perf_counter() - t
         self._wait_running()
+        if self.weight_set is not None:
+            # a shared build: this package's weights, written only when another package's ran last
+            self.last_weight_load = self.driver.load_weights(self.weight_set)
         started = self.driver.kick(bufs)
 
         def finish():

@@ -5,6 +5,7 @@ device_address, flush, invalidate) and pynq.ps.Clocks. Everything they do is app
   ("overlay", bitfile, download)   ("fclk0_mhz", mhz)   ("allocate", shape, dtype, cacheable, address)
   ("write", ip, offset, value)     ("read", ip, offset, value)
   ("flush", address)               ("invalidate", address)
+  ("write", region, offset, word)  one per 32-bit word an MMIO of AXILITE is written (bytes: word by word)
 
 Its fabric is an IODMA pair as FINN's Zynq shell has it: once every input and output IODMA has
 been started (register 0x00 = 1) it reads COUNT batches from the input buffer's DDR copy, runs
@@ -29,6 +30,10 @@ FABRIC = None  # callable(input bytes uint8 [count, *packed shape], count) -> ou
 DELAY_S = 0.0
 LOG_READS = True  # off while a driver spins on a register (every read is still counted in READS)
 READS: dict[str, int] = {}
+# AXI-lite regions of the overlay beside the IODMAs (a shared build's runtime-writable layers), as
+# PYNQ's ip_dict names them: {"<cell>/<interface>": (phys_addr, addr_range)}; set by the test
+AXILITE: dict[str, tuple[int, int]] = {}
+MEMORY: dict[str, np.ndarray] = {}  # their contents, uint32 words, as written
 
 _lock = threading.RLock()
 _buffers: dict[int, "PynqBuffer"] = {}
@@ -44,6 +49,32 @@ def reset() -> None:
         _count[0] = 0
         READS.clear()
         FABRIC, DELAY_S, LOG_READS = None, 0.0, True
+        AXILITE.clear()
+        MEMORY.clear()
+
+
+class MMIO:
+    """pynq.MMIO over one AXILITE region: write(offset, int) one register, write(offset, bytes) the
+    words in order (PYNQ's write_mm), each logged; outside the region is an error, as on the board."""
+
+    def __init__(self, base_addr: int, length: int = 4, **kwargs):
+        names = [k for k, (base, size) in AXILITE.items() if base == base_addr]
+        if len(names) != 1 or length > AXILITE[names[0]][1]:
+            raise RuntimeError(f"no AXI-lite region of {length} bytes at 0x{base_addr:x}")
+        self.name, self.base_addr, self.length = names[0], base_addr, length
+        MEMORY.setdefault(self.name, np.zeros(length // 4, np.uint32))
+
+    def write(self, offset: int, data) -> None:
+        words = [int(data)] if isinstance(data, int) else list(np.frombuffer(bytes(data), "<u4"))
+        if offset % 4 or offset + 4 * len(words) > self.length:
+            raise RuntimeError(f"{self.name}: write of {len(words)} words at {offset} outside its {self.length} bytes")
+        with _lock:
+            for i, w in enumerate(words):
+                LOG.append(("write", self.name, offset + 4 * i, int(w)))
+                MEMORY[self.name][offset // 4 + i] = w
+
+    def read(self, offset: int = 0, length: int = 4) -> int:
+        return int(MEMORY[self.name][offset // 4])
 
 
 class PynqBuffer(np.ndarray):
@@ -122,7 +153,8 @@ class Overlay:
 
     @property
     def ip_dict(self):
-        return {name: {} for name in self._ips}
+        return {**{name: {} for name in self._ips},
+                **{name: {"phys_addr": base, "addr_range": size} for name, (base, size) in AXILITE.items()}}
 
     def __getattr__(self, name):
         if re.fullmatch(r"[io]dma\d+", name):
