@@ -339,7 +339,9 @@ def run_build(board_name: str, package_dir: Path | None = None, out: Path | None
         from hls.shared_weights import write_weight_sets
 
         t1 = time.time()
-        b.report["shared_weights"] = write_weight_sets(b, rate_packages)
+        import sys
+
+        b.report["shared_weights"] = write_weight_sets(b, rate_packages, sys.modules[__name__])
         b.report["shared_weights_seconds"] = round(time.time() - t1, 1)
     b.report["step_seconds"] = json.loads((out / "report" / "time_per_step.json").read_text())
     shutil.copytree(b.package.root, out / "package", dirs_exist_ok=True)

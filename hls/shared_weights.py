@@ -201,15 +201,15 @@ PREFIX_STEPS = ("step_qonnx_to_finn", "step_tidy_up", "step_streamline", "decode
                 "step_minimize_bit_width_initial")
 
 
-def student_graph(board, package_dir: Path, tile: int, scratch: Path):
+def student_graph(build_module, board, package_dir: Path, tile: int, scratch: Path):
     """The package's student through the shared build's steps up to step_minimize_bit_width_initial,
     runtime-writable as there: its HW-layer graph with its own weights and thresholds (checked against
-    its QONNX on a tile by step_verify_hw_graph)."""
+    its QONNX on a tile by step_verify_hw_graph). build_module: hls.build, handed in (it imports this
+    module; the layering allows no import cycle)."""
     from finn.builder import build_dataflow_steps as finn_steps
     from qonnx.core.modelwrapper import ModelWrapper
 
-    from hls import build as hb
-
+    hb = build_module
     sb = hb.Build(board, package_dir, scratch, tile, 1.0, False, simulate=False)
     scratch.mkdir(parents=True, exist_ok=True)
     model = ModelWrapper(str(hb.export_tile_qonnx(sb)))
@@ -295,8 +295,9 @@ def _types(inst) -> dict:
     return t
 
 
-def write_weight_sets(b, packages: list[Path]) -> dict:
-    """Every rate point's runtime-weight files and runtime_weights/weights.json (see the module doc)."""
+def write_weight_sets(b, packages: list[Path], build_module) -> dict:
+    """Every rate point's runtime-weight files and runtime_weights/weights.json (see the module doc);
+    build_module: hls.build (student_graph)."""
     from qonnx.core.modelwrapper import ModelWrapper
 
     out = b.out
@@ -315,7 +316,7 @@ def write_weight_sets(b, packages: list[Path]) -> dict:
               for k, n in enumerate(rt_nodes)]
     sets, names = [], set()
     for pkg_dir in packages:
-        package, student = student_graph(b.board, pkg_dir, b.tile, out / "shared_check" / Path(pkg_dir).name)
+        package, student = student_graph(build_module, b.board, pkg_dir, b.tile, out / "shared_check" / Path(pkg_dir).name)
         m = package.manifest
         name = package.name if package.name not in names else f"{package.name}-{len(names)}"
         names.add(name)
