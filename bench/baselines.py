@@ -55,7 +55,7 @@ def _require_pillow_feature(feature: str, what: str) -> None:
 
 def _require_heif() -> None:
     try:
-        import pillow_heif
+        import pillow_heif  # why: optional codec, loaded only when HEIF is asked for
     except ImportError:
         raise LicError("HEIF baseline needs the pillow-heif package (pip install pillow-heif)") from None
     if not pillow_heif.libheif_info().get("encoders", {}).get("x265"):

@@ -14,6 +14,11 @@ import platform
 from datetime import datetime, timezone
 from pathlib import Path
 
+import numpy as np
+
+from bench.evaluate import _finite
+from bench.rd import plot_rd
+from host.image_io import write_atomic
 from lic.errors import LicError
 
 REQUIRED = ("platform", "device", "decoder", "width", "height", "fps", "watts", "joules_per_frame",
@@ -94,9 +99,6 @@ def write_gpu_results(path: Path, rows: list[dict], machine: dict, models: dict 
     """`models` (quality, teacher, package, the students' sha256) and `command` say which files were
     decoded and how, so a report that merges the rows later can say whether they still describe the
     shipped files."""
-    from bench.evaluate import _finite
-    from host.image_io import write_atomic
-
     rows = [finalise(r) for r in rows]
     check_rows(rows)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -123,9 +125,6 @@ def assemble(rows: list[dict], **extra) -> dict:
 # --- writing ---------------------------------------------------------------------------------------
 
 def write_all(result: dict, out: Path) -> None:
-    from bench.evaluate import _finite
-    from host.image_io import write_atomic
-
     out.mkdir(parents=True, exist_ok=True)
     plot_fps_energy(result["rows"], out / "fps_vs_energy.png")
     plot_stages(result["rows"], out / "stages.png")
@@ -227,7 +226,7 @@ def report_markdown(result: dict) -> str:
 # --- plots -----------------------------------------------------------------------------------------
 
 def _figure(size):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # why: matplotlib loads only when a plot is drawn
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=size, layout="constrained")
@@ -236,8 +235,6 @@ def _figure(size):
 
 
 def _save(fig, path: Path) -> None:
-    from host.image_io import write_atomic
-
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
     write_atomic(path, buf.getvalue())
@@ -297,8 +294,6 @@ def plot_fps_energy(rows: list[dict], path: Path) -> None:
 def plot_stages(rows: list[dict], path: Path) -> None:
     """Per-stage time of every batch-1 row at 768x512: one group of bars per stage, log scale (a
     stacked bar on a log axis would misdraw the small stages). Unknown stages have no bar."""
-    import numpy as np
-
     sel = [r for r in rows if r.get("stages_ms") and r.get("batch") in (1, None) and r["width"] * r["height"] == 768 * 512]
     fig = _figure((9, 6))
     ax = fig.add_subplot()
@@ -319,8 +314,6 @@ def plot_stages(rows: list[dict], path: Path) -> None:
 
 
 def plot_rd_curves(rd: dict, path: Path) -> None:
-    from bench.rd import plot_rd
-
     names = {"teacher": "teacher g_s (float)", "float_student": "float student", "quant_student": "quantised student"}
     curves = {names[d]: [(p[d]["bpp"], p[d]["psnr"]) for p in rd["points"]] for d in names}
     ms = {names[d]: [(p[d]["bpp"], p[d]["ms_ssim"]) for p in rd["points"]] for d in names}

@@ -19,6 +19,14 @@ import torch
 
 from bench.evaluate import DEFAULT_DATA, first_images, load_images
 from lic.errors import LicError
+from quantize.qat import MAX_BITS, load_quant_student
+from quantize.quant_student import calibrate_activations, n_relu, with_quantisers
+from quantize.ship_students import STUDENTS_MANIFEST, read_students
+from training.data import training_images
+from training.distill import load_float_student
+from training.loop import DEFAULT_DATA as TRAINING_DATA
+from training.teacher import load_default
+from training.teacher_codec import to_tensor
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -41,13 +49,6 @@ def _psnr(model, pairs) -> float:
 
 
 def sensitivity(quality: int, bits: int, images, calib_images) -> dict:
-    from quantize.ship_students import STUDENTS_MANIFEST, read_students
-    from quantize.qat import MAX_BITS, load_quant_student
-    from quantize.quant_student import calibrate_activations, n_relu, with_quantisers
-    from training.distill import load_float_student
-    from training.teacher import load_default
-    from training.teacher_codec import to_tensor
-
     if not 2 <= bits <= MAX_BITS:
         raise LicError(f"--bits must be 2..{MAX_BITS}")
     entry = next((e for e in read_students(STUDENTS_MANIFEST) if e["quality"] == quality), None)
@@ -78,9 +79,6 @@ def sensitivity(quality: int, bits: int, images, calib_images) -> dict:
 
 
 def run(args) -> int:
-    from training.data import training_images
-    from training.loop import DEFAULT_DATA as TRAINING_DATA
-
     images = load_images(first_images(args.data, args.limit))
     calib = load_images(training_images([TRAINING_DATA])[:args.calib_images])
     result = sensitivity(args.quality, args.bits, images, calib)

@@ -26,7 +26,17 @@ from tqdm import tqdm
 
 from bench import metrics
 from bench.evaluate import DEFAULT_DATA, _finite, first_images, load_images
+from board import rate as board_rate
+from hls.estimates import host_stages_from_runtime
+from host.backends import make_backend
+from host.decode_cli import default_package
+from host.decoder_package import DecoderPackage
+from host.image_io import save_png, write_atomic
+from host.runtime import HostDecoder, StageTimes
 from lic.errors import LicError
+from quantize.latent_refinement import refinement_for
+from training.teacher import load_default
+from training.teacher_codec import EntropyModels, decode, encode, package_encoder
 
 CROP = 192
 
@@ -45,15 +55,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from host.decode_cli import default_package
-    from host.backends import make_backend
-    from host.decoder_package import DecoderPackage
-    from host.image_io import save_png, write_atomic
-    from host.runtime import HostDecoder, StageTimes
-    from quantize.latent_refinement import refinement_for
-    from training.teacher import load_default
-    from training.teacher_codec import EntropyModels, decode, encode, package_encoder
-
     out = args.out
     (out / "lic").mkdir(parents=True, exist_ok=True)
     package = DecoderPackage.load(default_package())
@@ -108,14 +109,10 @@ def run(args) -> int:
 
     hw = None
     if not args.no_hw:
-        from hls.build import run_build
-
-        from hls.estimates import host_stages_from_runtime
-
-        from board.rate import result_path
+        from hls.build import run_build  # why: loads FINN, which reads its settings on import (not with --no-hw)
 
         # run_build prefers the board's own ARM estimate (`make board-rate`); else this run's x86 times
-        host = None if result_path(args.board).is_file() else (
+        host = None if board_rate.result_path(args.board).is_file() else (
             host_stages_from_runtime({k: v / len(images) for k, v in totals.seconds.items()}),
             f"x86-measured by the host runtime (lic demo, mean of {len(images)} images of {args.data})")
         hw = run_build(args.board, package.root, host=host)
@@ -146,7 +143,7 @@ def run(args) -> int:
 
 
 def _rd_plot(rows, path: Path) -> None:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # why: matplotlib loads only when a plot is drawn
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(6.5, 4.5))
@@ -209,9 +206,8 @@ def _report(s: dict, package) -> str:
         if rf.get("roofline_fps"):
             lines += ["", f"Compute ceiling: {rf['macs_per_cycle']:.0f} MAC/cycle of {rf['budget_macs_per_cycle']:.0f} "
                           f"the budget's LUT-multiplier and DSP lanes allow ({100 * rf['fraction_of_roofline']:.0f}%)."]
-    from board.rate import report_lines
 
     lines += ["", "## Board rate (ARM stages + fabric: the slowest stage sets it)", ""]
-    lines += report_lines(hw["fps_at_frame"] if hw else None, hw["board"] if hw else "pynq-z2")
+    lines += board_rate.report_lines(hw["fps_at_frame"] if hw else None, hw["board"] if hw else "pynq-z2")
     lines += ["", "Files: rd.png (per-image RD), crops.png (original | teacher | student), demo.json, lic/*.lic"]
     return "\n".join(lines) + "\n"

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import torch
+
 from lic.errors import LicError
 
 POWERCAP = Path("/sys/class/powercap")
@@ -68,11 +70,10 @@ class NvmlCounter:
 
     def __init__(self, torch_device_index: int = 0):
         try:
-            import pynvml
+            import pynvml  # why: optional, only on a GPU machine
         except ImportError:
             raise LicError("GPU energy needs nvidia-ml-py (pinned in requirements.lock): "
                            "pip install --no-deps nvidia-ml-py") from None
-        import torch
 
         self.nvml = pynvml
         try:

@@ -23,7 +23,13 @@ import numpy as np
 from tqdm import tqdm
 
 from bench.evaluate import DEFAULT_DATA, first_images, load_images
+from host.container import parse
+from host.decode_cli import SHIPPED_PACKAGES
+from host.decoder_package import DecoderPackage
+from host.image_io import write_atomic
+from host.runtime import latent_shape
 from lic.errors import LicError
+from training.teacher_codec import encode, package_encoder
 
 DEFAULT_CACHE = Path("build/bench/entropy")
 
@@ -62,8 +68,6 @@ class CompressAIDecoder:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from host.decode_cli import SHIPPED_PACKAGES
-
     p.add_argument("--data", type=Path, default=DEFAULT_DATA, metavar="DIR", help="images (default Kodak)")
     p.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N images")
     p.add_argument("--package", type=Path, default=SHIPPED_PACKAGES / "q3",
@@ -75,14 +79,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def encoded_files(package, data: Path, limit: int | None, cache: Path) -> dict[str, bytes]:
     """name -> .lic v2 bytes, encoded with the models that wrote the package's files (cached)."""
-    from host.image_io import write_atomic
-
     folder = cache / package.file_fingerprint.hex()
     paths = first_images(data, limit)
     missing = [p for p in paths if not (folder / (Path(p).stem + ".lic")).is_file()]
     if missing:
-        from training.teacher_codec import encode, package_encoder
-
         models = package_encoder(package)
         folder.mkdir(parents=True, exist_ok=True)
         for name, rgb in tqdm(load_images(missing), desc="encode (teacher)", unit="img", file=sys.stderr):
@@ -92,9 +92,6 @@ def encoded_files(package, data: Path, limit: int | None, cache: Path) -> dict[s
 
 def stream_jobs(package, data: bytes, name: str) -> list[tuple[str, bytes, np.ndarray]]:
     """[("z", stream, indexes), ("y", stream, indexes)] of a v2 file; the integer h_s runs here, once."""
-    from host.container import parse
-    from host.runtime import latent_shape
-
     lic = parse(data, name)
     h, w = latent_shape(package, lic.height, lic.width)
     n_z = len(package.z_table)
@@ -115,8 +112,6 @@ def best_of(repeat: int, fn) -> tuple[float, float, object]:
 
 
 def run(args) -> int:
-    from host.decoder_package import DecoderPackage
-
     if args.repeat < 1:
         raise LicError("--repeat must be at least 1")
     package = DecoderPackage.load(args.package)

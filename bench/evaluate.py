@@ -18,13 +18,18 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+import torch
+from PIL import __version__ as pillow_version, features
 from tqdm import tqdm
 
 from bench import metrics
 from bench.baselines import CODECS, Codec, get_codec
 from bench.rd import REFERENCE_BMSHJ2018, REFERENCE_NAME, compare, plot_rd
+from host.image_io import write_atomic
 from lic.errors import LicError
 from training.data import KODAK as DEFAULT_DATA, first_images, load_images  # noqa: F401  (bench's callers use them from here)
+from training.teacher import load_teacher, read_manifest
+from training.teacher_codec import EntropyModels, decode, encode, shipped_integer_hs
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_BASELINES = ",".join(CODECS)
@@ -63,8 +68,6 @@ def parse_baselines(text: str) -> list[Codec]:
 
 
 def load_teachers(qualities: str | None, specs: list[str] | None) -> list:
-    from training.teacher import load_teacher, read_manifest
-
     if specs:
         return [load_teacher(spec=s) for s in specs]
     if qualities is None or qualities.strip().lower() == "all":
@@ -128,8 +131,6 @@ def run_points(label: str, settings: list[tuple[dict, Callable, Callable]],
 
 def learned_curve(key: str, label: str, models: list, images) -> dict:
     """Round trips through .lic files; `models` are EntropyModels (teacher, maybe an integer h_s)."""
-    from training.teacher_codec import decode, encode
-
     settings = []
     for em in models:
         meta = {"setting": em.name, "quality": em.teacher.quality, "lambda": em.teacher.lmbda,
@@ -142,8 +143,6 @@ def with_shipped_integer_hs(teachers: list) -> list:
     """The teachers that have a shipped integer h_s, paired with it (format v2). Their decoded images
     are identical to version 1 (same y_hat, same g_s), so the bpp difference between the two curves
     is exactly what the integer h_s costs in rate."""
-    from training.teacher_codec import EntropyModels, shipped_integer_hs
-
     paired = []
     for t in teachers:
         if t.quality is None:
@@ -184,25 +183,18 @@ def bd_table(curves: dict) -> list[dict]:
 # --- reporting ------------------------------------------------------------------------------------
 
 def environment() -> dict:
-    from PIL import __version__ as pillow_version, features
-
     env = {"python": platform.python_version(), "platform": platform.platform(), "pillow": pillow_version,
            "libjpeg": features.version("jpg"), "libwebp": features.version("webp"),
            "libavif": features.version("avif")}
     try:
-        import pillow_heif
+        import pillow_heif  # why: optional codec (HEIF baseline); pillow_heif registers itself with Pillow
 
         info = pillow_heif.libheif_info()
         env.update({"pillow_heif": pillow_heif.__version__, "libheif": info.get("libheif"),
                     "heif_encoder": info.get("HEIF")})
     except ImportError:
         pass
-    try:
-        import torch
-
-        env.update({"torch": torch.__version__, "torch_threads": torch.get_num_threads()})
-    except ImportError:
-        pass
+    env.update({"torch": torch.__version__, "torch_threads": torch.get_num_threads()})
     return env
 
 
@@ -243,8 +235,6 @@ def _finite(obj):
 
 
 def write_outputs(results: dict, out: Path) -> str:
-    from host.image_io import write_atomic
-
     out.mkdir(parents=True, exist_ok=True)
     curves = results["curves"]
     plot_rd({c["label"]: rd_points(c) for c in curves.values()}, out / "rd.png",
@@ -268,8 +258,6 @@ def run(args: argparse.Namespace) -> int:
 
     curves: dict[str, dict] = {}
     if teachers:
-        from training.teacher_codec import EntropyModels
-
         curves[TEACHER] = learned_curve(TEACHER, "teacher (bmshj2018 ScaleHyperprior, .lic v1)",
                                         [EntropyModels(t) for t in teachers], images)
         v2 = with_shipped_integer_hs(teachers)

@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from pathlib import Path
 
+from board import rate as board_rate
 from hls.boards import load_board
 from hls.folding import tiles_per_frame
 from lic.errors import LicError
@@ -97,9 +99,7 @@ def arm_stages(board: str, path: Path | None = None) -> dict | None:
     if path is None:
         path = load_board(board).folder / "build" / ARM_STAGES_FILE
         if not path.is_file():
-            from board.rate import result_path
-
-            rate_file = result_path(board)
+            rate_file = board_rate.result_path(board)
             return from_board_rate(rate_file, board) if rate_file.is_file() else None
     if not path.is_file():
         return None
@@ -156,10 +156,8 @@ def vivado_power(build_dir: Path) -> tuple[float, Path] | None:
 
 def pynq_rails_watts(seconds: float = 5.0) -> float:
     """Sum of the board's rail powers sampled over `seconds` (on a ZCU104 / KV260 running PYNQ)."""
-    import time
-
     try:
-        import pynq
+        import pynq  # why: exists only on a board running PYNQ
     except ImportError:
         raise LicError("--board-watts BOARD=rails reads PYNQ's power rails: run it on the board, where pynq "
                        "is installed") from None

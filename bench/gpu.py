@@ -20,12 +20,13 @@ from bench.energy import NvmlCounter, idle_watts, run_window
 from bench.measure import (PRECISIONS, STAGES, best_batch, cpu_description, on_device, quality,
                            synthesis_window, synthesiser)
 from bench.students import DECODERS
+from host.backends import OnnxBackend
+from host.runtime import HostDecoder, StageTimes
+from lic.errors import LicError
 
 
 class GpuSession:
     def __init__(self, idle_seconds: float):
-        from lic.errors import LicError
-
         index = torch.cuda.current_device()
         props = torch.cuda.get_device_properties(index)
         try:
@@ -52,7 +53,7 @@ def _configs(decoder: str, quant_label: str):
         return [(name, dt) for name, dt in PRECISIONS.items()]
     out = [(f"{quant_label} emulated in fp32 (Brevitas)", torch.float32)]
     try:
-        import onnxruntime as ort
+        import onnxruntime as ort  # why: optional here: a GPU machine may lack onnxruntime's CUDA build
 
         if "CUDAExecutionProvider" in ort.get_available_providers():
             out.append((f"{quant_label} QCDQ (onnxruntime CUDA EP)", None))
@@ -64,9 +65,6 @@ def _configs(decoder: str, quant_label: str):
 def _ort_cuda_synthesiser(models):
     """The package's ONNX on onnxruntime's CUDA provider, through the host runtime (numpy in and out:
     the host-device copies are part of its time)."""
-    from host.backends import OnnxBackend
-    from host.runtime import HostDecoder, StageTimes
-
     host = HostDecoder(models.package, OnnxBackend(models.package, providers=["CUDAExecutionProvider"]))
 
     def run(lic, y):
@@ -81,8 +79,6 @@ def gpu_rows(models, fs, files, entropy, window: float, session, device: str = "
              probe_seconds: float = 1.0, max_batch: int = 64) -> list[dict]:
     """Rows for one frame set. `session` gives counter, idle_watts and machine (GpuSession on a GPU);
     the loop runs unchanged on device "cpu", which is how the tests exercise it."""
-    import time
-
     cuda = device.startswith("cuda")
     n = len(files)
     host_ms = {k: sum(e.ms.get(k, 0.0) for e in entropy) / n for k in ("parse", "rans_z", "h_s", "rans_y")}

@@ -20,12 +20,16 @@ import json
 import math
 from pathlib import Path
 
+from host.decode_cli import default_package
+from host.decoder_package import DecoderPackage
+from host.integer_hyper import IntegerHyperSynthesis
 from lic.errors import LicError
 
 HS_DOMAIN = "finn.custom_op.fpgadataflow"
 
 
 def _node(op_type: str, impl: str, **attrs):
+    # why: qonnx's registry and FINN's set_folding load FINN, after run()'s prepare_finn_import
     from onnx import helper
     from qonnx.custom_op.registry import getCustomOp
 
@@ -41,12 +45,11 @@ def _smallest_fold(total_cycles: float, budget_cycles: float, limit: int) -> int
     return limit
 
 
-def hs_layers(hs, z_hw: tuple[int, int], cycles_budget: float) -> list[dict]:
+def hs_layers(hs: IntegerHyperSynthesis, z_hw: tuple[int, int], cycles_budget: float) -> list[dict]:
     """FINN estimates for each h_s layer at input z size z_hw, folded to cycles_budget per frame.
     Thresholds and the windows' line buffers in block RAM (cheapest in LUTs, as `make hw` puts the
     g_s's line buffers when its LUTs run short); weights in LUTRAM when small, as FINN decides."""
-    from finn.transformation.fpgadataflow.set_folding import divisors
-    from host.integer_hyper import IntegerHyperSynthesis  # noqa: F401  (type of hs)
+    from finn.transformation.fpgadataflow.set_folding import divisors  # why: FINN, after prepare_finn_import
 
     part = "xc7z020clg400-1"
     h, w = z_hw
@@ -89,8 +92,7 @@ def hs_layers(hs, z_hw: tuple[int, int], cycles_budget: float) -> list[dict]:
 
 
 def run(args) -> dict:
-    from hls.finn_workarounds import prepare_finn_import
-    from host.decoder_package import DecoderPackage
+    from hls.finn_workarounds import prepare_finn_import  # why: loads qonnx; must run before FINN is imported
 
     prepare_finn_import()
     if not args.estimates.is_file():
@@ -130,8 +132,6 @@ def run(args) -> dict:
 
 
 def main() -> None:
-    from host.decode_cli import default_package
-
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--estimates", type=Path, default=Path("fpga_projects/pynq-z2/build/estimates.json"))
     p.add_argument("--package", type=Path, default=None, help="decoder package (default: the shipped one)")

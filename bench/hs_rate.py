@@ -15,7 +15,14 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from bench.evaluate import DEFAULT_DATA
+from host.container import parse
+from host.image_io import list_images, load_rgb
+from host.integer_hyper import IntegerHyperSynthesis
 from lic.errors import LicError
+from training.data import held_out_images
+from training.teacher import load_default, load_tuned_default
+from training.teacher_codec import EntropyModels, encode, shipped_integer_hs
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -31,10 +38,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def image_sets(names: list[str]) -> dict[str, list[Path]]:
-    from bench.evaluate import DEFAULT_DATA
-    from host.image_io import list_images
-    from training.data import held_out_images
-
     sets = {}
     for name in names:
         if name == "kodak":
@@ -49,10 +52,6 @@ def image_sets(names: list[str]) -> dict[str, list[Path]]:
 
 
 def measure(teacher, integer_hs, images: list[Path], desc: str) -> dict:
-    from host.container import parse
-    from host.image_io import load_rgb
-    from training.teacher_codec import EntropyModels, encode
-
     v1_bytes = v2_bytes = pixels = 0
     y1 = y2 = 0
     for path in tqdm(images, desc=desc, unit="img", file=sys.stderr):
@@ -68,10 +67,6 @@ def measure(teacher, integer_hs, images: list[Path], desc: str) -> dict:
 
 
 def run(args) -> int:
-    from host.integer_hyper import IntegerHyperSynthesis
-    from training.teacher import load_default, load_tuned_default
-    from training.teacher_codec import shipped_integer_hs
-
     qualities = [1, 2, 3, 4] if args.quality == "all" else [int(q) for q in args.quality.split(",")]
     if args.integer_hs is not None and len(qualities) != 1:
         raise LicError("--integer-hs measures one h_s: give one --quality")

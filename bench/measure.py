@@ -14,6 +14,8 @@ student, the host's dequantising multiply; with tiles, also their stitching).
 
 from __future__ import annotations
 
+import copy
+import os
 import platform
 import sys
 import time
@@ -22,6 +24,7 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+import onnxruntime
 import torch
 from tqdm import tqdm
 
@@ -29,7 +32,17 @@ from bench import metrics
 from bench.energy import run_window
 from bench.frames import FrameSet
 from bench.students import DECODERS
+from host.backends import OnnxBackend
+from host.decode_cli import default_package
+from host.decoder_package import DecoderPackage, sha256_file
+from host.runtime import HostDecoder, StageTimes
 from lic.errors import LicError
+from quantize.qat import load_quant_student
+from quantize.quant_student import convs
+from quantize.ship_students import STUDENTS_MANIFEST, read_students
+from training.distill import load_float_student
+from training.student_decoder import count_parameters, kmac_per_pixel
+from training.teacher_codec import encode, package_encoder, to_rgb8
 
 STAGES = ("parse", "rans_z", "h_s", "rans_y", "synthesis", "stitch")
 _RUNTIME_STAGE = {"integer_hs": "h_s", "dequantise": "stitch"}
@@ -66,8 +79,6 @@ class BenchModels:
 
 
 def _mean_weight_bits(quant_student, qcfg) -> float:
-    from quantize.quant_student import convs
-
     sizes = [c.weight.numel() for c in convs(quant_student)]
     return sum(n * b for n, b in zip(sizes, qcfg.weight_bits_list(len(sizes)))) / sum(sizes)
 
@@ -92,16 +103,6 @@ def _activation_bytes_per_latent(module: torch.nn.Module, channels: int, probe: 
 
 
 def load_models() -> BenchModels:
-    from host.decode_cli import default_package
-    from host.backends import OnnxBackend
-    from host.decoder_package import DecoderPackage, sha256_file
-    from host.runtime import HostDecoder
-    from quantize.qat import load_quant_student
-    from training.distill import load_float_student
-    from training.student_decoder import count_parameters, kmac_per_pixel
-    from training.teacher_codec import package_encoder
-    from quantize.ship_students import STUDENTS_MANIFEST, read_students
-
     package = DecoderPackage.load(default_package())
     encoder = package_encoder(package)
     quality = package.manifest["quality"]
@@ -135,8 +136,6 @@ def load_models() -> BenchModels:
 
 
 def encode_frames(models: BenchModels, fs: FrameSet) -> list[bytes]:
-    from training.teacher_codec import encode
-
     return [encode(models.encoder, rgb) for _, rgb in tqdm(fs.frames, desc=f"encode {fs.name}", unit="frame",
                                                              file=sys.stderr, leave=False)]
 
@@ -162,9 +161,6 @@ def synthesiser(models: BenchModels, decoder: str, device: str = "cpu", dtype: t
                 module: torch.nn.Module | None = None) -> Callable:
     """(lic, y int32 [M,h,w]) -> (uint8 image, {synthesis, stitch} ms) for one decoder; `module` is
     that decoder already on `device` in `dtype` (default: models.modules[decoder], fp32 on the CPU)."""
-    from host.runtime import StageTimes
-    from training.teacher_codec import to_rgb8
-
     if decoder == "quant_student" and device == "cpu" and module is None:
         def run(lic, y):
             times = StageTimes()
@@ -188,8 +184,6 @@ def synthesiser(models: BenchModels, decoder: str, device: str = "cpu", dtype: t
 
 def on_device(module: torch.nn.Module, device: str, dtype: torch.dtype) -> torch.nn.Module:
     """A copy of `module` on device/dtype: casting the original to fp16 and back would round its weights."""
-    import copy
-
     return copy.deepcopy(module).to(device=device, dtype=dtype)
 
 
@@ -213,7 +207,6 @@ def cpu_description() -> str:
                 break
     except OSError:
         pass
-    import os
 
     return f"{name} ({os.cpu_count()} logical CPUs)"
 
@@ -224,8 +217,6 @@ def _per_frame(total: dict[str, float], n: int) -> dict[str, float]:
 
 def cpu_rows(models: BenchModels, fs: FrameSet, files: list[bytes], counter, energy_how: str) -> list[dict]:
     """One full-decode row per decoder: serial stages, batch 1, one pass over the frame set."""
-    import os
-
     load_before = os.getloadavg()[0]
     entropy, entropy_j = entropy_half(models, fs, files, counter)
     n = len(files)
@@ -270,8 +261,6 @@ def cpu_rows(models: BenchModels, fs: FrameSet, files: list[bytes], counter, ene
 
 
 def _ort_version() -> str:
-    import onnxruntime
-
     return onnxruntime.__version__
 
 

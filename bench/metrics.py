@@ -7,6 +7,8 @@ import math
 
 import numpy as np
 import torch
+from pytorch_msssim import ms_ssim as _ms_ssim
+from scipy.ndimage import correlate1d
 
 # Identical images have infinite PSNR; an inf would poison every mean and is not valid JSON. Capping
 # keeps both usable, and no lossy codec comes anywhere near it: a report of 100 dB means "identical
@@ -37,8 +39,6 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
 def ms_ssim(a: np.ndarray, b: np.ndarray) -> float | None:
     """MS-SSIM on RGB scaled to [0, 1] (data_range=1.0, pytorch_msssim's default window and weights),
     as CompressAI's eval_model computes it. None when a side is too short for its five scales."""
-    from pytorch_msssim import ms_ssim as _ms_ssim
-
     _check_pair(a, b)
     if min(a.shape[:2]) < MS_SSIM_MIN_SIDE:
         return None
@@ -66,8 +66,6 @@ def _gaussian_window(n: int, sigma: float) -> np.ndarray:
 
 def _filter_valid(img: np.ndarray, g: np.ndarray) -> np.ndarray:
     """2-D correlation with the separable window outer(g, g), 'valid' region only."""
-    from scipy.ndimage import correlate1d
-
     n, r = len(g), len(g) // 2
     out = correlate1d(correlate1d(img, g, axis=0, mode="constant"), g, axis=1, mode="constant")
     return out[r:out.shape[0] - (n - 1 - r), r:out.shape[1] - (n - 1 - r)]

@@ -16,7 +16,12 @@ from pathlib import Path
 import numpy as np
 
 from bench.evaluate import DEFAULT_DATA, _finite, first_images, load_images
+from bench.students import decode_same_files
+from host.decoder_package import sha256_file
 from lic.errors import LicError
+from quantize.qat import load_quant_student
+from training.distill import resolve_teacher
+from training.student_decoder import kmac_per_pixel
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -45,8 +50,6 @@ def pareto_front(rows: list[dict]) -> None:
 
 def hw_estimates(dirs: list[Path]) -> dict[str, dict]:
     """sha256 of the build's quant_student.pt -> its estimates summary."""
-    from host.decoder_package import sha256_file
-
     out = {}
     for d in dirs:
         est_path, student = d / "estimates.json", d / "package" / "quant_student.pt"
@@ -59,12 +62,6 @@ def hw_estimates(dirs: list[Path]) -> dict[str, dict]:
 
 
 def run(args) -> int:
-    from bench.students import decode_same_files
-    from host.decoder_package import sha256_file
-    from quantize.qat import load_quant_student
-    from training.distill import resolve_teacher
-    from training.student_decoder import kmac_per_pixel
-
     students = [(p, *load_quant_student(p)) for p in args.students]
     teachers = {fp for *_, fp in students}
     if len(teachers) != 1:
@@ -101,7 +98,7 @@ def run(args) -> int:
 
 
 def _plot(rows: list[dict], path: Path, title: str) -> None:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # why: matplotlib loads only when a plot is drawn
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(7, 4.5))

@@ -22,9 +22,18 @@ import sys
 import time
 from pathlib import Path
 
+from bench import bench_report
+from bench.energy import rapl_counter
 from bench.evaluate import DEFAULT_DATA, _finite, first_images, load_images
+from bench.fpga import POWER_MODEL, fpga_rows, load_estimates, pynq_rails_watts
 from bench.frames import HD_SIZES, frame_sets
+from bench.gpu import GpuSession, gpu_rows
+from bench.measure import cpu_rows, encode_frames, entropy_half, load_models
+from bench.students import evaluate_point
+from hls.boards import load_board
 from lic.errors import LicError
+from quantize.ship_students import STUDENTS_MANIFEST, read_students
+from training.loop import require_cuda
 
 DEFAULT_BOARDS = "pynq-z2,zcu104,kv260"
 GPU_RESULTS = "gpu.json"
@@ -93,8 +102,6 @@ def _pairs(items: list[str], flag: str) -> dict[str, str]:
 
 
 def _boards(text: str) -> list[str]:
-    from hls.boards import load_board
-
     names = [b.strip() for b in text.split(",") if b.strip()]
     if names == ["none"]:
         return []
@@ -122,10 +129,6 @@ def _frames(args, sizes):
 
 
 def run_report(args, sizes: list[str]) -> int:
-    from bench import bench_report
-    from bench.energy import rapl_counter
-    from bench.measure import cpu_rows, encode_frames, load_models
-
     boards = _boards(args.boards)
     board_watts = _pairs(args.board_watts, "--board-watts")
     arm_files = {b: Path(f) for b, f in _pairs(args.arm_stages, "--arm-stages").items()}
@@ -175,8 +178,6 @@ def run_report(args, sizes: list[str]) -> int:
 
 
 def board_rows(board, models, frame_sizes, quality, board_watts, arm_files, args, notes) -> list[dict]:
-    from bench.fpga import fpga_rows, load_estimates, pynq_rails_watts, POWER_MODEL
-
     est = load_estimates(board, models.package)
     if est is None:
         if args.no_build:
@@ -208,9 +209,6 @@ def board_rows(board, models, frame_sizes, quality, board_watts, arm_files, args
 def rd_curves(args) -> dict:
     """Rate-distortion of each decoder over the shipped rate points (the teacher's own .lic v1 files:
     only q3 has an integer h_s), through eval-students' loop."""
-    from bench.students import evaluate_point
-    from quantize.ship_students import STUDENTS_MANIFEST, read_students
-
     images = load_images(first_images(args.data, args.rd_limit))
     points = [evaluate_point(e, images) for e in sorted(read_students(STUDENTS_MANIFEST), key=lambda e: e["quality"])]
     return {"images": len(images), "files": ".lic v1 (teacher's float h_s), one per image and rate point",
@@ -237,12 +235,7 @@ def gpu_note(path: Path, meta: dict, n: int, models: dict) -> str:
 
 
 def run_gpu(args, sizes: list[str]) -> int:
-    from training.loop import require_cuda
-
     require_cuda("--device cuda", "; run it on a machine with an NVIDIA GPU, a CUDA build of torch and nvidia-ml-py")
-    from bench import bench_report
-    from bench.gpu import GpuSession, gpu_rows
-    from bench.measure import encode_frames, entropy_half, load_models
 
     t_start = time.time()
     models = load_models()

@@ -149,7 +149,7 @@ def plot_rd(curves: dict[str, Sequence[tuple[float, float]]], path: Path | str, 
     references) are drawn dashed."""
     # The object API with the Agg canvas: no pyplot global state, no display needed, and it works
     # whatever backend the user's matplotlib is configured with.
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # why: matplotlib loads only when a plot is drawn
     from matplotlib.figure import Figure
 
     panels = [("PSNR (dB, RGB)", curves, lambda v: v)]

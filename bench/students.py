@@ -18,17 +18,25 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
 from bench import metrics
-import numpy as np
-
 from bench.evaluate import (DEFAULT_DATA, _finite, codec_curve, first_images, load_images, mean_record,
                             parse_baselines, rd_points)
 from bench.rd import compare, plot_rd
+from host.container import parse
+from host.image_io import write_atomic
 from lic.errors import LicError
+from quantize.latent_refinement import Refinement, refine_steps
+from quantize.qat import load_quant_student
+from quantize.quant_student import QuantConfig
 from quantize.ship_students import STUDENTS_MANIFEST, read_students
+from training.distill import load_float_student
+from training.student_decoder import count_parameters, kmac_per_pixel, teacher_gs_kmac_per_pixel
+from training.teacher import load_default, load_tuned_default, shipped_entry
+from training.teacher_codec import EntropyModels, decode_y_hat, encode, shipped_integer_hs, to_rgb8
 
 DECODERS = ("teacher", "float_student", "quant_student")
 
@@ -59,9 +67,6 @@ def decode_same_files(teacher, decoders: dict, images, desc: str, integer_hs=Non
     With an `integer_hs`, each image is also encoded as .lic v2 (same y_hat, so same pixels), and
     its bytes are recorded as "bytes_v2" / "bpp_v2": the rate of the deployable codec. With a
     `refinement`, each file's latents are refined for its decoder first (`lic encode --refine`)."""
-    from host.container import parse
-    from training.teacher_codec import EntropyModels, decode_y_hat, encode, to_rgb8
-
     records = {k: [] for k in decoders}
     for name, rgb in tqdm(images, desc=desc, unit="img", file=sys.stderr):
         h, w = rgb.shape[:2]
@@ -80,12 +85,6 @@ def decode_same_files(teacher, decoders: dict, images, desc: str, integer_hs=Non
 
 
 def evaluate_point(entry: dict, images, refine: int = 0) -> dict:
-    from quantize.qat import load_quant_student
-    from training.distill import load_float_student
-    from training.student_decoder import count_parameters, kmac_per_pixel, teacher_gs_kmac_per_pixel
-    from training.teacher import load_default, load_tuned_default, shipped_entry
-    from training.teacher_codec import EntropyModels, shipped_integer_hs
-
     teacher = load_default(entry["quality"])
     float_student, cfg, fp_float = load_float_student(entry["float"])
     quant_student, _, qcfg, fp_quant = load_quant_student(entry["quant"])
@@ -113,8 +112,6 @@ def evaluate_point(entry: dict, images, refine: int = 0) -> dict:
                                              images, f"q{entry['quality']} tuned encoder"))
             mean["tuned_deployable"] = mean_record(records["tuned_deployable"])
             if refine:
-                from quantize.latent_refinement import Refinement
-
                 records.update(decode_same_files(
                     EntropyModels(tuned, integer_hs), {"refined_deployable": quant_student}, images,
                     f"q{entry['quality']} tuned encoder, latents refined", refinement=Refinement(
@@ -191,8 +188,6 @@ def decoder_curve(points: list[dict], key: str, metric: str = "psnr") -> list[tu
 
 def plot_students(results: dict, path: Path) -> None:
     """The RD (PSNR and MS-SSIM) plot of an `lic eval-students` results.json."""
-    from quantize.quant_student import QuantConfig
-
     points = results["points"]
     curve = lambda key, metric="psnr": decoder_curve(points, key, metric)
     labels = {"teacher": "teacher g_s (float)", "float_student": "float student",
@@ -210,8 +205,6 @@ def plot_students(results: dict, path: Path) -> None:
 
 
 def run(args) -> int:
-    from host.image_io import write_atomic
-
     entries = read_students(args.students)
     if args.quality != "all":
         try:
@@ -221,7 +214,6 @@ def run(args) -> int:
         entries = [e for e in entries if e["quality"] in wanted]
     if not entries:
         raise LicError("no shipped student for the rate points asked for")
-    from quantize.latent_refinement import refine_steps
 
     refine = refine_steps(args.refine)
     images = load_images(first_images(args.data, args.limit))

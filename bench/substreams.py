@@ -22,10 +22,17 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 from tqdm import tqdm
 
 from bench.evaluate import DEFAULT_DATA, first_images, load_images
+from host.container import FORMAT_V2, FORMAT_V3, LicFile
+from host.runtime import decode_y, y_regions
 from lic.errors import LicError
+from quantize.encode_cli import tile_geometry
+from training.teacher import load_default, shipped_entry
+from training.teacher_codec import (EntropyModels, cdf_tables, pad_replicate, scale_indexes, shipped_integer_hs,
+                                    to_tensor, y_substream_regions)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -55,15 +62,6 @@ def two_core_time(seconds: list[float]) -> float:
 
 
 def run(args) -> int:
-    import torch
-
-    from host.container import FORMAT_V2, FORMAT_V3, LicFile
-    from host.runtime import decode_y, y_regions
-    from training.teacher import load_default, shipped_entry
-    from training.teacher_codec import (EntropyModels, cdf_tables, pad_replicate, scale_indexes,
-                                        shipped_integer_hs, to_tensor, y_substream_regions)
-    from quantize.encode_cli import tile_geometry
-
     if args.repeat < 1:
         raise LicError("--repeat must be at least 1")
     tiles = tile_geometry(args.tiles, 3 if args.tiles == "shipped" else args.quality)
