@@ -36,6 +36,7 @@ MAX_ORT_LSB = 1
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHIPPED_DIRS = (REPO_ROOT / "training" / "students", TEACHERS_DIR.resolve())
+SHIPPED_PACKAGES = REPO_ROOT / "host" / "decoders"  # tracked packages; build/ ones hold plain copies
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -169,9 +170,10 @@ def export_package(student_path: Path, out_dir: Path, *, teacher_spec=None, inte
 
 
 def link_shipped_files(package_dir: Path, final_dir: Path, sources: dict[str, Path | None]) -> list[str]:
-    """A package written inside the repository refers to the shipped files it was made from
-    (training/students/, training/teachers/) by a relative link rather than holding a second copy of
-    them: one copy of every shipped file. A link is made only where the bytes are the same (the
+    """A package shipped in the repository (host/decoders/) refers to the shipped files it was made
+    from (training/students/, training/teachers/) by a relative link rather than holding a second copy
+    of them: one copy of every shipped file. Packages anywhere else hold plain files, so they can be
+    moved. A link is made only where the bytes are the same (the
     manifest's checksums hold either way); copying the package (scp -r, `lic hw`'s copytree) follows
     the links, so a board or a build folder gets plain files. `package_dir` is the folder being
     written, `final_dir` where it will be renamed to (the links are relative to it)."""
@@ -181,7 +183,7 @@ def link_shipped_files(package_dir: Path, final_dir: Path, sources: dict[str, Pa
         if src is None:
             continue
         src = Path(src).resolve()
-        if not any(src.is_relative_to(d) for d in SHIPPED_DIRS) or not final_dir.is_relative_to(REPO_ROOT):
+        if not any(src.is_relative_to(d) for d in SHIPPED_DIRS) or not final_dir.is_relative_to(SHIPPED_PACKAGES):
             continue
         dst = package_dir / name
         if dst.is_file() and not dst.is_symlink() and dst.read_bytes() == src.read_bytes():

@@ -156,6 +156,9 @@ class DecoderPackage:
                 if not p.is_file():
                     if name in OPTIONAL_FILES:
                         continue
+                    if p.is_symlink():  # a shipped package copied without following its links
+                        raise LicError(f"decoder package {root}: {name} links to {p.readlink()}, which is not "
+                                       f"there; copy packages with their links followed (cp -rL, scp -r)")
                     raise LicError(f"decoder package {root} is missing {name}")
                 if sha256_file(p) != digest:
                     raise LicError(f"{p} does not match the checksum in {MANIFEST}: the package is damaged")

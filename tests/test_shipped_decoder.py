@@ -13,6 +13,7 @@ from conftest import REPO, run_lic
 from host.backends import make_backend
 from host.decoder_package import DecoderPackage
 from host.image_io import load_rgb
+from lic.errors import LicError
 from host.runtime import HostDecoder
 
 PACKAGE = REPO / "host" / "decoders" / "q3"
@@ -113,9 +114,11 @@ def test_every_q3_encoder_writes_files_the_q3_package_decodes(tmp_path, capsys):
     assert fingerprints == {DecoderPackage.load(PACKAGE).file_fingerprint}
 
 
-def test_one_copy_of_every_shipped_file(tmp_path):
+def test_one_copy_of_every_shipped_file(tmp_path, monkeypatch):
     """The shipped package refers to the student and integer h_s it was made from instead of holding
-    second copies; export makes such links only inside the repository, where the bytes are the same."""
+    second copies; export makes such links only for packages shipped in host/decoders/, where the
+    bytes are the same; a copy that lost its links is one clear line."""
+    import export.package as export_package_module
     from export.package import link_shipped_files
     from host.decoder_package import INTEGER_HS, QUANT_STUDENT
 
@@ -132,19 +135,22 @@ def test_one_copy_of_every_shipped_file(tmp_path):
     outside.mkdir()
     (outside / QUANT_STUDENT).write_bytes(student.read_bytes())
     assert link_shipped_files(outside, outside, {QUANT_STUDENT: student}) == []  # a copy outside the repository
-    inside = REPO / "build" / "test-one-copy"
-    shutil.rmtree(inside, ignore_errors=True)
-    tmp = REPO / "build" / ".test-one-copy.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
+    built = tmp_path / "built"  # a package outside host/decoders/ (build/decoders/...): plain files
+    built.mkdir()
+    (built / QUANT_STUDENT).write_bytes(student.read_bytes())
+    assert link_shipped_files(built, built, {QUANT_STUDENT: student}) == []
+    shipped = tmp_path / "decoders"  # stands in for host/decoders/
+    monkeypatch.setattr(export_package_module, "SHIPPED_PACKAGES", shipped)
+    tmp, inside = shipped / ".q9.tmp", shipped / "q9"
     tmp.mkdir(parents=True)
-    try:
-        (tmp / QUANT_STUDENT).write_bytes(student.read_bytes())
-        (tmp / INTEGER_HS).write_bytes(b"not the shipped one")
-        hs = REPO / "training" / "teachers" / "integer_hs_q3.npz"
-        assert link_shipped_files(tmp, inside, {QUANT_STUDENT: student, INTEGER_HS: hs}) == [QUANT_STUDENT]
-        tmp.rename(inside)
-        assert (inside / QUANT_STUDENT).is_symlink() and (inside / QUANT_STUDENT).read_bytes() == student.read_bytes()
-        assert not (inside / INTEGER_HS).is_symlink()
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.rmtree(inside, ignore_errors=True)
+    (tmp / QUANT_STUDENT).write_bytes(student.read_bytes())
+    (tmp / INTEGER_HS).write_bytes(b"not the shipped one")
+    hs = REPO / "training" / "teachers" / "integer_hs_q3.npz"
+    assert link_shipped_files(tmp, inside, {QUANT_STUDENT: student, INTEGER_HS: hs}) == [QUANT_STUDENT]
+    tmp.rename(inside)
+    assert (inside / QUANT_STUDENT).is_symlink() and (inside / QUANT_STUDENT).read_bytes() == student.read_bytes()
+    assert not (inside / INTEGER_HS).is_symlink()
+    copied = tmp_path / "copied"
+    shutil.copytree(q3, copied, symlinks=True)  # cp -r: the relative links now point nowhere
+    with pytest.raises(LicError, match="links to .* which is not there; copy packages with their links followed"):
+        DecoderPackage.load(copied)
