@@ -17,19 +17,24 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import torch
 
-from export.qonnx_export import export_qcdq_onnx, export_qonnx, run_qonnx
+from export.qonnx_export import export_qcdq_onnx, export_qonnx, run_onnxruntime, run_qonnx
+from host.backends import to_int_pixels
 from host.decoder_package import (ENTROPY_TABLES, INTEGER_HS, MANIFEST, PACKAGE_FORMAT, QUANT_STUDENT, STUDENT_ONNX,
                                   STUDENT_QONNX, DecoderPackage, sha256_file)
 from host.integer_hyper import IntegerHyperSynthesis
 from host.package_signature import SIGNATURE, read_key, sign_manifest
 from lic.errors import LicError
+from quantize.qat import check_bit_widths, load_quant_student
+from training.distill import resolve_teacher
 from training.loop import command_line
 from training.student_decoder import count_parameters, kmac_per_pixel, receptive_halo
-from training.teacher import SPATIAL_MULTIPLE, TEACHERS_DIR
+from training.teacher import SPATIAL_MULTIPLE, TEACHERS_DIR, read_manifest
+from training.teacher_codec import EntropyModels, cdf_arrays, shipped_integer_hs, shipped_integer_hs_path
 
 DEFAULT_TILE = 32
 MAX_ORT_LSB = 1
@@ -57,8 +62,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def entropy_tables(teacher_model) -> dict[str, np.ndarray]:
-    from training.teacher_codec import cdf_arrays
-
     out = {}
     for prefix, em in (("z", teacher_model.entropy_bottleneck), ("y", teacher_model.gaussian_conditional)):
         out[f"{prefix}_cdf"], out[f"{prefix}_cdf_length"], out[f"{prefix}_offset"] = cdf_arrays(em)
@@ -78,9 +81,6 @@ def brevitas_int(model, y: np.ndarray) -> np.ndarray:
 
 
 def verify(model, qcfg, qonnx_path: Path, onnx_path: Path, tile: int, scale: float) -> dict:
-    from host.backends import to_int_pixels
-    from export.qonnx_export import run_onnxruntime
-
     m = model.cfg.latent_channels
     y_tile = laplacian_latents(m, tile, tile, qcfg.input_bits, seed=1)
     q = np.rint(run_qonnx(qonnx_path, y_tile) / np.float32(scale))
@@ -99,11 +99,6 @@ def verify(model, qcfg, qonnx_path: Path, onnx_path: Path, tile: int, scale: flo
 
 def export_package(student_path: Path, out_dir: Path, *, teacher_spec=None, integer_hs_path: Path | None = None,
                    tile: int = DEFAULT_TILE, name: str | None = None, sign_key: Path | None = None) -> DecoderPackage:
-    from quantize.qat import check_bit_widths, load_quant_student
-    from training.teacher_codec import EntropyModels, shipped_integer_hs, shipped_integer_hs_path
-    from types import SimpleNamespace
-    from training.distill import resolve_teacher
-
     if sign_key is not None:
         read_key(sign_key, private=True)  # a bad key fails now, not after the export's minutes
     model, cfg, qcfg, fingerprint = load_quant_student(student_path)
@@ -196,8 +191,6 @@ def link_shipped_files(package_dir: Path, final_dir: Path, sources: dict[str, Pa
 def legacy_file_fingerprints(em) -> list[str]:
     """What files of earlier releases carry for this package's decoding contract (the shipped
     manifest's record of them; none for a teacher that was never shipped)."""
-    from training.teacher import read_manifest
-
     entry = next((e for e in read_manifest() if e.get("integer_hs_file_fingerprint") == em.fingerprint.hex()), {})
     return entry.get("legacy_file_fingerprints", [])
 

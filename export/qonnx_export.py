@@ -19,6 +19,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+import onnxruntime as ort
 import torch
 
 from qonnx.core.datatype import DataType
@@ -83,6 +84,8 @@ def export_qonnx(quant_model: torch.nn.Module, tile_hw, path, *, dynamo: bool = 
                  cleanup: bool = True) -> Path:
     """Export to QONNX for a (1, M, th, tw) input, clean it up (shapes, constant folding that keeps
     Quant nodes, readable names) and annotate the input as INT<input_bits>. Returns the path."""
+    # why: brevitas.export warns on import (no fast_hadamard_transform): only when exporting, not on every
+    # import of this module (`lic export --help`, hls/)
     from brevitas.export import export_qonnx as _export
 
     path = Path(path)
@@ -114,7 +117,7 @@ def export_qcdq_onnx(quant_model: torch.nn.Module, tile_hw, path, *, dynamo: boo
                      **onnx_export_kwargs) -> Path:
     """Export to standard-ONNX QCDQ (QuantizeLinear/Clip/DequantizeLinear) for onnxruntime; extra
     keyword arguments (e.g. dynamic_axes) go to torch.onnx.export."""
-    from brevitas.export import export_onnx_qcdq as _export
+    from brevitas.export import export_onnx_qcdq as _export  # why: as in export_qonnx
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -127,8 +130,6 @@ def export_qcdq_onnx(quant_model: torch.nn.Module, tile_hw, path, *, dynamo: boo
 def run_onnxruntime(path, x, *, optimize: bool = True) -> np.ndarray:
     """Run an ONNX file on onnxruntime's CPU provider. optimize=False disables all graph rewrites
     (e.g. to tell a rewrite's effect from the exporter's)."""
-    import onnxruntime as ort
-
     so = ort.SessionOptions()
     so.log_severity_level = 3  # the TorchScript exporter lists biases as graph inputs: ort warns per bias
     if not optimize:

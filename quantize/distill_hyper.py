@@ -29,6 +29,7 @@ from quantize.quant_student import calibrate_activations
 from training.data import RandomCrops
 from training.loop import (DEFAULT_DATA, atomic_save, data_provenance, cosine_lr, read_torch_file, set_lr,
                            setup_distributed, teardown_distributed, wrap_ddp, write_provenance)
+from training.target_cache import CachedTargets
 from training.teacher import load_teacher
 
 
@@ -74,8 +75,6 @@ def teacher_latents(teacher, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tenso
 def latent_source(args, teacher, seed: int, device: torch.device):
     """batch size -> (z symbols, y_hat): from the teacher on random crops, or from a --cache."""
     if args.cache is not None:
-        from training.target_cache import CachedTargets
-
         caches = [CachedTargets(c, teacher.fingerprint, None, seed=seed + 104729 * i, of_decoder=True)
                   for i, c in enumerate(args.cache)]
 

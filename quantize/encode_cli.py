@@ -7,8 +7,15 @@ import sys
 from pathlib import Path
 
 from host import memory
+from host.decode_cli import SHIPPED_PACKAGES
+from host.decoder_package import DecoderPackage
 from host.geometry import DEFAULT_MAX_PIXELS
+from host.image_io import load_rgb, refuse_same_file, write_atomic
+from host.integer_hyper import IntegerHyperSynthesis
 from lic.errors import LicError
+from quantize.latent_refinement import refinement_for
+from training.teacher import DEFAULT_QUALITY, load_teacher
+from training.teacher_codec import EntropyModels, encode, shipped_integer_hs
 
 MAX_SIDE = 0xFFFF  # the header's u16 height and width
 
@@ -49,9 +56,6 @@ def tile_geometry(text: str | None, quality: int) -> tuple[int, int] | None:
     if text is None:
         return None
     if text == "shipped":
-        from host.decode_cli import SHIPPED_PACKAGES
-        from host.decoder_package import DecoderPackage
-
         if not (SHIPPED_PACKAGES / f"q{quality}").is_dir():
             raise LicError(f"no shipped decoder package for quality {quality}: give --tiles TILE,HALO")
         package = DecoderPackage.load(SHIPPED_PACKAGES / f"q{quality}", verify=False)
@@ -66,12 +70,6 @@ def tile_geometry(text: str | None, quality: int) -> tuple[int, int] | None:
 
 
 def run_encode(args) -> int:
-    from host.image_io import load_rgb, refuse_same_file, write_atomic
-    from host.integer_hyper import IntegerHyperSynthesis
-    from quantize.latent_refinement import refinement_for
-    from training.teacher import DEFAULT_QUALITY, load_teacher
-    from training.teacher_codec import EntropyModels, encode, shipped_integer_hs
-
     if args.quality is not None and args.teacher is not None:
         raise LicError("give --quality or --teacher, not both")
     if args.max_pixels < 1:

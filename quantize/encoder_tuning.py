@@ -33,9 +33,14 @@ from tqdm import tqdm
 
 from host.decoder_package import sha256_file
 from lic.errors import LicError
-from training.teacher import TUNED_ENCODER_KIND as ENCODER_KIND
+from quantize.qat import load_quant_student
+from training.data import RandomCrops
+from training.distill import psnr, resolve_teacher
 from training.loop import (DEFAULT_DATA, TimeBox, add_run_arguments, atomic_save, cosine_lr, data_provenance, init_provenance,
                            set_lr, setup_distributed, write_provenance)
+from training.target_cache import CachedTargets
+from training.teacher import TUNED_ENCODER_KIND as ENCODER_KIND
+from training.teacher import load_default, load_teacher
 
 
 
@@ -79,21 +84,14 @@ def rd_terms(model, student, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tenso
 
 def _images(args, teacher_fingerprint: bytes, seed: int):
     if args.cache is not None:
-        from training.target_cache import CachedTargets
-
         cached = CachedTargets(args.cache, teacher_fingerprint, args.crop, seed=seed)
         return lambda size: cached(size)[0]
-    from training.data import RandomCrops
 
     crops = RandomCrops(args.data, args.crop, seed=seed)
     return crops.batch
 
 
 def run(args) -> int:
-    from quantize.qat import load_quant_student
-    from training.distill import psnr, resolve_teacher
-    from training.teacher import load_teacher
-
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.crop % 64 or args.crop <= 0:
@@ -186,8 +184,6 @@ def save_encoder(model, teacher, path: Path) -> None:
     output channel (a quarter of fp32, half of the fp16 a whole teacher is shipped in), the rest
     (biases, GDN) as fp32. Lossy, but what the file holds *is* the encoder: its fingerprint and
     every evaluation are taken on the loaded weights (training/teacher.py, from_tuned_encoder)."""
-    from training.teacher import load_default
-
     base = load_default(teacher.quality).model.g_a.state_dict()
     steps, scales, exact = {}, {}, {}
     for k, v in model.g_a.state_dict().items():

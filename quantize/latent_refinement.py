@@ -37,6 +37,7 @@ from torch import nn
 from tqdm import tqdm
 
 from lic.errors import LicError
+from training.teacher_codec import scale_indexes
 
 
 def _round_ste(t: torch.Tensor) -> torch.Tensor:
@@ -131,8 +132,6 @@ class Refinement:
 
 def _coded_scales(models, z: torch.Tensor) -> torch.Tensor:
     """The scales each image's y is coded with, from its z as `encode` codes it."""
-    from training.teacher_codec import scale_indexes
-
     model = models.teacher.model
     eb = model.entropy_bottleneck
     z_hat = eb.decompress(eb.compress(z), z.shape[-2:])
@@ -145,6 +144,7 @@ def files_decoder_file(models) -> Path | None:
     teacher = models.teacher
     if teacher.base_fingerprint is None:
         return None
+    # why: the quantised student loads brevitas (~3 s), which `lic encode` of a teacher's own files never needs
     from quantize.ship_students import STUDENTS_MANIFEST, read_students
 
     entry = next((e for e in read_students(STUDENTS_MANIFEST)
@@ -161,7 +161,7 @@ def files_decoder(models) -> nn.Module:
     f = files_decoder_file(models)
     if f is None:
         return models.teacher.model.g_s
-    from quantize.qat import load_quant_student
+    from quantize.qat import load_quant_student  # why: brevitas, as in files_decoder_file
 
     return load_quant_student(f)[0]
 

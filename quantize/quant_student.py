@@ -202,6 +202,8 @@ def calibrate_activations(quant_model: nn.Module, batches: Iterable[torch.Tensor
 
     `keep`: scales (state-dict entries) to hold as they are, e.g. the trained ones `with_act_bits`
     carries over; calibration runs over the whole model, so they are written back afterwards."""
+    # why: brevitas.graph warns on import (no fast_hadamard_transform); only calibration needs it, so the
+    # quantised student loads without that line (`lic decode --backend torch`)
     from brevitas.graph.calibrate import calibration_mode
 
     was_training = quant_model.training

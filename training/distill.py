@@ -39,6 +39,7 @@ from training.loop import (DEFAULT_DATA, TimeBox, WeightAverage, add_run_argumen
                            init_provenance, read_torch_file, set_lr, setup_distributed, teardown_distributed,
                            wrap_ddp, write_provenance)
 from training.student_decoder import UPSAMPLE_MODES, StudentConfig, StudentSynthesis, grow_latent_convs, layer_plan
+from training.target_cache import CachedTargets
 
 FLOAT_KIND = "float-student"
 
@@ -114,6 +115,8 @@ def parse_int_list(text: str, flag: str) -> int | tuple[int, ...]:
 def resolve_teacher(args, fingerprint: bytes | None = None):
     """The teacher the flags name; with none, the shipped teacher that has `fingerprint` (when given)
     or the default shipped teacher. A teacher other than `fingerprint`'s is refused."""
+    # why: the teacher loads compressai (~5 s); `lic decode --backend torch` imports this module (through
+    # quantize/qat.py) and needs no teacher
     from training.teacher import load_teacher
     from training.teacher_codec import find_shipped
 
@@ -147,7 +150,7 @@ def _value(t):
 
 
 def _is_igdn(m: nn.Module) -> bool:
-    from lic.compressai_compat import compressai  # noqa: F401
+    from lic.compressai_compat import compressai  # noqa: F401  (why: compressai only with a teacher, as above)
     from compressai.layers import GDN
 
     return isinstance(m, GDN) and m.inverse
@@ -215,7 +218,6 @@ def batch_source(args, targets: TeacherTargets, teacher_fingerprint: bytes, seed
     """Where a run's batches come from: the teacher-target cache (--cache) or the teacher on the fly."""
     if args.cache is None:
         return TeacherOnTheFly(targets, RandomCrops(args.data, args.crop, seed=seed), device)
-    from training.target_cache import CachedTargets
 
     if targets.feature_channels:
         raise LicError("--w-feature needs the teacher's features, which a --cache does not hold")

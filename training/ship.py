@@ -25,6 +25,7 @@ from training import teacher_delta
 from training.loop import atomic_save, read_torch_file
 from training.teacher import (COMPRESSAI_LAMBDAS, DEFAULT_QUALITY, MANIFEST, TEACHERS_DIR, from_state_dict,
                               from_tuned_encoder, load_state_dict_file, read_manifest, state_dict_of)
+from training.teacher_codec import EntropyModels
 
 
 def manifest_entry(path: Path) -> dict:
@@ -36,8 +37,6 @@ def manifest_entry(path: Path) -> dict:
     entry = {"quality": quality, "lambda": prov["lambda"], "file": path.name, "fingerprint": t.fingerprint.hex()}
     hs_path = path.with_name(f"integer_hs_q{quality}.npz")  # from `lic distill-hyper --export`, if made
     if hs_path.is_file():
-        from training.teacher_codec import EntropyModels
-
         hs = IntegerHyperSynthesis.load(hs_path)
         if hs.meta.get("teacher_fingerprint") != entry["fingerprint"]:
             raise SystemExit(f"{hs_path} was trained against another teacher")

@@ -311,6 +311,7 @@ def count_parameters(module: nn.Module) -> int:
 
 def teacher_synthesis(N: int = 128, M: int = 192) -> nn.Module:
     """A randomly initialised ScaleHyperprior g_s of the given size (for counting, not decoding)."""
+    # why: compressai (~5 s) only to count the teacher's g_s; `lic decode --backend torch` imports this module
     from lic.compressai_compat import compressai  # noqa: F401  (must precede compressai imports)
     from compressai.models import ScaleHyperprior
 

@@ -39,6 +39,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 from tqdm import tqdm
 
 from lic.errors import LicError
@@ -62,8 +63,6 @@ def build_cache(teacher, images: list[Path], out: Path, size: tuple[int, int],
     """The cache of `teacher`'s targets; with a `refinement` (and the EntropyModels `models` whose
     files it refines), each entry's latents refined as `lic encode --refine` would write them. `batch`
     entries at a time."""
-    from PIL import Image
-
     h, w = size
     model = teacher.model.eval().to(device)
     entries = []

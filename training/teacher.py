@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 from lic.compressai_compat import compressai  # noqa: F401  (must precede compressai imports)
+from compressai import zoo
 from compressai.models import ScaleHyperprior
 
 from host.decoder_package import DEFAULT_QUALITY  # noqa: F401  (the default rate point, everywhere)
@@ -121,8 +122,6 @@ def _plain_state_dict(obj, path: Path) -> dict:
 
 def load_zoo(architecture: str, quality: int) -> Teacher:
     """Load through CompressAI's zoo loader, which downloads the weights on first use."""
-    from compressai import zoo
-
     if architecture != "bmshj2018-hyperprior":
         raise LicError(f"zoo model {architecture!r} is not a ScaleHyperprior; use bmshj2018-hyperprior")
     if quality not in COMPRESSAI_LAMBDAS:

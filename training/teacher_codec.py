@@ -27,7 +27,8 @@ from host.rans import CdfTable
 from host.runtime import decode_y, y_regions
 from host.tiling import MAX_Y_SUBSTREAMS, TilePlan
 from lic.errors import LicError
-from training.teacher import SPATIAL_MULTIPLE, Teacher
+from training.teacher import (SPATIAL_MULTIPLE, TEACHERS_DIR, Teacher, load_default, load_teacher, read_manifest,
+                              shipped_entry)
 
 
 @dataclass
@@ -69,8 +70,6 @@ class EntropyModels:
 
 
 def shipped_integer_hs_path(quality: int) -> Path:
-    from training.teacher import TEACHERS_DIR, shipped_entry
-
     entry = shipped_entry(quality)
     if "integer_hs" not in entry:
         raise LicError(f"no shipped integer h_s for quality {quality}; train one with `lic distill-hyper` "
@@ -86,8 +85,6 @@ def find_shipped(fingerprint: bytes) -> EntropyModels | None:
     """The shipped models that decode a file of this fingerprint (teacher, and integer h_s for
     versions 2 and 3), found through the manifest without loading the others; the fingerprints files
     of earlier releases carry (they named the tuned encoder) map to the same models."""
-    from training.teacher import load_default, read_manifest
-
     for e in read_manifest():
         if e["fingerprint"] == fingerprint.hex():
             return EntropyModels(load_default(e["quality"]))
@@ -100,8 +97,6 @@ def find_shipped(fingerprint: bytes) -> EntropyModels | None:
 def package_encoder(package) -> EntropyModels:
     """The encoder a decoder package's student was made for (its manifest's "teacher": a shipped
     teacher or tuned encoder), with the package's integer h_s: what writes the board's files."""
-    from training.teacher import load_teacher
-
     em = EntropyModels(load_teacher(package.manifest["teacher"]), package.integer_hs)
     if em.fingerprint != package.file_fingerprint:
         raise LicError(f"decoder package {package.name}: its encoder {package.manifest['teacher']} writes files "

@@ -14,6 +14,8 @@ import json
 import shutil
 from pathlib import Path
 
+from tensorboardX import SummaryWriter
+
 from lic.errors import LicError
 
 LOG = "log.jsonl"
@@ -46,8 +48,6 @@ def read_log(run_dir: Path) -> list[dict]:
 
 def export_tensorboard(run_dir: Path, out: Path) -> tuple[Path, int]:
     """Scalars of every numeric field of run_dir/log.jsonl -> out/<run name>/ event file."""
-    from tensorboardX import SummaryWriter
-
     records = read_log(run_dir)
     target = out / run_dir.resolve().name
     if target.exists():
