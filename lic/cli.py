@@ -9,6 +9,7 @@ import signal
 import sys
 import threading
 
+from lic import __version__
 from lic.errors import LicError
 
 # name -> (module with add_arguments(parser) and run(args) -> int, one-line help)
@@ -52,8 +53,6 @@ def _function(module: str, prefix: str, name: str):
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The full parser for `command`; only its module is imported, so `lic --help` stays instant
     and one stage's heavy or broken import never breaks another's command."""
-    from lic import __version__
-
     p = argparse.ArgumentParser(
         prog="lic",
         description="lic-fpga: learned image compression whose decoder runs on FPGA fabric. "
