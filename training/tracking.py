@@ -14,8 +14,6 @@ import json
 import shutil
 from pathlib import Path
 
-from tensorboardX import SummaryWriter
-
 from lic.errors import LicError
 
 LOG = "log.jsonl"
@@ -48,6 +46,8 @@ def read_log(run_dir: Path) -> list[dict]:
 
 def export_tensorboard(run_dir: Path, out: Path) -> tuple[Path, int]:
     """Scalars of every numeric field of run_dir/log.jsonl -> out/<run name>/ event file."""
+    from tensorboardX import SummaryWriter  # why: opt-in, and it loads torch (~3 s): not for `lic track --help`
+
     records = read_log(run_dir)
     target = out / run_dir.resolve().name
     if target.exists():
