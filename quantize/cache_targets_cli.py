@@ -14,7 +14,8 @@ import torch
 from lic.errors import LicError
 from quantize.latent_refinement import refine_steps, refinement_for
 from training.data import training_images
-from training.loop import DEFAULT_DATA, full_fp32_on_gpu, require_cuda
+from training.loop import full_fp32_on_gpu, require_cuda
+from training.options import DEFAULT_DATA, add_training_options
 from training.target_cache import build_cache
 from training.teacher import load_teacher
 from training.teacher_codec import EntropyModels, shipped_integer_hs
@@ -24,12 +25,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_mutually_exclusive_group()
     g.add_argument("--teacher", default=None, help="teacher spec (zoo:..., a checkpoint path, or q1..q4)")
     g.add_argument("--quality", type=int, default=None, help="use the shipped teacher of this quality (1..4)")
-    p.add_argument("--data", type=Path, nargs="+", default=[DEFAULT_DATA],
-                   help="folders of training images (default: ../shared/data/bsds500 less its held-out images)")
+    add_training_options(p, data=[DEFAULT_DATA])
     p.add_argument("--size", default="320x448",
                    help="HxW every entry is cropped to, multiples of 64 (default 320x448, from BSDS500's 321x481)")
     p.add_argument("-o", "--out", type=Path, required=True, help="cache folder to write (replaced atomically)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    add_training_options(p, threads=None)
     p.add_argument("--refine", type=int, default=0, metavar="STEPS",
                    help="refine each entry's latents for the decoder of the encoder's files, as `lic encode --refine "
                         "STEPS` does (~10 s per entry per 100 steps on one core; an interrupted build continues where "

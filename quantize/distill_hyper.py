@@ -27,8 +27,9 @@ from lic.errors import LicError
 from quantize.quant_hyper import HyperConfig, QuantHyperSynthesis, init_log_scale_bias, macs_per_latent_pixel
 from quantize.quant_student import calibrate_activations
 from training.data import RandomCrops
-from training.loop import (DEFAULT_DATA, atomic_save, data_provenance, cosine_lr, read_torch_file, set_lr,
-                           setup_distributed, teardown_distributed, wrap_ddp, write_provenance)
+from training.loop import (atomic_save, data_provenance, cosine_lr, read_torch_file, set_lr, setup_distributed,
+                           teardown_distributed, wrap_ddp, write_provenance)
+from training.options import DEFAULT_DATA, REQUIRED, add_training_options
 from training.target_cache import CachedTargets
 from training.teacher import load_teacher
 
@@ -38,28 +39,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--teacher", default=None, help="or any teacher spec: zoo:bmshj2018-hyperprior:Q, a checkpoint")
     p.add_argument("--channels", type=int, default=HyperConfig.channels,
                    help=f"hidden width of the student h_s (default {HyperConfig.channels})")
-    p.add_argument("--data", type=Path, nargs="+", default=[DEFAULT_DATA], help="training image folders")
-    p.add_argument("--steps", type=int, default=2000)
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--crop", type=int, default=256, help="crop size; z is crop/64 on a side (default 256)")
+    add_training_options(p, data=[DEFAULT_DATA], steps=2000, batch_size=8, crop=256,
+                         helps={"crop": "square crop size in pixels; z is crop/64 on a side (default {default})"})
     p.add_argument("--cache", type=Path, nargs="+", default=None,
                    help="teacher targets from `lic cache-targets`: whole images, no teacher run per step "
                         "(--data and --crop are not used). Several caches share each batch: the teacher's own "
                         "and those of encoders tuned from it (`--teacher qN-tuned`), so that one integer h_s "
                         "serves the files of both")
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--lr-final", type=float, default=1e-4)
-    p.add_argument("--run-dir", type=Path, required=True, help="checkpoints and log; an existing checkpoint resumes")
-    p.add_argument("--save-every", type=int, default=250)
-    p.add_argument("--export", type=Path, help="write the integer h_s (.npz) here at the end")
+    add_training_options(p, lr=1e-3, lr_final=1e-4, run_dir=REQUIRED, save_every=250, export=None,
+                         helps={"export": "at the end, write the integer h_s (.npz) here"})
     p.add_argument("--init", type=Path, default=None,
                    help="start from the weights of an earlier run's checkpoint.pt (same teacher and width), "
                         "with a fresh optimiser and schedule; ignored when --run-dir resumes")
     p.add_argument("--w-scale", type=float, default=0.05,
                    help="weight of MSE(log student scale, log teacher scale) beside the rate (default 0.05; 0 = "
                         "rate only): a dense signal that pulls the student towards the teacher's indexes")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=None)
+    add_training_options(p, seed=0, threads=None)
 
 
 @torch.no_grad()

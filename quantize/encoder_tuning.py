@@ -36,8 +36,9 @@ from lic.errors import LicError
 from quantize.qat import load_quant_student
 from training.data import RandomCrops
 from training.distill import psnr, resolve_teacher
-from training.loop import (DEFAULT_DATA, TimeBox, add_run_arguments, atomic_save, cosine_lr, data_provenance, init_provenance,
-                           set_lr, setup_distributed, write_provenance)
+from training.loop import (TimeBox, atomic_save, cosine_lr, data_provenance, init_provenance, set_lr, setup_distributed,
+                           write_provenance)
+from training.options import DEFAULT_DATA, add_run_arguments, add_training_options
 from training.target_cache import CachedTargets
 from training.teacher import TUNED_ENCODER_KIND as ENCODER_KIND
 from training.teacher import load_default, load_teacher
@@ -53,16 +54,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "images; the teacher runs nowhere else here). Without it, random crops from --data")
     p.add_argument("--init", type=Path, default=None,
                    help="start from this tuned encoder (`lic tune-encoder --export`) instead of the teacher's g_a")
-    p.add_argument("--data", type=Path, nargs="+", default=[DEFAULT_DATA],
-                   help="folders of training images (default: ../shared/data/bsds500 less its held-out images)")
-    p.add_argument("--crop", type=int, default=256, help="crop size in pixels, a multiple of 64 (default 256)")
-    p.add_argument("--batch-size", type=int, default=4, help="crops per step (default 4)")
-    p.add_argument("--steps", type=int, default=1000, help="optimiser steps in total (default 1000)")
-    p.add_argument("--lr", type=float, default=5e-5, help="peak learning rate (default 5e-5)")
-    p.add_argument("--lr-final", type=float, default=5e-6, help="learning rate at the last step, cosine (default 5e-6)")
+    add_training_options(p, data=[DEFAULT_DATA], crop=256, batch_size=4, steps=1000, lr=5e-5, lr_final=5e-6,
+                         helps={"crop": "square crop size in pixels, a multiple of 64 (default {default})"})
     p.add_argument("--lmbda", type=float, default=None,
                    help="rate-distortion trade-off (default: the teacher's own lambda)")
-    p.add_argument("--clip", type=float, default=1.0, help="gradient-norm clip (0 = off)")
+    add_training_options(p, clip=1.0)
     add_run_arguments(p, save_every=100, log_every=20, export_what="the tuned g_a")
 
 

@@ -35,9 +35,10 @@ from tqdm import tqdm
 
 from lic.errors import LicError
 from training.data import RandomCrops
-from training.loop import (DEFAULT_DATA, TimeBox, WeightAverage, add_run_arguments, atomic_save, broadcast_flag, cosine_lr, data_provenance,
+from training.loop import (TimeBox, WeightAverage, atomic_save, broadcast_flag, cosine_lr, data_provenance,
                            init_provenance, read_torch_file, set_lr, setup_distributed, teardown_distributed,
                            wrap_ddp, write_provenance)
+from training.options import DEFAULT_DATA, add_run_arguments, add_training_options, options_namespace
 from training.student_decoder import UPSAMPLE_MODES, StudentConfig, StudentSynthesis, grow_latent_convs, layer_plan
 from training.target_cache import CachedTargets
 
@@ -54,20 +55,13 @@ def add_training_arguments(p: argparse.ArgumentParser, *, steps: int, lr: float,
     g = p.add_mutually_exclusive_group()
     g.add_argument("--teacher", default=None, help=teacher_help)
     g.add_argument("--quality", type=int, default=None, help="use the shipped teacher of this quality (1..4)")
-    p.add_argument("--data", type=Path, nargs="+", default=[DEFAULT_DATA],
-                   help="folders of training images, searched recursively (default: ../shared/data/bsds500)")
-    p.add_argument("--steps", type=int, default=steps, help=f"optimiser steps in total (default {steps})")
-    p.add_argument("--batch-size", type=int, default=8, help="crops per step per process (default 8)")
-    p.add_argument("--crop", type=int, default=256,
-                   help="square crop size in pixels, a multiple of 16 (default 256); with --cache, a "
-                        "latent-aligned window capped at the cached image size (e.g. 512 = whole images)")
+    add_training_options(p, data=[DEFAULT_DATA], steps=steps, batch_size=8, crop=256, helps={
+        "crop": "square crop size in pixels, a multiple of 16 (default {default}); with --cache, a latent-aligned "
+                "window capped at the cached image size (e.g. 512 = whole images)"})
     p.add_argument("--cache", type=Path, default=None,
                    help="teacher targets precomputed by `lic cache-targets` (whole images): a step then costs "
                         "the student alone; --data is not read")
-    p.add_argument("--lr", type=float, default=lr, help=f"peak learning rate (default {lr:g})")
-    p.add_argument("--lr-final", type=float, default=lr_final,
-                   help=f"learning rate at the last step, cosine decay from --lr (default {lr_final:g})")
-    p.add_argument("--clip", type=float, default=1.0, help="gradient-norm clip (0 = off)")
+    add_training_options(p, lr=lr, lr_final=lr_final, clip=1.0)
     p.add_argument("--w-image", type=float, default=1.0, help="weight of MSE(student, original crop) (default 1)")
     p.add_argument("--w-teacher", type=float, default=1.0,
                    help="weight of MSE(student, teacher reconstruction) (default 1)")
@@ -76,8 +70,7 @@ def add_training_arguments(p: argparse.ArgumentParser, *, steps: int, lr: float,
     p.add_argument("--ema", type=float, default=0.0,
                    help="export an exponential moving average of the weights with this decay, e.g. 0.999 "
                         "(the average is checkpointed too; default 0 = export the last step's weights)")
-    add_run_arguments(p, save_every=500, log_every=50, export_what="the student",
-                      threads_help="torch CPU threads per process")
+    add_run_arguments(p, save_every=500, log_every=50, export_what="the student")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -431,7 +424,20 @@ def load_float_student(path: Path) -> tuple[StudentSynthesis, StudentConfig, byt
 # ---------------------------------------------------------------------------------------------
 
 
+def distill(**options) -> Path | None:
+    """`lic distill` as a function: keyword arguments are its options by their dest names (run_dir=...,
+    steps=..., channels="96,64", quality=3, ...), the others at the command's defaults. Returns the
+    exported student's path (None without export=, or when minutes= stopped the run first)."""
+    return distill_student(options_namespace(add_arguments, **options))
+
+
 def run(args) -> int:
+    distill_student(args)
+    return 0
+
+
+def distill_student(args) -> Path | None:
+    """The work of `lic distill` for parsed options (see distill())."""
     teacher = resolve_teacher(args)
     provenance = {}
     if args.init is not None:
@@ -459,6 +465,5 @@ def run(args) -> int:
     if args.init is not None:
         student.load_state_dict(init_student.state_dict())
     meta = {"config": cfg.to_dict(), "teacher_fingerprint": teacher.fingerprint.hex()}
-    train_kd(args, teacher, student, kind=FLOAT_KIND, meta=meta,
-             desc=f"distill {cfg.upsample} {','.join(map(str, cfg.channels))}", provenance=provenance)
-    return 0
+    return train_kd(args, teacher, student, kind=FLOAT_KIND, meta=meta,
+                    desc=f"distill {cfg.upsample} {','.join(map(str, cfg.channels))}", provenance=provenance)

@@ -17,24 +17,7 @@ import torch.distributed as dist
 
 from host.decoder_package import sha256_file
 from lic.errors import LicError
-
-REPO = Path(__file__).resolve().parent.parent
-DEFAULT_DATA = REPO.parent / "shared" / "data" / "bsds500"
-
-
-def add_run_arguments(p, *, save_every: int, log_every: int, export_what: str, threads_help: str = "torch CPU threads") -> None:
-    """The flags every resumable training command has: run dir, checkpoint and log cadence, export, seed."""
-    p.add_argument("--run-dir", type=Path, required=True,
-                   help="checkpoints and log.jsonl go here; an existing checkpoint in it is resumed")
-    p.add_argument("--save-every", type=int, default=save_every, help=f"steps between checkpoints (default {save_every})")
-    p.add_argument("--log-every", type=int, default=log_every,
-                   help=f"steps between log.jsonl records (default {log_every})")
-    p.add_argument("--export", type=Path, help=f"at the end, write {export_what} here (+ .provenance.json)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=None, help=threads_help)
-    p.add_argument("--minutes", type=float, default=None,
-                   help="stop after this many minutes of this invocation's wall time, checkpoint saved, "
-                        "and exit 0 without exporting; the same command resumes (default: run to --steps)")
+from training.options import DEFAULT_DATA, REPO  # noqa: F401  (DEFAULT_DATA: the training images, for callers)
 
 
 class TimeBox:

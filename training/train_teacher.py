@@ -22,8 +22,9 @@ from compressai.losses import RateDistortionLoss
 from compressai.models import ScaleHyperprior
 
 from training.data import RandomCrops
-from training.loop import (DEFAULT_DATA, atomic_save, cosine_lr, set_lr, setup_distributed, teardown_distributed,
-                           wrap_ddp, write_provenance)
+from training.loop import (atomic_save, cosine_lr, set_lr, setup_distributed, teardown_distributed, wrap_ddp,
+                           write_provenance)
+from training.options import DEFAULT_DATA, REQUIRED, add_training_options
 from training.teacher import COMPRESSAI_LAMBDAS, load_state_dict_file, save_compact
 
 
@@ -33,25 +34,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--quality", type=int, default=3, choices=sorted(COMPRESSAI_LAMBDAS),
                    help="rate point: uses CompressAI's lambda for bmshj2018-hyperprior at this quality (default 3)")
     g.add_argument("--lambda", dest="lmbda", type=float, help="rate-distortion lambda, overrides --quality")
-    p.add_argument("--data", type=Path, nargs="+", default=[DEFAULT_DATA],
-                   help="folders of training images, searched recursively (default: ../shared/data/bsds500)")
-    p.add_argument("--steps", type=int, default=100_000, help="optimiser steps in total (default 100000)")
-    p.add_argument("--batch-size", type=int, default=8, help="crops per step per process (default 8)")
-    p.add_argument("--crop", type=int, default=256, help="square crop size in pixels (default 256)")
-    p.add_argument("--lr", type=float, default=1e-4, help="peak learning rate (default 1e-4)")
-    p.add_argument("--lr-final", type=float, default=None,
-                   help="learning rate at the last step, cosine decay from --lr (default: constant --lr)")
+    add_training_options(p, data=[DEFAULT_DATA], steps=100_000, batch_size=8, crop=256, lr=1e-4, lr_final=None)
     p.add_argument("--aux-lr", type=float, default=1e-3, help="learning rate of the aux (quantile) optimiser")
-    p.add_argument("--clip", type=float, default=1.0, help="gradient-norm clip (0 = off)")
+    add_training_options(p, clip=1.0)
     p.add_argument("--N", type=int, default=128, help="channels of the transforms (default 128, as CompressAI q1-5)")
     p.add_argument("--M", type=int, default=192, help="latent channels (default 192, as CompressAI q1-5)")
     p.add_argument("--init", type=Path, help="start from these weights (a state dict) instead of random")
-    p.add_argument("--run-dir", type=Path, required=True,
-                   help="checkpoints and log go here; an existing checkpoint in it is resumed")
-    p.add_argument("--save-every", type=int, default=500, help="steps between checkpoints (default 500)")
-    p.add_argument("--export", type=Path, help="at the end, write the compact CompressAI state dict here")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads per process")
+    add_training_options(p, run_dir=REQUIRED, save_every=500, export=None, seed=0, threads=None,
+                         helps={"export": "at the end, write the compact CompressAI state dict here"})
 
 
 def train(args) -> Path | None:
