@@ -248,10 +248,14 @@ def write_outputs(results: dict, out: Path) -> str:
     return summary
 
 
-def run(args: argparse.Namespace) -> int:
-    files = first_images(args.data, args.limit)
-    codecs = parse_baselines(args.baselines)
-    teachers = load_teachers(args.quality, args.teacher)
+def evaluate(*, data: Path = DEFAULT_DATA, quality: str | None = None, teacher: list[str] | None = None,
+             baselines: str = DEFAULT_BASELINES, limit: int | None = None) -> dict:
+    """`lic eval`'s measurements, returned as its results.json holds them: the teachers (shipped ones
+    by `quality`, a comma list or 'all'; or the `teacher` specs) and the classical `baselines` (comma
+    list or 'none') on the first `limit` images of `data`."""
+    files = first_images(data, limit)
+    codecs = parse_baselines(baselines)
+    teachers = load_teachers(quality, teacher)
     if not teachers and not codecs:
         raise LicError("nothing to evaluate: no teacher and no baselines")
     images = load_images(files)
@@ -267,15 +271,20 @@ def run(args: argparse.Namespace) -> int:
         curves[codec.name] = codec_curve(codec, images)
     curves[REFERENCE] = reference_curve()
 
-    results = {"version": RESULTS_VERSION, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-               "data": str(args.data), "images": [name for name, _ in images],
-               "metrics": {"bpp": "whole file bits / pixels, headers included",
-                           "psnr": f"dB, RGB, peak 255, MSE over all channels, capped at {metrics.PSNR_CAP_DB:g}",
-                           "ms_ssim": "pytorch_msssim on RGB in [0, 1], data_range 1; null below "
-                                      f"{metrics.MS_SSIM_MIN_SIDE} px a side",
-                           "time": "seconds, wall clock, in-memory encode / decode of one image",
-                           "mean": "arithmetic mean over images of each figure"},
-               "environment": environment(), "curves": curves, "bd": bd_table(curves)}
+    return {"version": RESULTS_VERSION, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "data": str(data), "images": [name for name, _ in images],
+            "metrics": {"bpp": "whole file bits / pixels, headers included",
+                        "psnr": f"dB, RGB, peak 255, MSE over all channels, capped at {metrics.PSNR_CAP_DB:g}",
+                        "ms_ssim": "pytorch_msssim on RGB in [0, 1], data_range 1; null below "
+                                   f"{metrics.MS_SSIM_MIN_SIDE} px a side",
+                        "time": "seconds, wall clock, in-memory encode / decode of one image",
+                        "mean": "arithmetic mean over images of each figure"},
+            "environment": environment(), "curves": curves, "bd": bd_table(curves)}
+
+
+def run(args: argparse.Namespace) -> int:
+    results = evaluate(data=args.data, quality=args.quality, teacher=args.teacher, baselines=args.baselines,
+                       limit=args.limit)
     summary = write_outputs(results, args.out)
     print(summary, end="")
     print(f"wrote {args.out / 'results.json'}, {args.out / 'summary.md'}, {args.out / 'rd.png'}", file=sys.stderr)

@@ -204,19 +204,23 @@ def plot_students(results: dict, path: Path) -> None:
             ms_ssim_curves={labels[k]: curve(k, "ms_ssim") for k in DECODERS})
 
 
-def run(args) -> int:
-    entries = read_students(args.students)
-    if args.quality != "all":
+def evaluate_students(*, data: Path = DEFAULT_DATA, quality: str = "all", students: Path = STUDENTS_MANIFEST,
+                      limit: int | None = None, baselines: str = "jpeg,webp", refine: int = 0) -> dict:
+    """`lic eval-students`'s measurements, returned as its results.json holds them: each rate point of
+    `quality` (comma list or 'all') in the `students` manifest on the first `limit` images of `data`,
+    the BD figures, and the classical `baselines` (comma list or 'none') against the deployable codec."""
+    entries = read_students(students)
+    if quality != "all":
         try:
-            wanted = {int(q) for q in args.quality.split(",")}
+            wanted = {int(q) for q in quality.split(",")}
         except ValueError:
-            raise LicError(f"--quality must be a comma list of integers or 'all', got {args.quality!r}") from None
+            raise LicError(f"--quality must be a comma list of integers or 'all', got {quality!r}") from None
         entries = [e for e in entries if e["quality"] in wanted]
     if not entries:
         raise LicError("no shipped student for the rate points asked for")
 
-    refine = refine_steps(args.refine)
-    images = load_images(first_images(args.data, args.limit))
+    refine = refine_steps(refine)
+    images = load_images(first_images(data, limit))
     points = [evaluate_point(e, images, refine) for e in sorted(entries, key=lambda e: e["quality"])]
     curve = lambda key, metric="psnr": decoder_curve(points, key, metric)
     bd = [{"test": k, "anchor": "teacher", **compare(curve("teacher"), curve(k))}
@@ -227,15 +231,20 @@ def run(args) -> int:
     # What the board decodes: with the tuned encoder where every point has one, and its latents
     # refined when asked (the same decoder; only the encoding workstation works harder)
     best = next((k for k in ("refined_deployable", "tuned_deployable") if len(curve(k)) == len(points)), "deployable")
-    baselines = {}
+    codecs = {}
     if len(curve(best)) >= 2:
         # BD-rate of each classical codec against the deployable codec: positive = the codec needs more bits
-        for codec in parse_baselines(args.baselines):
+        for codec in parse_baselines(baselines):
             c = codec_curve(codec, images)
-            baselines[codec.name] = c
+            codecs[codec.name] = c
             bd.append({"test": codec.label, "anchor": best, **compare(curve(best), rd_points(c))})
-    results = {"data": str(args.data), "images": [n for n, _ in images], "points": points, "bd": bd,
-               "baselines": baselines}
+    return {"data": str(data), "images": [n for n, _ in images], "points": points, "bd": bd,
+            "baselines": codecs}
+
+
+def run(args) -> int:
+    results = evaluate_students(data=args.data, quality=args.quality, students=args.students, limit=args.limit,
+                                baselines=args.baselines, refine=args.refine)
     args.out.mkdir(parents=True, exist_ok=True)
     plot_students(results, args.out / "rd.png")
     summary = summary_markdown(results)
