@@ -28,6 +28,8 @@ SUBCOMMANDS = {
     "cache-targets": ("quantize.cache_targets_cli", "compute a frozen teacher's distillation targets once, over whole "
                                                "training images (for `lic distill/qat --cache`)"),
     "distill": ("training.distill", "distil a small student decoder g_s from a frozen teacher (DDP-ready)"),
+    "prune": ("training.prune", "structured channel pruning of a wider float student to per-stage widths or a kMAC "
+                                "budget (measured Taylor importance), fine-tuned from the cache"),
     "tune-encoder": ("quantize.encoder_tuning", "fine-tune the teacher's encoder g_a for the quantised student that "
                                                 "decodes its files (rate-distortion loss; decoder side frozen)"),
     "qat": ("quantize.qat", "quantisation-aware training of a distilled student (Brevitas)"),
