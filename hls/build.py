@@ -343,6 +343,11 @@ def run_build(board_name: str, package_dir: Path | None = None, out: Path | None
 
         b.report["shared_weights"] = write_weight_sets(b, rate_packages, sys.modules[__name__])
         b.report["shared_weights_seconds"] = round(time.time() - t1, 1)
+        # every set written through the driver's AXI-lite writes into the simulated layers, equal to its
+        # own rate point's outputs, or the build stops (report/runtime_weight_sim.json)
+        from hls.runtime_weight_sim import simulate_runtime_weights
+
+        b.report["runtime_weight_sim"] = simulate_runtime_weights(out, b.tile, enabled=simulate)
     b.report["step_seconds"] = json.loads((out / "report" / "time_per_step.json").read_text())
     shutil.copytree(b.package.root, out / "package", dirs_exist_ok=True)
     write_tile_json(b)
@@ -353,7 +358,9 @@ def run_build(board_name: str, package_dir: Path | None = None, out: Path | None
             "manifest": "runtime_weights/weights.json", "layers": sw["layers"],
             "sets": {s["name"]: {k: s[k] for k in ("quality", "file_fingerprint", "bytes", "estimated_switch_ms")}
                      for s in sw["sets"]},
-            "switch_time": sw["switch_time"], "check_seconds": b.report["shared_weights_seconds"]}
+            "switch_time": sw["switch_time"], "check_seconds": b.report["shared_weights_seconds"],
+            "simulated": {k: b.report["runtime_weight_sim"].get(k) for k in ("status", "reason", "summary", "seconds")
+                          if k in b.report["runtime_weight_sim"]} | {"report": "report/runtime_weight_sim.json"}}
     (out / "estimates.json").write_text(json.dumps(estimates, indent=2) + "\n")
     if bitstream:
         from hls.gates import measured_summary, write_verification_io

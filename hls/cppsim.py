@@ -136,14 +136,17 @@ def build(inst, cache: Path) -> tuple[Path, float, bool]:
     return cached_build(cache, key, "node_model", compile_node)
 
 
-def run(inst, exe: Path, x: np.ndarray, work: Path) -> tuple[np.ndarray, float]:
+def run(inst, exe: Path, x: np.ndarray, work: Path, params: dict | None = None) -> tuple[np.ndarray, float]:
     """The layer's output for input x (normal shape), as FINN's cppsim execution computes it, except
     that the layer's parameters are the generated files (input_1.npy: the weights), not re-written
-    from the model as FINN's execute_node does."""
+    from the model as FINN's execute_node does; params: {file name: array} in place of a generated
+    file (an internal_decoupled MVAU's input_1.npy: the weight stream it reads, numReps times)."""
     work.mkdir(parents=True, exist_ok=True)
     code_dir = Path(inst.get_nodeattr("code_gen_dir_cppsim"))
     for f in code_dir.glob("input_[1-9].npy"):
         shutil.copyfile(f, work / f.name)
+    for name, value in (params or {}).items():
+        np.save(work / name, np.asarray(value, np.float32))
     np.save(work / "input_0.npy", x.reshape(inst.get_folded_input_shape(0)).astype(np.float32))
     (work / "output_0.npy").unlink(missing_ok=True)
     t0 = time.time()

@@ -74,14 +74,15 @@ def real_tile(package, tile: int) -> tuple[np.ndarray, str]:
                   f"latent rows {r}-{r + tile - 1}, columns {c}-{c + tile - 1} of {h}x{w}")
 
 
-def python_layer(inst, model, x: np.ndarray) -> np.ndarray:
+def python_layer(inst, model, x: np.ndarray, params: dict | None = None) -> np.ndarray:
     """The layer's op executed in Python by FINN (the execute_node of MVAU, Thresholding, ... that its
-    HLS/RTL specialisation inherits), on input x, with the model's parameters."""
+    HLS/RTL specialisation inherits), on input x, with the model's parameters (or, by input name,
+    those of params: another rate point's weights or thresholds)."""
     node = inst.onnx_node
     base = next(c for c in type(inst).__mro__ if c.__name__ == node.op_type.rsplit("_", 1)[0])
     ctx = {node.input[0]: x.astype(np.float32)}
     for name in node.input[1:]:
-        ctx[name] = model.get_initializer(name)
+        ctx[name] = np.asarray(params[name], np.float32) if params and name in params else model.get_initializer(name)
     ctx[node.output[0]] = np.zeros(inst.get_normal_output_shape(0), np.float32)
     base.execute_node(inst, ctx, model.graph)
     return ctx[node.output[0]].reshape(inst.get_normal_output_shape(0))

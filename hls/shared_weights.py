@@ -22,7 +22,11 @@ them if their weights and thresholds are written at run time instead of baked in
       runtime weights: one 32-bit word per line, in the order of the layer's AXI-lite addresses),
       read back (decode_weight_file) and compared with what was written, into
       runtime_weights/<set>/, with runtime_weights/weights.json naming the layers, their AXI-lite
-      interfaces and, for each set, the decoding contract (file_fingerprint) it serves.
+      interfaces and, for each set, the decoding contract (file_fingerprint) it serves; each student's
+      HW graph is kept as hw/rate_points/<set>.onnx.
+  hls/runtime_weight_sim.py (with simulation on): every set written through the driver's AXI-lite
+      writes into the simulated layers, each layer's output equal to that rate point's own, or the
+      build stops.
 
 host/accelerator_driver.py IODMADriver.load_weights writes a set; host/fabric.py accepts the package
 of any set for a shared build.
@@ -42,6 +46,7 @@ from lic.errors import LicError
 RT_DIR = "runtime_weights"
 RT_MANIFEST = "runtime_weights/weights.json"
 RT_FORMAT = "lic-runtime-weights-v1"
+RATE_POINT_GRAPHS = "hw/rate_points"  # each set's student through the shared steps, <set>.onnx
 # CPU programmed I/O through the Zynq-7000's M_AXI_GP ports: "< 25 MB/s" (UG585, Table 22-8, estimated
 # throughput). The switch time below is bytes / this rate: an estimate, and a lower bound on the time.
 AXILITE_MB_S = 25.0
@@ -310,6 +315,7 @@ def write_weight_sets(b, packages: list[Path], build_module) -> dict:
         if not getCustomOp(n).get_nodeattr("runtime_writeable_weights"):
             raise LicError(f"{n.name} is not runtime-writable in the shared build")
     shutil.rmtree(out / RT_DIR, ignore_errors=True)
+    shutil.rmtree(out / RATE_POINT_GRAPHS, ignore_errors=True)
     (out / RT_DIR).mkdir(parents=True)
     layers = [{"node": n.name, "interface": f"s_axilite_{k}", "kind": "weights" if n.op_type.startswith("MVAU") else
                "thresholds", "axilite_bytes": axilite_bytes(getCustomOp(n)), **_types(getCustomOp(n))}
@@ -322,6 +328,9 @@ def write_weight_sets(b, packages: list[Path], build_module) -> dict:
         names.add(name)
         label = f"student of package {name} ({pkg_dir})"
         tensors = check_student(initial, final, student, label)
+        # the rate point's own HW graph: what hls/runtime_weight_sim.py's expected outputs are checked against
+        (out / RATE_POINT_GRAPHS).mkdir(parents=True, exist_ok=True)
+        student.save(str(out / RATE_POINT_GRAPHS / f"{name}.onnx"))
         files, words = [], 0
         for k, ((node, tensor), layer) in enumerate(zip(tensors, layers)):
             inst = getCustomOp(node)

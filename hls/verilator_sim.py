@@ -106,16 +106,35 @@ def _streams_weights(inst) -> bool:
     return _kind(inst) == "MVAU_rtl" and inst.get_nodeattr("mem_mode") == "internal_decoupled"
 
 
-def sources(inst) -> list[Path]:
+def runtime_writable(inst) -> bool:
+    """The layer's weights or thresholds are written over its AXI-lite slave (a shared build)."""
+    return "runtime_writeable_weights" in inst.get_nodeattr_types() and inst.get_nodeattr("runtime_writeable_weights") == 1
+
+
+# What a compiled model is: "stream" the layer on its streams (AXI-lite tied off, what `make hw`'s
+# gate simulates); "axilite" the same with the layer's s_axilite_* slave a port the harness drives
+# (an MVAU_rtl with its weight streamer, or a Thresholding_rtl; runtime-writable layers only);
+# "weights" an MVAU's weight streamer alone (the memstream FINN puts beside an HLS MVAU), its
+# AXI-lite slave driven and its weight stream the output.
+VARIANTS = ("stream", "axilite", "weights")
+
+
+def _memstream_sources(inst) -> list[Path]:
+    """The weight streamer FINN's block design puts beside an internal_decoupled MVAU
+    (matrixvectoractivation.py, code_generation_ipi)."""
     from finn.util.basic import get_settings
 
+    rtllib = Path(get_settings().finn_rtllib)
+    return [_codegen(inst) / f"{inst.onnx_node.name}_memstream_wrapper.v", rtllib / "axi/hdl/axilite.sv",
+            rtllib / "memstream/hdl/memstream_axi.sv", rtllib / "memstream/hdl/memstream.sv"]
+
+
+def sources(inst, variant: str = "stream") -> list[Path]:
+    if variant == "weights":
+        return _memstream_sources(inst)
     files = [Path(f) for f in inst.get_rtl_file_list(abspath=True)]
     if _streams_weights(inst):
-        # the weight streamer FINN's block design puts beside the MVU (matrixvectoractivation.py,
-        # code_generation_ipi, "internal_decoupled")
-        rtllib = Path(get_settings().finn_rtllib)
-        files += [_codegen(inst) / f"{inst.onnx_node.name}_memstream_wrapper.v", rtllib / "axi/hdl/axilite.sv",
-                  rtllib / "memstream/hdl/memstream_axi.sv", rtllib / "memstream/hdl/memstream.sv"]
+        files += _memstream_sources(inst)
     return files
 
 
@@ -141,11 +160,11 @@ def conform_to_ieee(path: Path) -> tuple[str, str | None]:
                   "from generate block genTree to module scope (IEEE 1800-2023 13.4.3; Verilator rejects it there)")
 
 
-def sim_sources(inst, folder: Path) -> tuple[list[Path], list[str]]:
+def sim_sources(inst, folder: Path, variant: str = "stream") -> tuple[list[Path], list[str]]:
     """The layer's sources as Verilator gets them (conformed copies written into folder), and what
     was conformed."""
     out, notes = [], []
-    for f in sources(inst):
+    for f in sources(inst, variant):
         text, note = conform_to_ieee(f)
         if note:
             folder.mkdir(parents=True, exist_ok=True)
@@ -156,35 +175,78 @@ def sim_sources(inst, folder: Path) -> tuple[list[Path], list[str]]:
     return out, notes
 
 
-def data_files(inst) -> list[Path]:
+def data_files(inst, variant: str = "stream") -> list[Path]:
     """What the model reads with $readmemh at start: the generated weights or thresholds."""
-    if _streams_weights(inst):
+    if _streams_weights(inst) or variant == "weights":
         return [_codegen(inst) / "memblock.dat"]
     if _kind(inst) == "Thresholding_rtl":
         return sorted(_codegen(inst).glob(f"{inst.get_nodeattr('gen_top_module')}_threshs_*.dat"))
     return []
 
 
-def top_source(inst) -> str:
+_AXILITE_IN = (("AWVALID", 1), ("AWPROT", 3), ("AWADDR", None), ("WVALID", 1), ("WDATA", 32), ("WSTRB", 4),
+               ("BREADY", 1), ("ARVALID", 1), ("ARPROT", 3), ("ARADDR", None), ("RREADY", 1))
+_AXILITE_OUT = (("AWREADY", 1), ("WREADY", 1), ("BVALID", 1), ("BRESP", 2), ("ARREADY", 1), ("RVALID", 1),
+                ("RRESP", 2), ("RDATA", 32))
+
+
+def memstream_addr_bits(inst) -> int:
+    """memstream_axi.sv's AXILITE_ADDR_WIDTH (SETS = 1)."""
+    width = inst.get_instream_width_padded(1)
+    clog = lambda n: (n - 1).bit_length()
+    return clog(inst.calc_wmem() * 2 ** clog(-(-width // 32))) + 2
+
+
+def _axilite_ports(inst, variant: str) -> tuple[str, str]:
+    """(the top's s_axilite_* port declarations, the streamer's connections to them or its tie-offs)."""
+    if variant == "stream":
+        return "", """.s_axilite_AWVALID(1'b0), .s_axilite_AWPROT(3'b0), .s_axilite_AWADDR('0), .s_axilite_WVALID(1'b0),
+    .s_axilite_WDATA(32'b0), .s_axilite_WSTRB(4'b0), .s_axilite_BREADY(1'b0), .s_axilite_ARVALID(1'b0),
+    .s_axilite_ARPROT(3'b0), .s_axilite_ARADDR('0), .s_axilite_RREADY(1'b0),"""
+    aw = memstream_addr_bits(inst)
+    decl = "".join(f"  input [{(n or aw) - 1}:0] s_axilite_{p},\n" for p, n in _AXILITE_IN) + \
+        "".join(f"  output [{n - 1}:0] s_axilite_{p},\n" for p, n in _AXILITE_OUT)
+    conn = ", ".join(f".s_axilite_{p}(s_axilite_{p})" for p, _ in _AXILITE_IN + _AXILITE_OUT) + ","
+    return decl, conn
+
+
+def top_source(inst, variant: str = "stream") -> str:
     """An MVAU_rtl and its weight streamer, connected as FINN's block design connects them, with the
-    same stream ports as every other layer wrapper. The weights file is named relative to the run
-    folder, so the compiled model does not depend on where the build is."""
+    same stream ports as every other layer wrapper ("stream"; "axilite": the streamer's AXI-lite
+    slave a port of the top); or ("weights") the weight streamer alone, its weight stream as the
+    output (the input stream a dummy). The weights file is named relative to the run folder, so the
+    compiled model does not depend on where the build is."""
     name = inst.onnx_node.name
-    iw, ow, ww = inst.get_instream_width_padded(0), inst.get_outstream_width_padded(0), \
-        inst.get_instream_width_padded(1)
+    ww = inst.get_instream_width_padded(1)
+    decl, conn = _axilite_ports(inst, variant)
+    if variant == "weights":
+        return f"""// generated by hls/verilator_sim.py: the weight streamer of {name} alone, AXI-lite driven
+module {TOP} (
+  input ap_clk, input ap_rst_n,
+{decl}  input [7:0] in0_V_TDATA, input in0_V_TVALID, output in0_V_TREADY,
+  output [{ww - 1}:0] out0_V_TDATA, output out0_V_TVALID, input out0_V_TREADY
+);
+  assign in0_V_TREADY = 1'b0;
+  {name}_memstream_wrapper #(.INIT_FILE("memblock.dat")) wstrm (
+    .ap_clk(ap_clk), .ap_clk2x(ap_clk), .ap_rst_n(ap_rst_n),
+    {conn}
+    .s_axis_0_tvalid(1'b0), .s_axis_0_tdata('0),
+    .m_axis_0_tready(out0_V_TREADY), .m_axis_0_tvalid(out0_V_TVALID), .m_axis_0_tdata(out0_V_TDATA)
+  );
+endmodule
+"""
+    iw, ow = inst.get_instream_width_padded(0), inst.get_outstream_width_padded(0)
     return f"""// generated by hls/verilator_sim.py: {name} with its weight streamer
 module {TOP} (
   input ap_clk, input ap_rst_n,
-  input [{iw - 1}:0] in0_V_TDATA, input in0_V_TVALID, output in0_V_TREADY,
+{decl}  input [{iw - 1}:0] in0_V_TDATA, input in0_V_TVALID, output in0_V_TREADY,
   output [{ow - 1}:0] out0_V_TDATA, output out0_V_TVALID, input out0_V_TREADY
 );
   wire [{ww - 1}:0] w_tdata;
   wire w_tvalid, w_tready;
   {name}_memstream_wrapper #(.INIT_FILE("memblock.dat")) wstrm (
     .ap_clk(ap_clk), .ap_clk2x(ap_clk), .ap_rst_n(ap_rst_n),
-    .s_axilite_AWVALID(1'b0), .s_axilite_AWPROT(3'b0), .s_axilite_AWADDR('0), .s_axilite_WVALID(1'b0),
-    .s_axilite_WDATA(32'b0), .s_axilite_WSTRB(4'b0), .s_axilite_BREADY(1'b0), .s_axilite_ARVALID(1'b0),
-    .s_axilite_ARPROT(3'b0), .s_axilite_ARADDR('0), .s_axilite_RREADY(1'b0),
+    {conn}
     .s_axis_0_tvalid(1'b0), .s_axis_0_tdata('0),
     .m_axis_0_tready(w_tready), .m_axis_0_tvalid(w_tvalid), .m_axis_0_tdata(w_tdata)
   );
@@ -198,8 +260,26 @@ endmodule
 """
 
 
-def _top_name(inst) -> str:
-    return TOP if _streams_weights(inst) else inst.get_verilog_top_module_name()
+def _own_top(inst, variant: str) -> bool:
+    return _streams_weights(inst) or variant == "weights"
+
+
+def _top_name(inst, variant: str = "stream") -> str:
+    return TOP if _own_top(inst, variant) else inst.get_verilog_top_module_name()
+
+
+def _flags(variant: str) -> list[str]:
+    """Verilator's flags; the harness drives the AXI-lite slave only when compiled with LIC_AXILITE."""
+    return VERILATE_FLAGS + (["-CFLAGS", "-DLIC_AXILITE"] if variant != "stream" else [])
+
+
+def check_variant(inst, variant: str) -> None:
+    if variant not in VARIANTS:
+        raise ValueError(variant)
+    if variant == "axilite" and not (runtime_writable(inst) and (_streams_weights(inst) or _kind(inst) == "Thresholding_rtl")):
+        raise LicError(f"{inst.onnx_node.name}: no runtime-writable AXI-lite slave to drive")
+    if variant == "weights" and inst.get_nodeattr("mem_mode") != "internal_decoupled":
+        raise LicError(f"{inst.onnx_node.name}: no weight streamer (mem_mode {inst.get_nodeattr('mem_mode')})")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -223,32 +303,34 @@ def lint(inst, folder: Path) -> dict:
             "conformed": notes}
 
 
-def cache_key(inst) -> str:
+def cache_key(inst, variant: str = "stream") -> str:
     h = hashlib.sha256()
     codegen = str(_codegen(inst))
-    top = top_source(inst) if _streams_weights(inst) else ""
-    for blob in [version(), " ".join(VERILATE_FLAGS + MAKE_VARS), HARNESS.read_text(), top]:
+    top = top_source(inst, variant) if _own_top(inst, variant) else ""
+    for blob in [version(), " ".join(_flags(variant) + MAKE_VARS), HARNESS.read_text(), top]:
         h.update(blob.encode())
-    for f in sources(inst):
+    for f in sources(inst, variant):
         # the build's own folder appears in generated defaults (memstream's INIT_FILE), which the
         # top overrides: the same layer in another build folder is the same model
         h.update(f.name.encode() + b"\0" + conform_to_ieee(f)[0].replace(codegen, "<code_gen_dir>").encode())
     return h.hexdigest()[:20]
 
 
-def build(inst, cache: Path) -> tuple[Path, float, bool]:
-    """(the compiled harness for this layer, seconds spent compiling, whether it came from the cache)."""
+def build(inst, cache: Path, variant: str = "stream") -> tuple[Path, float, bool]:
+    """(the compiled harness for this layer, seconds spent compiling, whether it came from the cache);
+    variant: see VARIANTS."""
+    check_variant(inst, variant)
 
     def compile_layer(work: Path) -> None:
-        files = [str(f) for f in sim_sources(inst, work)[0]]
-        if _streams_weights(inst):
-            (work / f"{TOP}.sv").write_text(top_source(inst))
+        files = [str(f) for f in sim_sources(inst, work, variant)[0]]
+        if _own_top(inst, variant):
+            (work / f"{TOP}.sv").write_text(top_source(inst, variant))
             files.append(str(work / f"{TOP}.sv"))
         obj = work / "obj"
-        flags = version() + " ".join(VERILATE_FLAGS + MAKE_VARS)
+        flags = version() + " ".join(_flags(variant) + MAKE_VARS)
         runtime = cache / ("runtime-" + hashlib.sha256(flags.encode()).hexdigest()[:12])
-        r = _verilator([*VERILATE_FLAGS, "--top-module", _top_name(inst), "-Mdir", str(obj), "-o", "harness", *files,
-                        str(HARNESS)], work)
+        r = _verilator([*_flags(variant), "--top-module", _top_name(inst, variant), "-Mdir", str(obj), "-o", "harness",
+                        *files, str(HARNESS)], work)
         if r.returncode == 0:
             for f in RUNTIME_OBJS:
                 if (runtime / f).is_file():
@@ -267,7 +349,7 @@ def build(inst, cache: Path) -> tuple[Path, float, bool]:
         (work / "harness").chmod(0o755)
         shutil.rmtree(work / "obj")  # the object files are 10-100 MB a layer; only the binary is reused
 
-    return cached_build(cache, cache_key(inst), "harness", compile_layer)
+    return cached_build(cache, cache_key(inst, variant), "harness", compile_layer)
 
 
 
@@ -304,8 +386,29 @@ def unpack(raw: np.ndarray, bits: int, beat_elems: int, signed: bool) -> np.ndar
     return v
 
 
-def run(inst, exe: Path, x: np.ndarray, work: Path) -> tuple[np.ndarray, dict]:
-    """The layer's output for input x (its normal NHWC shape), and the simulated cycles."""
+def _harness(inst, exe: Path, work: Path, args: list[str], writes: np.ndarray | None, flush_beats: int) -> dict:
+    """Run the compiled harness in work; its JSON line, or LicError naming the layer."""
+    if writes is not None:
+        np.ascontiguousarray(writes, "<u4").tofile(work / "axilite.bin")
+        args = [*args, "axilite.bin", str(flush_beats)]
+    t0 = time.time()
+    r = subprocess.run([str(exe), *args], cwd=work, capture_output=True, text=True)
+    seconds = time.time() - t0
+    last = r.stdout.strip().splitlines()[-1] if r.stdout.strip() else ""
+    if r.returncode != 0:
+        why = "stalled: " + last if r.returncode == 3 else "AXI-lite error response: " + last if r.returncode == 4 else \
+            (r.stderr.strip().splitlines() or [f"exit {r.returncode}"])[-1]
+        raise LicError(f"{inst.onnx_node.name}: Verilator simulation failed ({why})")
+    stats = json.loads(last)
+    stats["seconds"] = round(seconds, 2)
+    return stats
+
+
+def run(inst, exe: Path, x: np.ndarray, work: Path, writes: np.ndarray | None = None,
+        flush: bool = False) -> tuple[np.ndarray, dict]:
+    """The layer's output for input x (its normal NHWC shape), and the simulated cycles. writes
+    ("axilite" models): (N, 2) uint32 (byte address, word) written through the layer's AXI-lite slave
+    after reset, in order; flush: then one batch of zeros, its output discarded, before x."""
     work.mkdir(parents=True, exist_ok=True)
     for f in data_files(inst):
         shutil.copyfile(f, work / f.name)
@@ -314,17 +417,31 @@ def run(inst, exe: Path, x: np.ndarray, work: Path) -> tuple[np.ndarray, dict]:
     in_bytes, out_bytes = inst.get_instream_width_padded(0) // 8, inst.get_outstream_width_padded(0) // 8
     out_beats = int(np.prod(inst.get_folded_output_shape(0)[:-1]))
     pack(x, idt.bitwidth(), in_elems, in_bytes).tofile(work / "in.bin")
-    t0 = time.time()
-    r = subprocess.run([str(exe), "in.bin", str(in_bytes), "out.bin", str(out_bytes), str(out_beats)], cwd=work,
-                       capture_output=True, text=True)
-    seconds = time.time() - t0
-    last = r.stdout.strip().splitlines()[-1] if r.stdout.strip() else ""
-    if r.returncode != 0:
-        why = "stalled: " + last if r.returncode == 3 else \
-            (r.stderr.strip().splitlines() or [f"exit {r.returncode}"])[-1]
-        raise LicError(f"{inst.onnx_node.name}: Verilator simulation failed ({why})")
-    stats = json.loads(last)
+    stats = _harness(inst, exe, work, ["in.bin", str(in_bytes), "out.bin", str(out_bytes), str(out_beats)], writes,
+                     out_beats if flush else 0)
     raw = np.fromfile(work / "out.bin", np.uint8).reshape(out_beats, out_bytes)
     y = unpack(raw, odt.bitwidth(), out_elems, odt.signed())
-    stats["seconds"] = round(seconds, 2)
     return y.reshape(inst.get_normal_output_shape(0)).astype(np.float32), stats
+
+
+def run_weight_stream(inst, exe: Path, work: Path, writes: np.ndarray, flush: bool = True) -> tuple[np.ndarray, dict]:
+    """An MVAU's weight streamer ("weights" model) after the AXI-lite writes: the lines one batch
+    takes (numReps passes over the memory: the board driver's flush batch, which drains the lines
+    the streamer had prefetched before the writes) taken and dropped, then one pass, returned as
+    (WMEM, PE x SIMD) integers, element 0 of a
+    line in its least significant bits: the order of the stream the MVAU reads (cppsim's input_1.npy
+    rows, decoupled_npy)."""
+    work.mkdir(parents=True, exist_ok=True)
+    for f in data_files(inst, "weights"):
+        shutil.copyfile(f, work / f.name)
+    width = inst.get_instream_width_padded(1)
+    beat_bytes = ((width + 7) // 8)
+    beats = inst.calc_wmem()
+    (work / "in.bin").write_bytes(b"")
+    batch = beats * int(np.prod(inst.get_nodeattr("numInputVectors")))
+    stats = _harness(inst, exe, work, ["in.bin", "1", "out.bin", str(beat_bytes), str(beats)], writes,
+                     batch if flush else 0)
+    raw = np.fromfile(work / "out.bin", np.uint8).reshape(beats, beat_bytes)
+    wdt = inst.get_input_datatype(1)
+    n = inst.get_nodeattr("PE") * inst.get_nodeattr("SIMD")
+    return unpack(raw, wdt.bitwidth(), n, wdt.signed()), stats

@@ -261,3 +261,95 @@ def test_shared_build_refuses_a_package_it_has_no_weights_for(pynq, builds, tiny
     (hw / "runtime_weights" / "weights.json").write_text(json.dumps(m))
     with pytest.raises(LicError, match="carries no weights for package"):
         make_backend("pynq", DecoderPackage.load(tiny_package), hw_dir=hw)
+
+
+# ---------------------------------------------------------------------------------------------
+# The runtime-weight path simulated (hls/runtime_weight_sim.py)
+
+
+def need_simulators():
+    from hls import cppsim, verilator_sim
+
+    for why in (verilator_sim.missing(), cppsim.missing()):
+        if why:
+            pytest.skip(why)
+
+
+def simulate(shared, **kw):
+    from hls.finn_workarounds import prepare_finn_import
+    from hls.runtime_weight_sim import simulate_runtime_weights
+
+    prepare_finn_import(shared / "finn_tmp")
+    return simulate_runtime_weights(shared, 8, **kw)
+
+
+def test_every_set_written_over_axilite_is_bit_exact(builds, monkeypatch):
+    """Both sets, every runtime-writable layer: the driver's AXI-lite writes of the set's files into
+    the simulated layer (Thresholding_rtl in Verilator; an HLS MVAU's weight streamer in Verilator,
+    its weight stream then the weights of FINN's cppsim program), then the driver's flush batch, then
+    the set's own tile: each output equals that set's own expected output, bit for bit (the set not
+    baked into the build, tiny-b, included)."""
+    need_simulators()
+    monkeypatch.delenv("LIC_SIMULATE_LAYERS")
+    shared, _ = builds
+    report = simulate(shared)
+    assert report["status"] == "ok"
+    assert json.loads((shared / "report" / "runtime_weight_sim.json").read_text()) == report
+    assert [s["set"] for s in report["sets"]] == ["tiny", "tiny-b"]
+    m = json.loads((shared / "runtime_weights" / "weights.json").read_text())
+    for s in report["sets"]:
+        assert s["reference"].startswith(f"rate point {s['set']}'s own HW graph")
+        assert [r["name"] for r in s["layers"]] == [layer["node"] for layer in m["layers"]]
+        for r in s["layers"]:
+            assert r["bit_exact"] is True, (s["set"], r)
+            assert r["level"] == ("verilator" if r["kind"] == "Thresholding_rtl" else "memstream+cppsim")
+            assert r["flush_batches"] == 1 and r["words_written"] > 0
+            if r["kind"] == "MVAU_hls":
+                assert r["weight_stream_exact"] is True
+            else:
+                assert r["cycles"]["axilite_writes"] == r["words_written"]
+    # the words the harness wrote are the driver's: each file's words in order at 4 i
+    from hls.runtime_weight_sim import driver_writes
+    from hls.shared_weights import read_words
+
+    writes, flushes = driver_writes(shared, m["sets"][1], m["layers"])
+    assert flushes == 1
+    for layer, rel in zip(m["layers"], m["sets"][1]["files"]):
+        w = read_words(shared / "runtime_weights" / rel)
+        assert np.array_equal(writes[layer["interface"]], np.stack([4 * np.arange(len(w)), w], 1))
+
+
+@pytest.mark.parametrize("mutation, layer", [("address", "Thresholding_rtl_0"), ("address", "MVAU_hls_0"),
+                                             ("swap", "MVAU_hls_0"), ("no flush", "MVAU_hls_4")])
+def test_a_wrong_write_is_caught(builds, monkeypatch, mutation, layer):
+    """The driver's writes of set tiny-b changed on their way to one layer: every address one word
+    on, two differing words of the file swapped, or the driver's flush batch left out (the weight
+    streamer then still holds lines it prefetched from the build's own weights): the gate stops,
+    naming the layer, the rate point and the first differing value."""
+    need_simulators()
+    from hls import runtime_weight_sim
+
+    monkeypatch.delenv("LIC_SIMULATE_LAYERS")
+    shared, _ = builds
+    real = runtime_weight_sim.driver_writes
+
+    def mutated(build, entry, layers):
+        writes, flushes = real(build, entry, layers)
+        interface = next(la["interface"] for la in layers if la["node"] == layer)
+        w = writes[interface].copy()
+        if mutation == "address":
+            w[:, 0] += 4
+        elif mutation == "swap":
+            i = int(np.flatnonzero(w[1:, 1] != w[:-1, 1])[0])
+            w[[i, i + 1], 1] = w[[i + 1, i], 1]
+        else:
+            flushes = 0
+        writes[interface] = w
+        return writes, flushes
+
+    monkeypatch.setattr(runtime_weight_sim, "driver_writes", mutated)
+    with pytest.raises(LicError, match=rf"^{layer}, rate point tiny-b \(.+\): differs from rate point tiny-b's "
+                                       r".+ in \d+ of \d+ values; first at index \(.*\): expected -?\d+, got -?\d+$"):
+        simulate(shared, sets=["tiny-b"], layers=[layer])
+    report = json.loads((shared / "report" / "runtime_weight_sim.json").read_text())
+    assert report["status"] == "failed" and report["error"].startswith(layer)
