@@ -358,7 +358,7 @@ def test_long_run_keeps_its_checkpoint_with_progress(tmp_path, common):
     newest, never a pile); restore brings them back to an empty build folder; status reads them."""
     from training import long_run
 
-    phases = ["float", "qat", "qat2"]
+    phases = ["float+", "qat", "qat2"]
     runs, keep = tmp_path / "runs", tmp_path / "keep"
     with pytest.raises(LicError, match="nothing to save"):
         long_run.save(runs, keep, phases)
@@ -380,9 +380,9 @@ def test_long_run_keeps_its_checkpoint_with_progress(tmp_path, common):
     (runs / "qat2.pt").write_bytes(b"qat2")
     (keep / "qat.pt").write_bytes(b"qat")
     progress = long_run.save(runs, keep, phases)
-    assert progress["phase"] == "finished" and progress["finished"] == phases
+    assert progress["phase"] == "finished" and progress["finished"] == ["float", "qat", "qat2"]
     assert sorted(p.name for p in keep.glob("*.pt")) == ["float.pt", "qat2.pt"]
 
     fresh = tmp_path / "fresh"
     assert sorted(long_run.restore(fresh, keep, phases)) == ["float.provenance.json", "float.pt", "qat2.pt"]
-    assert long_run._finished(fresh, phases) == phases
+    assert long_run._finished(fresh, ["float", "qat", "qat2"]) == ["float", "qat", "qat2"]

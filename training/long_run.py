@@ -1,12 +1,13 @@
 """Keeping the long background run (training/recipes/long_run.sh) across machines.
 
-The run is a list of phases (float student, then QAT passes); phase NAME trains in RUNS/q3-NAME and
-exports RUNS/NAME.pt. The committed folder KEEP holds what a fresh machine needs to go on, each file
-replacing the last: the current phase's checkpoint and log, the first phase's export (every QAT
-phase's --student) and the newest finished phase's export (the next one's --init), and
-progress.json (phase, step, core-hours per phase and in all, the last logged figures, the machine).
+The run is a list of phases (float student, then QAT passes, ...); phase NAME trains in RUNS/q3-NAME
+and exports RUNS/NAME.pt. The committed folder KEEP holds what a fresh machine needs to go on, each
+file replacing the last: the current phase's checkpoint and log, the exports of the phases marked
+NAME+ (a float student every later QAT phase takes as --student, a result worth keeping), the newest
+finished phase's export (the next one's --init), and progress.json (phase, step, core-hours per phase
+and in all, the last logged figures, the machine).
 
-    python -m training.long_run save|status|restore RUNS KEEP PHASE...
+    python -m training.long_run save|status|restore RUNS KEEP PHASE[+]...
 """
 
 from __future__ import annotations
@@ -71,7 +72,13 @@ def _finished(runs: Path, phases: list[str]) -> list[str]:
     return phases[:last + 1]
 
 
+def _split(phases: list[str]) -> tuple[list[str], set[str]]:
+    """Phase names, and those marked NAME+ whose export is kept for good."""
+    return [p.rstrip("+") for p in phases], {p.rstrip("+") for p in phases if p.endswith("+")}
+
+
 def save(runs: Path, keep: Path, phases: list[str]) -> dict:
+    phases, kept = _split(phases)
     done = _finished(runs, phases)
     current = next((p for p in phases if p not in done), None)
     run = runs / f"{RUN_PREFIX}{current}" if current else None
@@ -84,8 +91,8 @@ def save(runs: Path, keep: Path, phases: list[str]) -> dict:
         if (runs / f"{RUN_PREFIX}{p}" / "checkpoint.pt").is_file():
             per_phase[p] = {k: v for k, v in _checkpoint_summary(runs / f"{RUN_PREFIX}{p}").items()
                             if k in ("step", "steps", "core_hours")}
-    # the first phase's export is every later phase's --student; the newest, the next one's --init
-    wanted = {done[0], done[-1]} if done else set()
+    # the marked phases' exports are later phases' --student (or results); the newest, the next one's --init
+    wanted = (kept & set(done)) | ({done[-1]} if done else set())
     for p in phases:
         for name in _exports(p):
             if p in wanted and (runs / name).is_file():
@@ -111,6 +118,7 @@ def save(runs: Path, keep: Path, phases: list[str]) -> dict:
 
 def restore(runs: Path, keep: Path, phases: list[str]) -> list[str]:
     """Bring back what build/ lost: the finished exports and the current phase's checkpoint."""
+    phases, _ = _split(phases)
     restored = []
     runs.mkdir(parents=True, exist_ok=True)
     for p in phases:
@@ -130,6 +138,7 @@ def restore(runs: Path, keep: Path, phases: list[str]) -> list[str]:
 
 
 def status(runs: Path, keep: Path, phases: list[str]) -> dict | None:
+    phases, _ = _split(phases)
     done = _finished(runs, phases)
     current = next((p for p in phases if p not in done), None)
     if current and (runs / f"{RUN_PREFIX}{current}" / "checkpoint.pt").is_file():
@@ -142,7 +151,7 @@ def status(runs: Path, keep: Path, phases: list[str]) -> dict | None:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) < 4 or argv[0] not in ("save", "status", "restore"):
-        print("usage: python -m training.long_run save|status|restore RUNS KEEP PHASE...", file=sys.stderr)
+        print("usage: python -m training.long_run save|status|restore RUNS KEEP PHASE[+]...", file=sys.stderr)
         return 2
     command, runs, keep, phases = argv[0], Path(argv[1]), Path(argv[2]), argv[3:]
     try:
