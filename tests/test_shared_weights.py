@@ -353,3 +353,30 @@ def test_a_wrong_write_is_caught(builds, monkeypatch, mutation, layer):
         simulate(shared, sets=["tiny-b"], layers=[layer])
     report = json.loads((shared / "report" / "runtime_weight_sim.json").read_text())
     assert report["status"] == "failed" and report["error"].startswith(layer)
+
+
+@pytest.mark.slow
+def test_shipped_rate_points_written_over_axilite_at_tile_8(tmp_path, monkeypatch):
+    """`lic hw --shared-weights` of the shipped architecture at tile 8 with the gate on, q3 (baked)
+    and every other rate point `make packages` built: RTL MVAUs with their weight streamer, RTL
+    thresholds and the HLS MVAU, every set bit-exact with its weights written over AXI-lite."""
+    need_simulators()
+    from hls.build import REPO
+
+    others = sorted((REPO / "build" / "decoders").glob("q*/manifest.json"))
+    if not others:
+        pytest.skip("no build/decoders/q* packages (`make packages`)")
+    monkeypatch.delenv("XILINX_VIVADO", raising=False)
+    monkeypatch.setenv("LIC_SIMULATE_LAYERS", "1")
+    out = tmp_path / "shared"
+    packages = [REPO / "host" / "decoders" / "q3", *(m.parent for m in others)]
+    assert run_lic("hw", "--board", "pynq-z2", "--tile", "8", "--shared-weights", "--rate-packages", *packages,
+                   "-o", out) == 0
+    report = json.loads((out / "report" / "runtime_weight_sim.json").read_text())
+    assert report["status"] == "ok" and len(report["sets"]) == len(packages)
+    kinds = {r["kind"] for s in report["sets"] for r in s["layers"]}
+    assert {"MVAU_rtl", "Thresholding_rtl"} <= kinds
+    assert all(r["bit_exact"] for s in report["sets"] for r in s["layers"])
+    assert all(s["tile_source"].startswith("y_hat of Kodak") for s in report["sets"])
+    est = json.loads((out / "estimates.json").read_text())
+    assert est["shared_weights"]["simulated"]["status"] == "ok"
