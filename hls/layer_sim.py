@@ -88,14 +88,17 @@ def python_layer(inst, model, x: np.ndarray, params: dict | None = None) -> np.n
     return ctx[node.output[0]].reshape(inst.get_normal_output_shape(0))
 
 
-def first_difference(name: str, level: str, ref: np.ndarray, got: np.ndarray) -> str | None:
+def first_difference(name: str, level: str, ref: np.ndarray, got: np.ndarray,
+                     against: str = "its Python execution") -> str | None:
+    """None where `got` equals `ref` value for value; else one line naming the layer, how many values
+    differ and the first of them."""
     if got.shape != ref.shape:
-        return f"{name} ({level}) gives shape {got.shape}, its Python execution {ref.shape}"
+        return f"{name} ({level}) gives shape {got.shape}, {against} {ref.shape}"
     bad = np.flatnonzero(got.reshape(-1) != ref.reshape(-1))
     if not len(bad):
         return None
     i = np.unravel_index(bad[0], ref.shape)
-    return (f"{name} ({level}) differs from its Python execution in {len(bad)} of {ref.size} values; first at "
+    return (f"{name} ({level}) differs from {against} in {len(bad)} of {ref.size} values; first at "
             f"index {tuple(int(v) for v in i)}: expected {int(ref[i])}, got {int(got[i])}")
 
 

@@ -148,16 +148,12 @@ def expected_chain(build: Path, model, name: str, package_dir: Path, tile: int) 
     return {"tile_source": source, "tensors": tensors, "layers": layers, "outputs": int(x.size)}
 
 
-def first_difference(name: str, rate: str, what: str, ref: np.ndarray, got: np.ndarray) -> str | None:
-    if got.shape != ref.shape:
-        return f"{name}, rate point {rate} ({what}): shape {got.shape}, expected {ref.shape}"
-    bad = np.flatnonzero(got.reshape(-1) != ref.reshape(-1))
-    if not len(bad):
-        return None
-    i = np.unravel_index(bad[0], ref.shape)
-    return (f"{name}, rate point {rate} ({what}): differs from rate point {rate}'s own expected output in "
-            f"{len(bad)} of {ref.size} values; first at index {tuple(int(v) for v in i)}: expected {int(ref[i])}, "
-            f"got {int(got[i])}")
+def rate_difference(name: str, rate: str, what: str, ref: np.ndarray, got: np.ndarray) -> str | None:
+    """layer_sim's comparison, naming the rate point whose weights were written."""
+    from hls.layer_sim import first_difference
+
+    return first_difference(f"{name}, rate point {rate}", what, ref, got,
+                            against=f"rate point {rate}'s own expected output")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -212,7 +208,7 @@ def simulate_layer(inst, level: str, progs: dict, writes: np.ndarray, flushes: i
         got, stats = verilator_sim.run(inst, progs["verilator"], x, work, writes=writes, flush=flushes > 0)
         row["sim_seconds"] = stats.pop("seconds")
         row["cycles"] = stats
-        diff = first_difference(name, rate, "verilator, its weights written over AXI-lite", want, got)
+        diff = rate_difference(name, rate, "verilator, its weights written over AXI-lite", want, got)
         if diff:
             raise LicError(diff)
         row["bit_exact"] = True
@@ -221,7 +217,7 @@ def simulate_layer(inst, level: str, progs: dict, writes: np.ndarray, flushes: i
     row["memstream_seconds"] = stats.pop("seconds")
     row["memstream_cycles"] = stats
     expect = decoupled_stream(inst, tensor, work)
-    diff = first_difference(name, rate, "verilator: its weight streamer written over AXI-lite, the weight stream",
+    diff = rate_difference(name, rate, "verilator: its weight streamer written over AXI-lite, the weight stream",
                             expect, stream)
     if diff:
         raise LicError(diff.replace("own expected output", "weights as FINN streams them (decoupled_npy)"))
@@ -230,7 +226,7 @@ def simulate_layer(inst, level: str, progs: dict, writes: np.ndarray, flushes: i
         got, seconds = cppsim.run(inst, progs["cppsim"], x, work,
                                   params={"input_1.npy": stream.reshape(1, inst.calc_wmem(), -1)})
         row["sim_seconds"] = round(seconds, 2)
-        diff = first_difference(name, rate, "cppsim on the weight stream its streamer gave", want, got)
+        diff = rate_difference(name, rate, "cppsim on the weight stream its streamer gave", want, got)
         if diff:
             raise LicError(diff)
         row["bit_exact"] = True

@@ -348,7 +348,7 @@ def test_a_wrong_write_is_caught(builds, monkeypatch, mutation, layer):
         return writes, flushes
 
     monkeypatch.setattr(runtime_weight_sim, "driver_writes", mutated)
-    with pytest.raises(LicError, match=rf"^{layer}, rate point tiny-b \(.+\): differs from rate point tiny-b's "
+    with pytest.raises(LicError, match=rf"^{layer}, rate point tiny-b \(.+\) differs from rate point tiny-b's "
                                        r".+ in \d+ of \d+ values; first at index \(.*\): expected -?\d+, got -?\d+$"):
         simulate(shared, sets=["tiny-b"], layers=[layer])
     report = json.loads((shared / "report" / "runtime_weight_sim.json").read_text())
