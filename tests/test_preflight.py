@@ -32,7 +32,10 @@ def _vivado_install(root: Path, release: str) -> Path:
 def clean_env(monkeypatch, tmp_path):
     for var in ("XILINX_VIVADO", "XILINX_HLS", "FINN_TOOL_DIR_OVERRIDE", "LD_LIBRARY_PATH", "FINN_DEPS", "BOOST_ROOT",
                 "CXX"):
-        monkeypatch.delenv(var, raising=False)
+        # set first, so the undo restores each variable even where the code under test writes os.environ
+        # itself (use_finn_deps sets FINN_DEPS): a delenv of an absent variable records nothing to undo
+        monkeypatch.setenv(var, "")
+        monkeypatch.delenv(var)
     monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))
     return monkeypatch
 
