@@ -152,16 +152,24 @@ def gate_layer(inst, model, x: np.ndarray, level: str, folder: Path, compiled=No
     return got, row
 
 
+def switched_off(enabled: bool) -> str | None:
+    """Why the simulation gates are off (`lic hw --no-simulate`, LIC_SIMULATE_LAYERS=0), or None."""
+    if not enabled:
+        return "--no-simulate"
+    return f"{SKIP_ENV}=0" if os.environ.get(SKIP_ENV) == "0" else None
+
+
 def simulate_layers(model, out: Path, package, tile: int, enabled: bool = True) -> dict:
     """The gate over a whole tile; writes out/report/layer_sim.json and prints a line per layer.
     enabled=False (`lic hw --no-simulate`) or LIC_SIMULATE_LAYERS=0 only records that it was skipped."""
     from qonnx.custom_op.registry import getCustomOp
 
     t0 = time.time()
-    if not enabled or os.environ.get(SKIP_ENV) == "0":
-        report = {"status": "skipped", "reason": "--no-simulate" if not enabled else f"{SKIP_ENV}=0"}
+    off = switched_off(enabled)
+    if off:
+        report = {"status": "skipped", "reason": off}
         _write(out, report)
-        print(f"layer simulation skipped ({report['reason']})")
+        print(f"layer simulation skipped ({off})")
         return report
     tools = {"cppsim": cppsim.missing(), "verilator": verilator_sim.missing()}
     report: dict = {"tools": {"cppsim": tools["cppsim"] or {k: f"{s}: {p}" for k, (p, s) in cppsim.locate().items()},

@@ -35,7 +35,6 @@ hash of their sources (hls/sim_cache.py), beside step_simulate_layers' under lay
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -44,7 +43,7 @@ from pathlib import Path
 import numpy as np
 
 from hls import cppsim, verilator_sim
-from hls.layer_sim import SIM_DIR, SKIP_ENV, python_layer, real_tile
+from hls.layer_sim import SIM_DIR, python_layer, real_tile, switched_off
 from hls.shared_weights import RATE_POINT_GRAPHS
 from lic.errors import LicError
 
@@ -244,10 +243,11 @@ def simulate_runtime_weights(build: Path, tile: int, enabled: bool = True, sets:
 
     build = Path(build)
     t0 = time.time()
-    if not enabled or os.environ.get(SKIP_ENV) == "0":
-        report = {"status": "skipped", "reason": "--no-simulate" if not enabled else f"{SKIP_ENV}=0"}
+    off = switched_off(enabled)
+    if off:
+        report = {"status": "skipped", "reason": off}
         _write(build, report)
-        print(f"runtime-weight simulation skipped ({report['reason']})")
+        print(f"runtime-weight simulation skipped ({off})")
         return report
     tools = {"cppsim": cppsim.missing(), "verilator": verilator_sim.missing()}
     report: dict = {"tools": {k: v or "ok" for k, v in tools.items()}}

@@ -41,15 +41,14 @@ from pathlib import Path
 
 import numpy as np
 
+from host.accelerator_driver import AXILITE_MB_S, RT_FORMAT, read_words
 from lic.errors import LicError
 
 RT_DIR = "runtime_weights"
 RT_MANIFEST = "runtime_weights/weights.json"
-RT_FORMAT = "lic-runtime-weights-v1"
 RATE_POINT_GRAPHS = "hw/rate_points"  # each set's student through the shared steps, <set>.onnx
-# CPU programmed I/O through the Zynq-7000's M_AXI_GP ports: "< 25 MB/s" (UG585, Table 22-8, estimated
-# throughput). The switch time below is bytes / this rate: an estimate, and a lower bound on the time.
-AXILITE_MB_S = 25.0
+# The switch time below is bytes / AXILITE_MB_S (host/accelerator_driver.py, which reads the weight
+# sets and owns their format): an estimate, and a lower bound on the time.
 AXILITE_RATE_SOURCE = ("Zynq-7000 TRM UG585 Table 22-8: CPU programmed I/O through the M_AXI_GP ports, "
                        "estimated throughput < 25 MB/s (an upper bound on the rate, so the time is a lower bound)")
 # FINN's CreateDataflowPartition inside ZynqBuild puts the input IODMA in partition 0, the layers in 1
@@ -79,12 +78,6 @@ def step_runtime_writable_weights(model, cfg, b=None):
 
 # ---------------------------------------------------------------------------------------------
 # Decoding FINN's "decoupled_runtime" files back into tensors
-
-
-def read_words(path: Path) -> np.ndarray:
-    """A runtime-weight file: one 32-bit hex word per line -> uint32 words, in address order."""
-    text = "".join(Path(path).read_text().split())
-    return np.frombuffer(bytes.fromhex(text), dtype=">u4").astype(np.uint32)
 
 
 def _signed(values: np.ndarray, bits: int, signed: bool) -> np.ndarray:

@@ -132,8 +132,9 @@ class DecoderPackage:
         if not mpath.is_file():
             raise LicError(f"{root}: not a decoder package (no {MANIFEST}); make one with `lic export`")
         try:
-            if mpath.stat().st_size > MAX_MANIFEST_BYTES:  # a manifest is ~3 KB; never read a huge one whole
-                raise LicError(f"{mpath}: {mpath.stat().st_size} bytes, too large to be a manifest")
+            size = mpath.stat().st_size
+            if size > MAX_MANIFEST_BYTES:  # a manifest is ~3 KB; never read a huge one whole
+                raise LicError(f"{mpath}: {size} bytes, too large to be a manifest")
             raw = mpath.read_bytes()
         except OSError as e:
             raise LicError(f"cannot read {mpath}: {e.strerror or e}") from None

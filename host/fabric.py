@@ -47,8 +47,8 @@ def read_tile_spec(hw_dir: Path, package: DecoderPackage, need: str) -> dict:
         raise LicError(f"{spec_path}: not valid JSON ({type(e).__name__}); rebuild it with `make {need}`") from None
     _check_tile_spec(spec, spec_path)
     if spec.get("shared_weights"):
-        spec = dict(spec, weight_set=weight_set_for(hw_dir, spec, package, need))
-        return spec
+        layers, entry = weight_set_for(hw_dir, spec, package, need)
+        return dict(spec, weight_set=entry, weight_layers=layers)
     fp = spec.get("file_fingerprint")
     if not (is_fingerprint(fp) and package.decodes(bytes.fromhex(fp))) or \
             spec.get("student_sha256") != package.manifest["files"].get("quant_student.pt"):
@@ -57,17 +57,18 @@ def read_tile_spec(hw_dir: Path, package: DecoderPackage, need: str) -> dict:
     return spec
 
 
-def weight_set_for(hw_dir: Path, spec: dict, package: DecoderPackage, need: str) -> dict:
-    """A shared build (`lic hw --shared-weights`): the weight set of runtime_weights/weights.json that
-    serves this package: its decoding contract (file_fingerprint) and its student (sha256) both match."""
+def weight_set_for(hw_dir: Path, spec: dict, package: DecoderPackage, need: str) -> tuple[list[dict], dict]:
+    """A shared build (`lic hw --shared-weights`): its runtime-writable layers, and the weight set of
+    runtime_weights/weights.json that serves this package: its decoding contract (file_fingerprint)
+    and its student (sha256) both match."""
     from host.accelerator_driver import read_weight_sets
 
-    _, sets = read_weight_sets(hw_dir, str(spec["shared_weights"]))
+    layers, sets = read_weight_sets(hw_dir, str(spec["shared_weights"]))
     student = package.manifest["files"].get("quant_student.pt")
     for entry in sets:
         fp = entry.get("file_fingerprint")
         if is_fingerprint(fp) and package.decodes(bytes.fromhex(fp)) and entry.get("student_sha256") == student:
-            return entry
+            return layers, entry
     raise LicError(f"the shared accelerator in {hw_dir} carries no weights for package {package.name} (its sets: "
                    f"{', '.join(str(e.get('name')) for e in sets) or 'none'}); rebuild it with `make {need} SHARED=1` "
                    f"and this package among its rate packages")
@@ -128,7 +129,7 @@ class PynqBackend(Backend):
         if not bitfile.is_file() or not bitfile.with_suffix(".hwh").is_file() or not settings.is_file():
             raise LicError(f"{hw_dir} lacks {bitfile.name}, its .hwh or driver/settings.json: run `make bitstream` "
                            f"(needs Vivado) and copy its build folder to the board")
-        from host.accelerator_driver import IODMADriver, WeightSet, read_settings, read_weight_sets
+        from host.accelerator_driver import IODMADriver, WeightSet, read_settings
 
         shared = bool(spec.get("shared_weights"))
         info = read_settings(settings, runtime_weights=shared)
@@ -136,8 +137,7 @@ class PynqBackend(Backend):
         self.driver = shared_driver(bitfile, info) if shared else IODMADriver(bitfile, info)
         self.weight_set = None
         if shared:
-            layers, _ = read_weight_sets(hw_dir, str(spec["shared_weights"]))
-            self.weight_set = WeightSet(hw_dir / "runtime_weights", layers, spec["weight_set"])
+            self.weight_set = WeightSet(hw_dir / "runtime_weights", spec["weight_layers"], spec["weight_set"])
         streams = self.driver.streams
         for which, plain in (("input", streams.plain_input), ("output", streams.plain_output)):
             # the students' streams: INT8 both ways, which FINN packs as the values themselves

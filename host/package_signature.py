@@ -81,7 +81,7 @@ def verify_manifest(manifest: bytes, package_dir: Path, keys: list[Path]) -> str
     """The id of the trusted key that signed these manifest bytes (package_dir/manifest.sig);
     LicError if none did."""
     publics = [read_key(k, private=False) for k in keys]
-    from cryptography.exceptions import InvalidSignature  # after _read_key: cryptography is there
+    from cryptography.exceptions import InvalidSignature  # after read_key: cryptography is there
 
     sig_path = Path(package_dir) / SIGNATURE
     if not sig_path.is_file():

@@ -162,10 +162,15 @@ def _limits():
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 
 
-def _lic_decode(*args, timeout: int = 600) -> subprocess.CompletedProcess:
+def _lic_child(args, limits, timeout: int) -> subprocess.CompletedProcess:
+    """`lic ARGS` in a child process under the rlimits `limits` sets."""
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    return subprocess.run([sys.executable, "-m", "lic.cli", "decode", *map(str, args)], capture_output=True,
-                          text=True, env=env, timeout=timeout, preexec_fn=_limits, cwd=REPO)
+    return subprocess.run([sys.executable, "-m", "lic.cli", *map(str, args)], capture_output=True, text=True,
+                          env=env, timeout=timeout, preexec_fn=limits, cwd=REPO)
+
+
+def _lic_decode(*args, timeout: int = 600) -> subprocess.CompletedProcess:
+    return _lic_child(["decode", *args], _limits, timeout)
 
 
 def _check_folder_run(proc, folder, out, names_good):
@@ -240,9 +245,7 @@ def _audit_limits():
 
 
 def _lic_capped(*args, timeout: int = 120) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=str(REPO))
-    return subprocess.run([sys.executable, "-m", "lic.cli", *map(str, args)], capture_output=True, text=True,
-                          env=env, timeout=timeout, preexec_fn=_audit_limits, cwd=REPO)
+    return _lic_child(args, _audit_limits, timeout)
 
 
 def _one_line(proc, *needles):

@@ -13,17 +13,13 @@ from quantize.qat import load_quant_student
 from training.distill import KDWeights, load_float_student
 from training.prune import (apply_pruning, channels_for_kmac, config_kmac, keep_most_important, l1_importance,
                             target_channels, taylor_importance, with_channels)
-from training.student_decoder import StudentConfig, StudentSynthesis, layer_plan
+from training.student_decoder import StudentConfig, StudentSynthesis, conv_layers, layer_plan
 
 from conftest import TINY_TRAINING as TINY
 
 
 def lic(*args) -> int:
     return main([str(a) for a in args])
-
-
-def _convs(student):
-    return [m for m in student.layers if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d))]
 
 
 def _random_batches(latent_channels: int, seed: int = 0):
@@ -71,7 +67,7 @@ def test_surgery_keeps_the_kept_channels(kwargs):
     g = torch.Generator().manual_seed(1)
     keep = [sorted(torch.randperm(s.out_ch, generator=g)[:n.out_ch].tolist()) for s, n in zip(plan[:-1], new[:-1])]
     with torch.no_grad():
-        for conv, kept, spec in zip(_convs(student), keep, plan):
+        for conv, kept, spec in zip(conv_layers(student), keep, plan):
             gone = sorted(set(range(spec.out_ch)) - set(kept))
             if isinstance(conv, torch.nn.ConvTranspose2d):
                 conv.weight[:, gone] = 0
@@ -86,13 +82,13 @@ def test_surgery_keeps_the_kept_channels(kwargs):
     assert a.shape == b.shape == (2, 3, 48, 48)
     torch.testing.assert_close(b, a, rtol=0, atol=1e-5)
     # and the surgery copies, it does not share: the source is untouched by training the pruned one
-    assert _convs(pruned)[0].weight.data_ptr() != _convs(student)[0].weight.data_ptr()
+    assert conv_layers(pruned)[0].weight.data_ptr() != conv_layers(student)[0].weight.data_ptr()
 
 
 def test_taylor_ranks_a_zeroed_channel_least(float_export):
     student, cfg, _ = load_float_student(float_export)
     with torch.no_grad():
-        convs = _convs(student)
+        convs = conv_layers(student)
         convs[0].weight[3] = 0  # head, channel 3
         convs[0].bias[3] = 0
         convs[2].weight[5] = 0  # s1c0, channel 5

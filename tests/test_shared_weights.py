@@ -310,7 +310,7 @@ def test_every_set_written_over_axilite_is_bit_exact(builds, monkeypatch):
                 assert r["cycles"]["axilite_writes"] == r["words_written"]
     # the words the harness wrote are the driver's: each file's words in order at 4 i
     from hls.runtime_weight_sim import driver_writes
-    from hls.shared_weights import read_words
+    from host.accelerator_driver import read_words
 
     writes, flushes = driver_writes(shared, m["sets"][1], m["layers"])
     assert flushes == 1

@@ -3,9 +3,8 @@ crops held decoded in memory: ~230 MB as uint8) and the held-out photos."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import sys
+from pathlib import Path
 
 import numpy as np
 import torch

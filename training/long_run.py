@@ -72,6 +72,12 @@ def _finished(runs: Path, phases: list[str]) -> list[str]:
     return phases[:last + 1]
 
 
+def _current(runs: Path, phases: list[str]) -> tuple[list[str], str | None]:
+    """(the finished phases, the first unfinished one or None)."""
+    done = _finished(runs, phases)
+    return done, phases[len(done)] if len(done) < len(phases) else None
+
+
 def _split(phases: list[str]) -> tuple[list[str], set[str]]:
     """Phase names, and those marked NAME+ whose export is kept for good."""
     return [p.rstrip("+") for p in phases], {p.rstrip("+") for p in phases if p.endswith("+")}
@@ -79,8 +85,7 @@ def _split(phases: list[str]) -> tuple[list[str], set[str]]:
 
 def save(runs: Path, keep: Path, phases: list[str]) -> dict:
     phases, kept = _split(phases)
-    done = _finished(runs, phases)
-    current = next((p for p in phases if p not in done), None)
+    done, current = _current(runs, phases)
     run = runs / f"{RUN_PREFIX}{current}" if current else None
     if not done and not (run and (run / "checkpoint.pt").is_file()):
         raise LicError(f"nothing to save: no checkpoint in {run} and no finished phase in {runs}")
@@ -139,8 +144,7 @@ def restore(runs: Path, keep: Path, phases: list[str]) -> list[str]:
 
 def status(runs: Path, keep: Path, phases: list[str]) -> dict | None:
     phases, _ = _split(phases)
-    done = _finished(runs, phases)
-    current = next((p for p in phases if p not in done), None)
+    done, current = _current(runs, phases)
     if current and (runs / f"{RUN_PREFIX}{current}" / "checkpoint.pt").is_file():
         return {"from": str(runs), "phase": current, "finished": done,
                 **_checkpoint_summary(runs / f"{RUN_PREFIX}{current}")}

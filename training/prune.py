@@ -65,7 +65,7 @@ from training.distill import (FLOAT_KIND, KDWeights, TeacherTargets, add_trainin
                               load_float_student, resolve_teacher, train_kd)
 from training.loop import full_fp32_on_gpu, init_provenance
 from training.options import options_namespace
-from training.student_decoder import StudentConfig, StudentSynthesis, kmac_per_pixel, layer_plan
+from training.student_decoder import StudentConfig, StudentSynthesis, conv_layers, kmac_per_pixel, layer_plan
 
 CRITERIA = ("taylor", "l1")
 RECORD = "pruning.json"
@@ -167,10 +167,6 @@ def channels_for_kmac(cfg: StudentConfig, kmac: float, multiple: int) -> tuple[i
 # Importance
 
 
-def _convs(student: nn.Module) -> list[nn.Module]:
-    return [m for m in student.layers if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
-
-
 def _relus(student: nn.Module) -> list[nn.Module]:
     """The ReLU after each conv that has one (every conv but the last), in layer_plan's order."""
     layers = list(student.layers)
@@ -184,7 +180,7 @@ def _relus(student: nn.Module) -> list[nn.Module]:
 def l1_importance(student: StudentSynthesis) -> list[torch.Tensor]:
     """Per conv but the last, the L1 norm of each output channel's filter (weight magnitude)."""
     out = []
-    for conv in _convs(student)[:-1]:
+    for conv in conv_layers(student)[:-1]:
         w = conv.weight.detach()
         out.append(w.abs().sum(dim=(0, 2, 3)) if isinstance(conv, nn.ConvTranspose2d) else w.abs().sum(dim=(1, 2, 3)))
     return out
@@ -256,7 +252,7 @@ def apply_pruning(student: StudentSynthesis, target: StudentConfig, keep: list[l
         raise ValueError("the target config must differ from the student's in its widths only")
     pruned = StudentSynthesis(target)
     with torch.no_grad():
-        for k, (old, new, spec) in enumerate(zip(_convs(student), _convs(pruned), new_plan)):
+        for k, (old, new, spec) in enumerate(zip(conv_layers(student), conv_layers(pruned), new_plan)):
             out_idx = torch.tensor(keep[k]) if k < len(keep) else torch.arange(spec.out_ch)
             in_idx = torch.tensor(keep[k - 1]) if k > 0 else torch.arange(spec.in_ch)
             if len(out_idx) != spec.out_ch or len(in_idx) != spec.in_ch:

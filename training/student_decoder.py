@@ -173,9 +173,9 @@ def grow_latent_convs(student: StudentSynthesis, latent_convs: int) -> StudentSy
     if latent_convs < cfg.latent_convs:
         raise ValueError(f"cannot grow {cfg.latent_convs} latent convs to {latent_convs}")
     grown = StudentSynthesis(StudentConfig(**{**cfg.to_dict(), "latent_convs": latent_convs}))
-    old = {spec.name: conv for spec, conv in zip(layer_plan(cfg), _convs(student))}
+    old = {spec.name: conv for spec, conv in zip(layer_plan(cfg), conv_layers(student))}
     with torch.no_grad():
-        for spec, conv in zip(layer_plan(grown.cfg), _convs(grown)):
+        for spec, conv in zip(layer_plan(grown.cfg), conv_layers(grown)):
             if spec.name in old:
                 conv.load_state_dict(old[spec.name].state_dict())
             else:
@@ -186,7 +186,8 @@ def grow_latent_convs(student: StudentSynthesis, latent_convs: int) -> StudentSy
     return grown
 
 
-def _convs(student: StudentSynthesis) -> list[nn.Module]:
+def conv_layers(student: StudentSynthesis) -> list[nn.Module]:
+    """The student's convs in layer_plan's order (one per ConvSpec)."""
     return [m for m in student.layers if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
 
 
