@@ -35,7 +35,7 @@ from quantize.quant_student import QuantConfig
 from quantize.ship_students import STUDENTS_MANIFEST, read_students
 from training.distill import load_float_student
 from training.student_decoder import count_parameters, kmac_per_pixel, teacher_gs_kmac_per_pixel
-from training.teacher import load_default, load_tuned_default, shipped_entry
+from training.teacher import load_default, load_teacher, load_tuned_default, shipped_entry
 from training.teacher_codec import EntropyModels, decode_y_hat, encode, shipped_integer_hs, to_rgb8
 
 DECODERS = ("teacher", "float_student", "quant_student")
@@ -103,9 +103,10 @@ def evaluate_point(entry: dict, images, refine: int = 0) -> dict:
         # what the board decodes: the v2 file's rate, the quantised student's pixels
         mean["deployable"] = {"bpp": float(np.mean([r["bpp_v2"] for r in q])), "psnr": mean["quant_student"]["psnr"],
                               "ms_ssim": mean["quant_student"]["ms_ssim"]}
-        if "tuned_encoder" in shipped_entry(entry["quality"]):
-            # the deployable codec with the encoder tuned for its student: its own .lic v2 files
-            tuned = load_tuned_default(entry["quality"])
+        if entry.get("encoder") or "tuned_encoder" in shipped_entry(entry["quality"]):
+            # the deployable codec with the encoder tuned for its student: its own .lic v2 files (a
+            # candidate's own, where its manifest entry names one, else the shipped one)
+            tuned = load_teacher(str(entry["encoder"])) if entry.get("encoder") else load_tuned_default(entry["quality"])
             if tuned.decoder_fingerprint != teacher.fingerprint:
                 raise LicError(f"the shipped q{entry['quality']} tuned encoder belongs to another teacher")
             records.update(decode_same_files(EntropyModels(tuned, integer_hs), {"tuned_deployable": quant_student},

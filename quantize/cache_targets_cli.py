@@ -34,6 +34,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="refine each entry's latents for the decoder of the encoder's files, as `lic encode --refine "
                         "STEPS` does (~10 s per entry per 100 steps on one core; an interrupted build continues where "
                         "it stopped when run again). Default 0: g_a's latents")
+    p.add_argument("--student", type=Path, default=None,
+                   help="with --refine and a tuned encoder: refine for this quantised student (`lic qat --export`) "
+                        "instead of the shipped one, as for a candidate with its own tuned encoder "
+                        "(training/recipes/long_run.sh)")
     p.add_argument("--device", default="cpu",
                    help="where the teacher (and the refinement's decoder) runs: cpu (default) or cuda. A GPU "
                         "computes the same targets to within float rounding (TF32 off), so a handful of y_hat "
@@ -86,9 +90,11 @@ def run(args) -> int:
     batch = args.batch_size if args.batch_size is not None else 1 if device.type == "cpu" else 16
     if batch < 1:
         raise LicError(f"--batch-size takes a number of entries >= 1, not {batch}")
+    if args.student is not None and not args.refine:
+        raise LicError("--student names the decoder latents are refined for: it needs --refine STEPS")
     if refine_steps(args.refine):
         models = _entropy_models(teacher)
-        refinement = refinement_for(models, args.refine)
+        refinement = refinement_for(models, args.refine, student=args.student)
         refinement.synthesis.to(device)
     images = training_images(args.data)
     m = build_cache(teacher, images, args.out, size, device, models, refinement, batch)

@@ -138,10 +138,16 @@ def _coded_scales(models, z: torch.Tensor) -> torch.Tensor:
     return model.gaussian_conditional.scale_table[scale_indexes(models, z_hat).long()]
 
 
-def files_decoder_file(models) -> Path | None:
+def files_decoder_file(models, student: Path | None = None) -> Path | None:
     """The shipped quantised student that decodes files of these entropy models (for an encoder tuned
-    for one), or None for a teacher's files, which its own g_s decodes."""
+    for one), or None for a teacher's files, which its own g_s decodes. A `student` given (a candidate
+    not shipped yet, for which its own tuned encoder's files are refined) replaces the shipped one."""
     teacher = models.teacher
+    if student is not None:
+        if teacher.base_fingerprint is None:
+            raise LicError(f"{teacher.name} is not a tuned encoder: its files are decoded by its own g_s, "
+                           f"not by the student {student}")
+        return student
     if teacher.base_fingerprint is None:
         return None
     # why: the quantised student loads brevitas (~3 s), which `lic encode` of a teacher's own files never needs
@@ -155,15 +161,20 @@ def files_decoder_file(models) -> Path | None:
     return entry["quant"]
 
 
-def files_decoder(models) -> nn.Module:
+def files_decoder(models, student: Path | None = None) -> nn.Module:
     """The synthesis that decodes files of these entropy models: for an encoder tuned for a quantised
-    student, that shipped student (torch, bit-identical to its decoder package); else the teacher's g_s."""
-    f = files_decoder_file(models)
+    student, that shipped student (or `student`; torch, bit-identical to its decoder package); else the
+    teacher's g_s."""
+    f = files_decoder_file(models, student)
     if f is None:
         return models.teacher.model.g_s
     from quantize.qat import load_quant_student  # why: brevitas, as in files_decoder_file
 
-    return load_quant_student(f)[0]
+    decoder, _, _, fingerprint = load_quant_student(f)
+    if fingerprint != models.teacher.base_fingerprint:
+        raise LicError(f"{f} was distilled from teacher {fingerprint.hex()}, but {models.teacher.name} encodes "
+                       f"for teacher {models.teacher.base_fingerprint.hex()}")
+    return decoder
 
 
 def refine_steps(steps: int) -> int:
@@ -173,18 +184,19 @@ def refine_steps(steps: int) -> int:
     return steps
 
 
-def refinement_for(models, steps: int, progress: bool = False) -> Refinement | None:
-    """The refinement `lic encode/demo --refine STEPS` asks for: None for 0 steps."""
+def refinement_for(models, steps: int, progress: bool = False, student: Path | None = None) -> Refinement | None:
+    """The refinement `lic encode/demo --refine STEPS` asks for (for `student` in place of the shipped
+    one, where given): None for 0 steps."""
     if not refine_steps(steps):
         return None
-    return Refinement(files_decoder(models), models.teacher.lmbda, steps=steps, progress=progress,
-                      for_decoder=decoder_name(models))
+    return Refinement(files_decoder(models, student), models.teacher.lmbda, steps=steps, progress=progress,
+                      for_decoder=decoder_name(models, student))
 
 
-def decoder_name(models) -> str:
+def decoder_name(models, student: Path | None = None) -> str:
     """What latents refined for these files' decoder are refined for: a cache refined for one
     student is stale once another ships."""
-    f = files_decoder_file(models)
+    f = files_decoder_file(models, student)
     if f is None:
         return f"{models.teacher.name} g_s"
     return f"{f.name} sha256 {hashlib.sha256(f.read_bytes()).hexdigest()[:16]}"

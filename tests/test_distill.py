@@ -386,3 +386,27 @@ def test_long_run_keeps_its_checkpoint_with_progress(tmp_path, common):
     fresh = tmp_path / "fresh"
     assert sorted(long_run.restore(fresh, keep, phases)) == ["float.provenance.json", "float.pt", "qat2.pt"]
     assert long_run._finished(fresh, ["float", "qat", "qat2"]) == ["float", "qat", "qat2"]
+
+
+def test_long_run_verdicts_finish_phases_and_are_kept(tmp_path):
+    """A phase that measures (a milestone's verdict) or that a verdict skipped leaves NAME.json
+    instead of an export: it counts as finished, is committed and comes back on a fresh machine."""
+    from training import long_run
+
+    phases = ["float+", "gate", "enc+", "verdict"]
+    runs, keep = tmp_path / "runs", tmp_path / "keep"
+    runs.mkdir()
+    (runs / "float.pt").write_bytes(b"float")
+    (runs / "gate.json").write_text('{"beats": false}')
+    progress = long_run.save(runs, keep, phases)
+    assert progress["phase"] == "enc" and progress["finished"] == ["float", "gate"]
+    for skipped in ("enc", "verdict"):
+        (runs / f"{skipped}.json").write_text('{"skipped": "gate"}')
+    progress = long_run.save(runs, keep, phases)
+    assert progress["phase"] == "finished"
+    assert sorted(p.name for p in keep.iterdir() if p.name != "progress.json") == [
+        "enc.json", "float.pt", "gate.json", "verdict.json"]
+    fresh = tmp_path / "fresh"
+    long_run.restore(fresh, keep, phases)
+    assert json.loads((fresh / "gate.json").read_text()) == {"beats": False}
+    assert long_run._finished(fresh, ["float", "gate", "enc", "verdict"]) == ["float", "gate", "enc", "verdict"]

@@ -280,3 +280,26 @@ def test_refine_is_checked(tmp_path, capsys):
                "-o", tmp_path / "c") == 1
     assert "--batch-size takes a number of entries >= 1" in capsys.readouterr().err
     assert not (tmp_path / "c").exists()
+
+
+def test_refined_for_a_candidate_student(tmp_path, capsys):
+    """`--student` refines for a candidate with its own tuned encoder (the long run's prefined phase):
+    the same weights under another name give the same latents, named for the candidate; a student of
+    another teacher, or --student without --refine, is refused in one line."""
+    src = _pictures(tmp_path / "images")
+    candidate = tmp_path / "candidate.pt"
+    shutil.copyfile(f"{STUDENTS}/student_q3.pt", candidate)
+    shipped, m_shipped = _refined_cache(src, tmp_path / "shipped")
+    mine, m_mine = _refined_cache(src, tmp_path / "mine", "--student", candidate)
+    assert np.array_equal(shipped, mine)
+    assert m_mine["refined"]["for"].startswith("candidate.pt sha256 ")
+    assert m_mine["refined"]["for"].split()[-1] == m_shipped["refined"]["for"].split()[-1]
+
+    capsys.readouterr()
+    assert lic("cache-targets", "--teacher", TUNED_Q3, "--data", src, "--size", "64x128", "--refine", "3",
+               "--student", f"{STUDENTS}/student_q1.pt", "-o", tmp_path / "wrong") == 1
+    err = capsys.readouterr().err.strip()
+    assert "student_q1.pt was distilled from teacher" in err and len(err.splitlines()) == 1
+    assert lic("cache-targets", "--teacher", TUNED_Q3, "--data", src, "--student", candidate, "-o",
+               tmp_path / "no-refine") == 1
+    assert "needs --refine" in capsys.readouterr().err

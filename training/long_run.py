@@ -1,11 +1,13 @@
 """Keeping the long background run (training/recipes/long_run.sh) across machines.
 
 The run is a list of phases (float student, then QAT passes, ...); phase NAME trains in RUNS/q3-NAME
-and exports RUNS/NAME.pt. The committed folder KEEP holds what a fresh machine needs to go on, each
-file replacing the last: the current phase's checkpoint and log, the exports of the phases marked
-NAME+ (a float student every later QAT phase takes as --student, a result worth keeping), the newest
-finished phase's export (the next one's --init), and progress.json (phase, step, core-hours per phase
-and in all, the last logged figures, the machine).
+and exports RUNS/NAME.pt, or, for a phase that measures instead of training (a milestone's verdict,
+bench/milestone.py) or one a verdict skipped, writes RUNS/NAME.json. The committed folder KEEP holds
+what a fresh machine needs to go on, each file replacing the last: the current phase's checkpoint and
+log, the exports of the phases marked NAME+ (a float student every later QAT phase takes as --student,
+a result worth keeping), the newest finished phase's export (the next one's --init), every NAME.json
+(a few hundred bytes each), and progress.json (phase, step, core-hours per phase and in all, the last
+logged figures, the machine).
 
     python -m training.long_run save|status|restore RUNS KEEP PHASE[+]...
 """
@@ -61,14 +63,19 @@ def _exports(name: str) -> tuple[str, str]:
     return f"{name}.pt", f"{name}.provenance.json"
 
 
+def _result(name: str) -> str:
+    return f"{name}.json"
+
+
 def _progress(keep: Path) -> dict:
     path = keep / "progress.json"
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def _finished(runs: Path, phases: list[str]) -> list[str]:
-    """Phases whose export exists, or a later phase's does (an export replaced by the next one's)."""
-    last = max((i for i, p in enumerate(phases) if (runs / f"{p}.pt").is_file()), default=-1)
+    """Phases whose export or result exists, or a later phase's does (an export replaced by the next one's)."""
+    last = max((i for i, p in enumerate(phases) if (runs / f"{p}.pt").is_file() or (runs / _result(p)).is_file()),
+               default=-1)
     return phases[:last + 1]
 
 
@@ -104,6 +111,8 @@ def save(runs: Path, keep: Path, phases: list[str]) -> dict:
                 _copy(runs / name, keep / name)
             elif p not in wanted:
                 (keep / name).unlink(missing_ok=True)
+        if (runs / _result(p)).is_file():
+            _copy(runs / _result(p), keep / _result(p))
     summary = {}
     if run is not None and (run / "checkpoint.pt").is_file():
         summary = _checkpoint_summary(run)
@@ -127,7 +136,7 @@ def restore(runs: Path, keep: Path, phases: list[str]) -> list[str]:
     restored = []
     runs.mkdir(parents=True, exist_ok=True)
     for p in phases:
-        for name in _exports(p):
+        for name in (*_exports(p), _result(p)):
             if (keep / name).is_file() and not (runs / name).is_file():
                 _copy(keep / name, runs / name)
                 restored.append(name)

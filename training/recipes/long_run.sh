@@ -11,32 +11,57 @@
 #                                           exports into training/long_run/q3/ (then commit)
 #   training/recipes/long_run.sh --status  phase, step, core-hours so far and the last logged figures
 #
-# Phases 1-4 are default_students.sh's for q3 with one change, a longer float student (finished):
+# Phases 1-5 (finished) are default_students.sh's for q3 with one change, a longer float student:
 #   float    the float student of commit 5665bca at a slow cosine (lr 2e-4 -> 1e-6) over 30,000 steps
 #            of whole cached images (Kodak 26.32 -> 26.54 dB on the teacher's files);
 #   qat      fresh QAT of it straight to the shipped quantisers, 5000 steps;
 #   qat2     3000 steps more from there (--init, a new cosine);
-#   qat-ema  3000 steps exporting the weights' moving average (--ema 0.999).
-# Phases 5-9 are training/recipes/prune_student.sh's (pruning, docs/students.md), ~8 core-hours:
-#   wide     a float student twice as wide (128,96,48,24), from scratch, 30,000 steps;
-#   pruned   `lic prune` to the shipped widths by first-order Taylor importance, fine-tuned 10,000 steps;
-#   pqat, pqat2, pqat-ema   the same QAT as phases 2-4, of the pruned student (same fabric, same fps).
-# Not scripted: the encoder re-tune and the pass on refined latents. A milestone ships only when it
-# beats the shipped files on Kodak and on the 50 held-out photos.
+#   qat-ema  3000 steps exporting the weights' moving average (--ema 0.999);
+#   qgate    its verdict against the shipped student (bench/milestone.py: Kodak and the 50 held-out
+#            photos, float and quantised, the teacher's files): it does not beat it.
+# Phases 6-10: capacity. A float student twice as wide, and the same QAT of it: how much of the gap a
+# student with 2x the MACs closes once quantised, and KV260's quality-first student beyond the MAC
+# budget (docs/fpga.md "Students sized to each board": 28.2 fps there, FINN estimate; PYNQ-Z2 does
+# not hold it):
+#   wide     128,96,48,24 from scratch, 30,000 steps;
+#   wqat, wqat2, wqat-ema   phases 2-4's QAT of it;
+#   wgate    its verdict, as qgate's.
+# Phases 11-15 are training/recipes/prune_student.sh's (pruning, docs/students.md), ~8 core-hours:
+#   pruned   `lic prune` of the wide student to the shipped widths by first-order Taylor importance,
+#            fine-tuned 10,000 steps;
+#   pqat, pqat2, pqat-ema   phases 2-4's QAT of the pruned student (same fabric, same fps);
+#   pgate    its verdict, as qgate's. Only a milestone that beats the shipped student there is worth
+#            the rest (~5 core-hours); otherwise the rest is skipped (NAME.json says why).
+# Phases 16-19 are default_students.sh's steps 5 and 8 for that student:
+#   penc     the shipped tuned encoder re-tuned for it (`lic tune-encoder --init`, 1000 steps);
+#   prefined one averaged QAT pass on penc's latents refined for it (`lic cache-targets --refine 100
+#            --student`, ~2.5 h on one core, built first: its ~200 MB stay in build/, so the one step
+#            whose progress a lost machine costs; a working period that starts it should have 3 h);
+#   penc2    the encoder re-tuned for that student (500 steps);
+#   pverdict the verdict again, now also the deployable codec, its files refined as the board's are.
+# A milestone that beats the shipped student on every check ships by hand: pins, README, recipe.
+# LIC, MILESTONE (the commands), LONG_RUN_CORE, LONG_RUN_BUILD (for build/) and LONG_RUN_KEEP (for
+# training/long_run/q3) let tests/test_long_run_phases.py walk the phases with commands that only
+# write their outputs.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 LIC=${LIC:-.venv/bin/lic}
+MILESTONE=${MILESTONE:-.venv/bin/python -m bench.milestone}
 CORE=${LONG_RUN_CORE:-1}
 Q=3
 BASE=5665bca
-RUNS=build/long_run
-KEEP=training/long_run/q$Q
-CACHE=build/cache/q$Q
+BUILD=${LONG_RUN_BUILD:-build}
+RUNS=$BUILD/long_run
+KEEP=${LONG_RUN_KEEP:-training/long_run/q$Q}
+CACHE=$BUILD/cache/q$Q
 INIT=$RUNS/student_q$Q.float.$BASE.pt
-WHOLE=(--quality "$Q" --cache "$CACHE" --crop 512 --batch-size 4 --threads 1 --save-every 100 --log-every 100)
+TRAIN=(--crop 512 --batch-size 4 --threads 1 --save-every 100 --log-every 100)
+WHOLE=(--quality "$Q" --cache "$CACHE" "${TRAIN[@]}")
 QUANT=(--weight-bits 8,4,4,8,8 --act-bits 8,8,8,8 --weight-scale mse --lr 1e-4 --lr-final 1e-6)
+REFINED=$RUNS/cache-refined
 # NAME+: its export stays in training/long_run/ for good (a later phase's --student, or a result)
-PHASES=(float+ qat qat2 qat-ema+ wide pruned+ pqat pqat2 pqat-ema+)
+PHASES=(float+ qat qat2 qat-ema+ qgate wide+ wqat wqat2 wqat-ema+ wgate pruned+ pqat pqat2 pqat-ema+ pgate penc+ prefined+
+        penc2+ pverdict)
 
 low() { nice -n 19 taskset -c "$CORE" "$@"; }
 keeper() { .venv/bin/python -m training.long_run "$@"; }
@@ -56,25 +81,62 @@ keeper restore "$RUNS" "$KEEP" "${PHASES[@]}"
 [ -f "$INIT" ] || git show "$BASE:training/students/student_q$Q.float.pt" > "$INIT"
 [ -f "$CACHE/manifest.json" ] || low "$LIC" cache-targets --quality "$Q" --threads 1 -o "$CACHE"
 
-run_phase() {  # NAME COMMAND...: skipped once its export, or a later phase's, exists
-    local name=$1 later=0 p; shift
+finished() {  # NAME: its export or result (NAME.json), or a later phase's, exists
+    local name=$1 later=0 p
     for p in "${PHASES[@]}"; do
         p=${p%+}
         [ "$p" = "$name" ] && later=1
-        [ "$later" = 1 ] && [ -f "$RUNS/$p.pt" ] && return 0
+        [ "$later" = 1 ] && { [ -f "$RUNS/$p.pt" ] || [ -f "$RUNS/$p.json" ]; } && return 0
     done
-    low "$LIC" "$@" --run-dir "$RUNS/q$Q-$name" --export "$RUNS/$name.pt"
+    return 1
 }
+run_phase() {  # NAME COMMAND...
+    local name=$1; shift
+    finished "$name" || low "$LIC" "$@" --run-dir "$RUNS/q$Q-$name" --export "$RUNS/$name.pt"
+}
+judge() {  # NAME ARGS...: the milestone's verdict against the shipped student, RUNS/NAME.json
+    local name=$1; shift
+    finished "$name" || low $MILESTONE --quality "$Q" "$@" -o "$RUNS/$name.json"
+}
+beats() {  # NAME: did that verdict say the milestone beats the shipped student? (no verdict: stop)
+    [ -f "$RUNS/$1.json" ] || { echo "long_run: no verdict $RUNS/$1.json" >&2; exit 1; }
+    .venv/bin/python -c 'import json, sys; sys.exit(not json.load(open(sys.argv[1])).get("beats"))' "$RUNS/$1.json"
+}
+skip() {  # WHY NAME...: phases a verdict made not worth their core-hours
+    local why=$1 p; shift
+    for p; do finished "$p" || printf '{"skipped": "%s"}\n' "$why" > "$RUNS/$p.json"; done
+}
+
 run_phase float distill --init "$INIT" "${WHOLE[@]}" --steps 30000 --lr 2e-4 --lr-final 1e-6
 run_phase qat qat --student "$RUNS/float.pt" "${WHOLE[@]}" "${QUANT[@]}" --steps 5000
 run_phase qat2 qat --student "$RUNS/float.pt" --init "$RUNS/qat.pt" "${WHOLE[@]}" "${QUANT[@]}" --steps 3000
 run_phase qat-ema qat --student "$RUNS/float.pt" --init "$RUNS/qat2.pt" "${WHOLE[@]}" "${QUANT[@]}" --steps 3000 \
     --ema 0.999
+judge qgate --float "$RUNS/float.pt" --quant "$RUNS/qat-ema.pt"
 run_phase wide distill "${WHOLE[@]}" --channels 128,96,48,24 --steps 30000 --lr 1e-3 --lr-final 1e-6
+run_phase wqat qat --student "$RUNS/wide.pt" "${WHOLE[@]}" "${QUANT[@]}" --steps 5000
+run_phase wqat2 qat --student "$RUNS/wide.pt" --init "$RUNS/wqat.pt" "${WHOLE[@]}" "${QUANT[@]}" --steps 3000
+run_phase wqat-ema qat --student "$RUNS/wide.pt" --init "$RUNS/wqat2.pt" "${WHOLE[@]}" "${QUANT[@]}" --steps 3000 \
+    --ema 0.999
+judge wgate --float "$RUNS/wide.pt" --quant "$RUNS/wqat-ema.pt"
 run_phase pruned prune --student "$RUNS/wide.pt" --channels 96,64,32,16 --importance-batches 32 "${WHOLE[@]}" \
     --steps 10000 --lr 2e-4 --lr-final 1e-6
 run_phase pqat qat --student "$RUNS/pruned.pt" "${WHOLE[@]}" "${QUANT[@]}" --steps 5000
 run_phase pqat2 qat --student "$RUNS/pruned.pt" --init "$RUNS/pqat.pt" "${WHOLE[@]}" "${QUANT[@]}" --steps 3000
 run_phase pqat-ema qat --student "$RUNS/pruned.pt" --init "$RUNS/pqat2.pt" "${WHOLE[@]}" "${QUANT[@]}" --steps 3000 \
     --ema 0.999
-echo "long_run: every phase finished; $RUNS/qat-ema.pt and $RUNS/pqat-ema.pt are the quantised students"
+judge pgate --float "$RUNS/pruned.pt" --quant "$RUNS/pqat-ema.pt"
+if beats pgate; then
+    run_phase penc tune-encoder --init "training/teachers/encoder_q$Q.pt" --student "$RUNS/pqat-ema.pt" --cache "$CACHE" \
+        --steps 1000 --threads 1
+    finished prefined || [ -f "$REFINED/manifest.json" ] || low "$LIC" cache-targets --teacher "$RUNS/penc.pt" \
+        --student "$RUNS/pqat-ema.pt" --refine 100 --threads 1 -o "$REFINED"
+    run_phase prefined qat --student "$RUNS/pruned.pt" --init "$RUNS/pqat-ema.pt" --teacher "$RUNS/penc.pt" \
+        --cache "$REFINED" "${TRAIN[@]}" --steps 2000 --lr 1e-4 --lr-final 1e-6 --ema 0.999 --w-teacher 0
+    run_phase penc2 tune-encoder --init "$RUNS/penc.pt" --student "$RUNS/prefined.pt" --cache "$CACHE" --steps 500 \
+        --threads 1
+    judge pverdict --float "$RUNS/pruned.pt" --quant "$RUNS/prefined.pt" --encoder "$RUNS/penc2.pt" --refine 100
+else
+    skip "pgate: the pruned student's QAT milestone does not beat the shipped student" penc prefined penc2 pverdict
+fi
+echo "long_run: every phase finished; verdicts in $RUNS/qgate.json, wgate.json, pgate.json and pverdict.json"

@@ -1,0 +1,132 @@
+"""Does a trained candidate beat the shipped student? The long run's gate and verdict.
+
+    python -m bench.milestone --quality 3 --float F.pt --quant Q.pt [--encoder E.pt --refine 100] -o OUT.json
+
+The candidate and the shipped student of the rate point are measured on the same images, Kodak and the
+50 held-out BSDS500 photos, by `lic eval-students`'s own measurement (bench/students.py): the float and
+the quantised student on the teacher's files and, with `--encoder` (the candidate's own tuned encoder),
+the deployable codec, each with its own encoder's files, refined with `--refine STEPS` as the board's files
+are. A milestone ships only when it beats the shipped files on both sets for every decoder measured
+(issue 45): higher PSNR, and for the deployable codec no more bits (+0.5%: the rate of one
+image in 200), since the two codecs' points are not at the same rate and one point gives no curve.
+
+OUT.json holds every mean, the per-check verdicts and `beats`; the exit status is 0 either way (a
+milestone that does not beat the shipped one is a result, not an error).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from bench.evaluate import first_images, load_images
+from bench.students import evaluate_point
+from host.image_io import write_atomic
+from lic.errors import LicError
+from quantize.latent_refinement import refine_steps
+from quantize.ship_students import STUDENTS_MANIFEST, read_students
+from training.data import HELD_OUT_SPLIT, KODAK, held_out_images
+from training.loop import hardware
+
+BPP_SLACK = 1.005
+
+
+def data_sets(limit: int | None) -> dict[str, list[Path]]:
+    held_out = held_out_images()
+    if not held_out:
+        raise LicError(f"no held-out photos in {HELD_OUT_SPLIT} (BSDS500's test split, ../shared/data)")
+    return {"kodak": first_images(KODAK, limit), "held_out": held_out[:limit] if limit else held_out}
+
+
+def _mean(point: dict, decoder: str) -> dict | None:
+    m = point["mean"].get(decoder)
+    return {"bpp": round(m["bpp"], 4), "psnr": round(m["psnr"], 3)} if m else None
+
+
+def compare(shipped: dict, candidate: dict, decoders: tuple[str, ...]) -> list[dict]:
+    """One check per decoder measured for both: the candidate beats the shipped one when its PSNR is
+    higher and, where the two decode files of their own (the deployable codec), its rate no higher."""
+    checks = []
+    for decoder in decoders:
+        s, c = _mean(shipped, decoder), _mean(candidate, decoder)
+        if s is None or c is None:
+            continue
+        own_files = decoder.endswith("deployable")
+        beats = c["psnr"] > s["psnr"] and (not own_files or c["bpp"] <= s["bpp"] * BPP_SLACK)
+        checks.append({"decoder": decoder, "shipped": s, "candidate": c,
+                       "psnr_gain_db": round(c["psnr"] - s["psnr"], 3), "beats": beats})
+    return checks
+
+
+def milestone(quality: int, float_student: Path, quant_student: Path, encoder: Path | None = None,
+              refine: int = 0, limit: int | None = None) -> dict:
+    """The candidate (`float_student`, `quant_student`, its own tuned `encoder`) against the shipped
+    student of `quality`, on Kodak and the held-out photos (the first `limit` of each)."""
+    refine = refine_steps(refine)
+    if refine and encoder is None:
+        raise LicError("--refine measures the deployable codec, whose files the candidate's own --encoder writes")
+    shipped = next((e for e in read_students(STUDENTS_MANIFEST) if e["quality"] == quality), None)
+    if shipped is None:
+        raise LicError(f"no shipped student for quality {quality} to compare with")
+    candidate = {**shipped, "float": float_student, "quant": quant_student}
+    if encoder is not None:
+        candidate["encoder"] = encoder
+    decoders = ("float_student", "quant_student") + (
+        (("refined_deployable",) if refine else ("tuned_deployable",)) if encoder is not None else ())
+    sets = {}
+    for name, files in data_sets(limit).items():
+        images = load_images(files)
+        points = {who: evaluate_point(entry, images, refine) for who, entry in
+                  (("shipped", shipped), ("candidate", candidate))}
+        sets[name] = {"images": len(images), "checks": compare(points["shipped"], points["candidate"], decoders)}
+    return {"quality": quality, "float": str(float_student), "quant": str(quant_student),
+            "encoder": str(encoder) if encoder else None, "refine": refine, "sets": sets,
+            "beats": all(c["beats"] for s in sets.values() for c in s["checks"]),
+            "measured": {"date": time.strftime("%Y-%m-%d %H:%M %Z"), "hardware": hardware(torch.device("cpu"))}}
+
+
+def summary(result: dict) -> str:
+    lines = []
+    for name, s in result["sets"].items():
+        for c in s["checks"]:
+            lines.append(f"{name} ({s['images']} images) {c['decoder']}: shipped {c['shipped']['bpp']:.4f} bpp / "
+                         f"{c['shipped']['psnr']:.2f} dB, candidate {c['candidate']['bpp']:.4f} / "
+                         f"{c['candidate']['psnr']:.2f} ({c['psnr_gain_db']:+.2f} dB) "
+                         f"{'beats' if c['beats'] else 'does not beat'}")
+    lines.append("milestone beats the shipped student" if result["beats"] else
+                 "milestone does not beat the shipped student: not shipped")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.milestone", description=__doc__.split("\n\n")[0])
+    p.add_argument("--quality", type=int, required=True, help="rate point of the shipped student compared with")
+    p.add_argument("--float", dest="float_student", type=Path, required=True, help="candidate float student")
+    p.add_argument("--quant", dest="quant_student", type=Path, required=True, help="candidate quantised student")
+    p.add_argument("--encoder", type=Path, default=None,
+                   help="the candidate's own tuned encoder (`lic tune-encoder --export`): also measure the "
+                        "deployable codec")
+    p.add_argument("--refine", type=int, default=0, metavar="STEPS",
+                   help="with --encoder: the deployable codec's latents refined, as the board's files are (about "
+                        "25 s per Kodak image per student at 100 steps on one x86 core)")
+    p.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N images of each set")
+    p.add_argument("-o", "--out", type=Path, required=True, help="verdict JSON to write")
+    args = p.parse_args(argv)
+    try:
+        result = milestone(args.quality, args.float_student, args.quant_student, args.encoder, args.refine,
+                           args.limit)
+    except LicError as e:
+        print(f"milestone: {e}", file=sys.stderr)
+        return 1
+    write_atomic(args.out, (json.dumps(result, indent=2) + "\n").encode())
+    print(summary(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

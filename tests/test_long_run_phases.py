@@ -1,0 +1,85 @@
+"""training/recipes/long_run.sh's phase order and its gate, walked with commands that only write the
+outputs they are asked for (the training commands themselves are tested in test_distill.py,
+test_prune.py, test_encoder_tuning.py, test_target_cache.py; the verdict in test_milestone.py)."""
+
+import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+# Stands in for `lic` and `python -m bench.milestone`: records its argv, writes what it is asked to
+# (--export FILE, -o DIR/manifest.json or -o VERDICT.json with the verdict the test chose).
+RECORDER = """#!{python}
+import json, os, sys
+from pathlib import Path
+args = sys.argv[1:]
+with open(os.environ["CALLS"], "a") as f:
+    f.write(json.dumps([Path(sys.argv[0]).name] + args) + "\\n")
+if "--export" in args:
+    Path(args[args.index("--export") + 1]).write_bytes(b"export")
+if "-o" in args:
+    out = Path(args[args.index("-o") + 1])
+    if out.suffix == ".json":
+        out.write_text(json.dumps({{"beats": os.environ["BEATS"] == "1"}}))
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "manifest.json").write_text("{{}}")
+"""
+
+
+def _walk(tmp_path: Path, beats: bool) -> tuple[list[list[str]], Path]:
+    """Run long_run.sh in tmp_path's build and keep folders: the calls made, the runs folder."""
+    for name in ("lic", "milestone"):
+        tool = tmp_path / name
+        tool.write_text(RECORDER.format(python=sys.executable))
+        tool.chmod(tool.stat().st_mode | stat.S_IEXEC)
+    calls, keep = tmp_path / "calls.jsonl", tmp_path / "keep"
+    calls.unlink(missing_ok=True)
+    keep.mkdir(exist_ok=True)
+    env = {**os.environ, "LIC": str(tmp_path / "lic"), "MILESTONE": str(tmp_path / "milestone"),
+           "LONG_RUN_CORE": "0", "LONG_RUN_BUILD": str(tmp_path / "build"), "LONG_RUN_KEEP": str(keep),
+           "CALLS": str(calls), "BEATS": "1" if beats else "0"}
+    r = subprocess.run(["bash", "training/recipes/long_run.sh"], cwd=REPO, env=env, capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "every phase finished" in r.stdout
+    made = [json.loads(line) for line in calls.read_text().splitlines()] if calls.exists() else []
+    return made, tmp_path / "build" / "long_run"
+
+
+def _phase(call: list[str]) -> str:
+    if "--run-dir" in call:
+        return Path(call[call.index("--run-dir") + 1]).name.removeprefix("q3-")
+    return Path(call[call.index("-o") + 1]).stem
+
+
+@pytest.mark.parametrize("beats", [False, True])
+def test_phases_run_in_order_and_the_gate_decides_the_refined_branch(tmp_path, beats):
+    calls, runs = _walk(tmp_path, beats)
+    order = [_phase(c) for c in calls]
+    head = ["q3", "float", "qat", "qat2", "qat-ema", "qgate", "wide", "wqat", "wqat2", "wqat-ema", "wgate", "pruned", "pqat",
+            "pqat2", "pqat-ema", "pgate"]
+    assert order[:len(head)] == head  # q3: the teacher-target cache, built first
+    if not beats:
+        assert order == head
+        for skipped in ("penc", "prefined", "penc2", "pverdict"):
+            assert "does not beat" in json.loads((runs / f"{skipped}.json").read_text())["skipped"]
+        return
+    assert order[len(head):] == ["penc", "cache-refined", "prefined", "penc2", "pverdict"]
+    by_phase = dict(zip(order, calls))
+    refine = by_phase["cache-refined"]
+    assert refine[refine.index("--student") + 1] == str(runs / "pqat-ema.pt")
+    assert refine[refine.index("--teacher") + 1] == str(runs / "penc.pt") and "--refine" in refine
+    prefined = by_phase["prefined"]
+    assert prefined[prefined.index("--cache") + 1] == str(runs / "cache-refined")
+    verdict = by_phase["pverdict"]
+    assert verdict[verdict.index("--encoder") + 1] == str(runs / "penc2.pt")
+
+    # a second walk finds every phase finished and runs nothing
+    assert _walk(tmp_path, beats)[0] == []

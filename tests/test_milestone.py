@@ -1,0 +1,43 @@
+"""bench/milestone.py: the long run's verdict on a candidate against the shipped student."""
+
+import json
+
+from bench import milestone
+
+STUDENTS = "training/students"
+
+
+def _point(**psnr_bpp):
+    return {"mean": {k: {"psnr": p, "bpp": b, "ms_ssim": 0.9} for k, (p, b) in psnr_bpp.items()}}
+
+
+def test_a_candidate_beats_only_with_more_psnr_and_on_its_own_files_no_more_bits():
+    shipped = _point(quant_student=(25.91, 0.40), refined_deployable=(27.05, 0.3664))
+    checks = {c["decoder"]: c for c in milestone.compare(
+        shipped, _point(quant_student=(25.95, 0.40), refined_deployable=(27.20, 0.3664 * 1.004)),
+        ("float_student", "quant_student", "refined_deployable"))}
+    assert set(checks) == {"quant_student", "refined_deployable"}  # float measured by neither: no check
+    assert checks["quant_student"]["beats"] and checks["quant_student"]["psnr_gain_db"] == 0.04
+    assert checks["refined_deployable"]["beats"]  # 0.4% more bits: within one image in 200
+    more_bits = milestone.compare(shipped, _point(refined_deployable=(27.30, 0.3664 * 1.01)), ("refined_deployable",))
+    assert not more_bits[0]["beats"]
+    equal = milestone.compare(shipped, _point(quant_student=(25.91, 0.40)), ("quant_student",))
+    assert not equal[0]["beats"]  # a tie is not a milestone
+
+
+def test_the_shipped_student_does_not_beat_itself(tmp_path, capsys):
+    out = tmp_path / "verdict.json"
+    assert milestone.main(["--quality", "3", "--float", f"{STUDENTS}/student_q3.float.pt", "--quant",
+                           f"{STUDENTS}/student_q3.pt", "--limit", "1", "-o", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert set(result["sets"]) == {"kodak", "held_out"} and result["beats"] is False
+    for s in result["sets"].values():
+        assert s["images"] == 1 and [c["decoder"] for c in s["checks"]] == ["float_student", "quant_student"]
+        assert all(c["psnr_gain_db"] == 0 for c in s["checks"])
+    assert "does not beat the shipped student" in capsys.readouterr().out
+
+
+def test_refine_needs_the_candidates_encoder(tmp_path, capsys):
+    assert milestone.main(["--quality", "3", "--float", f"{STUDENTS}/student_q3.float.pt", "--quant",
+                           f"{STUDENTS}/student_q3.pt", "--refine", "5", "-o", str(tmp_path / "v.json")]) == 1
+    assert "--encoder" in capsys.readouterr().err and not (tmp_path / "v.json").exists()
