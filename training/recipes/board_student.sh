@@ -35,7 +35,7 @@ mkdir -p "$OUT"
     --run-dir "$OUT/run-qat" --export "$OUT/qat.pt"
 [ -f "$OUT/qat-ema.pt" ] || low "$LIC" qat --student "$OUT/grown.pt" --init "$OUT/qat.pt" "${WHOLE[@]}" "${QUANT[@]}" \
     --steps "$EMA_STEPS" --ema 0.999 --run-dir "$OUT/run-qat-ema" --export "$OUT/qat-ema.pt"
-[ -f "$OUT/verdict.json" ] || low .venv/bin/python -m bench.milestone --quality 3 --float "$OUT/grown.pt" \
+[ -f "$OUT/verdict.json" ] || OMP_NUM_THREADS=1 low .venv/bin/python -m bench.milestone --quality 3 --float "$OUT/grown.pt" \
     --quant "$OUT/qat-ema.pt" ${EVAL_LIMIT:+--limit "$EVAL_LIMIT"} -o "$OUT/verdict.json"
 [ -d "$OUT/package" ] || low "$LIC" export "$OUT/qat-ema.pt" -o "$OUT/package"
 [ -f "$OUT/hw-zcu104/estimates.json" ] || low "$LIC" hw --board zcu104 --package "$OUT/package" --target-fps 25 \

@@ -96,7 +96,7 @@ run_phase() {  # NAME COMMAND...
 }
 judge() {  # NAME ARGS...: the milestone's verdict against the shipped student, RUNS/NAME.json
     local name=$1; shift
-    finished "$name" || low $MILESTONE --quality "$Q" "$@" -o "$RUNS/$name.json"
+    finished "$name" || OMP_NUM_THREADS=1 low $MILESTONE --quality "$Q" "$@" -o "$RUNS/$name.json"
 }
 beats() {  # NAME: did that verdict say the milestone beats the shipped student? (no verdict: stop)
     [ -f "$RUNS/$1.json" ] || { echo "long_run: no verdict $RUNS/$1.json" >&2; exit 1; }
