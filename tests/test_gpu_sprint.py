@@ -57,3 +57,16 @@ def test_sprint_refuses_a_missing_bundle(tmp_path):
     got = subprocess.run([sys.executable, str(SCRIPT), "run", "--device", "cpu", "--bundle", str(tmp_path), "-o",
                           str(tmp_path / "out")], capture_output=True, text=True, timeout=60)
     assert got.returncode != 0 and "make sprint-bundle" in got.stderr and "Traceback" not in got.stderr
+
+
+def test_the_repository_leaves_the_sprint_room_for_its_photos():
+    """The repository travels to a GPU machine with the sprint's photos in 64 MiB: every committed
+    megabyte (a long-run checkpoint, a shipped file that piles up beside the one it replaces) is a
+    dozen training photos fewer. 58 MiB of tracked files leaves ~4 MiB for photos beside the wheels."""
+    sys.path.insert(0, str(SCRIPT.parent))
+    try:
+        import gpu_sprint
+    finally:
+        sys.path.pop(0)
+    assert gpu_sprint.tracked_bytes() <= 58 * 2**20, \
+        f"tracked files are {gpu_sprint.tracked_bytes() / 2**20:.1f} MiB: what grew? (git ls-files | xargs du)"
