@@ -49,13 +49,15 @@ def _mean(point: dict, decoder: str) -> dict | None:
 
 
 def compare(shipped: dict, candidate: dict, decoders: tuple[str, ...]) -> list[dict]:
-    """One check per decoder measured for both: the candidate beats the shipped one when its PSNR is
-    higher and, where the two decode files of their own (the deployable codec), its rate no higher."""
+    """One check per decoder: the candidate beats the shipped one when its PSNR is higher and, where
+    the two decode files of their own (the deployable codec), its rate no higher. A decoder either
+    side lacks is an error, never a check passed by default."""
     checks = []
     for decoder in decoders:
         s, c = _mean(shipped, decoder), _mean(candidate, decoder)
         if s is None or c is None:
-            continue
+            raise LicError(f"{decoder} was not measured for the {'shipped student' if s is None else 'candidate'} "
+                           f"(no integer h_s or tuned encoder for its rate point?), so no verdict")
         own_files = decoder.endswith("deployable")
         beats = c["psnr"] > s["psnr"] and (not own_files or c["bpp"] <= s["bpp"] * BPP_SLACK)
         checks.append({"decoder": decoder, "shipped": s, "candidate": c,
@@ -86,7 +88,7 @@ def milestone(quality: int, float_student: Path, quant_student: Path, encoder: P
         sets[name] = {"images": len(images), "checks": compare(points["shipped"], points["candidate"], decoders)}
     return {"quality": quality, "float": str(float_student), "quant": str(quant_student),
             "encoder": str(encoder) if encoder else None, "refine": refine, "sets": sets,
-            "beats": all(c["beats"] for s in sets.values() for c in s["checks"]),
+            "beats": all(c["beats"] for s in sets.values() for c in s["checks"]) and any(s["checks"] for s in sets.values()),
             "measured": {"date": time.strftime("%Y-%m-%d %H:%M %Z"), "hardware": hardware(torch.device("cpu"))}}
 
 

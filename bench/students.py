@@ -108,7 +108,7 @@ def evaluate_point(entry: dict, images, refine: int = 0) -> dict:
             # candidate's own, where its manifest entry names one, else the shipped one)
             tuned = load_teacher(str(entry["encoder"])) if entry.get("encoder") else load_tuned_default(entry["quality"])
             if tuned.decoder_fingerprint != teacher.fingerprint:
-                raise LicError(f"the shipped q{entry['quality']} tuned encoder belongs to another teacher")
+                raise LicError(f"{tuned.name}, the q{entry['quality']} tuned encoder, belongs to another teacher")
             records.update(decode_same_files(EntropyModels(tuned, integer_hs), {"tuned_deployable": quant_student},
                                              images, f"q{entry['quality']} tuned encoder"))
             mean["tuned_deployable"] = mean_record(records["tuned_deployable"])

@@ -410,3 +410,25 @@ def test_long_run_verdicts_finish_phases_and_are_kept(tmp_path):
     long_run.restore(fresh, keep, phases)
     assert json.loads((fresh / "gate.json").read_text()) == {"beats": False}
     assert long_run._finished(fresh, ["float", "gate", "enc", "verdict"]) == ["float", "gate", "enc", "verdict"]
+
+
+def test_long_run_keeps_exports_only_while_needed_and_no_encoder_checkpoint(tmp_path):
+    """NAME+LATER keeps NAME's export until phase LATER has finished; a checkpoint over the limit (an
+    encoder's g_a with its Adam state) is not committed, and progress says the phase restarts."""
+    from training import long_run
+
+    phases = ["float+qat2", "qat", "qat2", "enc"]
+    runs, keep = tmp_path / "runs", tmp_path / "keep"
+    runs.mkdir()
+    for name in ("float", "qat"):
+        (runs / f"{name}.pt").write_bytes(name.encode())
+    long_run.save(runs, keep, phases)
+    assert sorted(p.name for p in keep.glob("*.pt")) == ["float.pt", "qat.pt"]  # qat2 still needs float
+    (runs / "qat2.pt").write_bytes(b"qat2")
+    (runs / "q3-enc").mkdir()
+    torch.save({"step": 3, "elapsed_s": 10.0, "g_a": torch.zeros(long_run.CHECKPOINT_LIMIT // 4 + 1)},
+               runs / "q3-enc" / "checkpoint.pt")
+    progress = long_run.save(runs, keep, phases)
+    assert sorted(p.name for p in keep.glob("*.pt")) == ["qat2.pt"]
+    assert progress["phase"] == "enc" and progress["step"] == 3 and progress["steps"] is None
+    assert "restarts" in progress["checkpoint_not_kept"] and not (keep / "checkpoint.pt").exists()

@@ -2,7 +2,10 @@
 
 import json
 
+import pytest
+
 from bench import milestone
+from lic.errors import LicError
 
 STUDENTS = "training/students"
 
@@ -15,14 +18,16 @@ def test_a_candidate_beats_only_with_more_psnr_and_on_its_own_files_no_more_bits
     shipped = _point(quant_student=(25.91, 0.40), refined_deployable=(27.05, 0.3664))
     checks = {c["decoder"]: c for c in milestone.compare(
         shipped, _point(quant_student=(25.95, 0.40), refined_deployable=(27.20, 0.3664 * 1.004)),
-        ("float_student", "quant_student", "refined_deployable"))}
-    assert set(checks) == {"quant_student", "refined_deployable"}  # float measured by neither: no check
+        ("quant_student", "refined_deployable"))}
+    assert set(checks) == {"quant_student", "refined_deployable"}
     assert checks["quant_student"]["beats"] and checks["quant_student"]["psnr_gain_db"] == 0.04
     assert checks["refined_deployable"]["beats"]  # 0.4% more bits: within one image in 200
     more_bits = milestone.compare(shipped, _point(refined_deployable=(27.30, 0.3664 * 1.01)), ("refined_deployable",))
     assert not more_bits[0]["beats"]
     equal = milestone.compare(shipped, _point(quant_student=(25.91, 0.40)), ("quant_student",))
     assert not equal[0]["beats"]  # a tie is not a milestone
+    with pytest.raises(LicError, match="refined_deployable was not measured for the candidate"):
+        milestone.compare(shipped, _point(quant_student=(26.5, 0.40)), ("quant_student", "refined_deployable"))
 
 
 def test_the_shipped_student_does_not_beat_itself(tmp_path, capsys):

@@ -3,13 +3,15 @@
 The run is a list of phases (float student, then QAT passes, ...); phase NAME trains in RUNS/q3-NAME
 and exports RUNS/NAME.pt, or, for a phase that measures instead of training (a milestone's verdict,
 bench/milestone.py) or one a verdict skipped, writes RUNS/NAME.json. The committed folder KEEP holds
-what a fresh machine needs to go on, each file replacing the last: the current phase's checkpoint and
-log, the exports of the phases marked NAME+ (a float student every later QAT phase takes as --student,
-a result worth keeping), the newest finished phase's export (the next one's --init), every NAME.json
-(a few hundred bytes each), and progress.json (phase, step, core-hours per phase and in all, the last
-logged figures, the machine).
+what a fresh machine needs to go on, each file replacing the last, and no more (the repository travels
+to a GPU machine in 64 MiB beside the sprint's photos): the current phase's checkpoint and log (not an
+encoder's, ~19 MB: that short phase restarts instead), the exports of the phases marked NAME+LATER
+until phase LATER has finished (a float student later QAT phases take as --student) and of those
+marked NAME+ for good (a candidate to ship from), the newest finished phase's export (the next one's
+--init), every NAME.json (a few hundred bytes each), and progress.json (phase, step, core-hours per
+phase and in all, the last logged figures, the machine).
 
-    python -m training.long_run save|status|restore RUNS KEEP PHASE[+]...
+    python -m training.long_run save|status|restore RUNS KEEP PHASE[+[LATER]]...
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import torch
 from lic.errors import LicError
 
 RUN_PREFIX = "q3-"
+CHECKPOINT_LIMIT = 8 * 2**20
 
 
 def _checkpoint_summary(run: Path) -> dict:
@@ -37,7 +40,8 @@ def _checkpoint_summary(run: Path) -> dict:
     if log.is_file():
         lines = [ln for ln in log.read_text().splitlines() if ln.strip()]
         last = json.loads(lines[-1]) if lines else None
-    return {"step": ck["step"], "steps": int(args.get("steps", 0)), "elapsed_s": round(ck["elapsed_s"], 1),
+    steps = int(args["steps"]) if "steps" in args else None  # an encoder's checkpoint does not record its own
+    return {"step": ck["step"], "steps": steps, "elapsed_s": round(ck["elapsed_s"], 1),
             # one torch thread, pinned to one core: wall time is core time
             "core_hours": round(ck["elapsed_s"] * threads / 3600, 2), "threads": threads,
             "kind": ck.get("setup", {}).get("kind"), "last_log": last}
@@ -85,9 +89,23 @@ def _current(runs: Path, phases: list[str]) -> tuple[list[str], str | None]:
     return done, phases[len(done)] if len(done) < len(phases) else None
 
 
-def _split(phases: list[str]) -> tuple[list[str], set[str]]:
-    """Phase names, and those marked NAME+ whose export is kept for good."""
-    return [p.rstrip("+") for p in phases], {p.rstrip("+") for p in phases if p.endswith("+")}
+def _split(phases: list[str]) -> tuple[list[str], dict[str, str | None]]:
+    """Phase names, and the phases whose export is kept: NAME+ for good (a result to ship from),
+    NAME+LATER until phase LATER has finished (the export later phases take as --student or --init)."""
+    names, kept = [], {}
+    for p in phases:
+        name, plus, until = p.partition("+")
+        names.append(name)
+        if plus:
+            kept[name] = until or None
+    return names, kept
+
+
+def _kept_exports(runs: Path, done: list[str], kept: dict[str, str | None]) -> set[str]:
+    """The marked exports still needed, and the newest finished export (the next phase's --init)."""
+    wanted = {p for p, until in kept.items() if p in done and (until is None or until not in done)}
+    newest = next((p for p in reversed(done) if (runs / f"{p}.pt").is_file()), None)
+    return wanted | ({newest} if newest else set())
 
 
 def save(runs: Path, keep: Path, phases: list[str]) -> dict:
@@ -103,8 +121,7 @@ def save(runs: Path, keep: Path, phases: list[str]) -> dict:
         if (runs / f"{RUN_PREFIX}{p}" / "checkpoint.pt").is_file():
             per_phase[p] = {k: v for k, v in _checkpoint_summary(runs / f"{RUN_PREFIX}{p}").items()
                             if k in ("step", "steps", "core_hours")}
-    # the marked phases' exports are later phases' --student (or results); the newest, the next one's --init
-    wanted = (kept & set(done)) | ({done[-1]} if done else set())
+    wanted = _kept_exports(runs, done, kept)
     for p in phases:
         for name in _exports(p):
             if p in wanted and (runs / name).is_file():
@@ -114,8 +131,16 @@ def save(runs: Path, keep: Path, phases: list[str]) -> dict:
         if (runs / _result(p)).is_file():
             _copy(runs / _result(p), keep / _result(p))
     summary = {}
-    if run is not None and (run / "checkpoint.pt").is_file():
+    checkpoint = run / "checkpoint.pt" if run is not None else None
+    if checkpoint is not None and checkpoint.is_file() and checkpoint.stat().st_size > CHECKPOINT_LIMIT:
+        # an encoder's checkpoint (g_a and its Adam state, ~19 MB) would crowd out the GPU sprint's
+        # photos in the 64 MiB the repository travels in; the phase is short and restarts instead
+        summary = {**_checkpoint_summary(run), "checkpoint_not_kept": f"{checkpoint.stat().st_size / 2**20:.1f} MiB, "
+                   f"over the {CHECKPOINT_LIMIT >> 20} MiB a commit may add: on a fresh machine this phase restarts"}
+        checkpoint = None
+    elif checkpoint is not None and checkpoint.is_file():
         summary = _checkpoint_summary(run)
+    if checkpoint is not None and checkpoint.is_file():
         for name in ("checkpoint.pt", "log.jsonl"):
             if (run / name).is_file():
                 _copy(run / name, keep / name)
@@ -164,7 +189,7 @@ def status(runs: Path, keep: Path, phases: list[str]) -> dict | None:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) < 4 or argv[0] not in ("save", "status", "restore"):
-        print("usage: python -m training.long_run save|status|restore RUNS KEEP PHASE[+]...", file=sys.stderr)
+        print("usage: python -m training.long_run save|status|restore RUNS KEEP PHASE[+[LATER]]...", file=sys.stderr)
         return 2
     command, runs, keep, phases = argv[0], Path(argv[1]), Path(argv[2]), argv[3:]
     try:

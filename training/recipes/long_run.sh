@@ -46,7 +46,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 LIC=${LIC:-.venv/bin/lic}
-MILESTONE=${MILESTONE:-.venv/bin/python -m bench.milestone}
+read -ra MILESTONE <<< "${MILESTONE:-.venv/bin/python -m bench.milestone}"
 CORE=${LONG_RUN_CORE:-1}
 Q=3
 BASE=5665bca
@@ -59,10 +59,10 @@ TRAIN=(--crop 512 --batch-size 4 --threads 1 --save-every 100 --log-every 100)
 WHOLE=(--quality "$Q" --cache "$CACHE" "${TRAIN[@]}")
 QUANT=(--weight-bits 8,4,4,8,8 --act-bits 8,8,8,8 --weight-scale mse --lr 1e-4 --lr-final 1e-6)
 REFINED=$RUNS/cache-refined
-# NAME+: its export stays in training/long_run/ for good (a later phase's --student, or a result)
-PHASES=(float+ qat qat2 qat-ema+ qgate wide+ wqat wqat2 wqat-ema+ wgate pruned+ pqat pqat2 pqat-ema+ pgate penc+ prefined+
-        penc2+ pverdict)
-
+# NAME+LATER: its export stays in training/long_run/ until phase LATER has finished (later phases'
+# --student); NAME+: for good (a candidate to ship from). The newest export always stays (the next --init).
+PHASES=(float+qgate qat qat2 qat-ema qgate wide+pruned wqat wqat2 wqat-ema wgate pruned+ pqat pqat2 pqat-ema+prefined
+        pgate penc+penc2 prefined+ penc2+ pverdict)
 low() { nice -n 19 taskset -c "$CORE" "$@"; }
 keeper() { .venv/bin/python -m training.long_run "$@"; }
 
@@ -79,12 +79,11 @@ mkdir -p "$RUNS"
 keeper restore "$RUNS" "$KEEP" "${PHASES[@]}"
 # The init is pinned to a commit, so shipping a new float student never changes what this run resumes.
 [ -f "$INIT" ] || git show "$BASE:training/students/student_q$Q.float.pt" > "$INIT"
-[ -f "$CACHE/manifest.json" ] || low "$LIC" cache-targets --quality "$Q" --threads 1 -o "$CACHE"
 
 finished() {  # NAME: its export or result (NAME.json), or a later phase's, exists
     local name=$1 later=0 p
     for p in "${PHASES[@]}"; do
-        p=${p%+}
+        p=${p%%+*}
         [ "$p" = "$name" ] && later=1
         [ "$later" = 1 ] && { [ -f "$RUNS/$p.pt" ] || [ -f "$RUNS/$p.json" ]; } && return 0
     done
@@ -96,16 +95,28 @@ run_phase() {  # NAME COMMAND...
 }
 judge() {  # NAME ARGS...: the milestone's verdict against the shipped student, RUNS/NAME.json
     local name=$1; shift
-    finished "$name" || OMP_NUM_THREADS=1 low $MILESTONE --quality "$Q" "$@" -o "$RUNS/$name.json"
+    finished "$name" || OMP_NUM_THREADS=1 low "${MILESTONE[@]}" --quality "$Q" "$@" -o "$RUNS/$name.json"
 }
-beats() {  # NAME: did that verdict say the milestone beats the shipped student? (no verdict: stop)
-    [ -f "$RUNS/$1.json" ] || { echo "long_run: no verdict $RUNS/$1.json" >&2; exit 1; }
-    .venv/bin/python -c 'import json, sys; sys.exit(not json.load(open(sys.argv[1])).get("beats"))' "$RUNS/$1.json"
+beats() {  # NAME: did that verdict say the milestone beats the shipped student? (no verdict, or none readable: stop)
+    local verdict
+    verdict=$(.venv/bin/python -c 'import json, sys; print(int(json.load(open(sys.argv[1]))["beats"]))' \
+        "$RUNS/$1.json") || { echo "long_run: no readable verdict in $RUNS/$1.json" >&2; exit 1; }
+    [ "$verdict" = 1 ]
 }
 skip() {  # WHY NAME...: phases a verdict made not worth their core-hours
     local why=$1 p; shift
-    for p; do finished "$p" || printf '{"skipped": "%s"}\n' "$why" > "$RUNS/$p.json"; done
+    for p; do
+        finished "$p" && continue
+        printf '{"skipped": "%s"}\n' "$why" > "$RUNS/$p.json.tmp"
+        mv "$RUNS/$p.json.tmp" "$RUNS/$p.json"
+    done
 }
+
+# The teacher's targets, unless every phase has finished; board_student.sh may build the same cache
+# beside this run: one builder at a time
+mkdir -p "$(dirname "$CACHE")"
+finished "${PHASES[-1]%%+*}" || (flock 9; [ -f "$CACHE/manifest.json" ] ||
+    low "$LIC" cache-targets --quality "$Q" --threads 1 -o "$CACHE") 9> "$CACHE.lock"
 
 run_phase float distill --init "$INIT" "${WHOLE[@]}" --steps 30000 --lr 2e-4 --lr-final 1e-6
 run_phase qat qat --student "$RUNS/float.pt" "${WHOLE[@]}" "${QUANT[@]}" --steps 5000
