@@ -10,7 +10,8 @@
 # quantised on the teacher's files, the deployable codec on each one's tuned encoder's files), exported
 # and priced on ZCU104 by `lic hw`.
 # Each stage is skipped once its output exists, and a stopped run resumes (--run-dir).
-#   training/recipes/board_student.sh                     # one core (CORE=0), ~1.6 h on an AMD EPYC core
+#   training/recipes/board_student.sh                     # one core (CORE=0): 1.31 h of training on an
+#                                                         # AMD EPYC core (measured), then ~10 min of verdict
 #   STEPS=20 EVAL_LIMIT=1 OUT=build/board-tiny training/recipes/board_student.sh   # every stage 20 steps
 # KV260's quality-first student is wider, so it cannot be grown from the shipped one: it is the long
 # run's wide phases (training/recipes/long_run.sh).
