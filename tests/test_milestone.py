@@ -23,7 +23,7 @@ def test_a_candidate_beats_only_with_more_psnr_and_on_its_own_files_no_more_bits
     assert checks["quant_student"]["beats"] and checks["quant_student"]["psnr_gain_db"] == 0.04
     assert checks["refined_deployable"]["beats"]  # 0.4% more bits: within one image in 200
     more_bits = milestone.compare(shipped, _point(refined_deployable=(27.30, 0.3664 * 1.01)), ("refined_deployable",))
-    assert not more_bits[0]["beats"]
+    assert not more_bits[0]["beats"]  # no curve to read it off: more bits do not count
     equal = milestone.compare(shipped, _point(quant_student=(25.91, 0.40)), ("quant_student",))
     assert not equal[0]["beats"]  # a tie is not a milestone
     with pytest.raises(LicError, match="refined_deployable was not measured for the candidate"):
@@ -46,3 +46,18 @@ def test_refine_needs_the_candidates_encoder(tmp_path, capsys):
     assert milestone.main(["--quality", "3", "--float", f"{STUDENTS}/student_q3.float.pt", "--quant",
                            f"{STUDENTS}/student_q3.pt", "--refine", "5", "-o", str(tmp_path / "v.json")]) == 1
     assert "--encoder" in capsys.readouterr().err and not (tmp_path / "v.json").exists()
+
+
+def test_the_deployable_codec_is_judged_at_equal_rate_on_the_shipped_curve():
+    """Kodak, the tuned deployable codec (measured): shipped q3 0.3303 / 25.96, q4 0.4199 / 26.13; a
+    candidate at 0.3444 bpp meets the shipped curve at 25.99 dB (linear in log-rate)."""
+    shipped, q4 = _point(tuned_deployable=(25.96, 0.3303)), _point(tuned_deployable=(26.13, 0.4199))
+    q2 = _point(tuned_deployable=(25.62, 0.2415))
+    above, = milestone.compare(shipped, _point(tuned_deployable=(26.09, 0.3444)), ("tuned_deployable",), (q2, q4))
+    assert above["beats"] and above["shipped_psnr_at_equal_rate"] == pytest.approx(25.990, abs=1e-3)
+    below, = milestone.compare(shipped, _point(tuned_deployable=(25.98, 0.3444)), ("tuned_deployable",), (q2, q4))
+    assert not below["beats"]
+    fewer_bits, = milestone.compare(shipped, _point(tuned_deployable=(25.90, 0.30)), ("tuned_deployable",), (q2, q4))
+    assert fewer_bits["beats"] and fewer_bits["shipped_psnr_at_equal_rate"] == pytest.approx(25.856, abs=1e-3)
+    beyond, = milestone.compare(shipped, _point(tuned_deployable=(26.50, 0.45)), ("tuned_deployable",), (q2, q4))
+    assert not beyond["beats"] and "shipped_psnr_at_equal_rate" not in beyond  # no extrapolation
