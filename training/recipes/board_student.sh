@@ -25,7 +25,7 @@ LATENT=3
 S=${STEPS:-}  # one step count for every stage (a quick check of the path); empty: the real counts
 GROW_STEPS=${S:-3000}; QAT_STEPS=${S:-5000}; EMA_STEPS=${S:-3000}; ENC_STEPS=${S:-1000}
 EVAL_LIMIT=${EVAL_LIMIT:-}
-REFINE=${REFINE:-}  # e.g. REFINE=100: the verdict's deployable codec with its latents refined (~1 h more on one core)
+REFINE=${REFINE:-}  # e.g. REFINE=100: the verdict's deployable codec with its latents refined (1-2 h more on one core: four students refined)
 WHOLE=(--quality 3 --cache "$CACHE" --crop 512 --batch-size 4 --threads 1 --save-every 100 --log-every 100)
 # conv 0 and the latent convs at 8 bits, then the shipped 4,4,8,8; every ReLU at 8
 QUANT=(--weight-bits 8,8,8,8,4,4,8,8 --act-bits 8,8,8,8,8,8,8 --weight-scale mse --lr 1e-4 --lr-final 1e-6)
