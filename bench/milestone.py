@@ -96,7 +96,8 @@ def milestone(quality: int, float_student: Path, quant_student: Path, encoder: P
     refine = refine_steps(refine)
     if refine and encoder is None:
         raise LicError("--refine measures the deployable codec, whose files the candidate's own --encoder writes")
-    shipped = next((e for e in read_students(STUDENTS_MANIFEST) if e["quality"] == quality), None)
+    entries = read_students(STUDENTS_MANIFEST)
+    shipped = next((e for e in entries if e["quality"] == quality), None)
     if shipped is None:
         raise LicError(f"no shipped student for quality {quality} to compare with")
     candidate = {**shipped, "float": float_student, "quant": quant_student}
@@ -105,7 +106,7 @@ def milestone(quality: int, float_student: Path, quant_student: Path, encoder: P
     decoders = ("float_student", "quant_student") + (
         (("refined_deployable",) if refine else ("tuned_deployable",)) if encoder is not None else ())
     # the deployable codecs sit at different rates: the shipped curve around the candidate's point
-    neighbours = [e for e in read_students(STUDENTS_MANIFEST) if abs(e["quality"] - quality) == 1] if encoder else []
+    neighbours = [e for e in entries if abs(e["quality"] - quality) == 1] if encoder else []
     sets = {}
     for name, files in data_sets(limit).items():
         images = load_images(files)

@@ -143,13 +143,13 @@ def files_decoder_file(models, student: Path | None = None) -> Path | None:
     for one), or None for a teacher's files, which its own g_s decodes. A `student` given (a candidate
     not shipped yet, for which its own tuned encoder's files are refined) replaces the shipped one."""
     teacher = models.teacher
-    if student is not None:
-        if teacher.base_fingerprint is None:
+    if teacher.base_fingerprint is None:
+        if student is not None:
             raise LicError(f"{teacher.name} is not a tuned encoder: its files are decoded by its own g_s, "
                            f"not by the student {student}")
-        return student
-    if teacher.base_fingerprint is None:
         return None
+    if student is not None:
+        return student
     # why: the quantised student loads brevitas (~3 s), which `lic encode` of a teacher's own files never needs
     from quantize.ship_students import STUDENTS_MANIFEST, read_students
 

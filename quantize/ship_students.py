@@ -29,9 +29,8 @@ def read_students(path: Path = STUDENTS_MANIFEST) -> list[dict]:
         raise LicError(f"no students manifest at {path}; train and ship students first (docs/students.md)")
     entries = json.loads(path.read_text())["students"]
     for e in entries:
-        for k in ("float", "quant", "encoder"):  # "encoder": a candidate's own tuned encoder (bench/milestone.py)
-            if k in e:
-                e[k] = path.parent / e[k]
+        for k in ("float", "quant"):
+            e[k] = path.parent / e[k]
     return entries
 
 

@@ -130,22 +130,19 @@ def save(runs: Path, keep: Path, phases: list[str]) -> dict:
                 (keep / name).unlink(missing_ok=True)
         if (runs / _result(p)).is_file():
             _copy(runs / _result(p), keep / _result(p))
-    summary = {}
     checkpoint = run / "checkpoint.pt" if run is not None else None
-    if checkpoint is not None and checkpoint.is_file() and checkpoint.stat().st_size > CHECKPOINT_LIMIT:
+    summary = _checkpoint_summary(run) if checkpoint is not None and checkpoint.is_file() else {}
+    if summary and checkpoint.stat().st_size > CHECKPOINT_LIMIT:
         # an encoder's checkpoint (g_a and its Adam state, ~19 MB) would crowd out the GPU sprint's
         # photos in the 64 MiB the repository travels in; the phase is short and restarts instead
-        summary = {**_checkpoint_summary(run), "checkpoint_not_kept": f"{checkpoint.stat().st_size / 2**20:.1f} MiB, "
-                   f"over the {CHECKPOINT_LIMIT >> 20} MiB a commit may add: on a fresh machine this phase restarts"}
-        checkpoint = None
-    elif checkpoint is not None and checkpoint.is_file():
-        summary = _checkpoint_summary(run)
-    if checkpoint is not None and checkpoint.is_file():
-        for name in ("checkpoint.pt", "log.jsonl"):
+        summary["checkpoint_not_kept"] = (f"{checkpoint.stat().st_size / 2**20:.1f} MiB, over the "
+                                          f"{CHECKPOINT_LIMIT >> 20} MiB a commit may add: on a fresh machine "
+                                          f"this phase restarts")
+    for name in ("checkpoint.pt", "log.jsonl"):
+        if summary and "checkpoint_not_kept" not in summary:
             if (run / name).is_file():
                 _copy(run / name, keep / name)
-    else:
-        for name in ("checkpoint.pt", "log.jsonl"):
+        else:
             (keep / name).unlink(missing_ok=True)
     progress = {"phase": current or "finished", "finished": done, **summary, "phases": per_phase,
                 "core_hours_total": round(sum(v["core_hours"] for v in per_phase.values()), 2),
