@@ -1,7 +1,9 @@
 """`lic cache-targets` and training from the cache (`lic distill/qat/distill-hyper --cache`)."""
 
+import fcntl
 import json
 import shutil
+import threading
 
 import numpy as np
 import pytest
@@ -52,6 +54,35 @@ def test_cached_batches_are_aligned_windows(cache, tiny_teacher):
     assert whole(1)[0].shape == (1, 3, 64, 128)
     z, y = whole.hyper(2)
     assert z.shape[2:] == (1, 2) and y.shape[2:] == (4, 8)
+
+
+def test_one_builder_at_a_time_and_a_finished_cache_is_kept(cache, tmp_path, tiny_teacher_path, capsys):
+    """A second build of the same folder waits for the first, then keeps its cache of the same targets;
+    other targets (another size) are built again."""
+    out = tmp_path / "tiny"
+    src = tmp_path / "images"
+    src.mkdir()
+    for m in json.loads((cache / "manifest.json").read_text())["entries"][::2]:
+        shutil.copy(m["image"], src)
+    args = ("cache-targets", "--teacher", tiny_teacher_path, "--data", src, "--size", "64x128", "-o", out)
+    with open(out.with_name("tiny.lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # the first builder, still at work
+        second = threading.Thread(target=lambda: codes.append(lic(*args)))
+        codes = []
+        second.start()
+        second.join(timeout=5)
+        assert second.is_alive() and not out.exists()
+        assert lic(*args[:-1], tmp_path / "first") == 0  # what the first builder leaves when done
+        (tmp_path / "first").rename(out)
+        first = (out / "x_teacher.npy").stat().st_ino
+        fcntl.flock(lock, fcntl.LOCK_UN)
+        second.join(timeout=60)
+    assert codes == [0]
+    err = capsys.readouterr().err
+    assert "waiting for another build" in err and "already holds these targets: kept" in err
+    assert (out / "x_teacher.npy").stat().st_ino == first  # not written again
+    assert lic(*args[:6], "64x64", "-o", out) == 0  # other targets: rebuilt
+    assert json.loads((out / "manifest.json").read_text())["width"] == 64
 
 
 def test_cache_device_is_checked_and_recorded(cache, tmp_path, tiny_teacher_path, capsys):
@@ -213,7 +244,7 @@ def test_refined_cache_holds_what_lic_encode_refine_writes_and_resumes(tmp_path,
 
     # an interrupted build (one entry done, marked) continues instead of starting over
     tmp = out.with_name(out.name + ".tmp")
-    shutil.copytree(out, tmp)
+    out.rename(tmp)
     what = {k: m[k] for k in ("teacher_fingerprint", "height", "width", "entries", "refined")}
     (tmp / "progress.json").write_text(json.dumps({"what": what, "entries_done": 1, "clipped": 0, "seconds": 1.0}))
     marked = np.load(tmp / "y_hat.npy", mmap_mode="r+")

@@ -16,6 +16,11 @@ g_a's guess (README, ablation). Refining costs ~10 s per 320x448 entry per 100 s
 build is resumable: the .tmp folder keeps what is done and the same command continues it. On a GPU
 (--device cuda) entries are refined --batch-size at a time: one 320x448 entry leaves most of it idle.
 
+One builder at a time per folder (a lock on DIR.lock): two recipes may ask for the same cache at once
+(training/recipes/long_run.sh beside board_student.sh), and two writers of one .tmp folder would
+interleave their entries. The second waits, then finds the first one's finished cache of the same
+targets and keeps it instead of building it again (delete the folder to rebuild).
+
 Each image is stored in two variants, as is and mirrored: the teacher is not mirror-equivariant,
 so a mirrored target must come from the teacher, not from flipping the cached arrays. Portrait
 images are turned to landscape first, so that all entries share one shape.
@@ -31,6 +36,7 @@ Layout of a cache folder (all arrays uint8 / int8, memory-mapped when training):
 
 from __future__ import annotations
 
+import fcntl
 import json
 import shutil
 import sys
@@ -73,12 +79,38 @@ def build_cache(teacher, images: list[Path], out: Path, size: tuple[int, int],
             entries += [(p, False, a), (p, True, a[:, ::-1])]
     if not entries:
         raise LicError(f"no training image covers {h}x{w}")
-    n, m = len(entries), model.M
     what = {"teacher_fingerprint": teacher.fingerprint.hex(), "height": h, "width": w,
             "entries": [{"image": str(p), "mirrored": f} for p, f, _ in entries]}
     if refinement is not None:
         what["refined"] = {"steps": refinement.steps, "lr": refinement.lr, "seed": refinement.seed,
                            "for": refinement.for_decoder}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out.with_name(out.name + ".lock"), "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"waiting for another build of {out} to finish", file=sys.stderr)
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        finished = _finished(out, what)
+        if finished is not None:
+            print(f"{out} already holds these targets: kept (delete it to rebuild)", file=sys.stderr)
+            return finished
+        return _build(model, entries, what, out, device, models, refinement, batch, teacher)
+
+
+def _finished(out: Path, what: dict) -> dict | None:
+    """The manifest of a finished cache in `out` of exactly the targets `what` describes, else None."""
+    try:
+        manifest = json.loads((out / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return None
+    held = {k: manifest.get(k) for k in what}
+    return manifest if manifest.get("version") == CACHE_VERSION and held == what else None
+
+
+def _build(model, entries, what, out, device, models, refinement, batch, teacher) -> dict:
+    h, w = what["height"], what["width"]
+    n, m = len(entries), model.M
     tmp = out.with_name(out.name + ".tmp")
     done = _resumable(tmp, what)
     mode = "r+" if done else "w+"

@@ -32,9 +32,8 @@ QUANT=(--weight-bits 8,8,8,8,4,4,8,8 --act-bits 8,8,8,8,8,8,8 --weight-scale mse
 low() { nice -n 10 taskset -c "$CORE" "$@"; }
 
 mkdir -p "$OUT"
-# the long run may build the same cache beside this one: one builder at a time
-mkdir -p "$(dirname "$CACHE")"
-(flock 9; [ -f "$CACHE/manifest.json" ] || low "$LIC" cache-targets --quality 3 --threads 1 -o "$CACHE") 9> "$CACHE.lock"
+# the long run may build the same cache beside this one: cache-targets then waits for it and keeps it
+[ -f "$CACHE/manifest.json" ] || low "$LIC" cache-targets --quality 3 --threads 1 -o "$CACHE"
 [ -f "$OUT/grown.pt" ] || low "$LIC" distill --init training/students/student_q3.float.pt --latent-convs "$LATENT" \
     "${WHOLE[@]}" --steps "$GROW_STEPS" --lr 2e-4 --lr-final 1e-6 --run-dir "$OUT/run-grown" --export "$OUT/grown.pt"
 [ -f "$OUT/qat.pt" ] || low "$LIC" qat --student "$OUT/grown.pt" "${WHOLE[@]}" "${QUANT[@]}" --steps "$QAT_STEPS" \

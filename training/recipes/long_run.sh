@@ -112,11 +112,10 @@ skip() {  # WHY NAME...: phases a verdict made not worth their core-hours
     done
 }
 
-# The teacher's targets, unless every phase has finished; board_student.sh may build the same cache
-# beside this run: one builder at a time
-mkdir -p "$(dirname "$CACHE")"
-finished "${PHASES[-1]%%+*}" || (flock 9; [ -f "$CACHE/manifest.json" ] ||
-    low "$LIC" cache-targets --quality "$Q" --threads 1 -o "$CACHE") 9> "$CACHE.lock"
+# The teacher's targets, unless every phase has finished (board_student.sh may build the same cache
+# beside this run: cache-targets then waits for it and keeps it)
+finished "${PHASES[-1]%%+*}" || [ -f "$CACHE/manifest.json" ] ||
+    low "$LIC" cache-targets --quality "$Q" --threads 1 -o "$CACHE"
 
 run_phase float distill --init "$INIT" "${WHOLE[@]}" --steps 30000 --lr 2e-4 --lr-final 1e-6
 run_phase qat qat --student "$RUNS/float.pt" "${WHOLE[@]}" "${QUANT[@]}" --steps 5000
