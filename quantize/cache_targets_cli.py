@@ -28,7 +28,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_training_options(p, data=[DEFAULT_DATA])
     p.add_argument("--size", default="320x448",
                    help="HxW every entry is cropped to, multiples of 64 (default 320x448, from BSDS500's 321x481)")
-    p.add_argument("-o", "--out", type=Path, required=True, help="cache folder to write (replaced atomically; one that already holds the same targets is kept, "
+    p.add_argument("-o", "--out", type=Path, required=True,
+                   help="cache folder to write (replaced atomically; one that already holds the same targets is kept, "
                         "and a second build of the same folder waits for the first)")
     add_training_options(p, threads=None)
     p.add_argument("--refine", type=int, default=0, metavar="STEPS",
