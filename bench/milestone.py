@@ -110,9 +110,10 @@ def milestone(quality: int, float_student: Path, quant_student: Path, encoder: P
     sets = {}
     for name, files in data_sets(limit).items():
         images = load_images(files)
-        points = {who: evaluate_point(entry, images, refine) for who, entry in
+        points = {who: evaluate_point(entry, images, refine, decoders) for who, entry in
                   (("shipped", shipped), ("candidate", candidate))}
-        around = tuple(evaluate_point(e, images, refine) for e in neighbours)
+        # (neighbours only with --encoder, whose deployable codec is the last decoder: the one read off their curve)
+        around = tuple(evaluate_point(e, images, refine, decoders[-1:]) for e in neighbours)
         sets[name] = {"images": len(images), "checks": compare(points["shipped"], points["candidate"], decoders, around),
                       "shipped_neighbours": [e["quality"] for e in neighbours]}
     return {"quality": quality, "float": str(float_student), "quant": str(quant_student),

@@ -84,40 +84,50 @@ def decode_same_files(teacher, decoders: dict, images, desc: str, integer_hs=Non
     return records
 
 
-def evaluate_point(entry: dict, images, refine: int = 0) -> dict:
+def evaluate_point(entry: dict, images, refine: int = 0, decoders: tuple[str, ...] | None = None) -> dict:
+    """One rate point's decoders on `images`; only those named in `decoders` (default: all) are decoded,
+    since a comparison that reads two of them should not pay for the rest (a refined one costs ~25 s
+    per Kodak image)."""
+    wanted = lambda key: decoders is None or key in decoders
     teacher = load_default(entry["quality"])
     float_student, cfg, fp_float = load_float_student(entry["float"])
     quant_student, _, qcfg, fp_quant = load_quant_student(entry["quant"])
     for fp, what in ((fp_float, "float"), (fp_quant, "quantised")):
         if fp != teacher.fingerprint:
             raise LicError(f"the q{entry['quality']} {what} student was distilled from another teacher")
-    decoders = {"teacher": teacher.model.g_s, "float_student": float_student, "quant_student": quant_student}
+    on_teachers_files = {k: g_s for k, g_s in (("teacher", teacher.model.g_s), ("float_student", float_student),
+                                               ("quant_student", quant_student)) if wanted(k) or
+                         (k == "quant_student" and wanted("deployable"))}
     try:
         integer_hs = shipped_integer_hs(entry["quality"])
     except LicError:
         integer_hs = None
-    records = decode_same_files(teacher, decoders, images, f"q{entry['quality']}", integer_hs)
+    records = decode_same_files(teacher, on_teachers_files, images, f"q{entry['quality']}", integer_hs) \
+        if on_teachers_files else {}
     mean = {k: mean_record(v) for k, v in records.items()}
-    if integer_hs is not None:
+    if integer_hs is not None and "quant_student" in records:
         q = records["quant_student"]
         # what the board decodes: the v2 file's rate, the quantised student's pixels
         mean["deployable"] = {"bpp": float(np.mean([r["bpp_v2"] for r in q])), "psnr": mean["quant_student"]["psnr"],
                               "ms_ssim": mean["quant_student"]["ms_ssim"]}
-        if entry.get("encoder") or "tuned_encoder" in shipped_entry(entry["quality"]):
-            # the deployable codec with the encoder tuned for its student: its own .lic v2 files (a
-            # candidate's own, where its manifest entry names one, else the shipped one)
-            tuned = load_teacher(str(entry["encoder"])) if entry.get("encoder") else load_tuned_default(entry["quality"])
-            if tuned.decoder_fingerprint != teacher.fingerprint:
-                raise LicError(f"{tuned.name}, the q{entry['quality']} tuned encoder, belongs to another teacher")
+    tuned_wanted = wanted("tuned_deployable") or (refine and wanted("refined_deployable"))
+    if integer_hs is not None and tuned_wanted and (entry.get("encoder") or "tuned_encoder" in shipped_entry(
+            entry["quality"])):
+        # the deployable codec with the encoder tuned for its student: its own .lic v2 files (a
+        # candidate's own, where its manifest entry names one, else the shipped one)
+        tuned = load_teacher(str(entry["encoder"])) if entry.get("encoder") else load_tuned_default(entry["quality"])
+        if tuned.decoder_fingerprint != teacher.fingerprint:
+            raise LicError(f"{tuned.name}, the q{entry['quality']} tuned encoder, belongs to another teacher")
+        if wanted("tuned_deployable"):
             records.update(decode_same_files(EntropyModels(tuned, integer_hs), {"tuned_deployable": quant_student},
                                              images, f"q{entry['quality']} tuned encoder"))
             mean["tuned_deployable"] = mean_record(records["tuned_deployable"])
-            if refine:
-                records.update(decode_same_files(
-                    EntropyModels(tuned, integer_hs), {"refined_deployable": quant_student}, images,
-                    f"q{entry['quality']} tuned encoder, latents refined", refinement=Refinement(
-                        quant_student, tuned.lmbda, steps=refine)))
-                mean["refined_deployable"] = mean_record(records["refined_deployable"])
+        if refine and wanted("refined_deployable"):
+            records.update(decode_same_files(
+                EntropyModels(tuned, integer_hs), {"refined_deployable": quant_student}, images,
+                f"q{entry['quality']} tuned encoder, latents refined", refinement=Refinement(
+                    quant_student, tuned.lmbda, steps=refine)))
+            mean["refined_deployable"] = mean_record(records["refined_deployable"])
     return {
         "quality": entry["quality"], "teacher_fingerprint": teacher.fingerprint.hex(),
         "student_config": cfg.to_dict(), "quant_config": qcfg.to_dict(),

@@ -61,3 +61,30 @@ def test_the_deployable_codec_is_judged_at_equal_rate_on_the_shipped_curve():
     assert fewer_bits["beats"] and fewer_bits["shipped_psnr_at_equal_rate"] == pytest.approx(25.856, abs=1e-3)
     beyond, = milestone.compare(shipped, _point(tuned_deployable=(26.50, 0.45)), ("tuned_deployable",), (q2, q4))
     assert not beyond["beats"] and "shipped_psnr_at_equal_rate" not in beyond  # no extrapolation
+
+
+def test_the_verdict_decodes_only_what_it_compares(tmp_path, monkeypatch):
+    """With --encoder: the candidate and the shipped point decode their float, quantised and tuned
+    deployable codecs; the neighbouring rate points only the deployable one (their curve), never the
+    teacher's own decode."""
+    from bench import students
+
+    decoded = []
+    real = students.decode_same_files
+
+    def spy(teacher, decoders, images, desc, *args, **kwargs):
+        decoded.append((desc, tuple(decoders)))
+        return real(teacher, decoders, images, desc, *args, **kwargs)
+
+    monkeypatch.setattr(students, "decode_same_files", spy)
+    out = tmp_path / "verdict.json"
+    assert milestone.main(["--quality", "3", "--float", f"{STUDENTS}/student_q3.float.pt", "--quant",
+                           f"{STUDENTS}/student_q3.pt", "--encoder", "training/teachers/encoder_q3.pt",
+                           "--limit", "1", "-o", str(out)]) == 0
+    result = json.loads(out.read_text())
+    for s in result["sets"].values():
+        assert [c["decoder"] for c in s["checks"]] == ["float_student", "quant_student", "tuned_deployable"]
+        assert s["shipped_neighbours"] == [2, 4] and all(c["psnr_gain_db"] == 0 for c in s["checks"])
+    per_set = [("q3", ("float_student", "quant_student")), ("q3 tuned encoder", ("tuned_deployable",))] * 2 + [
+        ("q2 tuned encoder", ("tuned_deployable",)), ("q4 tuned encoder", ("tuned_deployable",))]
+    assert decoded == per_set * 2  # Kodak, then the held-out photos
