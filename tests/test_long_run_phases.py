@@ -66,7 +66,7 @@ def test_phases_run_in_order_and_the_gate_decides_the_refined_branch(tmp_path, b
     calls, runs = _walk(tmp_path, beats)
     order = [_phase(c) for c in calls]
     head = ["q3", "float", "qat", "qat2", "qat-ema", "qgate", "wide", "wqat", "wqat2", "wqat-ema", "wgate", "pruned", "pqat",
-            "pqat2", "pqat-ema", "pgate"]
+            "pqat2", "pqat-ema", "pgate", "kpruned", "kqat", "kqat2", "kqat-ema", "kgate"]
     assert order[:len(head)] == head  # q3: the teacher-target cache, built first
     if not beats:
         assert order == head
@@ -96,7 +96,7 @@ def test_a_fresh_machine_goes_on_from_the_committed_folder(tmp_path, beats):
     shutil.rmtree(tmp_path / "build")
     assert _walk(tmp_path, beats)[0] == []
     kept = sorted(p.name for p in (tmp_path / "keep").glob("*.pt"))
-    assert kept == (["penc2.pt", "prefined.pt", "pruned.pt"] if beats else ["pqat-ema.pt", "pruned.pt"])
+    assert kept == ["kpruned.pt", "kqat-ema.pt"] + (["penc2.pt", "prefined.pt", "pruned.pt"] if beats else ["pruned.pt"])
 
 
 def test_an_unreadable_verdict_stops_the_run_without_skipping(tmp_path):

@@ -31,8 +31,15 @@
 #            fine-tuned 10,000 steps;
 #   pqat, pqat2, pqat-ema   phases 2-4's QAT of the pruned student (same fabric, same fps);
 #   pgate    its verdict, as qgate's. Only a milestone that beats the shipped student there is worth
-#            the rest (~5 core-hours); otherwise the rest is skipped (NAME.json says why).
-# Phases 16-19 are default_students.sh's steps 5 and 8 for that student:
+#            its encoder and refinement phases (~5 core-hours, after KV260's); otherwise they are skipped
+#            (NAME.json says why).
+# Phases 16-20: KV260's quality-first student within the 8x MAC budget, 112,72,36,16 (5.08 kMAC/px, 8.3x
+# below the teacher's g_s; docs/fpga.md "Students sized to each board"), pruned from the same wide
+# student instead of a 30,000-step float run of its own:
+#   kpruned  `lic prune` of the wide student to 112,72,36,16, fine-tuned 10,000 steps;
+#   kqat, kqat2, kqat-ema   phases 2-4's QAT of it;
+#   kgate    its verdict, as qgate's (a person ships it as KV260's package if it beats the shipped one).
+# Phases 21-24 are default_students.sh's steps 5 and 8 for the pruned student (pgate's):
 #   penc     the shipped tuned encoder re-tuned for it (`lic tune-encoder --init`, 1000 steps);
 #   prefined one averaged QAT pass on penc's latents refined for it (`lic cache-targets --refine 100
 #            --student`, ~2.5 h on one core, built first: its ~200 MB stay in build/, so the one step
@@ -61,8 +68,8 @@ QUANT=(--weight-bits 8,4,4,8,8 --act-bits 8,8,8,8 --weight-scale mse --lr 1e-4 -
 REFINED=$RUNS/cache-refined
 # NAME+LATER: its export stays in training/long_run/ until phase LATER has finished (later phases'
 # --student); NAME+: for good (a candidate to ship from). The newest export always stays (the next --init).
-PHASES=(float+qgate qat qat2 qat-ema qgate wide+pruned wqat wqat2 wqat-ema wgate pruned+ pqat pqat2 pqat-ema+prefined
-        pgate penc+penc2 prefined+ penc2+ pverdict)
+PHASES=(float+qgate qat qat2 qat-ema qgate wide+kpruned wqat wqat2 wqat-ema wgate pruned+ pqat pqat2 pqat-ema+prefined
+        pgate kpruned+ kqat kqat2 kqat-ema+ kgate penc+penc2 prefined+ penc2+ pverdict)
 low() { nice -n 19 taskset -c "$CORE" "$@"; }
 keeper() { .venv/bin/python -m training.long_run "$@"; }
 
@@ -136,6 +143,13 @@ run_phase pqat2 qat --student "$RUNS/pruned.pt" --init "$RUNS/pqat.pt" "${WHOLE[
 run_phase pqat-ema qat --student "$RUNS/pruned.pt" --init "$RUNS/pqat2.pt" "${WHOLE[@]}" "${QUANT[@]}" --steps 3000 \
     --ema 0.999
 judge pgate --float "$RUNS/pruned.pt" --quant "$RUNS/pqat-ema.pt"
+run_phase kpruned prune --student "$RUNS/wide.pt" --channels 112,72,36,16 --importance-batches 32 "${WHOLE[@]}" \
+    --steps 10000 --lr 2e-4 --lr-final 1e-6
+run_phase kqat qat --student "$RUNS/kpruned.pt" "${WHOLE[@]}" "${QUANT[@]}" --steps 5000
+run_phase kqat2 qat --student "$RUNS/kpruned.pt" --init "$RUNS/kqat.pt" "${WHOLE[@]}" "${QUANT[@]}" --steps 3000
+run_phase kqat-ema qat --student "$RUNS/kpruned.pt" --init "$RUNS/kqat2.pt" "${WHOLE[@]}" "${QUANT[@]}" --steps 3000 \
+    --ema 0.999
+judge kgate --float "$RUNS/kpruned.pt" --quant "$RUNS/kqat-ema.pt"
 if beats pgate; then
     run_phase penc tune-encoder --init "training/teachers/encoder_q$Q.pt" --student "$RUNS/pqat-ema.pt" --cache "$CACHE" \
         --steps 1000 --threads 1
@@ -149,4 +163,4 @@ if beats pgate; then
 else
     skip "pgate: the pruned student's QAT milestone does not beat the shipped student" penc prefined penc2 pverdict
 fi
-echo "long_run: every phase finished; verdicts in $RUNS/qgate.json, wgate.json, pgate.json and pverdict.json"
+echo "long_run: every phase finished; verdicts in $RUNS/qgate.json, wgate.json, pgate.json, kgate.json and pverdict.json"

@@ -9,7 +9,7 @@ cd "$(dirname "$0")/../.."
 LIC=${LIC:-.venv/bin/lic}
 BOARDS=${*:-zcu104 kv260 pynq-z2}
 OUT=build/sizing
-CANDIDATES=("96,64,32,16 0" "96,64,32,16 2" "96,64,32,16 3" "112,72,36,18 0" "128,96,48,24 0" "192,128,64,32 0"
+CANDIDATES=("96,64,32,16 0" "96,64,32,16 2" "96,64,32,16 3" "112,72,36,18 0" "112,72,36,16 0" "128,96,48,24 0" "192,128,64,32 0"
             "256,160,80,40 0" "320,192,96,48 0")
 COMMON=(--quality 3 --cache build/cache/q3 --crop 128 --batch-size 1 --threads 1 --steps 1)
 [ -f build/cache/q3/manifest.json ] || "$LIC" cache-targets --quality 3 --threads 1 -o build/cache/q3
