@@ -96,7 +96,8 @@ def test_a_fresh_machine_goes_on_from_the_committed_folder(tmp_path, beats):
     shutil.rmtree(tmp_path / "build")
     assert _walk(tmp_path, beats)[0] == []
     kept = sorted(p.name for p in (tmp_path / "keep").glob("*.pt"))
-    assert kept == ["kpruned.pt", "kqat-ema.pt"] + (["penc2.pt", "prefined.pt", "pruned.pt"] if beats else ["pruned.pt"])
+    assert kept == ["kpruned.pt", "kqat-ema.pt"] + (["penc2.pt", "prefined.pt", "pruned.pt"] if beats else ["pruned.pt"]) \
+        + ["wide.pt", "wqat-ema.pt"]
 
 
 def test_an_unreadable_verdict_stops_the_run_without_skipping(tmp_path):
