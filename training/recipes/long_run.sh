@@ -125,32 +125,27 @@ skip() {  # WHY NAME...: phases a verdict made not worth their core-hours
 finished "${PHASES[-1]%%+*}" || [ -f "$CACHE/manifest.json" ] ||
     low "$LIC" cache-targets --quality "$Q" --threads 1 -o "$CACHE"
 
+quantise() {  # FLOAT Q GATE: phases 2-4's QAT of FLOAT's export (Qqat, Qqat2, Qqat-ema), then its verdict GATE
+    local float=$RUNS/$1.pt q=$2
+    run_phase "${q}qat" qat --student "$float" "${WHOLE[@]}" "${QUANT[@]}" --steps 5000
+    run_phase "${q}qat2" qat --student "$float" --init "$RUNS/${q}qat.pt" "${WHOLE[@]}" "${QUANT[@]}" --steps 3000
+    run_phase "${q}qat-ema" qat --student "$float" --init "$RUNS/${q}qat2.pt" "${WHOLE[@]}" "${QUANT[@]}" --steps 3000 \
+        --ema 0.999
+    judge "$3" --float "$float" --quant "$RUNS/${q}qat-ema.pt"
+}
+prune() {  # NAME CHANNELS: the wide student pruned to CHANNELS by first-order Taylor importance, fine-tuned
+    run_phase "$1" prune --student "$RUNS/wide.pt" --channels "$2" --importance-batches 32 "${WHOLE[@]}" \
+        --steps 10000 --lr 2e-4 --lr-final 1e-6
+}
+
 run_phase float distill --init "$INIT" "${WHOLE[@]}" --steps 30000 --lr 2e-4 --lr-final 1e-6
-run_phase qat qat --student "$RUNS/float.pt" "${WHOLE[@]}" "${QUANT[@]}" --steps 5000
-run_phase qat2 qat --student "$RUNS/float.pt" --init "$RUNS/qat.pt" "${WHOLE[@]}" "${QUANT[@]}" --steps 3000
-run_phase qat-ema qat --student "$RUNS/float.pt" --init "$RUNS/qat2.pt" "${WHOLE[@]}" "${QUANT[@]}" --steps 3000 \
-    --ema 0.999
-judge qgate --float "$RUNS/float.pt" --quant "$RUNS/qat-ema.pt"
+quantise float "" qgate
 run_phase wide distill "${WHOLE[@]}" --channels 128,96,48,24 --steps 30000 --lr 1e-3 --lr-final 1e-6
-run_phase wqat qat --student "$RUNS/wide.pt" "${WHOLE[@]}" "${QUANT[@]}" --steps 5000
-run_phase wqat2 qat --student "$RUNS/wide.pt" --init "$RUNS/wqat.pt" "${WHOLE[@]}" "${QUANT[@]}" --steps 3000
-run_phase wqat-ema qat --student "$RUNS/wide.pt" --init "$RUNS/wqat2.pt" "${WHOLE[@]}" "${QUANT[@]}" --steps 3000 \
-    --ema 0.999
-judge wgate --float "$RUNS/wide.pt" --quant "$RUNS/wqat-ema.pt"
-run_phase pruned prune --student "$RUNS/wide.pt" --channels 96,64,32,16 --importance-batches 32 "${WHOLE[@]}" \
-    --steps 10000 --lr 2e-4 --lr-final 1e-6
-run_phase pqat qat --student "$RUNS/pruned.pt" "${WHOLE[@]}" "${QUANT[@]}" --steps 5000
-run_phase pqat2 qat --student "$RUNS/pruned.pt" --init "$RUNS/pqat.pt" "${WHOLE[@]}" "${QUANT[@]}" --steps 3000
-run_phase pqat-ema qat --student "$RUNS/pruned.pt" --init "$RUNS/pqat2.pt" "${WHOLE[@]}" "${QUANT[@]}" --steps 3000 \
-    --ema 0.999
-judge pgate --float "$RUNS/pruned.pt" --quant "$RUNS/pqat-ema.pt"
-run_phase kpruned prune --student "$RUNS/wide.pt" --channels 112,72,36,16 --importance-batches 32 "${WHOLE[@]}" \
-    --steps 10000 --lr 2e-4 --lr-final 1e-6
-run_phase kqat qat --student "$RUNS/kpruned.pt" "${WHOLE[@]}" "${QUANT[@]}" --steps 5000
-run_phase kqat2 qat --student "$RUNS/kpruned.pt" --init "$RUNS/kqat.pt" "${WHOLE[@]}" "${QUANT[@]}" --steps 3000
-run_phase kqat-ema qat --student "$RUNS/kpruned.pt" --init "$RUNS/kqat2.pt" "${WHOLE[@]}" "${QUANT[@]}" --steps 3000 \
-    --ema 0.999
-judge kgate --float "$RUNS/kpruned.pt" --quant "$RUNS/kqat-ema.pt"
+quantise wide w wgate
+prune pruned 96,64,32,16
+quantise pruned p pgate
+prune kpruned 112,72,36,16
+quantise kpruned k kgate
 if beats pgate; then
     run_phase penc tune-encoder --init "training/teachers/encoder_q$Q.pt" --student "$RUNS/pqat-ema.pt" --cache "$CACHE" \
         --steps 1000 --threads 1
