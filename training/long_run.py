@@ -138,12 +138,12 @@ def save(runs: Path, keep: Path, phases: list[str]) -> dict:
         summary["checkpoint_not_kept"] = (f"{checkpoint.stat().st_size / 2**20:.1f} MiB, over the "
                                           f"{CHECKPOINT_LIMIT >> 20} MiB a commit may add: on a fresh machine "
                                           f"this phase restarts")
+    keep_checkpoint = bool(summary) and "checkpoint_not_kept" not in summary
     for name in ("checkpoint.pt", "log.jsonl"):
-        if summary and "checkpoint_not_kept" not in summary:
-            if (run / name).is_file():
-                _copy(run / name, keep / name)
-        else:
+        if not keep_checkpoint:
             (keep / name).unlink(missing_ok=True)
+        elif (run / name).is_file():
+            _copy(run / name, keep / name)
     progress = {"phase": current or "finished", "finished": done, **summary, "phases": per_phase,
                 "core_hours_total": round(sum(v["core_hours"] for v in per_phase.values()), 2),
                 "saved": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "hardware": cpu_name(),

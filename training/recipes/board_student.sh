@@ -33,7 +33,8 @@ GROW_STEPS=${S:-3000}; QAT_STEPS=${S:-5000}; EMA_STEPS=${S:-3000}; ENC_STEPS=${S
 REFINED_STEPS=${S:-2000}; ENC2_STEPS=${S:-500}
 REFINE=${S:+2}; REFINE=${REFINE:-100}  # latent refinement steps, as the board's files (`lic encode --refine 100`)
 EVAL_LIMIT=${EVAL_LIMIT:-}
-WHOLE=(--quality 3 --cache "$CACHE" --crop 512 --batch-size 4 --threads 1 --save-every 100 --log-every 100)
+TRAIN=(--crop 512 --batch-size 4 --threads 1 --save-every 100 --log-every 100)
+WHOLE=(--quality 3 --cache "$CACHE" "${TRAIN[@]}")
 # conv 0 and the latent convs at 8 bits, then the shipped 4,4,8,8; every ReLU at 8
 QUANT=(--weight-bits 8,8,8,8,4,4,8,8 --act-bits 8,8,8,8,8,8,8 --weight-scale mse --lr 1e-4 --lr-final 1e-6)
 low() { nice -n 10 taskset -c "$CORE" "$@"; }
@@ -64,9 +65,8 @@ verdict "$OUT/verdict.json" "$OUT/qat-ema.pt" "$OUT/encoder.pt"
 [ -f "$OUT/refined.pt" ] || [ -f "$OUT/cache-refined/manifest.json" ] || low "$LIC" cache-targets \
     --teacher "$OUT/encoder.pt" --student "$OUT/qat-ema.pt" --refine "$REFINE" --threads 1 -o "$OUT/cache-refined"
 [ -f "$OUT/refined.pt" ] || low "$LIC" qat --student "$OUT/grown.pt" --init "$OUT/qat-ema.pt" --teacher "$OUT/encoder.pt" \
-    --cache "$OUT/cache-refined" --crop 512 --batch-size 4 --threads 1 --save-every 100 --log-every 100 \
-    --steps "$REFINED_STEPS" --lr 1e-4 --lr-final 1e-6 --ema 0.999 --w-teacher 0 --run-dir "$OUT/run-refined" \
-    --export "$OUT/refined.pt"
+    --cache "$OUT/cache-refined" "${TRAIN[@]}" --steps "$REFINED_STEPS" --lr 1e-4 --lr-final 1e-6 --ema 0.999 \
+    --w-teacher 0 --run-dir "$OUT/run-refined" --export "$OUT/refined.pt"
 [ -f "$OUT/encoder2.pt" ] || low "$LIC" tune-encoder --init "$OUT/encoder.pt" --student "$OUT/refined.pt" --cache "$CACHE" \
     --steps "$ENC2_STEPS" --threads 1 --run-dir "$OUT/run-encoder2" --export "$OUT/encoder2.pt"
 verdict "$OUT/verdict-refined.json" "$OUT/refined.pt" "$OUT/encoder2.pt" --refine "$REFINE"

@@ -43,8 +43,8 @@
 # Phases 21-24 are default_students.sh's steps 5 and 8 for the pruned student (pgate's):
 #   penc     the shipped tuned encoder re-tuned for it (`lic tune-encoder --init`, 1000 steps);
 #   prefined one averaged QAT pass on penc's latents refined for it (`lic cache-targets --refine 100
-#            --student`, ~2.5 h on one core, built first: its ~200 MB stay in build/, so the one step
-#            whose progress a lost machine costs; a working period that starts it should have 3 h);
+#            --student`, built first: 79 min on one core for board_student.sh's, measured; its ~200 MB
+#            stay in build/, so the one step whose progress a lost machine costs);
 #   penc2    the encoder re-tuned for that student (500 steps);
 #   pverdict the verdict again, now also the deployable codec, its files refined as the board's are.
 # A milestone that beats the shipped student on every check ships by hand: pins, README, recipe.
