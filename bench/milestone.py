@@ -80,6 +80,8 @@ def compare(shipped: dict, candidate: dict, decoders: tuple[str, ...], neighbour
             at_rate = equal_rate_psnr(curve, c["bpp"])
             if at_rate is not None:
                 check["shipped_psnr_at_equal_rate"] = round(at_rate, 3)
+                # what decides; psnr_gain_db compares two different rates
+                check["psnr_gain_at_equal_rate_db"] = round(c["psnr"] - at_rate, 3)
                 check["beats"] = c["psnr"] > at_rate
             else:
                 check["beats"] = c["psnr"] > s["psnr"] and c["bpp"] <= s["bpp"] * BPP_SLACK
@@ -128,9 +130,10 @@ def summary(result: dict) -> str:
         for c in s["checks"]:
             lines.append(f"{name} ({s['images']} images) {c['decoder']}: shipped {c['shipped']['bpp']:.4f} bpp / "
                          f"{c['shipped']['psnr']:.2f} dB, candidate {c['candidate']['bpp']:.4f} / "
-                         f"{c['candidate']['psnr']:.2f} ({c['psnr_gain_db']:+.2f} dB"
-                         + (f"; shipped at the candidate's rate {c['shipped_psnr_at_equal_rate']:.2f}"
-                            if "shipped_psnr_at_equal_rate" in c else "")
+                         f"{c['candidate']['psnr']:.2f} ("
+                         + (f"{c['candidate']['psnr'] - c['shipped_psnr_at_equal_rate']:+.3f} dB at equal rate: shipped at the candidate's "
+                            f"rate {c['shipped_psnr_at_equal_rate']:.3f}" if "shipped_psnr_at_equal_rate" in c
+                            else f"{c['psnr_gain_db']:+.3f} dB")
                          + f") {'beats' if c['beats'] else 'does not beat'}")
     lines.append("milestone beats the shipped student" if result["beats"] else
                  "milestone does not beat the shipped student: not shipped")

@@ -55,6 +55,9 @@ def test_the_deployable_codec_is_judged_at_equal_rate_on_the_shipped_curve():
     q2 = _point(tuned_deployable=(25.62, 0.2415))
     above, = milestone.compare(shipped, _point(tuned_deployable=(26.09, 0.3444)), ("tuned_deployable",), (q2, q4))
     assert above["beats"] and above["shipped_psnr_at_equal_rate"] == pytest.approx(25.990, abs=1e-3)
+    assert above["psnr_gain_at_equal_rate_db"] == pytest.approx(0.100, abs=1e-3)  # not the +0.13 of two rates
+    assert "+0.100 dB at equal rate" in milestone.summary(
+        {"sets": {"kodak": {"images": 24, "checks": [above]}}, "beats": True})
     below, = milestone.compare(shipped, _point(tuned_deployable=(25.98, 0.3444)), ("tuned_deployable",), (q2, q4))
     assert not below["beats"]
     fewer_bits, = milestone.compare(shipped, _point(tuned_deployable=(25.90, 0.30)), ("tuned_deployable",), (q2, q4))
