@@ -17,7 +17,11 @@
 #   training/recipes/board_student.sh                     # one core (CORE=0): 1.31 h of training on an
 #                                                         # AMD EPYC core (measured), ~10 min of verdict; the
 #                                                         # refined cache 79 min (900 entries, 5.2 s each), its
-#                                                         # pass ~15 min, the refined verdict 66 min (measured)
+#                                                         # pass 13 min, the re-tune 8, the refined verdict 59-66
+#                                                         # min (measured)
+# Its result (docs/fpga.md): it does not beat the shipped student. On the refined files, +0.02 / +0.05 dB
+# at equal rate (Kodak / held-out) after the refined pass, within the spread between QAT runs, and its
+# quantised student falls 0.04 / 0.01 dB on the teacher's files; ZCU104 keeps the PYNQ-Z2 student.
 #   STEPS=20 EVAL_LIMIT=1 OUT=build/board-tiny training/recipes/board_student.sh   # every stage 20 steps
 # KV260's quality-first student is wider, so it cannot be grown from the shipped one: it is the long
 # run's wide phases (training/recipes/long_run.sh).
