@@ -3,6 +3,7 @@
 import json
 from dataclasses import replace
 import os
+import shutil
 import subprocess
 import sys
 
@@ -400,6 +401,13 @@ def test_long_run_verdicts_finish_phases_and_are_kept(tmp_path):
     (runs / "gate.json").write_text('{"beats": false}')
     progress = long_run.save(runs, keep, phases)
     assert progress["phase"] == "enc" and progress["finished"] == ["float", "gate"]
+    # a phase building its target cache first has no checkpoint: --status reports the cache
+    (runs / "cache-refined.tmp").mkdir()
+    (runs / "cache-refined.tmp" / "progress.json").write_text(json.dumps(
+        {"what": {"entries": [{}] * 900}, "entries_done": 182, "clipped": 0, "seconds": 830.3}))
+    assert long_run.status(runs, keep, phases) == {"from": str(runs), "phase": "enc", "finished": ["float", "gate"],
+                                                   "building": {"cache-refined": "182 of 900 entries saved, 0.23 h"}}
+    shutil.rmtree(runs / "cache-refined.tmp")
     for skipped in ("enc", "verdict"):
         (runs / f"{skipped}.json").write_text('{"skipped": "gate"}')
     progress = long_run.save(runs, keep, phases)
