@@ -142,9 +142,9 @@ def summary(result: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.milestone", description=__doc__.split("\n\n")[0])
-    p.add_argument("--quality", type=int, required=True, help="rate point of the shipped student compared with")
-    p.add_argument("--float", dest="float_student", type=Path, required=True, help="candidate float student")
-    p.add_argument("--quant", dest="quant_student", type=Path, required=True, help="candidate quantised student")
+    p.add_argument("--quality", type=int, help="rate point of the shipped student compared with")
+    p.add_argument("--float", dest="float_student", type=Path, help="candidate float student")
+    p.add_argument("--quant", dest="quant_student", type=Path, help="candidate quantised student")
     p.add_argument("--encoder", type=Path, default=None,
                    help="the candidate's own tuned encoder (`lic tune-encoder --export`): also measure the "
                         "deployable codec")
@@ -152,8 +152,20 @@ def main(argv: list[str] | None = None) -> int:
                    help="with --encoder: the deployable codec's latents refined, as the board's files are (about "
                         "25 s per Kodak image per student at 100 steps on one x86 core)")
     p.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N images of each set")
-    p.add_argument("-o", "--out", type=Path, required=True, help="verdict JSON to write")
+    p.add_argument("-o", "--out", type=Path, help="verdict JSON to write")
+    p.add_argument("--show", type=Path, metavar="VERDICT", help="print a verdict written before (its summary) and stop")
     args = p.parse_args(argv)
+    if args.show is not None:
+        try:
+            print(summary(json.loads(args.show.read_text())))
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            print(f"milestone: {args.show} is not a readable verdict ({type(e).__name__}: {e})", file=sys.stderr)
+            return 1
+        return 0
+    missing = [flag for flag, value in (("--quality", args.quality), ("--float", args.float_student),
+                                        ("--quant", args.quant_student), ("-o", args.out)) if value is None]
+    if missing:
+        p.error(f"the following arguments are required: {', '.join(missing)} (or --show VERDICT)")
     try:
         result = milestone(args.quality, args.float_student, args.quant_student, args.encoder, args.refine,
                            args.limit)

@@ -91,3 +91,15 @@ def test_the_verdict_decodes_only_what_it_compares(tmp_path, monkeypatch):
     per_set = [("q3", ("float_student", "quant_student")), ("q3 tuned encoder", ("tuned_deployable",))] * 2 + [
         ("q2 tuned encoder", ("tuned_deployable",)), ("q4 tuned encoder", ("tuned_deployable",))]
     assert decoded == per_set * 2  # Kodak, then the held-out photos
+
+
+def test_show_prints_a_written_verdict_and_refuses_what_is_not_one(tmp_path, capsys):
+    assert milestone.main(["--show", "bench/data/board_students/zcu104/verdict-refined.json"]) == 0
+    out = capsys.readouterr().out
+    assert "+0.019 dB at equal rate" in out and "does not beat the shipped student" in out
+    (tmp_path / "bad.json").write_text("{")
+    assert milestone.main(["--show", str(tmp_path / "bad.json")]) == 1
+    assert "not a readable verdict" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        milestone.main(["--quality", "3"])
+    assert "--float, --quant, -o" in capsys.readouterr().err
