@@ -124,17 +124,20 @@ def milestone(quality: int, float_student: Path, quant_student: Path, encoder: P
             "measured": {"date": time.strftime("%Y-%m-%d %H:%M %Z"), "hardware": hardware(torch.device("cpu"))}}
 
 
+def _gain(check: dict) -> str:
+    at_rate = check.get("shipped_psnr_at_equal_rate")
+    if at_rate is None:
+        return f"{check['psnr_gain_db']:+.3f} dB"
+    return f"{check['candidate']['psnr'] - at_rate:+.3f} dB at equal rate: shipped at the candidate's rate {at_rate:.3f}"
+
+
 def summary(result: dict) -> str:
     lines = []
     for name, s in result["sets"].items():
         for c in s["checks"]:
             lines.append(f"{name} ({s['images']} images) {c['decoder']}: shipped {c['shipped']['bpp']:.4f} bpp / "
                          f"{c['shipped']['psnr']:.2f} dB, candidate {c['candidate']['bpp']:.4f} / "
-                         f"{c['candidate']['psnr']:.2f} ("
-                         + (f"{c['candidate']['psnr'] - c['shipped_psnr_at_equal_rate']:+.3f} dB at equal rate: shipped at the candidate's "
-                            f"rate {c['shipped_psnr_at_equal_rate']:.3f}" if "shipped_psnr_at_equal_rate" in c
-                            else f"{c['psnr_gain_db']:+.3f} dB")
-                         + f") {'beats' if c['beats'] else 'does not beat'}")
+                         f"{c['candidate']['psnr']:.2f} ({_gain(c)}) {'beats' if c['beats'] else 'does not beat'}")
     lines.append("milestone beats the shipped student" if result["beats"] else
                  "milestone does not beat the shipped student: not shipped")
     return "\n".join(lines)

@@ -96,7 +96,8 @@ def test_the_verdict_decodes_only_what_it_compares(tmp_path, monkeypatch):
 def test_show_prints_a_written_verdict_and_refuses_what_is_not_one(tmp_path, capsys):
     assert milestone.main(["--show", "bench/data/board_students/zcu104/verdict-refined.json"]) == 0
     out = capsys.readouterr().out
-    assert "+0.019 dB at equal rate" in out and "does not beat the shipped student" in out
+    assert "candidate 0.3630 / 27.05 (+0.019 dB at equal rate: shipped at the candidate's rate 27.034) beats\n" in out
+    assert "does not beat the shipped student" in out
     (tmp_path / "bad.json").write_text("{")
     assert milestone.main(["--show", str(tmp_path / "bad.json")]) == 1
     assert "not a readable verdict" in capsys.readouterr().err
