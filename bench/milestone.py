@@ -160,10 +160,11 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.show is not None:
         try:
-            print(summary(json.loads(args.show.read_text())))
+            text = summary(json.loads(args.show.read_text()))
         except (OSError, ValueError, KeyError, TypeError) as e:
             print(f"milestone: {args.show} is not a readable verdict ({type(e).__name__}: {e})", file=sys.stderr)
             return 1
+        print(text)
         return 0
     missing = [flag for flag, value in (("--quality", args.quality), ("--float", args.float_student),
                                         ("--quant", args.quant_student), ("-o", args.out)) if value is None]
