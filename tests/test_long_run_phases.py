@@ -109,3 +109,12 @@ def test_an_unreadable_verdict_stops_the_run_without_skipping(tmp_path):
     (runs / "pgate.json").write_text("{")
     _walk(tmp_path, False, ok=False)
     assert not (runs / "penc.json").exists()
+
+
+@pytest.mark.parametrize("recipe", sorted(Path("training/recipes").glob("*.sh")), ids=lambda p: p.name)
+def test_every_recipe_runs_as_one_block_so_an_edit_cannot_reach_a_running_copy(recipe):
+    """bash reads a script as it runs: an edit during a run of hours made a recipe run text it never had.
+    A recipe's body is one { ... exit; } block, which bash reads whole before running it."""
+    lines = recipe.read_text().rstrip("\n").splitlines()
+    start = lines.index("set -euo pipefail")
+    assert lines[start + 1].startswith("{  #") and lines[-2:] == ["exit", "}"]

@@ -30,6 +30,8 @@
 # this recipe takes those and gives them the rest: its own encoder, the verdicts, the price on KV260, the
 # refined pass.
 set -euo pipefail
+{  # bash reads this block whole before running it: editing the file during a run of hours cannot
+   # change the running copy (it read on where it stood, once, and broke a run)
 cd "$(dirname "$0")/../.."
 LIC=${LIC:-.venv/bin/lic}
 CORE=${CORE:-0}
@@ -88,3 +90,5 @@ verdict "$OUT/verdict.json" "$QAT_EMA" "$OUT/encoder.pt"
     --steps "$ENC2_STEPS" --threads 1 --run-dir "$OUT/run-encoder2" --export "$OUT/encoder2.pt"
 verdict "$OUT/verdict-refined.json" "$OUT/refined.pt" "$OUT/encoder2.pt" --refine "$REFINE"
 echo "board_student: $OUT/verdict.json and verdict-refined.json (against the shipped student), $OUT/hw-$BOARD/estimates.json ($BOARD)"
+exit
+}

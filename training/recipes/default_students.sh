@@ -40,6 +40,8 @@
 # Usage: training/recipes/default_students.sh [Q3_FLOAT_STEPS] [HS_STEPS]
 # With a GPU, raise every step count.
 set -euo pipefail
+{  # bash reads this block whole before running it: editing the file during a run of hours cannot
+   # change the running copy (it read on where it stood, once, and broke a run)
 cd "$(dirname "$0")/../.."
 LIC=${LIC:-.venv/bin/lic}
 Q3_FLOAT=${1:-1500}
@@ -183,3 +185,5 @@ done
 
 # 9. the default package
 "$LIC" export "$OUT/student_q3.pt" --teacher q3-tuned -o host/decoders/q3
+exit
+}

@@ -5,6 +5,8 @@
 # Usage: training/recipes/default_teachers.sh [BASE_STEPS] [FINETUNE_STEPS]
 # With a GPU, raise the steps (and --crop 256): quality keeps improving for >1M steps.
 set -euo pipefail
+{  # bash reads this block whole before running it: editing the file during a run of hours cannot
+   # change the running copy (it read on where it stood, once, and broke a run)
 cd "$(dirname "$0")/../.."
 LIC=${LIC:-.venv/bin/lic}
 BASE_STEPS=${1:-5500}
@@ -19,3 +21,5 @@ for q in 1 2 3 4; do
 done
 # Writes teachers.json, then stores q1, q2, q4 as lossless deltas against q3 (training/teacher_delta.py).
 .venv/bin/python -m training.ship training/teachers/teacher_q{1,2,3,4}.pt
+exit
+}

@@ -54,6 +54,8 @@
 # training/long_run/q3) let tests/test_long_run_phases.py walk the phases with commands that only
 # write their outputs.
 set -euo pipefail
+{  # bash reads this block whole before running it: editing the file during a run of hours cannot
+   # change the running copy (it read on where it stood, once, and broke a run)
 cd "$(dirname "$0")/../.."
 LIC=${LIC:-.venv/bin/lic}
 read -ra MILESTONE <<< "${MILESTONE:-.venv/bin/python -m bench.milestone}"
@@ -162,3 +164,5 @@ fi
 prune kpruned 112,72,36,16
 quantise kpruned k kgate
 echo "long_run: every phase finished; verdicts in $RUNS/qgate.json, wgate.json, pgate.json, kgate.json and pverdict.json"
+exit
+}

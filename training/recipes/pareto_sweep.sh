@@ -5,6 +5,8 @@
 # MACs on Kodak and FPGA estimates for pynq-z2.
 # Usage: training/recipes/pareto_sweep.sh [FLOAT_STEPS] [QAT_STEPS]
 set -euo pipefail
+{  # bash reads this block whole before running it: editing the file during a run of hours cannot
+   # change the running copy (it read on where it stood, once, and broke a run)
 cd "$(dirname "$0")/../.."
 LIC=${LIC:-.venv/bin/lic}
 FLOAT=${1:-1500}
@@ -24,3 +26,5 @@ for name in small default large; do
     done
 done
 "$LIC" pareto "$RUNS"/*-w*a*.pt --hw "$RUNS"/*.hw -o "$RUNS/pareto"
+exit
+}

@@ -21,6 +21,8 @@
 # averaged QAT and 52 s for the importance: ~2x the quiet figures above. Not run beyond 20 steps yet: no pruned
 # student is trained or shipped.
 set -euo pipefail
+{  # bash reads this block whole before running it: editing the file during a run of hours cannot
+   # change the running copy (it read on where it stood, once, and broke a run)
 cd "$(dirname "$0")/../.."
 LIC=${LIC:-.venv/bin/lic}
 CORE=${CORE:-0}
@@ -77,3 +79,5 @@ for name in ("wide.float", "student_q3.float", "qat", "qat2", "student_q3"):
     p = json.loads((out / f"{name}.provenance.json").read_text())
     print(f"{name}: {p['steps']} steps, {p['train_time_s']} s, {p['train_time_s'] / max(p['steps'], 1):.2f} s/step")
 PY
+exit
+}

@@ -5,6 +5,8 @@
 # with the shipped bit widths (8-bit for convs at the latents' resolution), exported and built.
 #   training/recipes/size_board_students.sh [BOARD...]     (default: zcu104 kv260 pynq-z2; ~1 min per build)
 set -euo pipefail
+{  # bash reads this block whole before running it: editing the file during a run of hours cannot
+   # change the running copy (it read on where it stood, once, and broke a run)
 cd "$(dirname "$0")/../.."
 LIC=${LIC:-.venv/bin/lic}
 BOARDS=${*:-zcu104 kv260 pynq-z2}
@@ -42,3 +44,5 @@ for f in sorted(Path(sys.argv[1]).glob("*/hw-*/estimates.json")):
     print(f'| {f.parts[-3]} | {e["board"]} | {e["rates"]["fabric_fps"]["fps"]:.2f} | {use("LUT")} | {use("BRAM_18K")} '
           f'| {use("DSP")} | {e["student"]["kmac_per_pixel"]} |')
 PY
+exit
+}
