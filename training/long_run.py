@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 
 from lic.errors import LicError
+from training.target_cache import builds_in
 
 RUN_PREFIX = "q3-"
 CHECKPOINT_LIMIT = 8 * 2**20
@@ -173,27 +174,13 @@ def restore(runs: Path, keep: Path, phases: list[str]) -> list[str]:
     return restored
 
 
-def _caches_building(runs: Path) -> dict:
-    """Target caches under construction in RUNS (lic cache-targets writes DIR.tmp/progress.json as it
-    goes): a phase that builds its cache first has no checkpoint meanwhile."""
-    building = {}
-    for progress in sorted(runs.glob("*.tmp/progress.json")):
-        try:
-            doc = json.loads(progress.read_text())
-            building[progress.parent.name.removesuffix(".tmp")] = (
-                f"{doc['entries_done']} of {len(doc['what']['entries'])} entries saved, {doc['seconds'] / 3600:.2f} h")
-        except (OSError, ValueError, KeyError, TypeError):
-            continue  # being replaced as we read it
-    return building
-
-
 def status(runs: Path, keep: Path, phases: list[str]) -> dict | None:
     phases, _ = _split(phases)
     done, current = _current(runs, phases)
     if current and (runs / f"{RUN_PREFIX}{current}" / "checkpoint.pt").is_file():
         return {"from": str(runs), "phase": current, "finished": done,
                 **_checkpoint_summary(runs / f"{RUN_PREFIX}{current}")}
-    building = _caches_building(runs)
+    building = builds_in(runs)  # a phase building its target cache first has no checkpoint meanwhile
     if building:  # build/ knows more than the last --save
         return {"from": str(runs), "phase": current, "finished": done, "building": building}
     progress = _progress(keep)

@@ -111,7 +111,7 @@ def _finished(out: Path, what: dict) -> dict | None:
 def _build(model, entries, what, out, device, models, refinement, batch, teacher) -> dict:
     h, w = what["height"], what["width"]
     n, m = len(entries), model.M
-    tmp = out.with_name(out.name + ".tmp")
+    tmp = out.with_name(out.name + TMP_SUFFIX)
     done = _resumable(tmp, what)
     mode = "r+" if done else "w+"
     xs = np.lib.format.open_memmap(tmp / "x.npy", mode, np.uint8, (n, h, w, 3))
@@ -165,6 +165,21 @@ def _build(model, entries, what, out, device, models, refinement, batch, teacher
 
 
 PROGRESS = "progress.json"
+TMP_SUFFIX = ".tmp"  # a cache under construction: DIR.tmp, renamed to DIR when finished
+
+
+def builds_in(folder: Path) -> dict[str, str]:
+    """The caches being built (or stopped part-way) in `folder`, each with how far its progress file says
+    it has come."""
+    building = {}
+    for tmp in sorted(folder.glob("*" + TMP_SUFFIX)):
+        try:
+            doc = json.loads((tmp / PROGRESS).read_text())
+            building[tmp.name.removesuffix(TMP_SUFFIX)] = (
+                f"{doc['entries_done']} of {len(doc['what']['entries'])} entries saved, {doc['seconds'] / 3600:.2f} h")
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # not started yet, or being replaced as we read it
+    return building
 
 
 def _resumable(tmp: Path, what: dict) -> dict:
