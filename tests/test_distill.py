@@ -367,26 +367,37 @@ def test_long_run_keeps_its_checkpoint_with_progress(tmp_path, common):
                "--save-every", "1", "--log-every", "1") == 0
     progress = long_run.save(runs, keep, phases)
     assert progress["phase"] == "float" and progress["step"] == 2 and progress["last_log"]["step"] == 2
-    assert (keep / "checkpoint.pt").read_bytes() == (runs / "q3-float" / "checkpoint.pt").read_bytes()
+    # committed packed, and smaller; restore gives back the checkpoint bit for bit
+    packed = keep / "checkpoint.pt.xz"
+    assert not (keep / "checkpoint.pt").exists() and packed.stat().st_size < (runs / "q3-float" / "checkpoint.pt").stat().st_size
     assert long_run.status(tmp_path / "gone", keep, phases)["phase"] == "float"
+    assert long_run.restore(tmp_path / "lost", keep, phases) == ["q3-float/checkpoint.pt", "q3-float/log.jsonl"]
+    assert (tmp_path / "lost" / "q3-float" / "checkpoint.pt").read_bytes() == (runs / "q3-float" / "checkpoint.pt").read_bytes()
 
     # the float phase finishes (its export) and the next has not started: no checkpoint is kept
     (runs / "float.pt").write_bytes(b"float")
     (runs / "float.provenance.json").write_text("{}")
     progress = long_run.save(runs, keep, phases)
     assert progress["phase"] == "qat" and progress["finished"] == ["float"]
-    assert progress["phases"]["float"]["step"] == 2 and not (keep / "checkpoint.pt").exists()
-    # qat2 finished too: qat's export is superseded and leaves the committed folder
+    assert progress["phases"]["float"]["step"] == 2 and not (keep / "checkpoint.pt.xz").exists()
+    # qat2 finished too: qat's export is superseded and leaves the committed folder, in either form
     (runs / "qat.pt").write_bytes(b"qat")
     (runs / "qat2.pt").write_bytes(b"qat2")
-    (keep / "qat.pt").write_bytes(b"qat")
+    (keep / "qat.pt").write_bytes(b"qat")  # an older commit's plain copy
     progress = long_run.save(runs, keep, phases)
     assert progress["phase"] == "finished" and progress["finished"] == ["float", "qat", "qat2"]
-    assert sorted(p.name for p in keep.glob("*.pt")) == ["float.pt", "qat2.pt"]
+    assert sorted(p.name for p in keep.glob("*.pt*")) == ["float.pt.xz", "qat2.pt.xz"]
 
     fresh = tmp_path / "fresh"
     assert sorted(long_run.restore(fresh, keep, phases)) == ["float.provenance.json", "float.pt", "qat2.pt"]
+    assert (fresh / "qat2.pt").read_bytes() == b"qat2"
     assert long_run._finished(fresh, ["float", "qat", "qat2"]) == ["float", "qat", "qat2"]
+
+    # a folder committed before packing (plain NAME.pt) still restores
+    (keep / "qat2.pt.xz").unlink()
+    (keep / "qat2.pt").write_bytes(b"qat2")
+    older = tmp_path / "older"
+    assert "qat2.pt" in long_run.restore(older, keep, phases) and (older / "qat2.pt").read_bytes() == b"qat2"
 
 
 def test_long_run_verdicts_finish_phases_and_are_kept(tmp_path):
@@ -413,7 +424,7 @@ def test_long_run_verdicts_finish_phases_and_are_kept(tmp_path):
     progress = long_run.save(runs, keep, phases)
     assert progress["phase"] == "finished"
     assert sorted(p.name for p in keep.iterdir() if p.name != "progress.json") == [
-        "enc.json", "float.pt", "gate.json", "verdict.json"]
+        "enc.json", "float.pt.xz", "gate.json", "verdict.json"]
     fresh = tmp_path / "fresh"
     long_run.restore(fresh, keep, phases)
     assert json.loads((fresh / "gate.json").read_text()) == {"beats": False}
@@ -431,12 +442,12 @@ def test_long_run_keeps_exports_only_while_needed_and_no_encoder_checkpoint(tmp_
     for name in ("float", "qat"):
         (runs / f"{name}.pt").write_bytes(name.encode())
     long_run.save(runs, keep, phases)
-    assert sorted(p.name for p in keep.glob("*.pt")) == ["float.pt", "qat.pt"]  # qat2 still needs float
+    assert sorted(p.name for p in keep.glob("*.pt.xz")) == ["float.pt.xz", "qat.pt.xz"]  # qat2 still needs float
     (runs / "qat2.pt").write_bytes(b"qat2")
     (runs / "q3-enc").mkdir()
     torch.save({"step": 3, "elapsed_s": 10.0, "g_a": torch.zeros(long_run.CHECKPOINT_LIMIT // 4 + 1)},
                runs / "q3-enc" / "checkpoint.pt")
     progress = long_run.save(runs, keep, phases)
-    assert sorted(p.name for p in keep.glob("*.pt")) == ["qat2.pt"]
+    assert sorted(p.name for p in keep.glob("*.pt.xz")) == ["qat2.pt.xz"]
     assert progress["phase"] == "enc" and progress["step"] == 3 and progress["steps"] is None
-    assert "restarts" in progress["checkpoint_not_kept"] and not (keep / "checkpoint.pt").exists()
+    assert "restarts" in progress["checkpoint_not_kept"] and not (keep / "checkpoint.pt.xz").exists()

@@ -50,8 +50,8 @@ case "$BOARD" in
 zcu104)  # grown and QAT'd here; conv 0 and the latent convs at 8 bits, then the shipped 4,4,8,8; every ReLU at 8
     FLOAT=$OUT/grown.pt QAT_EMA=$OUT/qat-ema.pt
     BITS=(--weight-bits 8,8,8,8,4,4,8,8 --act-bits 8,8,8,8,8,8,8) ;;
-kv260)  # the long run's, with its quantisers (the shipped ones)
-    FLOAT=training/long_run/q3/wide.pt QAT_EMA=training/long_run/q3/wqat-ema.pt
+kv260)  # the long run's (committed packed, unpacked below), with its quantisers (the shipped ones)
+    FLOAT=$OUT/wide.pt QAT_EMA=$OUT/wqat-ema.pt
     BITS=(--weight-bits 8,4,4,8,8 --act-bits 8,8,8,8) ;;
 *) echo "board_student: BOARD is zcu104 or kv260, not '$BOARD'" >&2; exit 2 ;;
 esac
@@ -59,6 +59,12 @@ QUANT=("${BITS[@]}" --weight-scale mse --lr 1e-4 --lr-final 1e-6)
 low() { nice -n 10 taskset -c "$CORE" "$@"; }
 
 mkdir -p "$OUT"
+if [ "$BOARD" = kv260 ]; then
+    for f in wide wqat-ema; do
+        [ -f "$OUT/$f.pt" ] || .venv/bin/python -m training.packed_file unpack "training/long_run/q3/$f.pt.xz" "$OUT/$f.pt"
+        cp "training/long_run/q3/$f.provenance.json" "$OUT/"
+    done
+fi
 # the long run may build the same cache beside this one: cache-targets then waits for it and keeps it
 [ -f "$CACHE/manifest.json" ] || low "$LIC" cache-targets --quality 3 --threads 1 -o "$CACHE"
 [ -f "$FLOAT" ] || low "$LIC" distill --init training/students/student_q3.float.pt --latent-convs "$LATENT" \
