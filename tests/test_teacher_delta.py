@@ -40,6 +40,26 @@ def test_round_trip_is_bit_exact(base_and_other):
     assert "gaussian_conditional._quantized_cdf" in delta["whole"]
 
 
+def test_the_base_packs_against_nothing_and_still_serves_as_the_base(base_and_other):
+    tmp_path, base, other = base_and_other
+    torch.save(teacher_delta.pack(other, base, "base.pt"), tmp_path / "other.pt")
+    alone = teacher_delta.pack(base, None, "base.pt")
+    assert teacher_delta.stands_alone(alone) and not alone["whole"]
+    torch.save(alone, tmp_path / "base.pt")
+    for name, want in (("base.pt", base), ("other.pt", other)):
+        back = load_state_dict_file(tmp_path / name)
+        assert back.keys() == want.keys()
+        assert all(back[k].dtype == want[k].dtype and torch.equal(back[k], want[k]) for k in want), name
+
+
+def test_a_delta_against_another_delta_is_refused(base_and_other):
+    tmp_path, base, other = base_and_other
+    torch.save(teacher_delta.pack(other, base, "base.pt"), tmp_path / "other.pt")
+    torch.save(teacher_delta.pack(base, other, "other.pt"), tmp_path / "base.pt")
+    with pytest.raises(LicError, match="not another delta"):
+        load_teacher(str(tmp_path / "other.pt"))
+
+
 def test_a_changed_base_is_refused(base_and_other):
     tmp_path, base, other = base_and_other
     torch.save(teacher_delta.pack(other, base, "base.pt"), tmp_path / "other.pt")
@@ -68,9 +88,10 @@ def test_a_damaged_delta_is_refused(base_and_other):
 
 
 def test_shipped_teachers_unpack_to_their_manifest_fingerprints():
-    """Every shipped teacher but the base is a delta, and each loads to the fingerprint its files carry."""
+    """Every shipped teacher but the base is a delta against it, the base one against nothing, and each
+    loads to the fingerprint its files carry."""
     for e in read_manifest():
         obj = torch.load(TEACHERS_DIR / e["file"], weights_only=True)
-        assert teacher_delta.is_delta(obj) == (e["quality"] != 3), e["file"]
+        assert teacher_delta.is_delta(obj) and teacher_delta.stands_alone(obj) == (e["quality"] == 3), e["file"]
         t = load_teacher(str(TEACHERS_DIR / e["file"]))
         assert model_fingerprint(t.model).hex() == e["fingerprint"]

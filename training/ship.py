@@ -4,8 +4,9 @@ format-version-2 and -3 files made with it carry (their decoding contract: docs/
 training/teachers/encoder_qN.pt exists (`lic tune-encoder --export`), the tuned encoder and its
 fingerprint (its files carry the same contract). The fingerprints that files of earlier releases
 carry for the same contract (`legacy_file_fingerprints`) are kept from the manifest being replaced.
-Then it stores every teacher but the default one (q3) as a lossless delta against it
-(training/teacher_delta.py), which keeps the repository small enough to travel.
+Then it stores every teacher but the default one (q3) as a lossless delta against it, and the default
+one as a delta against nothing (training/teacher_delta.py), which keeps the repository small enough
+to travel.
 
     python -m training.ship training/teachers/teacher_q*.pt
 
@@ -56,23 +57,25 @@ def manifest_entry(path: Path) -> dict:
 
 
 def store_as_deltas(paths: list[Path]) -> None:
-    """Rewrite each full teacher file but the base as its delta against the base; lossless (checked)."""
+    """Rewrite each full teacher file as its delta against the base, and the base as a delta against
+    nothing (its byte planes); lossless (checked)."""
     base = TEACHERS_DIR / f"teacher_q{DEFAULT_QUALITY}.pt"
     base_obj = read_torch_file(base, "base teacher") if base.is_file() else None
-    if base_obj is None or teacher_delta.is_delta(base_obj):
+    if base_obj is None:
         return
     base_sd = state_dict_of(base_obj, base)
-    for path in paths:
-        obj = read_torch_file(path, "teacher")
-        if path == base or teacher_delta.is_delta(obj):
+    for path in [base, *(p for p in paths if p != base)]:
+        obj = base_obj if path == base else read_torch_file(path, "teacher")
+        if teacher_delta.is_delta(obj):
             continue
         sd = state_dict_of(obj, path)
-        delta = teacher_delta.pack(sd, base_sd, base.name)
-        teacher_delta.unpack(delta, base_sd, path.name)  # raises unless it gives back exactly `sd`
+        against = None if path == base else base_sd
+        delta = teacher_delta.pack(sd, against, base.name)
+        teacher_delta.unpack(delta, against, path.name)  # raises unless it gives back exactly `sd`
         before = path.stat().st_size
         atomic_save(delta, path)
-        print(f"{path.name}: stored as a delta against {base.name}, {before / 1e6:.1f} -> "
-              f"{path.stat().st_size / 1e6:.1f} MB")
+        print(f"{path.name}: stored as a delta against {'nothing' if path == base else base.name}, "
+              f"{before / 1e6:.1f} -> {path.stat().st_size / 1e6:.1f} MB")
 
 
 def main(argv: list[str]) -> int:

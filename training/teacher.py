@@ -100,12 +100,14 @@ def load_state_dict_file(path: Path) -> dict:
 
 def state_dict_of(obj, path: Path) -> dict:
     """The state dict a teacher file holds, whatever its layout (a shipped delta is unpacked)."""
+    if teacher_delta.stands_alone(obj):
+        return teacher_delta.unpack(obj, None, Path(path).name)
     if teacher_delta.is_delta(obj):
         base = teacher_delta.base_path(obj, path)
         base_obj = read_torch_file(base, f"base teacher of {Path(path).name}")
-        if teacher_delta.is_delta(base_obj):
-            raise LicError(f"{base}: a teacher delta's base must be a full teacher file")
-        return teacher_delta.unpack(obj, _plain_state_dict(base_obj, base), Path(path).name)
+        if teacher_delta.is_delta(base_obj) and not teacher_delta.stands_alone(base_obj):
+            raise LicError(f"{base}: a teacher delta's base must be a full teacher file, not another delta")
+        return teacher_delta.unpack(obj, state_dict_of(base_obj, base), Path(path).name)
     return _plain_state_dict(obj, path)
 
 
