@@ -373,6 +373,11 @@ def test_long_run_keeps_its_checkpoint_with_progress(tmp_path, common):
     assert long_run.status(tmp_path / "gone", keep, phases)["phase"] == "float"
     assert long_run.restore(tmp_path / "lost", keep, phases) == ["q3-float/checkpoint.pt", "q3-float/log.jsonl"]
     assert (tmp_path / "lost" / "q3-float" / "checkpoint.pt").read_bytes() == (runs / "q3-float" / "checkpoint.pt").read_bytes()
+    # --save takes it back out where the repository has no room for it: the phase restarts, and says so
+    dropped = long_run.drop_checkpoint(runs, keep, phases)
+    assert "restarts" in dropped["checkpoint_not_kept"] and not packed.exists() and not (keep / "log.jsonl").exists()
+    assert json.loads((keep / "progress.json").read_text()) == dropped
+    assert long_run.restore(tmp_path / "lost2", keep, phases) == []
 
     # the float phase finishes (its export) and the next has not started: no checkpoint is kept
     (runs / "float.pt").write_bytes(b"float")

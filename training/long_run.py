@@ -13,7 +13,11 @@ phase and in all, the last logged figures, the machine). Checkpoints and exports
 (training/packed_file.py, NAME.pt.xz: ~30% smaller); restore also takes the plain NAME.pt of older
 commits.
 
-    python -m training.long_run save|status|restore RUNS KEEP PHASE[+[LATER]]...
+    python -m training.long_run save|status|restore|drop-checkpoint RUNS KEEP PHASE[+[LATER]]...
+
+drop-checkpoint takes the checkpoint back out of KEEP after a save (long_run.sh --save does, when the
+tracked files would leave the GPU sprint too little room: training/recipes/gpu_sprint.py room), and
+progress.json says the phase restarts on a fresh machine.
 """
 
 from __future__ import annotations
@@ -181,6 +185,18 @@ def save(runs: Path, keep: Path, phases: list[str]) -> dict:
     return progress
 
 
+def drop_checkpoint(runs: Path, keep: Path, phases: list[str]) -> dict:
+    progress = _progress(keep)
+    if not any((keep / n).is_file() for n in ("checkpoint.pt", packed_file.packed_name("checkpoint.pt"))):
+        return progress
+    for name in ("checkpoint.pt", "log.jsonl"):
+        _drop(keep, name)
+    progress["checkpoint_not_kept"] = ("the tracked files would leave the GPU sprint too little room "
+                                       "(training/recipes/gpu_sprint.py room): on a fresh machine this phase restarts")
+    (keep / "progress.json").write_text(json.dumps(progress, indent=2) + "\n")
+    return progress
+
+
 def restore(runs: Path, keep: Path, phases: list[str]) -> list[str]:
     """Bring back what build/ lost: the finished exports and the current phase's checkpoint."""
     phases, _ = _split(phases)
@@ -216,12 +232,13 @@ def status(runs: Path, keep: Path, phases: list[str]) -> dict | None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if len(argv) < 4 or argv[0] not in ("save", "status", "restore"):
-        print("usage: python -m training.long_run save|status|restore RUNS KEEP PHASE[+[LATER]]...", file=sys.stderr)
+    commands = {"save": save, "status": status, "restore": restore, "drop-checkpoint": drop_checkpoint}
+    if len(argv) < 4 or argv[0] not in commands:
+        print(f"usage: python -m training.long_run {'|'.join(commands)} RUNS KEEP PHASE[+[LATER]]...", file=sys.stderr)
         return 2
     command, runs, keep, phases = argv[0], Path(argv[1]), Path(argv[2]), argv[3:]
     try:
-        out = {"save": save, "status": status, "restore": restore}[command](runs, keep, phases)
+        out = commands[command](runs, keep, phases)
     except LicError as e:
         print(f"long_run: {e}", file=sys.stderr)
         return 1

@@ -39,6 +39,7 @@ REPO = Path(__file__).resolve().parents[2]
 SHARED_DATA = REPO.parent / "shared" / "data"
 BUNDLE = REPO / "build" / "sprint"
 TRAVEL_LIMIT = 64 * 2**20  # the device tool's working-tree limit, carried paths included
+ROOM = 58 * 2**20  # what tracked files may take of it: ~4 MiB stay for the sprint's photos beside the wheels
 # Packages the GPU image lacks (KINDS.md lists what it has): pure-Python wheels, plus compressai's
 # sdist (no cp312 wheel exists; its C++ extensions build with the image's g++ and pybind11).
 # setuptools<81 because brevitas imports pkg_resources.
@@ -240,6 +241,8 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("-o", "--out", type=Path, default=BUNDLE)
     b.add_argument("--eval-images", type=int, default=4, help="Kodak images for the first look (default 4)")
     b.add_argument("--margin", type=int, default=2 * 2**20, help="bytes left free under the limit (default 2 MiB)")
+    sub.add_parser("room", help=f"do the tracked files fit the {ROOM >> 20} MiB that leave the sprint room for "
+                                f"its photos? (exit 1 if not)")
     s = sub.add_parser("run", help="run the sprint (on the GPU machine, or --device cpu to test it)")
     s.add_argument("-o", "--out", type=Path, required=True, help="students, provenance, sprint.json, sprint.log")
     s.add_argument("--quality", type=int, default=3)
@@ -259,6 +262,10 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--calib-steps", type=int, default=20, help="steps of the short run that times a step (default 20)")
     s.add_argument("--min-steps", type=int, default=10)
     args = p.parse_args(argv)
+    if args.what == "room":
+        used = tracked_bytes()
+        print(f"tracked files: {used / 2**20:.1f} MiB of the {ROOM >> 20} MiB room", file=sys.stderr)
+        return 0 if used <= ROOM else 1
     if args.what == "bundle":
         info = make_bundle(args.out, args.eval_images, args.margin)
         print(json.dumps(info, indent=2))

@@ -8,7 +8,9 @@
 #
 #   training/recipes/long_run.sh           resume (or start) the current phase, then the next ones
 #   training/recipes/long_run.sh --save    copy the current phase's checkpoint and the finished
-#                                           exports into training/long_run/q3/ (then commit)
+#                                           exports into training/long_run/q3/ (then commit); the
+#                                           checkpoint stays out if it would leave the GPU sprint too
+#                                           little room (training/recipes/gpu_sprint.py room)
 #   training/recipes/long_run.sh --status  phase, step, core-hours so far and the last logged figures
 #
 # Phases 1-5 (finished) are default_students.sh's for q3 with one change, a longer float student:
@@ -91,7 +93,11 @@ low() { nice -n 19 taskset -c "$CORE" "$@"; }
 keeper() { .venv/bin/python -m training.long_run "$@"; }
 
 case "${1:-run}" in
---save) keeper save "$RUNS" "$KEEP" "${PHASES[@]}"; exit 0 ;;
+--save)
+    keeper save "$RUNS" "$KEEP" "${PHASES[@]}"
+    # a checkpoint that would crowd the GPU sprint's photos out of what travels is not committed
+    python3 training/recipes/gpu_sprint.py room || keeper drop-checkpoint "$RUNS" "$KEEP" "${PHASES[@]}"
+    exit 0 ;;
 --status) keeper status "$RUNS" "$KEEP" "${PHASES[@]}"; exit 0 ;;
 run) ;;
 *) echo "usage: $0 [--save|--status]" >&2; exit 2 ;;
