@@ -68,21 +68,15 @@ def test_phases_run_in_order_and_the_gate_decides_the_refined_branch(tmp_path, b
     head = ["q3", "float", "qat", "qat2", "qat-ema", "qgate", "wide", "wqat", "wqat2", "wqat-ema", "wgate", "pruned", "pqat",
             "pqat2", "pqat-ema", "pgate"]
     kv260 = ["kpruned", "kqat", "kqat2", "kqat-ema", "kgate"]
-    q4 = ["q4", "q4wide", "q4pruned", "q4qat", "q4qat2", "q4qat-ema", "q4gate"]  # q4: its teacher's cache
     assert order[:len(head)] == head  # q3: the teacher-target cache, built first
-    # after the pruned student's branch (that one would ship for every board), KV260's, then q4's
-    assert order[-len(kv260 + q4):] == kv260 + q4
-    by_phase = dict(zip(order, calls))
-    assert by_phase["q4wide"][by_phase["q4wide"].index("--init") + 1] == str(runs / "wide.pt")
-    assert by_phase["q4pruned"][by_phase["q4pruned"].index("--student") + 1] == str(runs / "q4wide.pt")
-    assert all(by_phase[p][by_phase[p].index("--quality") + 1] == "4" for p in q4)
-    assert by_phase["kgate"][by_phase["kgate"].index("--quality") + 1] == "3"
+    assert order[-len(kv260):] == kv260  # after the pruned student's branch: that one would ship for every board
     if not beats:
-        assert order == head + kv260 + q4
+        assert order == head + kv260
         for skipped in ("penc", "prefined", "penc2", "pverdict"):
             assert "does not beat" in json.loads((runs / f"{skipped}.json").read_text())["skipped"]
         return
-    assert order[len(head):-len(kv260 + q4)] == ["penc", "cache-refined", "prefined", "penc2", "pverdict"]
+    assert order[len(head):-len(kv260)] == ["penc", "cache-refined", "prefined", "penc2", "pverdict"]
+    by_phase = dict(zip(order, calls))
     refine = by_phase["cache-refined"]
     assert refine[refine.index("--student") + 1] == str(runs / "pqat-ema.pt")
     assert refine[refine.index("--teacher") + 1] == str(runs / "penc.pt") and "--refine" in refine
@@ -105,7 +99,7 @@ def test_a_fresh_machine_goes_on_from_the_committed_folder(tmp_path, beats):
     assert _walk(tmp_path, beats)[0] == []
     kept = sorted(p.name.removesuffix(".xz") for p in (tmp_path / "keep").glob("*.pt.xz"))
     assert kept == ["kpruned.pt", "kqat-ema.pt"] + (["penc2.pt", "prefined.pt", "pruned.pt"] if beats else ["pruned.pt"]) \
-        + ["q4pruned.pt", "q4qat-ema.pt", "wide.pt", "wqat-ema.pt"]
+        + ["wide.pt", "wqat-ema.pt"]
 
 
 def test_an_unreadable_verdict_stops_the_run_without_skipping(tmp_path):

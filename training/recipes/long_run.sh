@@ -51,17 +51,6 @@
 #   kpruned  `lic prune` of the wide student to 112,72,36,16, fine-tuned 10,000 steps;
 #   kqat, kqat2, kqat-ema   phases 2-4's QAT of it;
 #   kgate    its verdict, as qgate's (a person ships it as KV260's package if it beats the shipped one).
-# Phases 26-31: the pruning route for q4, the next rate point. The pruned q3 student decodes the 50
-# held-out photos at 24.87 dB quantised, above the shipped q4's 24.77 at 19% more bits, so it cannot ship
-# while q4 stays as it is (tests/test_rate_ladder.py); and q4 is the rate point furthest from its teacher
-# (3.41 dB). As the shipped q4 float student was fine-tuned from q3's, its wide one starts from q3's:
-#   q4cache  the q4 teacher's targets (`lic cache-targets --quality 4`);
-#   q4wide   the q3 wide student continued on the q4 teacher's targets, 15,000 steps at a slow cosine;
-#   q4pruned `lic prune` of it to the shipped widths, fine-tuned 10,000 steps;
-#   q4qat, q4qat2, q4qat-ema   phases 2-4's QAT of it;
-#   q4gate   its verdict against the shipped q4 student, as qgate's.
-# Every phase's folder is RUNS/q3-NAME, the q4 phases' too (the run is named for the rate point it
-# began with; training/long_run.py's RUN_PREFIX).
 # A milestone that beats the shipped student on every check ships by hand: pins, README, recipe.
 # LIC, MILESTONE (the commands), LONG_RUN_CORE, LONG_RUN_BUILD (for build/) and LONG_RUN_KEEP (for
 # training/long_run/q3) let tests/test_long_run_phases.py walk the phases with commands that only
@@ -87,8 +76,7 @@ REFINED=$RUNS/cache-refined
 # NAME+LATER: its export stays in training/long_run/ until phase LATER has finished (later phases'
 # --student); NAME+: for good (a candidate to ship from). The newest export always stays (the next --init).
 PHASES=(float+qgate qat qat2 qat-ema qgate wide+ wqat wqat2 wqat-ema+ wgate pruned+ pqat pqat2 pqat-ema+prefined
-        pgate penc+penc2 prefined+ penc2+ pverdict kpruned+ kqat kqat2 kqat-ema+ kgate
-        q4wide+q4pruned q4pruned+ q4qat q4qat2 q4qat-ema+ q4gate)
+        pgate penc+penc2 prefined+ penc2+ pverdict kpruned+ kqat kqat2 kqat-ema+ kgate)
 low() { nice -n 19 taskset -c "$CORE" "$@"; }
 keeper() { .venv/bin/python -m training.long_run "$@"; }
 
@@ -121,7 +109,7 @@ finished() {  # NAME: its export or result (NAME.json), or a later phase's, exis
 }
 run_phase() {  # NAME COMMAND...
     local name=$1; shift
-    finished "$name" || low "$LIC" "$@" --run-dir "$RUNS/q3-$name" --export "$RUNS/$name.pt"
+    finished "$name" || low "$LIC" "$@" --run-dir "$RUNS/q$Q-$name" --export "$RUNS/$name.pt"
 }
 judge() {  # NAME ARGS...: the milestone's verdict against the shipped student, RUNS/NAME.json
     local name=$1; shift
@@ -155,8 +143,8 @@ quantise() {  # FLOAT Q GATE: phases 2-4's QAT of FLOAT's export (Qqat, Qqat2, Q
         --ema 0.999
     judge "$3" --float "$float" --quant "$RUNS/${q}qat-ema.pt"
 }
-prune() {  # NAME CHANNELS [WIDE]: the wide student pruned to CHANNELS by first-order Taylor importance, fine-tuned
-    run_phase "$1" prune --student "$RUNS/${3:-wide}.pt" --channels "$2" --importance-batches 32 "${WHOLE[@]}" \
+prune() {  # NAME CHANNELS: the wide student pruned to CHANNELS by first-order Taylor importance, fine-tuned
+    run_phase "$1" prune --student "$RUNS/wide.pt" --channels "$2" --importance-batches 32 "${WHOLE[@]}" \
         --steps 10000 --lr 2e-4 --lr-final 1e-6
 }
 
@@ -181,14 +169,6 @@ else
 fi
 prune kpruned 112,72,36,16
 quantise kpruned k kgate
-
-Q=4 CACHE=$BUILD/cache/q4
-WHOLE=(--quality "$Q" --cache "$CACHE" "${TRAIN[@]}")
-finished q4gate || [ -f "$CACHE/manifest.json" ] || low "$LIC" cache-targets --quality "$Q" --threads 1 -o "$CACHE"
-run_phase q4wide distill --init "$RUNS/wide.pt" "${WHOLE[@]}" --steps 15000 --lr 2e-4 --lr-final 1e-6
-prune q4pruned 96,64,32,16 q4wide
-quantise q4pruned q4 q4gate
-echo "long_run: every phase finished; verdicts in $RUNS/qgate.json, wgate.json, pgate.json, pverdict.json, kgate.json" \
-    "and q4gate.json"
+echo "long_run: every phase finished; verdicts in $RUNS/qgate.json, wgate.json, pgate.json, kgate.json and pverdict.json"
 exit
 }
