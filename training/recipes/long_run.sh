@@ -44,7 +44,8 @@
 #            --student`, built first: 79 min on one core for board_student.sh's, measured; its ~200 MB
 #            stay in build/, so the one step whose progress a lost machine costs);
 #   penc2    the encoder re-tuned for that student (500 steps);
-#   pverdict the verdict again, now also the deployable codec, its files refined as the board's are.
+#   pverdict the verdict again, now also the deployable codec, its files refined as the board's are:
+#            it does not beat (-0.01 dB at equal rate on Kodak and held-out), not shipped.
 # Phases 21-25: KV260's quality-first student within the 8x MAC budget, 112,72,36,16 (5.08 kMAC/px, 8.3x
 # below the teacher's g_s; docs/fpga.md "Students sized to each board"), pruned from the same wide
 # student instead of a 30,000-step float run of its own:
