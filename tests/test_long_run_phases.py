@@ -69,21 +69,25 @@ def test_phases_run_in_order_and_the_gate_decides_the_refined_branch(tmp_path, b
             "pqat2", "pqat-ema", "pgate"]
     kv260 = ["kpruned", "kqat", "kqat2", "kqat-ema", "kgate"]
     assert order[:len(head)] == head  # q3: the teacher-target cache, built first
-    assert order[-len(kv260):] == kv260  # after the pruned student's branch: that one would ship for every board
     if not beats:
         assert order == head + kv260
-        for skipped in ("penc", "prefined", "penc2", "pverdict"):
+        for skipped in ("penc", "prefined", "penc2", "pverdict", "kenc", "krefined", "kenc2", "kverdict"):
             assert "does not beat" in json.loads((runs / f"{skipped}.json").read_text())["skipped"]
         return
-    assert order[len(head):-len(kv260)] == ["penc", "cache-refined", "prefined", "penc2", "pverdict"]
+    # the pruned student's steps 5 and 8 come before KV260's phases (that one would ship for every board)
+    assert order[len(head):] == ["penc", "cache-refined", "prefined", "penc2", "pverdict", *kv260,
+                                 "kenc", "cache-refined-k", "krefined", "kenc2", "kverdict"]
     by_phase = dict(zip(order, calls))
-    refine = by_phase["cache-refined"]
-    assert refine[refine.index("--student") + 1] == str(runs / "pqat-ema.pt")
-    assert refine[refine.index("--teacher") + 1] == str(runs / "penc.pt") and "--refine" in refine
-    prefined = by_phase["prefined"]
-    assert prefined[prefined.index("--cache") + 1] == str(runs / "cache-refined")
-    verdict = by_phase["pverdict"]
-    assert verdict[verdict.index("--encoder") + 1] == str(runs / "penc2.pt")
+    for x, student, cache in (("p", "pruned", "cache-refined"), ("k", "kpruned", "cache-refined-k")):
+        refine = by_phase[cache]
+        assert refine[refine.index("--student") + 1] == str(runs / f"{x}qat-ema.pt")
+        assert refine[refine.index("--teacher") + 1] == str(runs / f"{x}enc.pt") and "--refine" in refine
+        refined = by_phase[f"{x}refined"]
+        assert refined[refined.index("--cache") + 1] == str(runs / cache)
+        assert refined[refined.index("--student") + 1] == str(runs / f"{student}.pt")
+        verdict = by_phase[f"{x}verdict"]
+        assert verdict[verdict.index("--encoder") + 1] == str(runs / f"{x}enc2.pt")
+        assert verdict[verdict.index("--quant") + 1] == str(runs / f"{x}refined.pt")
 
     # a second walk finds every phase finished and runs nothing
     assert _walk(tmp_path, beats)[0] == []
@@ -98,7 +102,8 @@ def test_a_fresh_machine_goes_on_from_the_committed_folder(tmp_path, beats):
     shutil.rmtree(tmp_path / "build")
     assert _walk(tmp_path, beats)[0] == []
     kept = sorted(p.name.removesuffix(".xz") for p in (tmp_path / "keep").glob("*.pt.xz"))
-    assert kept == ["kpruned.pt", "kqat-ema.pt"] + (["penc2.pt", "prefined.pt", "pruned.pt"] if beats else ["pruned.pt"]) \
+    # the pruned student's files went with its verdict; KV260's refined student and encoder stay if kgate beat
+    assert kept == (["kenc2.pt", "kpruned.pt", "krefined.pt"] if beats else ["kpruned.pt", "kqat-ema.pt"]) \
         + ["wide.pt", "wqat-ema.pt"]
 
 

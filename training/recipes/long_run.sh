@@ -51,7 +51,11 @@
 # student instead of a 30,000-step float run of its own:
 #   kpruned  `lic prune` of the wide student to 112,72,36,16, fine-tuned 10,000 steps;
 #   kqat, kqat2, kqat-ema   phases 2-4's QAT of it;
-#   kgate    its verdict, as qgate's (a person ships it as KV260's package if it beats the shipped one).
+#   kgate    its verdict, as qgate's;
+#   kenc, krefined, kenc2, kverdict   phases 16-19 for it, if kgate says it beats (a person ships it as
+#            KV260's package if kverdict does too).
+# The pruned student's files were kept until its verdict (pverdict: it does not beat); they are in
+# the history (commit 191d647).
 # A milestone that beats the shipped student on every check ships by hand: pins, README, recipe.
 # LIC, MILESTONE (the commands), LONG_RUN_CORE, LONG_RUN_BUILD (for build/) and LONG_RUN_KEEP (for
 # training/long_run/q3) let tests/test_long_run_phases.py walk the phases with commands that only
@@ -76,8 +80,9 @@ QUANT=(--weight-bits 8,4,4,8,8 --act-bits 8,8,8,8 --weight-scale mse --lr 1e-4 -
 REFINED=$RUNS/cache-refined
 # NAME+LATER: its export stays in training/long_run/ until phase LATER has finished (later phases'
 # --student); NAME+: for good (a candidate to ship from). The newest export always stays (the next --init).
-PHASES=(float+qgate qat qat2 qat-ema qgate wide+ wqat wqat2 wqat-ema+ wgate pruned+ pqat pqat2 pqat-ema+prefined
-        pgate penc+penc2 prefined+ penc2+ pverdict kpruned+ kqat kqat2 kqat-ema+ kgate)
+PHASES=(float+qgate qat qat2 qat-ema qgate wide+ wqat wqat2 wqat-ema+ wgate pruned+pverdict pqat pqat2 pqat-ema+prefined
+        pgate penc+penc2 prefined+pverdict penc2+pverdict pverdict kpruned+ kqat kqat2 kqat-ema+krefined kgate
+        kenc+kenc2 krefined+ kenc2+ kverdict)
 low() { nice -n 19 taskset -c "$CORE" "$@"; }
 keeper() { .venv/bin/python -m training.long_run "$@"; }
 
@@ -155,21 +160,28 @@ run_phase wide distill "${WHOLE[@]}" --channels 128,96,48,24 --steps 30000 --lr 
 quantise wide w wgate
 prune pruned 96,64,32,16
 quantise pruned p pgate
-if beats pgate; then
-    run_phase penc tune-encoder --init "training/teachers/encoder_q$Q.pt" --student "$RUNS/pqat-ema.pt" --cache "$CACHE" \
+refine() {  # X FLOAT GATE CACHE: steps 5 and 8 for the student X (FLOAT's, its QAT export Xqat-ema) if GATE
+            # says it beats: Xenc, the refined cache CACHE, Xrefined, Xenc2, the verdict Xverdict
+    local x=$1 float=$RUNS/$2.pt gate=$3 cache=$4 quant=$RUNS/${1}qat-ema.pt
+    if ! beats "$gate"; then
+        skip "$gate: the QAT milestone does not beat the shipped student" "${x}enc" "${x}refined" "${x}enc2" "${x}verdict"
+        return
+    fi
+    run_phase "${x}enc" tune-encoder --init "training/teachers/encoder_q$Q.pt" --student "$quant" --cache "$CACHE" \
         --steps 1000 --threads 1
-    finished prefined || [ -f "$REFINED/manifest.json" ] || low "$LIC" cache-targets --teacher "$RUNS/penc.pt" \
-        --student "$RUNS/pqat-ema.pt" --refine 100 --threads 1 -o "$REFINED"
-    run_phase prefined qat --student "$RUNS/pruned.pt" --init "$RUNS/pqat-ema.pt" --teacher "$RUNS/penc.pt" \
-        --cache "$REFINED" "${TRAIN[@]}" --steps 2000 --lr 1e-4 --lr-final 1e-6 --ema 0.999 --w-teacher 0
-    run_phase penc2 tune-encoder --init "$RUNS/penc.pt" --student "$RUNS/prefined.pt" --cache "$CACHE" --steps 500 \
-        --threads 1
-    judge pverdict --float "$RUNS/pruned.pt" --quant "$RUNS/prefined.pt" --encoder "$RUNS/penc2.pt" --refine 100
-else
-    skip "pgate: the pruned student's QAT milestone does not beat the shipped student" penc prefined penc2 pverdict
-fi
+    finished "${x}refined" || [ -f "$cache/manifest.json" ] || low "$LIC" cache-targets --teacher "$RUNS/${x}enc.pt" \
+        --student "$quant" --refine 100 --threads 1 -o "$cache"
+    run_phase "${x}refined" qat --student "$float" --init "$quant" --teacher "$RUNS/${x}enc.pt" \
+        --cache "$cache" "${TRAIN[@]}" --steps 2000 --lr 1e-4 --lr-final 1e-6 --ema 0.999 --w-teacher 0
+    run_phase "${x}enc2" tune-encoder --init "$RUNS/${x}enc.pt" --student "$RUNS/${x}refined.pt" --cache "$CACHE" \
+        --steps 500 --threads 1
+    judge "${x}verdict" --float "$float" --quant "$RUNS/${x}refined.pt" --encoder "$RUNS/${x}enc2.pt" --refine 100
+}
+refine p pruned pgate "$REFINED"
 prune kpruned 112,72,36,16
 quantise kpruned k kgate
-echo "long_run: every phase finished; verdicts in $RUNS/qgate.json, wgate.json, pgate.json, kgate.json and pverdict.json"
+refine k kpruned kgate "$REFINED-k"
+echo "long_run: every phase finished; verdicts in $RUNS/qgate.json, wgate.json, pgate.json, pverdict.json, kgate.json" \
+    "and kverdict.json"
 exit
 }
