@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from host.image_io import write_atomic
 from lic.errors import LicError
 
 MAGIC = b"lic packed file\n"
@@ -48,7 +49,7 @@ def header(path: Path) -> dict | None:
 
 
 def pack(src: Path, dst: Path) -> bool:
-    """Write `src` packed to `dst` (atomically); False if `dst` already holds exactly `src`."""
+    """Write `src` packed to `dst` (whole or not at all); False if `dst` already holds exactly `src`."""
     data = Path(src).read_bytes()
     digest = hashlib.sha256(data).hexdigest()
     old = header(dst) if Path(dst).is_file() else None
@@ -56,12 +57,12 @@ def pack(src: Path, dst: Path) -> bool:
         return False  # unchanged: an identical commit, and no second of lzma
     padded = np.frombuffer(data + b"\0" * (-len(data) % PLANES), dtype=np.uint8).reshape(-1, PLANES)
     head = json.dumps({"bytes": len(data), "sha256": digest, "planes": PLANES}).encode() + b"\n"
-    _write(dst, MAGIC + head + lzma.compress(padded.T.tobytes(), preset=9))
+    write_atomic(dst, MAGIC + head + lzma.compress(padded.T.tobytes(), preset=9))
     return True
 
 
 def unpack(src: Path, dst: Path) -> None:
-    """Write the file `src` packs to `dst` (atomically); LicError if `src` is damaged."""
+    """Write the file `src` packs to `dst` (whole or not at all); LicError if `src` is damaged."""
     raw = Path(src).read_bytes()
     try:
         if not raw.startswith(MAGIC):
@@ -75,13 +76,7 @@ def unpack(src: Path, dst: Path) -> None:
             raise ValueError("digest mismatch")
     except (ValueError, KeyError, TypeError, lzma.LZMAError) as e:
         raise LicError(f"{src}: damaged packed file ({e})") from None
-    _write(dst, data)
-
-
-def _write(path: Path, data: bytes) -> None:
-    tmp = Path(path).with_name(Path(path).name + ".tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
+    write_atomic(dst, data)
 
 
 def main(argv: list[str] | None = None) -> int:
