@@ -85,6 +85,11 @@ def _drop(keep: Path, name: str) -> None:
     (keep / packed_file.packed_name(name)).unlink(missing_ok=True)
 
 
+def _held(keep: Path, name: str) -> bool:
+    """Does `keep` hold `name`, packed or plain?"""
+    return (keep / packed_file.packed_name(name)).is_file() or (keep / name).is_file()
+
+
 def _bring_back(keep: Path, name: str, dst: Path) -> bool:
     """Restore `name` from `keep` to `dst`, packed or plain; False if `keep` holds neither."""
     if (keep / packed_file.packed_name(name)).is_file():
@@ -187,7 +192,7 @@ def save(runs: Path, keep: Path, phases: list[str]) -> dict:
 
 def drop_checkpoint(runs: Path, keep: Path, phases: list[str]) -> dict:
     progress = _progress(keep)
-    if not any((keep / n).is_file() for n in ("checkpoint.pt", packed_file.packed_name("checkpoint.pt"))):
+    if not _held(keep, "checkpoint.pt"):
         return progress
     for name in ("checkpoint.pt", "log.jsonl"):
         _drop(keep, name)
@@ -208,8 +213,7 @@ def restore(runs: Path, keep: Path, phases: list[str]) -> list[str]:
                 restored.append(name)
     current = _progress(keep).get("phase")
     run = runs / f"{RUN_PREFIX}{current}"
-    kept = any((keep / n).is_file() for n in ("checkpoint.pt", packed_file.packed_name("checkpoint.pt")))
-    if current in phases and kept and not (run / "checkpoint.pt").is_file():
+    if current in phases and _held(keep, "checkpoint.pt") and not (run / "checkpoint.pt").is_file():
         run.mkdir(parents=True, exist_ok=True)
         for name in ("checkpoint.pt", "log.jsonl"):
             if _bring_back(keep, name, run / name):
